@@ -1,0 +1,175 @@
+//! Wiring: builds the store, engine and router from a [`Config`], binds the listener, and runs
+//! until a shutdown signal, then stops background tasks and closes the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::delivery::Dispatcher;
+use crate::delivery::client::DeliveryClient;
+use crate::delivery::policy::EndpointPolicy;
+use crate::engine::Engine;
+use crate::eventing::notify::EventingEnvelopes;
+use crate::filter::StandardFilters;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Why herald could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or migrated.
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    /// The delivery HTTP client could not be built.
+    #[error("cannot build the delivery HTTP client")]
+    Client(#[from] reqwest::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A herald ready to serve: store open, listener bound.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    store: SqliteStore,
+    dispatcher: Arc<Dispatcher>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    config: Config,
+}
+
+impl Application {
+    /// Opens the store, loads state and binds the listener (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        let sqlite = SqliteStore::open(&config.data_dir).await?;
+        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+        let metrics = Arc::new(Metrics::default());
+        let policy = Arc::new(EndpointPolicy::new(config.allowed_networks.clone()));
+        let client = DeliveryClient::new(policy, config.client)?;
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            client,
+            Arc::new(EventingEnvelopes),
+            Arc::new(StandardFilters),
+            config.delivery.clone(),
+            config
+                .sources
+                .iter()
+                .map(|source| (source.name.clone(), source.retry))
+                .collect(),
+            config.clock,
+            metrics.clone(),
+        );
+        let tasks = dispatcher.start().await?;
+        let engine = Engine::new(
+            store,
+            config.sources.clone(),
+            dispatcher.clone(),
+            config.clock,
+        );
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: config.listen.clone(),
+                    source,
+                })?;
+        let state = AppState {
+            engine: Arc::new(engine),
+            metrics,
+            public_url: config.public_url.as_deref().map(Arc::from),
+            max_body_bytes: config.max_body_bytes,
+            limits: config.limits,
+            api_token: config.api_token.as_deref().map(Arc::from),
+        };
+        Ok(Application {
+            listener,
+            state,
+            store: sqlite,
+            dispatcher,
+            tasks,
+            config,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The engine, for callers that embed herald.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.state.engine.clone()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish, stops delivery
+    /// (sends in flight get a grace period), flushes delivery progress, stops the sweeper and
+    /// closes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop, _) = broadcast::channel::<()>(1);
+        let sweeper = tokio::spawn(
+            self.state
+                .engine
+                .clone()
+                .run_sweeper(self.config.sweep_interval, stop.subscribe()),
+        );
+        let router = http::router(self.state);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop.send(());
+        if let Err(err) = sweeper.await {
+            tracing::warn!(error = %err, "expiry sweeper ended abnormally");
+        }
+        self.dispatcher
+            .stop(self.config.client.request_timeout + std::time::Duration::from_secs(1))
+            .await;
+        for task in self.tasks {
+            if let Err(err) = task.await {
+                tracing::warn!(error = %err, "a delivery task ended abnormally");
+            }
+        }
+        self.store.close().await;
+        served
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops herald");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,514 @@
+//! Configuration: built-in defaults (`config/default.toml`, compiled in), then the user's TOML
+//! file, then `HERALD_*` environment variables, then flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::delivery::DeliverySettings;
+use crate::delivery::client::ClientSettings;
+use crate::delivery::policy::Network;
+use crate::delivery::retry::RetryPolicy;
+use crate::engine::SourcePolicy;
+use crate::engine::clock::Clock;
+use crate::engine::expiry::{ExpiryPolicy, XsDuration};
+use crate::engine::subscription::SourceName;
+use crate::soap::envelope::Limits;
+
+/// The documented defaults file.
+pub const DEFAULTS_TOML: &str = include_str!("../config/default.toml");
+
+/// Options of `herald serve`; each falls back to its environment variable, then to the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see config/default.toml for every key).
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory of the embedded SQLite store [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Absolute URL clients reach herald at, for SubscriptionManager addresses [default: from
+    /// the request's Host header].
+    #[arg(long, env = "HERALD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Largest request body in bytes; larger ones get 413 [default: 1048576].
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long, env = "HERALD_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Expiry sweeper interval in milliseconds [default: 250].
+    #[arg(long, env = "HERALD_SWEEP_INTERVAL_MS", value_name = "MS")]
+    pub sweep_interval_ms: Option<u64>,
+    /// Bearer token required for publishing and the JSON API [default: none, open].
+    #[arg(
+        long,
+        env = "HERALD_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// Networks (CIDR) subscribers may be in despite being loopback/private, comma-separated
+    /// [default: none].
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_NETWORKS",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub allowed_networks: Option<Vec<String>>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for herald.
+    #[error("invalid configuration in {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    log_level: Option<String>,
+    sweep_interval_ms: Option<u64>,
+    api_token: Option<String>,
+    delivery: Option<DeliveryFile>,
+    sources: Option<BTreeMap<String, SourceFile>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryFile {
+    max_concurrency: Option<usize>,
+    connect_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    memory_events: Option<usize>,
+    event_retention: Option<String>,
+    allowed_networks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    default_expires: Option<String>,
+    min_expires: Option<String>,
+    max_expires: Option<String>,
+    accept_datetime: Option<bool>,
+    max_subscriptions: Option<u64>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    retry_after_cap: Option<String>,
+    give_up_after: Option<String>,
+}
+
+/// The resolved configuration herald runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`host:port`).
+    pub listen: String,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Public base URL, if configured.
+    pub public_url: Option<String>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Log level name.
+    pub log_level: String,
+    /// Expiry sweeper interval.
+    pub sweep_interval: Duration,
+    /// Parser limits for SOAP messages.
+    pub limits: Limits,
+    /// Event sources.
+    pub sources: Vec<SourcePolicy>,
+    /// Bearer token for publishing and the JSON API.
+    pub api_token: Option<String>,
+    /// Delivery tuning.
+    pub delivery: DeliverySettings,
+    /// Delivery client timeouts.
+    pub client: ClientSettings,
+    /// Networks subscribers may be in despite being internal.
+    pub allowed_networks: Vec<Network>,
+    /// Where "now" comes from (tests use tokio's pausable clock).
+    pub clock: Clock,
+}
+
+fn parse_toml(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|err| ConfigError::Parse {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+impl Config {
+    /// The built-in defaults alone: what a fresh `herald serve` runs with.
+    pub fn defaults() -> Config {
+        Config::resolve(&ServeArgs::default(), None)
+            .unwrap_or_else(|err| panic!("the built-in defaults file is invalid: {err}"))
+    }
+
+    /// Resolves the configuration for `herald serve`: defaults, the file named by `--config` /
+    /// `HERALD_CONFIG`, then the environment and flags (already merged by clap, flags first).
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => Some(read_file(path)?),
+            None => None,
+        };
+        Config::resolve(args, file)
+    }
+
+    fn resolve(args: &ServeArgs, file: Option<FileConfig>) -> Result<Config, ConfigError> {
+        let defaults = parse_toml(DEFAULTS_TOML, "built-in defaults")?;
+        let file = file.unwrap_or_default();
+        let pick = |flag: Option<String>, file: Option<String>, default: Option<String>| {
+            flag.or(file).or(default)
+        };
+        let listen = pick(args.listen.clone(), file.listen, defaults.listen)
+            .ok_or_else(|| ConfigError::Invalid("listen is required".into()))?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .or(defaults.data_dir)
+            .ok_or_else(|| ConfigError::Invalid("data_dir is required".into()))?;
+        let public_url = pick(
+            args.public_url.clone(),
+            file.public_url,
+            defaults.public_url,
+        );
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "public_url must be an absolute http(s) URL, not '{url}'"
+            )));
+        }
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .or(defaults.max_body_bytes)
+            .unwrap_or(1 << 20);
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        let log_level = pick(args.log_level.clone(), file.log_level, defaults.log_level)
+            .unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "unknown log_level '{log_level}'"
+            )));
+        }
+        let sweep_ms = args
+            .sweep_interval_ms
+            .or(file.sweep_interval_ms)
+            .or(defaults.sweep_interval_ms)
+            .unwrap_or(250);
+        if !(10..=1000).contains(&sweep_ms) {
+            return Err(ConfigError::Invalid(
+                "sweep_interval_ms must be between 10 and 1000".into(),
+            ));
+        }
+        let api_token = args
+            .api_token
+            .clone()
+            .or(file.api_token)
+            .or(defaults.api_token);
+        if api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ConfigError::Invalid("api_token must not be empty".into()));
+        }
+        let base_delivery = defaults.delivery.unwrap_or_default();
+        let delivery_file = file.delivery.unwrap_or_default();
+        let max_concurrency = delivery_file
+            .max_concurrency
+            .or(base_delivery.max_concurrency)
+            .unwrap_or(256);
+        if !(1..=100_000).contains(&max_concurrency) {
+            return Err(ConfigError::Invalid(
+                "delivery.max_concurrency must be 1-100000".into(),
+            ));
+        }
+        let millis =
+            |value: Option<u64>, base: Option<u64>, name: &str| -> Result<Duration, ConfigError> {
+                let ms = value.or(base).unwrap_or(5000);
+                if !(1..=3_600_000).contains(&ms) {
+                    return Err(ConfigError::Invalid(format!(
+                        "delivery.{name} must be 1-3600000"
+                    )));
+                }
+                Ok(Duration::from_millis(ms))
+            };
+        let client = ClientSettings {
+            connect_timeout: millis(
+                delivery_file.connect_timeout_ms,
+                base_delivery.connect_timeout_ms,
+                "connect_timeout_ms",
+            )?,
+            request_timeout: millis(
+                delivery_file.request_timeout_ms,
+                base_delivery.request_timeout_ms,
+                "request_timeout_ms",
+            )?,
+        };
+        let memory_events = delivery_file
+            .memory_events
+            .or(base_delivery.memory_events)
+            .unwrap_or(4096);
+        if !(16..=10_000_000).contains(&memory_events) {
+            return Err(ConfigError::Invalid(
+                "delivery.memory_events must be 16-10000000".into(),
+            ));
+        }
+        let retention = delivery_file
+            .event_retention
+            .or(base_delivery.event_retention)
+            .unwrap_or_else(|| "PT1H".into());
+        let retention =
+            std_duration("delivery.event_retention", &retention).map_err(ConfigError::Invalid)?;
+        let networks = args
+            .allowed_networks
+            .clone()
+            .or(delivery_file.allowed_networks)
+            .or(base_delivery.allowed_networks)
+            .unwrap_or_default();
+        let allowed_networks = networks
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| {
+                n.parse::<Network>()
+                    .map_err(|e| ConfigError::Invalid(format!("allowed_networks: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let delivery = DeliverySettings {
+            max_concurrency,
+            memory_events,
+            retention,
+            ..DeliverySettings::default()
+        };
+        let default_sources = defaults.sources.unwrap_or_default();
+        let base = default_sources.get("default").cloned().unwrap_or_default();
+        let sources = file.sources.unwrap_or(default_sources);
+        if sources.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one source must be configured".into(),
+            ));
+        }
+        let sources = sources
+            .into_iter()
+            .map(|(name, source)| source_policy(&name, source, &base))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            listen,
+            data_dir,
+            public_url,
+            max_body_bytes,
+            log_level,
+            sweep_interval: Duration::from_millis(sweep_ms),
+            limits: Limits::default(),
+            sources,
+            api_token,
+            delivery,
+            client,
+            allowed_networks,
+            clock: Clock::System,
+        })
+    }
+}
+
+/// An xs:duration from configuration as a std duration (calendar units counted from now).
+fn std_duration(key: &str, text: &str) -> Result<Duration, String> {
+    let parsed = XsDuration::parse(text.trim())
+        .filter(|d| !d.negative)
+        .ok_or_else(|| format!("{key} = '{text}' is not a non-negative xs:duration"))?;
+    let now = jiff::Timestamp::now();
+    let end = parsed.after(now).map_err(|e| format!("{key}: {e}"))?;
+    Duration::try_from(end.duration_since(now)).map_err(|_| format!("{key} is out of range"))
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_toml(&text, &path.display().to_string())
+}
+
+fn source_policy(
+    name: &str,
+    source: SourceFile,
+    base: &SourceFile,
+) -> Result<SourcePolicy, ConfigError> {
+    let invalid = |what: String| ConfigError::Invalid(format!("source '{name}': {what}"));
+    let source_name = SourceName::parse(name)
+        .ok_or_else(|| invalid("names are 1-64 characters from A-Z a-z 0-9 . _ -".into()))?;
+    let duration = |key: &str, value: Option<String>| -> Result<XsDuration, ConfigError> {
+        let text = value.ok_or_else(|| invalid(format!("{key} is required")))?;
+        let parsed = XsDuration::parse(text.trim())
+            .ok_or_else(|| invalid(format!("{key} = '{text}' is not an xs:duration")))?;
+        if parsed.negative || parsed.is_zero() {
+            return Err(invalid(format!("{key} must be positive")));
+        }
+        Ok(parsed)
+    };
+    let default = duration(
+        "default_expires",
+        source.default_expires.or(base.default_expires.clone()),
+    )?;
+    let min = duration(
+        "min_expires",
+        source.min_expires.or(base.min_expires.clone()),
+    )?;
+    let max = match source.max_expires.or(base.max_expires.clone()) {
+        Some(text) if text.trim() == "unbounded" => None,
+        other => Some(duration("max_expires", other)?),
+    };
+    // Compare on one reference instant; calendar units make this approximate only across DST-free
+    // month lengths, which is what an operator means.
+    let now = jiff::Timestamp::now();
+    let at = |d: &XsDuration| d.after(now).map_err(|err| invalid(err.to_string()));
+    let (default_at, min_at) = (at(&default)?, at(&min)?);
+    if let Some(max) = &max {
+        let max_at = at(max)?;
+        if min_at > max_at {
+            return Err(invalid("min_expires is longer than max_expires".into()));
+        }
+        if default_at > max_at {
+            return Err(invalid("default_expires is longer than max_expires".into()));
+        }
+    }
+    if default_at < min_at {
+        return Err(invalid(
+            "default_expires is shorter than min_expires".into(),
+        ));
+    }
+    let retry_duration = |key: &str, value: Option<String>| -> Result<Duration, ConfigError> {
+        let text = value.ok_or_else(|| invalid(format!("{key} is required")))?;
+        let duration = std_duration(key, &text).map_err(invalid)?;
+        if duration.is_zero() {
+            return Err(invalid(format!("{key} must be positive")));
+        }
+        Ok(duration)
+    };
+    let retry = RetryPolicy {
+        initial: retry_duration(
+            "retry_initial",
+            source.retry_initial.or(base.retry_initial.clone()),
+        )?,
+        max: retry_duration("retry_max", source.retry_max.or(base.retry_max.clone()))?,
+        retry_after_cap: retry_duration(
+            "retry_after_cap",
+            source.retry_after_cap.or(base.retry_after_cap.clone()),
+        )?,
+        give_up_after: retry_duration(
+            "give_up_after",
+            source.give_up_after.or(base.give_up_after.clone()),
+        )?,
+        ..RetryPolicy::default()
+    };
+    if retry.initial > retry.max {
+        return Err(invalid("retry_initial is longer than retry_max".into()));
+    }
+    Ok(SourcePolicy {
+        name: source_name,
+        expiry: ExpiryPolicy {
+            default,
+            min,
+            max,
+            accept_datetime: source
+                .accept_datetime
+                .or(base.accept_datetime)
+                .unwrap_or(true),
+        },
+        max_subscriptions: source.max_subscriptions,
+        retry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_host_one_source() {
+        let config = Config::defaults();
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.sources.len(), 1);
+        assert_eq!(config.sources[0].name.as_str(), "default");
+        assert_eq!(config.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let file = parse_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            max_body_bytes = 4096
+            [sources.orders]
+            max_expires = "unbounded"
+            accept_datetime = false
+            "#,
+            "test",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9100".into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::resolve(&args, Some(file)).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100");
+        assert_eq!(config.max_body_bytes, 4096);
+        let names: Vec<_> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["orders"],
+            "a sources table replaces the built-in one"
+        );
+        let orders = &config.sources[0];
+        assert_eq!(orders.expiry.max, None);
+        assert!(!orders.expiry.accept_datetime);
+        assert_eq!(orders.expiry.default, XsDuration::parse("PT1H").unwrap());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for text in [
+            "unknown_key = 1",
+            "[sources.a]\nmin_expires = \"P1W\"",
+            "[sources.a]\nmin_expires = \"P2D\"",
+            "[sources.\"a/b\"]",
+            "max_body_bytes = 10",
+            "public_url = \"ftp://x\"",
+        ] {
+            let result = parse_toml(text, "test")
+                .and_then(|file| Config::resolve(&ServeArgs::default(), Some(file)));
+            assert!(result.is_err(), "{text} should be refused");
+        }
+    }
+}

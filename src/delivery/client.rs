@@ -1,0 +1,265 @@
+//! The delivery HTTP client, built once and shared: pooled keep-alive connections per host,
+//! connect and request timeouts, no redirects, rustls, and the endpoint policy applied after DNS
+//! resolution (and to IP literals before connecting).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+
+use super::policy::{EndpointPolicy, host_and_port};
+
+/// How much of a response body is read (to detect a SOAP fault); the rest is discarded.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Timeouts of the delivery client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Connecting, including TLS.
+    pub connect_timeout: Duration,
+    /// The whole request, from connecting to the last response byte.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> ClientSettings {
+        ClientSettings {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A message ready to POST.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Where to.
+    pub url: String,
+    /// `Content-Type` (SOAP 1.2 carries the action here).
+    pub content_type: String,
+    /// `SOAPAction` for SOAP 1.1.
+    pub soap_action: Option<String>,
+    /// The envelope.
+    pub body: String,
+}
+
+/// What came of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// 2xx without a SOAP fault.
+    Delivered,
+    /// Anything else.
+    Failed {
+        /// What happened, for operators.
+        error: String,
+        /// The receiver's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+        /// 410 Gone: the receiver will never take it; give up at once.
+        gone: bool,
+    },
+}
+
+impl Attempt {
+    fn failed(error: impl Into<String>) -> Attempt {
+        Attempt::Failed {
+            error: error.into(),
+            retry_after: None,
+            gone: false,
+        }
+    }
+}
+
+struct PolicyResolver(Arc<EndpointPolicy>);
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let addresses = policy
+                .resolve(name.as_str())
+                .await
+                .map_err(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>)?;
+            Ok(Box::new(addresses.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The shared delivery client.
+#[derive(Clone)]
+pub struct DeliveryClient {
+    http: reqwest::Client,
+    policy: Arc<EndpointPolicy>,
+}
+
+impl DeliveryClient {
+    /// Builds the client.
+    pub fn new(
+        policy: Arc<EndpointPolicy>,
+        settings: ClientSettings,
+    ) -> Result<DeliveryClient, reqwest::Error> {
+        // Several components may build clients; only the first installation counts.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(PolicyResolver(policy.clone()))
+            .build()?;
+        Ok(DeliveryClient { http, policy })
+    }
+
+    /// The endpoint policy.
+    pub fn policy(&self) -> &EndpointPolicy {
+        &self.policy
+    }
+
+    /// POSTs one message and classifies the outcome.
+    pub async fn send(&self, message: &Outgoing) -> Attempt {
+        let Some((host, _)) = host_and_port(&message.url) else {
+            return Attempt::failed("the address is not an http(s) URL");
+        };
+        // The resolver only sees names; an address literal is judged here.
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            && let Err(err) = self.policy.check_ip(&host, ip)
+        {
+            return Attempt::failed(err.to_string());
+        }
+        let Ok(content_type) = HeaderValue::from_str(&message.content_type) else {
+            return Attempt::failed("invalid content type");
+        };
+        let mut request = self
+            .http
+            .post(&message.url)
+            .header(CONTENT_TYPE, content_type)
+            .body(message.body.clone());
+        if let Some(action) = &message.soap_action {
+            request = request.header("SOAPAction", format!("\"{action}\""));
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => return Attempt::failed(describe(&err)),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() < MAX_RESPONSE_BYTES {
+                        body.extend_from_slice(
+                            &chunk[..chunk.len().min(MAX_RESPONSE_BYTES - body.len())],
+                        );
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    return Attempt::failed(format!("reading the response: {}", describe(&err)));
+                }
+            }
+        }
+        if status.is_success() {
+            if is_soap_fault(&body) {
+                return Attempt::failed(format!("HTTP {} with a SOAP fault", status.as_u16()));
+            }
+            return Attempt::Delivered;
+        }
+        Attempt::Failed {
+            error: format!("HTTP {}", status.as_u16()),
+            retry_after,
+            gone: status == reqwest::StatusCode::GONE,
+        }
+    }
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_redirect() {
+        "redirected"
+    } else {
+        "request failed"
+    };
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        causes = cause.to_string();
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {causes}")
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let now = jiff::Timestamp::now();
+    let wait = at.duration_since(now);
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// Whether a response body is a SOAP envelope holding a Fault.
+fn is_soap_fault(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    if !text.trim_start().starts_with('<') {
+        return false;
+    }
+    let Ok(document) = roxmltree::Document::parse(text) else {
+        return false;
+    };
+    document.descendants().any(|node| {
+        node.tag_name().name() == "Fault"
+            && matches!(
+                node.tag_name().namespace(),
+                Some(crate::soap::envelope::SOAP11_NS | crate::soap::envelope::SOAP12_NS)
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn soap_faults_in_2xx_bodies() {
+        let fault = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault/></s:Body></s:Envelope>"#;
+        assert!(is_soap_fault(fault.as_bytes()));
+        assert!(!is_soap_fault(b""));
+        assert!(!is_soap_fault(b"ok"));
+        assert!(!is_soap_fault(br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>"#));
+    }
+}

@@ -1,0 +1,626 @@
+//! Delivery: the event log's in-memory tail, the group-commit publisher, and the dispatcher
+//! that sends each subscription its events in order, at least once, with retries.
+//!
+//! - Publishing appends a batch of events to the store in one transaction per source (requests
+//!   that arrive together share it), then keeps them in a per-source ring of recent events and
+//!   wakes the source's subscriptions. The store is read only for backlog older than the ring.
+//! - Each subscription with work has one worker task: it reads the events after its cursor,
+//!   evaluates its filter, sends matching events one at a time (strict order) under a global
+//!   concurrency limit, and advances its cursor. Failures are retried with back-off; a
+//!   subscription that keeps failing past the give-up window, or gets 410 Gone, ends with
+//!   DeliveryFailure.
+//! - Cursors and retry state are written in batches (group commit) by the progress writer;
+//!   after a crash delivery resumes from the last stored cursor, so a duplicate is possible
+//!   and a loss is not.
+//! - SubscriptionEnd messages come from an outbox in the store, retried, never looping.
+
+pub mod client;
+pub mod policy;
+pub mod retry;
+
+mod ends;
+mod progress;
+mod worker;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+
+use crate::engine::clock::Clock;
+use crate::engine::event::{Event, NewEvent};
+use crate::engine::subscription::{
+    DeliveryProgress, EndReason, SourceName, Subscription, SubscriptionId,
+};
+use crate::filter::{EventView, FilterEngine, Matcher};
+use crate::metrics::{Metrics, SourceLabels};
+use crate::store::{Store, StoreError};
+use client::{DeliveryClient, Outgoing};
+use retry::RetryPolicy;
+
+/// Builds the messages delivery sends, in each subscriber's dialect. Implemented by the
+/// protocol layer, so delivery knows nothing of WS-Eventing.
+pub trait Envelopes: Send + Sync {
+    /// The notification carrying `event` to `subscription`'s NotifyTo.
+    fn notification(&self, subscription: &Subscription, event: &Event) -> Outgoing;
+
+    /// The SubscriptionEnd message for `subscription` ending for `reason`, or `None` when its
+    /// version sends none for that reason (or it has no EndTo).
+    fn subscription_end(&self, subscription: &Subscription, reason: EndReason) -> Option<Outgoing>;
+}
+
+/// Tuning of delivery.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Most notifications in flight at once, over all subscriptions.
+    pub max_concurrency: usize,
+    /// Recent events kept in memory per source.
+    pub memory_events: usize,
+    /// How often batched progress is written.
+    pub progress_interval: Duration,
+    /// Events no cursor needs are deleted once older than this.
+    pub retention: Duration,
+    /// How often compaction runs.
+    pub compaction_interval: Duration,
+    /// Attempts at a SubscriptionEnd message before giving up.
+    pub end_notice_attempts: u32,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> DeliverySettings {
+        DeliverySettings {
+            max_concurrency: 256,
+            memory_events: 4096,
+            progress_interval: Duration::from_millis(100),
+            retention: Duration::from_secs(3600),
+            compaction_interval: Duration::from_secs(60),
+            end_notice_attempts: 10,
+        }
+    }
+}
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No such source.
+    #[error("no event source named '{0}'")]
+    UnknownSource(String),
+    /// The store failed; nothing was appended.
+    #[error("the event log is unavailable: {0}")]
+    Store(String),
+    /// herald is shutting down.
+    #[error("herald is shutting down")]
+    Stopping,
+}
+
+struct PublishRequest {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Arc<Event>>, PublishError>>,
+}
+
+/// The recent tail of a source's log.
+struct Ring {
+    /// The last sequence number made durable.
+    head: u64,
+    events: VecDeque<Arc<EventView>>,
+}
+
+/// A source: its log tail, publisher and subscriptions.
+pub(crate) struct SourceState {
+    name: SourceName,
+    retry: RetryPolicy,
+    ring: Mutex<Ring>,
+    subscribers: Mutex<HashMap<SubscriptionId, Arc<Entry>>>,
+    /// Active subscriptions, including places reserved by a Subscribe being written.
+    active: AtomicU64,
+    publisher: mpsc::Sender<PublishRequest>,
+}
+
+/// One active subscription in delivery.
+pub(crate) struct Entry {
+    subscription: Subscription,
+    matcher: Option<Arc<dyn Matcher>>,
+    source: Arc<SourceState>,
+    progress: Mutex<DeliveryProgress>,
+    /// A worker is running for it.
+    running: AtomicBool,
+    /// It has ended; its worker stops at the next step.
+    ended: AtomicBool,
+    /// Interrupts a back-off sleep when it ends.
+    wake: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent before anything that can panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The dispatcher: owns delivery state and its background tasks.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    client: DeliveryClient,
+    envelopes: Arc<dyn Envelopes>,
+    filters: Arc<dyn FilterEngine>,
+    settings: DeliverySettings,
+    sources: HashMap<SourceName, Arc<SourceState>>,
+    permits: Semaphore,
+    progress: mpsc::UnboundedSender<(SubscriptionId, DeliveryProgress)>,
+    progress_rx: Mutex<Option<mpsc::UnboundedReceiver<(SubscriptionId, DeliveryProgress)>>>,
+    publish_rx: Mutex<Vec<(Arc<SourceState>, mpsc::Receiver<PublishRequest>)>>,
+    end_wake: Notify,
+    workers: AtomicUsize,
+    workers_done: Notify,
+    stop: watch::Sender<bool>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher for these sources (with their retry policies). Call
+    /// [`Dispatcher::start`] to load state and run it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: DeliveryClient,
+        envelopes: Arc<dyn Envelopes>,
+        filters: Arc<dyn FilterEngine>,
+        settings: DeliverySettings,
+        sources: Vec<(SourceName, RetryPolicy)>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Dispatcher> {
+        let (progress, progress_rx) = mpsc::unbounded_channel();
+        let mut publish_rx = Vec::new();
+        let sources = sources
+            .into_iter()
+            .map(|(name, retry)| {
+                let (publisher, rx) = mpsc::channel(1024);
+                let state = Arc::new(SourceState {
+                    name: name.clone(),
+                    retry,
+                    ring: Mutex::new(Ring {
+                        head: 0,
+                        events: VecDeque::new(),
+                    }),
+                    subscribers: Mutex::new(HashMap::new()),
+                    active: AtomicU64::new(0),
+                    publisher,
+                });
+                publish_rx.push((state.clone(), rx));
+                (name, state)
+            })
+            .collect();
+        Arc::new(Dispatcher {
+            store,
+            client,
+            envelopes,
+            filters,
+            permits: Semaphore::new(settings.max_concurrency.max(1)),
+            settings,
+            sources,
+            progress,
+            progress_rx: Mutex::new(Some(progress_rx)),
+            publish_rx: Mutex::new(publish_rx),
+            end_wake: Notify::new(),
+            workers: AtomicUsize::new(0),
+            workers_done: Notify::new(),
+            stop: watch::channel(false).0,
+            clock,
+            metrics,
+        })
+    }
+
+    /// The filter engine subscriptions are compiled with.
+    pub fn filters(&self) -> &Arc<dyn FilterEngine> {
+        &self.filters
+    }
+
+    /// The endpoint policy.
+    pub fn client(&self) -> &DeliveryClient {
+        &self.client
+    }
+
+    /// Loads the log heads and active subscriptions from the store, ends subscriptions of
+    /// sources no longer configured (SourceShuttingDown), and starts the background tasks and
+    /// the workers that have work. Returns the background tasks' handles.
+    pub async fn start(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+        for (source, head) in self.store.source_heads().await? {
+            if let Some(state) = self.sources.get(&source) {
+                lock(&state.ring).head = head;
+            }
+        }
+        let now = self.clock.now();
+        for (subscription, progress) in self.store.active_subscriptions(now).await? {
+            if !self.sources.contains_key(&subscription.source) {
+                self.store
+                    .end_subscription(subscription.id, EndReason::SourceShuttingDown, now)
+                    .await?;
+                tracing::info!(id = %subscription.id, source = %subscription.source, "source removed; subscription ended");
+                continue;
+            }
+            let matcher = match subscription.filter.as_ref() {
+                None => None,
+                Some(filter) => match self.filters.compile(
+                    filter,
+                    subscription.dialect.eventing,
+                    subscription.dialect.soap,
+                    subscription.dialect.addressing,
+                ) {
+                    Ok(matcher) => Some(matcher),
+                    Err(err) => {
+                        tracing::warn!(id = %subscription.id, error = %err, "stored filter no longer compiles; subscription cancelled");
+                        self.store
+                            .end_subscription(subscription.id, EndReason::SourceCancelling, now)
+                            .await?;
+                        continue;
+                    }
+                },
+            };
+            if let Some(state) = self.sources.get(&subscription.source) {
+                state.active.fetch_add(1, Ordering::Relaxed);
+            }
+            self.register(subscription, progress, matcher);
+        }
+        let mut tasks = Vec::new();
+        for (source, rx) in lock(&self.publish_rx).drain(..) {
+            tasks.push(tokio::spawn(publisher(
+                Arc::downgrade(self),
+                source,
+                rx,
+                self.stop.subscribe(),
+            )));
+        }
+        if let Some(rx) = lock(&self.progress_rx).take() {
+            tasks.push(tokio::spawn(progress::run(
+                self.store.clone(),
+                rx,
+                self.settings.progress_interval,
+                self.stop.subscribe(),
+            )));
+        }
+        tasks.push(tokio::spawn(ends::run(self.clone())));
+        tasks.push(tokio::spawn(compaction(self.clone())));
+        self.end_wake.notify_one();
+        Ok(tasks)
+    }
+
+    /// Stops delivery: no new sends start, sleeping workers wake and leave, and this waits (up
+    /// to `grace`) for sends in flight. Background tasks flush and end.
+    pub async fn stop(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        for state in self.sources.values() {
+            for entry in lock(&state.subscribers).values() {
+                entry.wake.notify_one();
+            }
+        }
+        let wait = async {
+            while self.workers.load(Ordering::Acquire) > 0 {
+                let notified = self.workers_done.notified();
+                if self.workers.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!("deliveries still in flight at shutdown; they will be redelivered");
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn source(&self, name: &SourceName) -> Option<&Arc<SourceState>> {
+        self.sources.get(name)
+    }
+
+    /// Active subscriptions per source.
+    pub fn active_counts(&self) -> Vec<(SourceName, u64)> {
+        let mut counts: Vec<_> = self
+            .sources
+            .values()
+            .map(|s| (s.name.clone(), s.active.load(Ordering::Relaxed)))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    /// Reserves a place for a new subscription under the source's limit; `false` when full.
+    pub fn reserve(&self, source: &SourceName, limit: Option<u64>) -> bool {
+        let Some(state) = self.source(source) else {
+            return false;
+        };
+        let mut current = state.active.load(Ordering::Relaxed);
+        loop {
+            if limit.is_some_and(|limit| current >= limit) {
+                return false;
+            }
+            match state.active.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Gives back a reservation whose subscription was not stored.
+    pub fn release(&self, source: &SourceName) {
+        if let Some(state) = self.source(source) {
+            let _ = state
+                .active
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Adds a stored, active subscription to delivery (its place already reserved).
+    pub fn register(
+        self: &Arc<Self>,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+        matcher: Option<Arc<dyn Matcher>>,
+    ) {
+        let Some(source) = self.source(&subscription.source).cloned() else {
+            return;
+        };
+        let id = subscription.id;
+        let entry = Arc::new(Entry {
+            subscription,
+            matcher,
+            source: source.clone(),
+            progress: Mutex::new(progress),
+            running: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        lock(&source.subscribers).insert(id, entry.clone());
+        self.kick(&entry);
+    }
+
+    /// Removes an ended subscription from delivery; its worker stops at its next step.
+    pub fn remove(&self, source: &SourceName, id: SubscriptionId) {
+        let Some(state) = self.source(source) else {
+            return;
+        };
+        let removed = lock(&state.subscribers).remove(&id);
+        if let Some(entry) = removed {
+            entry.ended.store(true, Ordering::Release);
+            entry.wake.notify_one();
+            self.release(source);
+        }
+        self.end_wake.notify_one();
+    }
+
+    /// A SubscriptionEnd may be pending: let the sender look now.
+    pub fn end_notice_pending(&self) {
+        self.end_wake.notify_one();
+    }
+
+    /// Delivery state of an active subscription, fresher than the store's.
+    pub fn progress(
+        &self,
+        source: &SourceName,
+        id: SubscriptionId,
+    ) -> Option<(DeliveryProgress, u64)> {
+        let state = self.source(source)?;
+        let entry = lock(&state.subscribers).get(&id).cloned()?;
+        let progress = lock(&entry.progress).clone();
+        let head = lock(&state.ring).head;
+        Some((progress, head))
+    }
+
+    /// The last sequence number of a source.
+    pub fn head(&self, source: &SourceName) -> Option<u64> {
+        self.source(source).map(|state| lock(&state.ring).head)
+    }
+
+    /// Refreshes the backlog gauge.
+    pub fn update_backlog_metrics(&self) {
+        for state in self.sources.values() {
+            let head = lock(&state.ring).head;
+            let backlog: u64 = lock(&state.subscribers)
+                .values()
+                .map(|entry| head.saturating_sub(lock(&entry.progress).cursor))
+                .sum();
+            self.metrics
+                .backlog
+                .get_or_create(&SourceLabels {
+                    source: state.name.to_string(),
+                })
+                .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Appends events to a source's log; returns them once durable. Concurrent calls for the
+    /// same source share one transaction.
+    pub async fn publish(
+        &self,
+        source: &SourceName,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<Event>>, PublishError> {
+        let state = self
+            .source(source)
+            .ok_or_else(|| PublishError::UnknownSource(source.to_string()))?;
+        if self.stopping() {
+            return Err(PublishError::Stopping);
+        }
+        let (reply, response) = oneshot::channel();
+        state
+            .publisher
+            .send(PublishRequest { events, reply })
+            .await
+            .map_err(|_| PublishError::Stopping)?;
+        response.await.map_err(|_| PublishError::Stopping)?
+    }
+
+    /// Starts a worker for the entry if it has work and none is running.
+    fn kick(self: &Arc<Self>, entry: &Arc<Entry>) {
+        if entry.ended.load(Ordering::Acquire) || self.stopping() {
+            return;
+        }
+        let head = lock(&entry.source.ring).head;
+        if lock(&entry.progress).cursor >= head {
+            return;
+        }
+        if entry.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.workers.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(worker::run(self.clone(), entry.clone()));
+    }
+
+    /// Wakes every subscription of a source that is behind.
+    fn wake_source(self: &Arc<Self>, state: &SourceState) {
+        let entries: Vec<Arc<Entry>> = lock(&state.subscribers).values().cloned().collect();
+        for entry in entries {
+            if !entry.running.load(Ordering::Acquire) {
+                self.kick(&entry);
+            }
+        }
+    }
+
+    /// Up to `limit` events after `cursor`: from memory when the ring reaches back that far,
+    /// otherwise from the store.
+    async fn events_after(
+        &self,
+        state: &SourceState,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<EventView>>, StoreError> {
+        {
+            let ring = lock(&state.ring);
+            if ring.head <= cursor {
+                return Ok(Vec::new());
+            }
+            if let Some(first) = ring.events.front()
+                && first.event().seq <= cursor + 1
+            {
+                let skip = usize::try_from(cursor + 1 - first.event().seq).unwrap_or(usize::MAX);
+                return Ok(ring.events.iter().skip(skip).take(limit).cloned().collect());
+            }
+        }
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let events = self.store.events_after(&state.name, cursor, limit).await?;
+        Ok(events
+            .into_iter()
+            .map(|event| Arc::new(EventView::new(Arc::new(event))))
+            .collect())
+    }
+}
+
+/// The group-commit publisher of one source.
+async fn publisher(
+    dispatcher: std::sync::Weak<Dispatcher>,
+    state: Arc<SourceState>,
+    mut requests: mpsc::Receiver<PublishRequest>,
+    mut stop: watch::Receiver<bool>,
+) {
+    const MAX_BATCH_EVENTS: usize = 2000;
+    loop {
+        let first = tokio::select! {
+            request = requests.recv() => match request { Some(r) => r, None => return },
+            _ = stop.changed() => return,
+        };
+        let mut batch = vec![first];
+        let mut count = batch[0].events.len();
+        while count < MAX_BATCH_EVENTS {
+            match requests.try_recv() {
+                Ok(request) => {
+                    count += request.events.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(dispatcher) = dispatcher.upgrade() else {
+            return;
+        };
+        let events: Vec<NewEvent> = batch
+            .iter()
+            .flat_map(|r| r.events.iter().cloned())
+            .collect();
+        let now = dispatcher.clock.now();
+        match dispatcher
+            .store
+            .append_events(&state.name, &events, now)
+            .await
+        {
+            Ok(appended) => {
+                let appended: Vec<Arc<Event>> = appended.into_iter().map(Arc::new).collect();
+                {
+                    let mut ring = lock(&state.ring);
+                    for event in &appended {
+                        ring.head = ring.head.max(event.seq);
+                        ring.events
+                            .push_back(Arc::new(EventView::new(event.clone())));
+                    }
+                    while ring.events.len() > dispatcher.settings.memory_events {
+                        ring.events.pop_front();
+                    }
+                }
+                dispatcher
+                    .metrics
+                    .events_published
+                    .get_or_create(&SourceLabels {
+                        source: state.name.to_string(),
+                    })
+                    .inc_by(appended.len() as u64);
+                dispatcher.wake_source(&state);
+                let mut rest = appended.as_slice();
+                for request in batch {
+                    let (mine, others) = rest.split_at(request.events.len().min(rest.len()));
+                    rest = others;
+                    let _ = request.reply.send(Ok(mine.to_vec()));
+                }
+            }
+            Err(err) => {
+                tracing::error!(source = %state.name, error = %err, "append failed; nothing was published");
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(PublishError::Store(err.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Deletes events every cursor has passed once they are older than the retention window.
+async fn compaction(dispatcher: Arc<Dispatcher>) {
+    let mut stop = dispatcher.stop.subscribe();
+    let mut ticker = tokio::time::interval(dispatcher.settings.compaction_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = dispatcher.clock.now();
+        let retention = jiff::SignedDuration::try_from(dispatcher.settings.retention)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let cutoff = now.saturating_sub(retention).unwrap_or(now);
+        for state in dispatcher.sources.values() {
+            let head = lock(&state.ring).head;
+            let needed = lock(&state.subscribers)
+                .values()
+                .map(|entry| lock(&entry.progress).cursor)
+                .min()
+                .unwrap_or(head);
+            match dispatcher
+                .store
+                .compact_events(&state.name, needed, cutoff)
+                .await
+            {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(source = %state.name, removed, "events compacted"),
+                Err(err) => tracing::warn!(source = %state.name, error = %err, "compaction failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! One subscription's delivery worker: in order, one event in flight, retried with back-off.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::client::Attempt;
+use super::retry::RetryPolicy;
+use super::{Dispatcher, Entry, lock};
+use crate::engine::clock::Clock;
+use crate::engine::subscription::{DeliveryProgress, EndReason};
+use crate::metrics::DeliveryLabels;
+
+/// Events fetched per step.
+const BATCH: usize = 64;
+
+/// Runs until the subscription is caught up, ends, or herald stops; then hands the entry back
+/// (and starts again if work arrived meanwhile).
+pub(super) async fn run(dispatcher: Arc<Dispatcher>, entry: Arc<Entry>) {
+    loop {
+        deliver(&dispatcher, &entry).await;
+        entry.running.store(false, Ordering::Release);
+        // Work published between the last read and clearing `running` would otherwise wait
+        // for the next publish: look again, and take the entry back if so.
+        let head = lock(&entry.source.ring).head;
+        let behind = lock(&entry.progress).cursor < head;
+        let runnable = behind && !entry.ended.load(Ordering::Acquire) && !dispatcher.stopping();
+        if !runnable || entry.running.swap(true, Ordering::AcqRel) {
+            break;
+        }
+    }
+    if dispatcher.workers.fetch_sub(1, Ordering::AcqRel) == 1 {
+        dispatcher.workers_done.notify_waiters();
+    }
+}
+
+async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
+    // A retry scheduled before a restart waits for its time.
+    let due = lock(&entry.progress).next_attempt_at;
+    if let Some(due) = due {
+        let wait = due.duration_since(dispatcher.clock.now());
+        if let Ok(wait) = Duration::try_from(wait)
+            && !pause(dispatcher, entry, wait).await
+        {
+            return;
+        }
+    }
+    loop {
+        if entry.ended.load(Ordering::Acquire) || dispatcher.stopping() {
+            return;
+        }
+        let cursor = lock(&entry.progress).cursor;
+        let events = match dispatcher.events_after(&entry.source, cursor, BATCH).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(id = %entry.subscription.id, error = %err, "reading the event log failed; retrying");
+                if !pause(dispatcher, entry, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if events.is_empty() {
+            return;
+        }
+        for view in events {
+            let seq = view.event().seq;
+            let wanted = entry
+                .matcher
+                .as_ref()
+                .is_none_or(|matcher| matcher.matches(&view));
+            if !wanted {
+                advance(dispatcher, entry, seq);
+                continue;
+            }
+            let message = dispatcher
+                .envelopes
+                .notification(&entry.subscription, view.event());
+            let id = entry.subscription.id;
+            let outcome = until_delivered(
+                &entry.source.retry,
+                &dispatcher.clock,
+                &entry.progress,
+                || async {
+                    if entry.ended.load(Ordering::Acquire) || dispatcher.stopping() {
+                        return None;
+                    }
+                    let _permit = dispatcher.permits.acquire().await.ok()?;
+                    Some(dispatcher.client.send(&message).await)
+                },
+                |delay, snapshot| async move {
+                    count(dispatcher, "failed");
+                    dispatcher.metrics.retries.inc();
+                    tracing::debug!(%id, seq, attempts = snapshot.attempts, ?delay, error = ?snapshot.last_error, "delivery failed; retrying");
+                    let _ = dispatcher.progress.send((id, snapshot));
+                    pause(dispatcher, entry, delay).await
+                },
+            )
+            .await;
+            match outcome {
+                Outcome::Delivered => {
+                    let latency = dispatcher
+                        .clock
+                        .now()
+                        .duration_since(view.event().published_at);
+                    dispatcher
+                        .metrics
+                        .delivery_latency
+                        .observe(latency.as_secs_f64().max(0.0));
+                    count(dispatcher, "delivered");
+                    advance(dispatcher, entry, seq);
+                }
+                Outcome::GaveUp(error) => {
+                    count(dispatcher, "gave_up");
+                    give_up(dispatcher, entry, &error).await;
+                    return;
+                }
+                Outcome::Abandoned => return,
+            }
+        }
+    }
+}
+
+/// How one event's delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The subscriber took it.
+    Delivered,
+    /// 410 Gone, or failing for longer than the give-up window; the last error.
+    GaveUp(String),
+    /// The subscription ended or herald is stopping.
+    Abandoned,
+}
+
+/// Attempts one event until it is delivered, given up, or abandoned. `attempt` makes one
+/// attempt (`None`: abandon); after each failure the progress records it and `retry` is given
+/// the back-off delay and a snapshot of the progress, and waits (`false`: abandon).
+pub(crate) async fn until_delivered<A, AF, R, RF>(
+    policy: &RetryPolicy,
+    clock: &Clock,
+    progress: &std::sync::Mutex<DeliveryProgress>,
+    mut attempt: A,
+    mut retry: R,
+) -> Outcome
+where
+    A: FnMut() -> AF,
+    AF: std::future::Future<Output = Option<Attempt>>,
+    R: FnMut(Duration, DeliveryProgress) -> RF,
+    RF: std::future::Future<Output = bool>,
+{
+    loop {
+        let Some(result) = attempt().await else {
+            return Outcome::Abandoned;
+        };
+        let Attempt::Failed {
+            error,
+            retry_after,
+            gone,
+        } = result
+        else {
+            return Outcome::Delivered;
+        };
+        let now = clock.now();
+        let (delay, snapshot) = {
+            let mut progress = lock(progress);
+            progress.attempts = progress.attempts.saturating_add(1);
+            let since = *progress.failing_since.get_or_insert(now);
+            progress.last_error = Some(error.clone());
+            let failing_for = Duration::try_from(now.duration_since(since)).unwrap_or_default();
+            if gone || policy.gives_up(failing_for) {
+                return Outcome::GaveUp(error);
+            }
+            let delay = policy.delay(progress.attempts, retry_after, fastrand::f64());
+            progress.next_attempt_at = jiff::SignedDuration::try_from(delay)
+                .ok()
+                .and_then(|d| now.checked_add(d).ok());
+            (delay, progress.clone())
+        };
+        if !retry(delay, snapshot).await {
+            return Outcome::Abandoned;
+        }
+    }
+}
+
+fn count(dispatcher: &Dispatcher, outcome: &'static str) {
+    dispatcher
+        .metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels { outcome })
+        .inc();
+}
+
+/// Moves the cursor past `seq` and clears the retry state.
+fn advance(dispatcher: &Dispatcher, entry: &Entry, seq: u64) {
+    let snapshot = {
+        let mut progress = lock(&entry.progress);
+        *progress = DeliveryProgress {
+            cursor: seq,
+            ..DeliveryProgress::default()
+        };
+        progress.clone()
+    };
+    let _ = dispatcher.progress.send((entry.subscription.id, snapshot));
+}
+
+/// Sleeps for `delay` unless the subscription ends or herald stops first; true when the sleep
+/// ran its course.
+async fn pause(dispatcher: &Dispatcher, entry: &Entry, delay: Duration) -> bool {
+    let mut stop = dispatcher.stop.subscribe();
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = entry.wake.notified() => {}
+        _ = stop.changed() => {}
+    }
+    !entry.ended.load(Ordering::Acquire) && !dispatcher.stopping()
+}
+
+/// Ends the subscription with DeliveryFailure; its SubscriptionEnd goes to EndTo.
+async fn give_up(dispatcher: &Dispatcher, entry: &Entry, error: &str) {
+    let id = entry.subscription.id;
+    let now = dispatcher.clock.now();
+    match dispatcher
+        .store
+        .end_subscription(id, EndReason::DeliveryFailure, now)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(%id, error, "delivery given up; subscription ended");
+            dispatcher.remove(&entry.subscription.source, id);
+        }
+        Err(err) => {
+            // Leave it in place: the next start retries from the stored cursor.
+            tracing::error!(%id, error = %err, "could not end the failing subscription");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+            multiplier: 2.0,
+            jitter: 0.0,
+            retry_after_cap: Duration::from_secs(120),
+            give_up_after: Duration::from_secs(300),
+        }
+    }
+
+    fn failure(retry_after: Option<Duration>, gone: bool) -> Option<Attempt> {
+        Some(Attempt::Failed {
+            error: "HTTP 503".into(),
+            retry_after,
+            gone,
+        })
+    }
+
+    async fn sleep_for(delay: Duration, _: DeliveryProgress) -> bool {
+        tokio::time::sleep(delay).await;
+        true
+    }
+
+    /// Runs the retry loop against answers given in order (the last repeats), recording the
+    /// paused clock's time of each attempt in seconds.
+    async fn run(answers: Vec<Option<Attempt>>) -> (Outcome, Vec<u64>, DeliveryProgress) {
+        let clock = Clock::tokio();
+        let progress = Mutex::new(DeliveryProgress::default());
+        let start = Instant::now();
+        let mut times = Vec::new();
+        let mut answers = answers.into_iter().peekable();
+        let mut last = None;
+        let outcome = until_delivered(
+            &policy(),
+            &clock,
+            &progress,
+            || {
+                times.push(start.elapsed().as_secs());
+                let answer = answers.next().unwrap_or_else(|| last.clone().flatten());
+                last = Some(answer.clone());
+                std::future::ready(answer)
+            },
+            sleep_for,
+        )
+        .await;
+        let progress = progress.into_inner().unwrap();
+        (outcome, times, progress)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_off_doubles_to_its_ceiling_then_gives_up_after_the_window() {
+        let (outcome, times, progress) = run(vec![failure(None, false)]).await;
+        assert_eq!(outcome, Outcome::GaveUp("HTTP 503".into()));
+        // 5, 10, 20, 40, then the 60 s ceiling; the failure at 315 s is past the 300 s window.
+        assert_eq!(times, [0, 5, 15, 35, 75, 135, 195, 255, 315]);
+        assert_eq!(progress.attempts, 9);
+        assert_eq!(progress.last_error.as_deref(), Some("HTTP 503"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recovering_subscriber_is_delivered_to() {
+        let answers = vec![
+            failure(None, false),
+            failure(None, false),
+            Some(Attempt::Delivered),
+        ];
+        let (outcome, times, progress) = run(answers).await;
+        assert_eq!(outcome, Outcome::Delivered);
+        assert_eq!(times, [0, 5, 15]);
+        assert_eq!(progress.attempts, 2);
+        assert!(progress.next_attempt_at.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_replaces_the_back_off_within_its_cap() {
+        let answers = vec![
+            failure(Some(Duration::from_secs(30)), false),
+            failure(Some(Duration::from_secs(3600)), false),
+            Some(Attempt::Delivered),
+        ];
+        let (outcome, times, _) = run(answers).await;
+        assert_eq!(outcome, Outcome::Delivered);
+        assert_eq!(times, [0, 30, 150], "30 s as asked, then the 120 s cap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gone_gives_up_at_once() {
+        let (outcome, times, _) = run(vec![failure(None, true)]).await;
+        assert_eq!(outcome, Outcome::GaveUp("HTTP 503".into()));
+        assert_eq!(times, [0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_keeps_each_delay_within_its_band() {
+        let jittery = RetryPolicy {
+            jitter: 0.2,
+            ..policy()
+        };
+        let clock = Clock::tokio();
+        let progress = Mutex::new(DeliveryProgress::default());
+        let mut delays = Vec::new();
+        let mut attempts = 0;
+        let outcome = until_delivered(
+            &jittery,
+            &clock,
+            &progress,
+            || {
+                attempts += 1;
+                std::future::ready(if attempts <= 4 {
+                    failure(None, false)
+                } else {
+                    Some(Attempt::Delivered)
+                })
+            },
+            |delay, _| {
+                delays.push(delay);
+                std::future::ready(true)
+            },
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Delivered);
+        for (delay, base) in delays.iter().zip([5.0, 10.0, 20.0, 40.0]) {
+            let seconds = delay.as_secs_f64();
+            assert!(
+                seconds >= base * 0.8 && seconds <= base * 1.2,
+                "{seconds} vs {base}"
+            );
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Reading WS-Eventing request bodies into engine requests.
+
+use roxmltree::Node;
+
+use super::faults::Problem;
+use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, HERALD_NS, PUSH_MODE, WSE_2004_08_NS};
+use crate::engine::SubscribeRequest;
+use crate::engine::expiry::{ExpiryRules, RequestedExpiry};
+use crate::engine::subscription::{
+    EndpointRef, EventingVersion, Filter, NotificationFormat, SourceName, SubscriptionId,
+    WireDialect,
+};
+use crate::filter;
+use crate::soap::addressing::{self, is_anonymous};
+use crate::soap::xml::{self, Repeated};
+
+/// WS-Management namespace: WS-Man puts its filter in `wsman:Filter` beside `wse:Filter`.
+const WSMAN_NS: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
+
+/// The longest endpoint address accepted.
+const MAX_ADDRESS_BYTES: usize = 2048;
+
+impl From<Repeated> for Problem {
+    fn from(err: Repeated) -> Problem {
+        Problem::InvalidMessage(err.to_string())
+    }
+}
+
+/// Decodes a `wse:Subscribe` element.
+pub fn subscribe(
+    element: Node<'_, '_>,
+    dialect: WireDialect,
+    source: SourceName,
+    manager_address: String,
+) -> Result<SubscribeRequest, Problem> {
+    let version = dialect.eventing;
+    let ns = version.ns();
+    let end_to = xml::single_child(element, ns, "EndTo")?
+        .map(endpoint)
+        .transpose()?;
+    let (notify_to, delivery_mode, format) = match version {
+        EventingVersion::Jan2004 => {
+            let notify_to =
+                xml::single_child(element, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
+            (
+                endpoint(notify_to)?,
+                PUSH_MODE.to_owned(),
+                NotificationFormat::Unwrap,
+            )
+        }
+        EventingVersion::Aug2004 => {
+            let delivery = xml::single_child(element, ns, "Delivery")?.ok_or_else(|| {
+                Problem::InvalidMessage("wse:Subscribe must contain wse:Delivery".into())
+            })?;
+            let mode = delivery
+                .attribute("Mode")
+                .map_or(PUSH_MODE, str::trim)
+                .to_owned();
+            if mode != PUSH_MODE {
+                return Err(Problem::DeliveryModeUnavailable(mode));
+            }
+            let notify_to =
+                xml::single_child(delivery, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
+            (endpoint(notify_to)?, mode, NotificationFormat::Unwrap)
+        }
+        EventingVersion::W3c2011 => {
+            let delivery =
+                xml::single_child(element, ns, "Delivery")?.ok_or(Problem::NoDeliveryMechanism)?;
+            let notify_to =
+                xml::single_child(delivery, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
+            let format = match xml::single_child(element, ns, "Format")? {
+                None => NotificationFormat::Unwrap,
+                Some(format) => match format.attribute("Name").map_or(FORMAT_UNWRAP, str::trim) {
+                    FORMAT_UNWRAP => NotificationFormat::Unwrap,
+                    FORMAT_WRAP => NotificationFormat::Wrap,
+                    other => return Err(Problem::DeliveryFormatUnavailable(other.to_owned())),
+                },
+            };
+            (endpoint(notify_to)?, PUSH_MODE.to_owned(), format)
+        }
+    };
+    let (expires, expiry_rules) = expires(element, version)?;
+    let filter = filter(element, version)?;
+    Ok(SubscribeRequest {
+        source,
+        dialect,
+        notify_to,
+        end_to,
+        delivery_mode,
+        format,
+        filter,
+        expires,
+        expiry_rules,
+        manager_address,
+    })
+}
+
+/// Decodes the optional `wse:Expires` of a Subscribe or Renew, with the version's rules.
+pub fn expires(
+    element: Node<'_, '_>,
+    version: EventingVersion,
+) -> Result<(Option<RequestedExpiry>, ExpiryRules), Problem> {
+    let found = xml::single_child(element, version.ns(), "Expires")?;
+    let requested = found
+        .map(|node| RequestedExpiry::parse(&xml::trimmed_text(node)))
+        .transpose()
+        .map_err(Problem::Expiration)?;
+    let rules = match version {
+        EventingVersion::W3c2011 => {
+            let best_effort = match found.and_then(|node| node.attribute("BestEffort")) {
+                None => false,
+                Some(value) => match value.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(Problem::InvalidMessage(format!(
+                            "BestEffort must be an xs:boolean, not '{}'",
+                            other.chars().take(40).collect::<String>()
+                        )));
+                    }
+                },
+            };
+            ExpiryRules {
+                absent_means_unbounded: true,
+                zero_means_unbounded: true,
+                exact: !best_effort,
+            }
+        }
+        _ => ExpiryRules {
+            absent_means_unbounded: false,
+            zero_means_unbounded: false,
+            exact: false,
+        },
+    };
+    Ok((requested, rules))
+}
+
+fn endpoint(node: Node<'_, '_>) -> Result<EndpointRef, Problem> {
+    let name = node.tag_name().name();
+    let epr =
+        addressing::read_epr(node).map_err(|why| Problem::UnusableEpr(format!("{name}: {why}")))?;
+    check_address(&epr.address).map_err(|why| Problem::UnusableEpr(format!("{name}: {why}")))?;
+    Ok(epr)
+}
+
+/// Notifications are pushed over HTTP, so an endpoint must be an absolute http(s) URL.
+fn check_address(address: &str) -> Result<(), String> {
+    if address.len() > MAX_ADDRESS_BYTES {
+        return Err(format!(
+            "the address is longer than {MAX_ADDRESS_BYTES} bytes"
+        ));
+    }
+    if is_anonymous(address) {
+        return Err("an anonymous address cannot receive pushed messages".into());
+    }
+    let rest = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .ok_or_else(|| "the address must be an absolute http or https URL".to_owned())?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the address has no usable host".into());
+    }
+    Ok(())
+}
+
+fn filter(element: Node<'_, '_>, version: EventingVersion) -> Result<Option<Filter>, Problem> {
+    let wse_filter = xml::single_child(element, version.ns(), "Filter")?;
+    let wsman_filter = xml::single_child(element, WSMAN_NS, "Filter")?;
+    let node = match (wse_filter, wsman_filter) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::InvalidMessage(
+                "wse:Filter and wsman:Filter cannot both be given".into(),
+            ));
+        }
+        (Some(node), None) | (None, Some(node)) => node,
+        (None, None) => return Ok(None),
+    };
+    let dialect = node
+        .attribute("Dialect")
+        .map_or(version.default_filter_dialect(), str::trim)
+        .to_owned();
+    if !filter::is_supported(&dialect) {
+        return Err(Problem::FilterDialectUnavailable(dialect));
+    }
+    if xml::elements(node).next().is_some() {
+        return Err(Problem::CannotProcessFilter(format!(
+            "dialect {dialect} takes text, not elements"
+        )));
+    }
+    let expression = xml::trimmed_text(node);
+    if expression.is_empty() {
+        return Err(Problem::EmptyFilter);
+    }
+    if expression.len() > filter::MAX_EXPRESSION_BYTES {
+        return Err(Problem::CannotProcessFilter(format!(
+            "the expression is longer than {} bytes",
+            filter::MAX_EXPRESSION_BYTES
+        )));
+    }
+    let namespaces = node
+        .namespaces()
+        .filter(|ns| ns.name() != Some("xml"))
+        .map(|ns| (ns.name().unwrap_or("").to_owned(), ns.uri().to_owned()))
+        .collect();
+    Ok(Some(Filter {
+        dialect,
+        expression,
+        namespaces,
+    }))
+}
+
+/// Finds the subscription a manager request is about: `wse:Id` in the 2004/01 body, otherwise
+/// the identifier header echoed from the SubscriptionManager reference parameters (herald's own
+/// element, or `wse:Identifier` as 2004/08 clients send it).
+pub fn subscription_id<'a, 'input: 'a>(
+    version: EventingVersion,
+    body_element: Node<'a, 'input>,
+    header_blocks: impl Iterator<Item = Node<'a, 'input>>,
+) -> Result<SubscriptionId, Problem> {
+    let text = if version == EventingVersion::Jan2004 {
+        let id = xml::single_child(body_element, version.ns(), "Id")?.ok_or_else(|| {
+            Problem::InvalidMessage(format!(
+                "wse:{} must contain wse:Id",
+                body_element.tag_name().name()
+            ))
+        })?;
+        xml::trimmed_text(id)
+    } else {
+        let mut found: Option<String> = None;
+        for block in header_blocks {
+            let is_identifier = xml::is(block, HERALD_NS, "SubscriptionId")
+                || xml::is(block, WSE_2004_08_NS, "Identifier")
+                || xml::is(block, version.ns(), "Identifier");
+            if !is_identifier {
+                continue;
+            }
+            let text = xml::trimmed_text(block);
+            match &found {
+                Some(previous) if *previous != text => {
+                    return Err(Problem::InvalidMessage(
+                        "the request carries two different subscription identifiers".into(),
+                    ));
+                }
+                _ => found = Some(text),
+            }
+        }
+        found.ok_or_else(|| {
+            Problem::UnknownSubscription(
+                "the request carries no subscription identifier header (the reference \
+                 parameter of the SubscriptionManager endpoint reference)"
+                    .into(),
+            )
+        })?
+    };
+    SubscriptionId::parse(&text).ok_or_else(|| {
+        Problem::UnknownSubscription(format!(
+            "'{}' is not an identifier issued here",
+            text.chars().take(80).collect::<String>()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert!(check_address("http://127.0.0.1:9/sink").is_ok());
+        assert!(check_address("https://example.com").is_ok());
+        for bad in [
+            "mailto:x@example.com",
+            "http://",
+            "http:///path",
+            "relative/path",
+            "http://www.w3.org/2005/08/addressing/anonymous",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+}

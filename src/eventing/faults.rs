@@ -1,0 +1,382 @@
+//! Every refusal herald gives a WS-Eventing request, mapped to the fault each version defines.
+//!
+//! Where a version defines no fault for a situation, the choice is documented here and in the
+//! README:
+//! - unknown, expired or ended subscription in 2004/01 and 2004/08 (which define no such fault):
+//!   `wsa:DestinationUnreachable` in the request's WS-Addressing namespace — the subscription
+//!   manager endpoint reference no longer leads anywhere;
+//! - schema-level problems in 2011 (which dropped `InvalidMessage`): a Sender fault without
+//!   subcode; local failures in 2011: a Receiver fault without subcode;
+//! - filter expression and endpoint problems in the 2004 versions: `wse:InvalidMessage`.
+
+use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, PUSH_MODE};
+use crate::delivery::PublishError;
+use crate::engine::EngineError;
+use crate::engine::expiry::ExpiryError;
+use crate::engine::subscription::{EventingVersion, WsaVersion};
+use crate::filter::FilterError;
+use crate::filter::SUPPORTED_DIALECTS;
+use crate::soap::fault::{Fault, FaultCode, Subcode};
+use crate::soap::xml;
+
+/// Why a request was refused, in WS-Eventing terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Expires cannot be granted.
+    Expiration(ExpiryError),
+    /// The filter dialect is not supported.
+    FilterDialectUnavailable(String),
+    /// The filter expression cannot be used.
+    CannotProcessFilter(String),
+    /// The filter is empty: it would never match.
+    EmptyFilter,
+    /// 2004/08 delivery mode not supported.
+    DeliveryModeUnavailable(String),
+    /// 2011 delivery format not supported.
+    DeliveryFormatUnavailable(String),
+    /// No NotifyTo and no other delivery mechanism.
+    NoDeliveryMechanism,
+    /// NotifyTo or EndTo cannot be used.
+    UnusableEpr(String),
+    /// The subscription is unknown, expired or ended.
+    UnknownSubscription(String),
+    /// The message does not follow the version's schema.
+    InvalidMessage(String),
+    /// The source cannot take the subscription for a local reason.
+    UnableToProcess(String),
+    /// The subscription cannot be renewed for a local reason.
+    UnableToRenew(String),
+    /// The endpoint names no configured source.
+    UnknownSource(String),
+    /// The action is not one this endpoint handles.
+    ActionNotSupported(String),
+    /// A required WS-Addressing header is missing.
+    HeaderRequired(&'static str),
+    /// A WS-Addressing header is invalid.
+    InvalidHeader(String),
+    /// `wsa:Action` disagrees with the action of the HTTP request.
+    ActionMismatch(String),
+    /// Publishing needs the bearer token.
+    Unauthorized,
+}
+
+/// Everything needed to pick the right fault: the request's versions.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultContext {
+    /// WS-Eventing version, when known.
+    pub eventing: Option<EventingVersion>,
+    /// WS-Addressing version to answer in.
+    pub addressing: WsaVersion,
+}
+
+fn detail_list(prefix: &str, local: &str, values: &[&str]) -> Vec<String> {
+    values
+        .iter()
+        .map(|value| {
+            format!(
+                "<{prefix}:{local}>{}</{prefix}:{local}>",
+                xml::escape(value)
+            )
+        })
+        .collect()
+}
+
+impl Problem {
+    /// The fault for this problem in the request's versions.
+    pub fn to_fault(&self, context: FaultContext) -> Fault {
+        let wsa = context.addressing;
+        let version = context.eventing.unwrap_or(EventingVersion::W3c2011);
+        let w2011 = version == EventingVersion::W3c2011;
+        let eventing =
+            |code: FaultCode, local: &'static str, reason: String, detail: Vec<String>| Fault {
+                code,
+                subcode: Some(Subcode {
+                    ns: version.ns(),
+                    prefix: "wse",
+                    local,
+                }),
+                reason,
+                detail,
+                action: version.fault_action(),
+            };
+        let addressing = |local: &'static str, reason: String, detail: Vec<String>| Fault {
+            code: FaultCode::Sender,
+            subcode: Some(Subcode {
+                ns: wsa.ns(),
+                prefix: "wsa",
+                local,
+            }),
+            reason,
+            detail,
+            action: wsa.fault_action().to_owned(),
+        };
+        let plain = |code: FaultCode, reason: String| Fault {
+            code,
+            subcode: None,
+            reason,
+            detail: Vec::new(),
+            action: wsa.soap_fault_action().to_owned(),
+        };
+        let sender = FaultCode::Sender;
+        match self {
+            Problem::Expiration(ExpiryError::DateTimeUnsupported) => eventing(
+                sender,
+                "UnsupportedExpirationType",
+                "Only expiration durations are supported.".into(),
+                Vec::new(),
+            ),
+            Problem::Expiration(err) if w2011 => eventing(
+                sender,
+                "UnsupportedExpirationValue",
+                format!("The expiration time requested is not supported: {err}."),
+                Vec::new(),
+            ),
+            Problem::Expiration(err) => eventing(
+                sender,
+                "InvalidExpirationTime",
+                format!("The expiration time requested is invalid: {err}."),
+                Vec::new(),
+            ),
+            Problem::FilterDialectUnavailable(dialect) => eventing(
+                sender,
+                "FilteringRequestedUnavailable",
+                format!(
+                    "The requested filter dialect '{}' is not supported.",
+                    dialect.chars().take(200).collect::<String>()
+                ),
+                detail_list("wse", "SupportedDialect", &SUPPORTED_DIALECTS),
+            ),
+            Problem::CannotProcessFilter(why) if w2011 => eventing(
+                sender,
+                "CannotProcessFilter",
+                format!("Cannot filter as requested: {why}."),
+                Vec::new(),
+            ),
+            Problem::EmptyFilter if w2011 => eventing(
+                sender,
+                "EmptyFilter",
+                "The wse:Filter would result in zero notifications.".into(),
+                Vec::new(),
+            ),
+            Problem::DeliveryModeUnavailable(mode) => eventing(
+                sender,
+                "DeliveryModeRequestedUnavailable",
+                format!(
+                    "The requested delivery mode '{}' is not supported.",
+                    mode.chars().take(200).collect::<String>()
+                ),
+                detail_list("wse", "SupportedDeliveryMode", &[PUSH_MODE]),
+            ),
+            Problem::DeliveryFormatUnavailable(format) => eventing(
+                sender,
+                "DeliveryFormatRequestedUnavailable",
+                format!(
+                    "The requested delivery format '{}' is not supported.",
+                    format.chars().take(200).collect::<String>()
+                ),
+                detail_list(
+                    "wse",
+                    "SupportedDeliveryFormat",
+                    &[FORMAT_UNWRAP, FORMAT_WRAP],
+                ),
+            ),
+            Problem::NoDeliveryMechanism if w2011 => eventing(
+                sender,
+                "NoDeliveryMechanismEstablished",
+                "No delivery mechanism specified.".into(),
+                Vec::new(),
+            ),
+            Problem::UnusableEpr(why) if w2011 => eventing(
+                sender,
+                "UnusableEPR",
+                format!("An EPR in the Subscribe request message is unusable: {why}."),
+                Vec::new(),
+            ),
+            Problem::UnknownSubscription(why) if w2011 => eventing(
+                sender,
+                "UnknownSubscription",
+                format!("The subscription is not known: {why}."),
+                Vec::new(),
+            ),
+            Problem::UnknownSubscription(why) => addressing(
+                "DestinationUnreachable",
+                format!("The subscription is not known: {why}."),
+                Vec::new(),
+            ),
+            Problem::UnableToProcess(why) if !w2011 => eventing(
+                FaultCode::Receiver,
+                "EventSourceUnableToProcess",
+                format!("The event source cannot process the subscription: {why}."),
+                Vec::new(),
+            ),
+            Problem::UnableToRenew(why) if !w2011 => eventing(
+                FaultCode::Receiver,
+                "UnableToRenew",
+                format!("The subscription could not be renewed: {why}."),
+                Vec::new(),
+            ),
+            Problem::UnableToProcess(why) | Problem::UnableToRenew(why) => {
+                plain(FaultCode::Receiver, format!("The request could not be processed: {why}."))
+            }
+            Problem::UnknownSource(name) => addressing(
+                "DestinationUnreachable",
+                format!("No event source named '{name}' is hosted here."),
+                Vec::new(),
+            ),
+            Problem::ActionNotSupported(action) => addressing(
+                "ActionNotSupported",
+                format!(
+                    "The action '{}' cannot be processed at this endpoint.",
+                    action.chars().take(200).collect::<String>()
+                ),
+                if wsa == WsaVersion::W3c2005 {
+                    vec![format!(
+                        "<wsa:ProblemAction><wsa:Action>{}</wsa:Action></wsa:ProblemAction>",
+                        xml::escape(action)
+                    )]
+                } else {
+                    Vec::new()
+                },
+            ),
+            Problem::HeaderRequired(header) => addressing(
+                wsa.header_required_subcode(),
+                format!("A required header representing a Message Addressing Property is not present: wsa:{header}."),
+                if wsa == WsaVersion::W3c2005 {
+                    vec![format!("<wsa:ProblemHeaderQName>wsa:{header}</wsa:ProblemHeaderQName>")]
+                } else {
+                    Vec::new()
+                },
+            ),
+            Problem::InvalidHeader(why) => addressing(
+                wsa.invalid_header_subcode(),
+                format!("A header representing a Message Addressing Property is not valid: {why}."),
+                Vec::new(),
+            ),
+            Problem::ActionMismatch(why) => {
+                if wsa == WsaVersion::W3c2005 {
+                    addressing(
+                        "ActionMismatch",
+                        format!("The [action] cannot be processed at the receiver: {why}."),
+                        Vec::new(),
+                    )
+                } else {
+                    addressing(
+                        wsa.invalid_header_subcode(),
+                        format!("wsa:Action disagrees with the HTTP action: {why}."),
+                        Vec::new(),
+                    )
+                }
+            }
+            Problem::Unauthorized => plain(
+                sender,
+                "Publishing requires a valid bearer token (Authorization: Bearer ...).".into(),
+            ),
+            // The 2004 versions have no dedicated fault for these: InvalidMessage says the
+            // request cannot be used as sent.
+            Problem::CannotProcessFilter(why) => eventing(
+                sender,
+                "InvalidMessage",
+                format!("The message is not valid and cannot be processed: the filter cannot be used: {why}."),
+                Vec::new(),
+            ),
+            Problem::EmptyFilter => eventing(
+                sender,
+                "InvalidMessage",
+                "The message is not valid and cannot be processed: the filter is empty.".into(),
+                Vec::new(),
+            ),
+            Problem::NoDeliveryMechanism => eventing(
+                sender,
+                "InvalidMessage",
+                "The message is not valid and cannot be processed: push delivery needs wse:NotifyTo.".into(),
+                Vec::new(),
+            ),
+            Problem::UnusableEpr(why) => eventing(
+                sender,
+                "InvalidMessage",
+                format!("The message is not valid and cannot be processed: an endpoint reference is unusable: {why}."),
+                Vec::new(),
+            ),
+            Problem::InvalidMessage(why) if !w2011 => eventing(
+                sender,
+                "InvalidMessage",
+                format!("The message is not valid and cannot be processed: {why}."),
+                Vec::new(),
+            ),
+            Problem::InvalidMessage(why) => {
+                plain(sender, format!("The message is not valid and cannot be processed: {why}."))
+            }
+        }
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(err: EngineError) -> Problem {
+        match err {
+            EngineError::UnknownSource(name) => Problem::UnknownSource(name),
+            EngineError::UnknownSubscription => {
+                Problem::UnknownSubscription("it does not exist, has expired or has ended".into())
+            }
+            EngineError::Expiry(err) => Problem::Expiration(err),
+            EngineError::SourceFull { .. } => Problem::UnableToProcess(err.to_string()),
+            EngineError::SourceGone(_) => Problem::UnableToRenew(err.to_string()),
+            EngineError::Filter(FilterError::UnsupportedDialect(dialect)) => {
+                Problem::FilterDialectUnavailable(dialect)
+            }
+            EngineError::Filter(FilterError::Empty) => Problem::EmptyFilter,
+            EngineError::Filter(FilterError::Invalid(why)) => Problem::CannotProcessFilter(why),
+            EngineError::EndpointRefused(why) => Problem::UnusableEpr(why),
+            EngineError::Publish(PublishError::UnknownSource(name)) => Problem::UnknownSource(name),
+            EngineError::Publish(err) => Problem::UnableToProcess(err.to_string()),
+            EngineError::Store(ref source) => {
+                tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
+                Problem::UnableToProcess("the subscription store is unavailable".into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(problem: Problem, eventing: EventingVersion, addressing: WsaVersion) -> Fault {
+        problem.to_fault(FaultContext {
+            eventing: Some(eventing),
+            addressing,
+        })
+    }
+
+    #[test]
+    fn local_failures_are_receiver_faults() {
+        let renew = fault(
+            Problem::UnableToRenew("the store is unavailable".into()),
+            EventingVersion::Aug2004,
+            WsaVersion::Aug2004,
+        );
+        assert_eq!(renew.code, FaultCode::Receiver);
+        assert_eq!(
+            renew.subcode.as_ref().map(|s| s.local),
+            Some("UnableToRenew")
+        );
+        assert_eq!(
+            renew.action,
+            "http://schemas.xmlsoap.org/ws/2004/08/eventing/fault"
+        );
+        let w2011 = fault(
+            Problem::UnableToRenew("x".into()),
+            EventingVersion::W3c2011,
+            WsaVersion::W3c2005,
+        );
+        assert_eq!((w2011.code, w2011.subcode), (FaultCode::Receiver, None));
+    }
+
+    #[test]
+    fn store_failures_during_renew_map_to_unable_to_renew() {
+        // eventing::handle turns UnableToProcess into UnableToRenew for Renew.
+        let problem = Problem::from(EngineError::Store(crate::store::StoreError::Corrupt(
+            "x".into(),
+        )));
+        assert!(matches!(problem, Problem::UnableToProcess(_)));
+    }
+}

@@ -1,0 +1,209 @@
+//! Messages herald sends: notifications and SubscriptionEnd, in each subscriber's dialect.
+
+use uuid::Uuid;
+
+use super::version::HERALD_NS;
+use crate::delivery::Envelopes;
+use crate::delivery::client::Outgoing;
+use crate::engine::event::Event;
+use crate::engine::subscription::{
+    EndReason, EndpointRef, EventingVersion, NotificationFormat, SoapVersion, Subscription,
+    SubscriptionId, WireDialect,
+};
+use crate::soap::addressing::{addressed_to, write_epr_content};
+use crate::soap::envelope::write_envelope;
+use crate::soap::xml;
+
+/// Action of a 2011 wrapped notification.
+pub const WRAPPED_ACTION: &str = "http://www.w3.org/2011/03/ws-evt/WrappedSinkPortType/NotifyEvent";
+
+/// The `wsa:MessageID` of the notification of event `seq` to `subscription`: the same on every
+/// attempt, so a sink can drop duplicates. A name-based UUID (v5) in the subscription's UUID
+/// namespace.
+pub fn notification_message_id(subscription: SubscriptionId, seq: u64) -> String {
+    let namespace = Uuid::parse_str(&subscription.key()).unwrap_or(Uuid::nil());
+    format!(
+        "urn:uuid:{}",
+        Uuid::new_v5(&namespace, seq.to_string().as_bytes()).hyphenated()
+    )
+}
+
+/// WS-Eventing's messages, for the dispatcher.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EventingEnvelopes;
+
+fn outgoing(
+    dialect: WireDialect,
+    to: &EndpointRef,
+    action: &str,
+    message_id: String,
+    extra_headers: Vec<String>,
+    body: &str,
+    namespaces: &[(&str, &str)],
+) -> Outgoing {
+    let mut headers = vec![
+        format!("<wsa:Action>{}</wsa:Action>", xml::escape(action)),
+        format!("<wsa:MessageID>{message_id}</wsa:MessageID>"),
+    ];
+    headers.extend(addressed_to(dialect.addressing, to));
+    headers.extend(extra_headers);
+    let mut all_namespaces = vec![("wsa", dialect.addressing.ns())];
+    all_namespaces.extend_from_slice(namespaces);
+    let envelope = write_envelope(dialect.soap, &all_namespaces, &headers, body);
+    let (content_type, soap_action) = match dialect.soap {
+        SoapVersion::Soap11 => (
+            SoapVersion::Soap11.content_type().to_owned(),
+            Some(action.to_owned()),
+        ),
+        SoapVersion::Soap12 => (
+            format!(
+                "{}; action=\"{}\"",
+                SoapVersion::Soap12.content_type(),
+                action.replace('"', "%22")
+            ),
+            None,
+        ),
+    };
+    Outgoing {
+        url: to.address.clone(),
+        content_type,
+        soap_action,
+        body: envelope,
+    }
+}
+
+impl Envelopes for EventingEnvelopes {
+    fn notification(&self, subscription: &Subscription, event: &Event) -> Outgoing {
+        let message_id = notification_message_id(subscription.id, event.seq);
+        match subscription.format {
+            NotificationFormat::Unwrap => outgoing(
+                subscription.dialect,
+                &subscription.notify_to,
+                &event.action,
+                message_id,
+                Vec::new(),
+                &event.payload,
+                &[],
+            ),
+            NotificationFormat::Wrap => {
+                let body = format!(
+                    "<wse:Notify actionURI=\"{}\">{}</wse:Notify>",
+                    xml::escape(&event.action),
+                    event.payload
+                );
+                outgoing(
+                    subscription.dialect,
+                    &subscription.notify_to,
+                    WRAPPED_ACTION,
+                    message_id,
+                    Vec::new(),
+                    &body,
+                    &[("wse", subscription.dialect.eventing.ns())],
+                )
+            }
+        }
+    }
+
+    fn subscription_end(&self, subscription: &Subscription, reason: EndReason) -> Option<Outgoing> {
+        let end_to = subscription.end_to.as_ref()?;
+        let version = subscription.dialect.eventing;
+        // 2004/08 and 2011 report only unexpected ends; 2004/01 reports every end.
+        if version != EventingVersion::Jan2004
+            && matches!(reason, EndReason::Unsubscribed | EndReason::Expired)
+        {
+            return None;
+        }
+        let ns = version.ns();
+        let text = xml::escape(reason_text(reason));
+        let message_id = format!("urn:uuid:{}", Uuid::new_v4().hyphenated());
+        let action = version.action("SubscriptionEnd");
+        let namespaces = [("wse", ns)];
+        let dialect = subscription.dialect;
+        Some(match version {
+            EventingVersion::Jan2004 => {
+                let code = match reason {
+                    EndReason::Unsubscribed => "Unsubscribed",
+                    EndReason::Expired => "Expired",
+                    EndReason::DeliveryFailure => "NotifyToFailure",
+                    EndReason::SourceShuttingDown | EndReason::SourceCancelling => {
+                        "SourceCanceling"
+                    }
+                };
+                let header = format!(
+                    "<wse:SubscriptionEnd><wse:Id>{}</wse:Id><wse:Code>wse:{code}</wse:Code><wse:Reason xml:lang=\"en\">{text}</wse:Reason></wse:SubscriptionEnd>",
+                    subscription.id
+                );
+                outgoing(
+                    dialect,
+                    end_to,
+                    &action,
+                    message_id,
+                    vec![header],
+                    "",
+                    &namespaces,
+                )
+            }
+            EventingVersion::Aug2004 => {
+                let manager = EndpointRef {
+                    address: subscription.manager_address.clone(),
+                    reference_parameters: vec![format!(
+                        "<wse:Identifier>{}</wse:Identifier>",
+                        subscription.id
+                    )],
+                    reference_properties: Vec::new(),
+                };
+                let body = format!(
+                    "<wse:SubscriptionEnd><wse:SubscriptionManager>{}</wse:SubscriptionManager><wse:Status>{ns}/{}</wse:Status><wse:Reason xml:lang=\"en\">{text}</wse:Reason></wse:SubscriptionEnd>",
+                    write_epr_content(dialect.addressing, &manager),
+                    status(reason)
+                );
+                outgoing(
+                    dialect,
+                    end_to,
+                    &action,
+                    message_id,
+                    Vec::new(),
+                    &body,
+                    &namespaces,
+                )
+            }
+            EventingVersion::W3c2011 => {
+                // The EndTo's reference parameters identify the subscription; herald adds its
+                // identifier as well.
+                let body = format!(
+                    "<wse:SubscriptionEnd><wse:Status>{ns}/{}</wse:Status><wse:Reason xml:lang=\"en\">{text}</wse:Reason><hrd:SubscriptionId xmlns:hrd=\"{HERALD_NS}\">{}</hrd:SubscriptionId></wse:SubscriptionEnd>",
+                    status(reason),
+                    subscription.id
+                );
+                outgoing(
+                    dialect,
+                    end_to,
+                    &action,
+                    message_id,
+                    Vec::new(),
+                    &body,
+                    &namespaces,
+                )
+            }
+        })
+    }
+}
+
+fn status(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::DeliveryFailure => "DeliveryFailure",
+        EndReason::SourceShuttingDown => "SourceShuttingDown",
+        // Unsubscribed and Expired never reach here for these versions.
+        _ => "SourceCancelling",
+    }
+}
+
+fn reason_text(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Unsubscribed => "The subscription was ended at the subscriber's request.",
+        EndReason::Expired => "The subscription expired without being renewed.",
+        EndReason::DeliveryFailure => "Notifications could not be delivered to NotifyTo.",
+        EndReason::SourceShuttingDown => "The event source is shutting down.",
+        EndReason::SourceCancelling => "The event source cancelled the subscription.",
+    }
+}

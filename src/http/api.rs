@@ -1,0 +1,365 @@
+//! The JSON API: publishing events and inspecting or cancelling subscriptions. Errors are
+//! RFC 9457 problem documents.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{AppState, BodyError, read_body};
+use crate::engine::EngineError;
+use crate::engine::event::{Event, NewEvent};
+use crate::engine::expiry::format_datetime;
+use crate::engine::subscription::{SubscriptionId, SubscriptionStatus};
+use crate::soap::envelope::{EnvelopeError, parse_document};
+use crate::soap::xml;
+
+/// Namespace of the batch publishing document.
+pub const PUBLISH_NS: &str = "urn:herald:publish";
+
+/// An RFC 9457 problem response.
+pub fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn unauthorized() -> Response {
+    let mut response = problem(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "this endpoint requires the configured bearer token",
+    );
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+fn engine_problem(err: EngineError) -> Response {
+    match err {
+        EngineError::UnknownSource(name) => problem(
+            StatusCode::NOT_FOUND,
+            "Unknown source",
+            format!("no event source named '{name}'"),
+        ),
+        EngineError::UnknownSubscription => unknown_subscription(),
+        other => {
+            tracing::warn!(error = %other, "API request failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                other.to_string(),
+            )
+        }
+    }
+}
+
+fn body_problem(err: BodyError, limit: usize) -> Response {
+    match err {
+        BodyError::TooLarge => problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("the request body is larger than {limit} bytes"),
+        ),
+        BodyError::Unreadable => problem(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "the request body could not be read",
+        ),
+    }
+}
+
+fn xml_problem(err: &EnvelopeError) -> Response {
+    problem(StatusCode::BAD_REQUEST, "Malformed XML", err.to_string())
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The action of a single published event: the `Herald-Action` header or the `action` query
+/// parameter.
+fn action_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let from_header = headers
+        .get("herald-action")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let from_query = || {
+        uri.query()?.split('&').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            (name == "action").then(|| percent_decode(value)).flatten()
+        })
+    };
+    from_header
+        .or_else(from_query)
+        .map(|action| action.trim().to_owned())
+        .filter(|action| !action.is_empty())
+}
+
+fn published(events: &[std::sync::Arc<Event>]) -> Response {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|event| json!({ "id": event.id.to_string(), "seq": event.seq }))
+        .collect();
+    json_response(StatusCode::ACCEPTED, json!({ "events": events }))
+}
+
+/// `POST /api/v1/sources/{source}/events`: one event, the body its XML element.
+async fn publish_one(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    if let Err(err) = state.engine.source(&source) {
+        return engine_problem(err);
+    }
+    let Some(action) = action_of(&headers, &uri) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Missing action",
+            "give the event's action URI in the Herald-Action header or the action query parameter",
+        );
+    };
+    let bytes = match read_body(&headers, body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => return body_problem(err, state.max_body_bytes),
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Empty event",
+            "the request body holds no XML element",
+        );
+    }
+    let payload = match parse_document(&bytes, state.limits) {
+        Ok(document) => xml::fragment(document.root_element()),
+        Err(err) => return xml_problem(&err),
+    };
+    match state
+        .engine
+        .publish(&source, vec![NewEvent { action, payload }])
+        .await
+    {
+        Ok(events) => published(&events),
+        Err(err) => engine_problem(err),
+    }
+}
+
+/// `POST /api/v1/sources/{source}/events/batch`: many events in one durable append, as
+/// `<Events xmlns="urn:herald:publish"><Event action="…">element</Event>…</Events>`.
+async fn publish_batch(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    if let Err(err) = state.engine.source(&source) {
+        return engine_problem(err);
+    }
+    let bytes = match read_body(&headers, body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => return body_problem(err, state.max_body_bytes),
+    };
+    let events = {
+        let document = match parse_document(&bytes, state.limits) {
+            Ok(document) => document,
+            Err(err) => return xml_problem(&err),
+        };
+        let root = document.root_element();
+        if !xml::is(root, PUBLISH_NS, "Events") {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Not a batch",
+                format!("the document element must be {{{PUBLISH_NS}}}Events"),
+            );
+        }
+        let mut events = Vec::new();
+        for (index, element) in xml::elements(root).enumerate() {
+            if !xml::is(element, PUBLISH_NS, "Event") {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "Not a batch",
+                    format!("child {} is not an {{{PUBLISH_NS}}}Event", index + 1),
+                );
+            }
+            let Some(action) = element
+                .attribute("action")
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+            else {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "Missing action",
+                    format!("event {} has no action attribute", index + 1),
+                );
+            };
+            let payload: String = xml::elements(element).map(xml::fragment).collect();
+            if payload.is_empty() {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "Empty event",
+                    format!("event {} holds no XML element", index + 1),
+                );
+            }
+            events.push(NewEvent {
+                action: action.to_owned(),
+                payload,
+            });
+        }
+        if events.is_empty() {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Empty batch",
+                "the batch holds no events",
+            );
+        }
+        events
+    };
+    match state.engine.publish(&source, events).await {
+        Ok(events) => published(&events),
+        Err(err) => engine_problem(err),
+    }
+}
+
+fn unknown_subscription() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "Unknown subscription",
+        "no subscription with this identifier",
+    )
+}
+
+/// `GET /api/v1/subscriptions/{id}`: status, cursor, backlog and retry state.
+async fn subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    let Some(id) = SubscriptionId::parse(&id) else {
+        return unknown_subscription();
+    };
+    let (record, head) = match state.engine.record(id).await {
+        Ok(found) => found,
+        Err(err) => return engine_problem(err),
+    };
+    let subscription = &record.subscription;
+    let (status, end_reason, ended_at) = match record.status {
+        SubscriptionStatus::Active => ("active", None, None),
+        SubscriptionStatus::Ended { reason, at } => {
+            ("ended", Some(reason.as_str()), Some(format_datetime(at)))
+        }
+    };
+    let head = head.unwrap_or(record.progress.cursor);
+    let body = json!({
+        "id": subscription.id.to_string(),
+        "source": subscription.source.as_str(),
+        "status": status,
+        "end_reason": end_reason,
+        "ended_at": ended_at,
+        "end_notice": record.end_notice.map(|notice| notice.as_str()),
+        "dialect": {
+            "eventing": subscription.dialect.eventing.as_str(),
+            "soap": subscription.dialect.soap.as_str(),
+            "addressing": subscription.dialect.addressing.as_str(),
+        },
+        "notify_to": subscription.notify_to.address,
+        "end_to": subscription.end_to.as_ref().map(|epr| epr.address.clone()),
+        "format": subscription.format.as_str(),
+        "filter": subscription.filter.as_ref().map(|f| json!({ "dialect": f.dialect, "expression": f.expression })),
+        "created_at": format_datetime(subscription.created_at),
+        "expires_at": subscription.expires_at.map(format_datetime),
+        "cursor": record.progress.cursor,
+        "head": head,
+        "backlog": if status == "active" { head.saturating_sub(record.progress.cursor) } else { 0 },
+        "attempts": record.progress.attempts,
+        "next_attempt_at": record.progress.next_attempt_at.map(format_datetime),
+        "failing_since": record.progress.failing_since.map(format_datetime),
+        "last_error": record.progress.last_error,
+    });
+    json_response(StatusCode::OK, body)
+}
+
+/// `DELETE /api/v1/subscriptions/{id}`: an operator cancels a subscription; its subscriber gets
+/// SubscriptionEnd with SourceCancelling.
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    let Some(id) = SubscriptionId::parse(&id) else {
+        return unknown_subscription();
+    };
+    match state.engine.cancel(id).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => engine_problem(err),
+    }
+}
+
+/// The JSON API routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sources/{source}/events", post(publish_one))
+        .route("/api/v1/sources/{source}/events/batch", post(publish_batch))
+        .route(
+            "/api/v1/subscriptions/{id}",
+            get(subscription).delete(cancel),
+        )
+}

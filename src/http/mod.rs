@@ -1,0 +1,95 @@
+//! The front doors: axum routers. Each file owns one resource and ends in `router()`.
+
+mod api;
+mod operations;
+mod soap;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::soap::envelope::Limits;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The domain engine.
+    pub engine: Arc<Engine>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Public base URL, if configured (otherwise derived from the Host header).
+    pub public_url: Option<Arc<str>>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Parser limits.
+    pub limits: Limits,
+    /// Bearer token for publishing and the JSON API, if one is configured.
+    pub api_token: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// Whether the request carries the configured bearer token (or none is configured). The
+    /// comparison takes the same time wherever the tokens differ.
+    pub fn authorized(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(expected) = &self.api_token else {
+            return true;
+        };
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let (a, b) = (expected.as_bytes(), presented.trim().as_bytes());
+        let mut difference = a.len() ^ b.len();
+        for (i, byte) in a.iter().enumerate() {
+            difference |= usize::from(byte ^ b.get(i).copied().unwrap_or(0));
+        }
+        difference == 0
+    }
+}
+
+/// Why a request body could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over the configured limit (413).
+    TooLarge,
+    /// The connection failed while reading.
+    Unreadable,
+}
+
+/// Reads a request body of at most `limit` bytes, refusing early when Content-Length already
+/// says it is too large.
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, BodyError> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let declared_too_large = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|length| length > limit as u64);
+    if declared_too_large {
+        return Err(BodyError::TooLarge);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(err) => {
+            tracing::debug!(error = %err, "request body could not be read");
+            Err(BodyError::Unreadable)
+        }
+    }
+}
+
+/// The complete router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(soap::router())
+        .merge(api::router())
+        .merge(operations::router())
+        .with_state(state)
+}

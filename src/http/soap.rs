@@ -1,0 +1,148 @@
+//! The WS-Eventing endpoints: `POST /eventing/{source}` (event source) and
+//! `POST /eventing/{source}/subscriptions` (subscription manager).
+
+use super::{AppState, BodyError, read_body};
+use crate::engine::subscription::SoapVersion;
+use crate::eventing::{self, Endpoint, SoapReply, SoapRequest};
+use crate::metrics::RequestLabels;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+/// The SOAP version a media type names, and its `action` parameter (SOAP 1.2).
+fn media_type(headers: &HeaderMap) -> (Option<SoapVersion>, Option<String>) {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return (None, None);
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let version = match essence.as_str() {
+        "application/soap+xml" => Some(SoapVersion::Soap12),
+        "text/xml" => Some(SoapVersion::Soap11),
+        _ => None,
+    };
+    let action = parts.find_map(|part| {
+        let (name, value) = part.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("action")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    });
+    (version, action)
+}
+
+/// The action of a SOAP 1.1 request: the `SOAPAction` header, quotes removed.
+fn soap_action(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("soapaction")?.to_str().ok()?;
+    Some(value.trim().trim_matches('"').to_owned())
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.public_url {
+        return url.to_string();
+    }
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+async fn source_endpoint(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(state, source, Endpoint::Source, headers, body).await
+}
+
+async fn manager_endpoint(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(state, source, Endpoint::Manager, headers, body).await
+}
+
+async fn serve(
+    state: AppState,
+    source: String,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (media_soap, media_action) = media_type(&headers);
+    let http_action = media_action.or_else(|| soap_action(&headers));
+    let limit = state.max_body_bytes;
+    let bytes = match read_body(&headers, body, limit).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::Unreadable) => {
+            let reply =
+                eventing::transport_fault(media_soap, "the request body could not be read".into());
+            return respond(&state, reply);
+        }
+        Err(BodyError::TooLarge) => {
+            let reply = eventing::transport_fault(
+                media_soap,
+                format!("the request body is larger than {limit} bytes"),
+            );
+            let mut response = respond(&state, reply);
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return response;
+        }
+    };
+    let base_url = base_url(&state, &headers);
+    let request = SoapRequest {
+        source: &source,
+        endpoint,
+        base_url: &base_url,
+        http_action: http_action.as_deref(),
+        media_soap,
+        body: &bytes,
+        publish_allowed: state.authorized(&headers),
+    };
+    let reply = eventing::handle(&state.engine, state.limits, request).await;
+    respond(&state, reply)
+}
+
+fn respond(state: &AppState, reply: SoapReply) -> Response {
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            operation: reply.operation.map_or("unknown", |op| op.metric_label()),
+            outcome: reply.outcome.label(),
+        })
+        .inc();
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = if reply.content_type.is_empty() {
+        status.into_response()
+    } else {
+        (status, reply.body).into_response()
+    };
+    for (name, value) in &reply.headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
+    if reply.content_type.is_empty() {
+        return response;
+    }
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    response
+}
+
+/// The eventing routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/eventing/{source}", post(source_endpoint))
+        .route("/eventing/{source}/subscriptions", post(manager_endpoint))
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of `herald_requests`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `subscribe`, `renew`, `get_status`, `unsubscribe`, or `unknown` when the message never
+    /// got as far as naming one.
+    pub operation: &'static str,
+    /// `ok`, `sender_fault` or `receiver_fault`.
+    pub outcome: &'static str,
+}
+
+/// Labels of `herald_active_subscriptions`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// The event source.
+    pub source: String,
+}
+
+/// Labels of `herald_deliveries`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `delivered`, `failed` (will be retried) or `gave_up`.
+    pub outcome: &'static str,
+}
+
+/// Labels of `herald_subscription_ends`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndNoticeLabels {
+    /// `sent`, `failed` (will be retried), `gave_up` or `skipped`.
+    pub outcome: &'static str,
+}
+
+/// herald's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    /// SOAP requests by operation and outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Active subscriptions per source, refreshed at every scrape.
+    pub active_subscriptions: Family<SourceLabels, Gauge>,
+    /// Events appended per source.
+    pub events_published: Family<SourceLabels, Counter>,
+    /// Delivery attempts by outcome.
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Seconds from an event becoming durable to its delivery.
+    pub delivery_latency: Histogram,
+    /// Retries scheduled.
+    pub retries: Counter,
+    /// Events published but not yet handled, summed over a source's subscriptions; refreshed
+    /// at every scrape.
+    pub backlog: Family<SourceLabels, Gauge>,
+    /// SubscriptionEnd messages by outcome.
+    pub subscription_ends: Family<EndNoticeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("herald");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "SOAP requests handled, by operation and outcome",
+            requests.clone(),
+        );
+        let active_subscriptions = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "active_subscriptions",
+            "Active subscriptions per event source",
+            active_subscriptions.clone(),
+        );
+        let events_published = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "events_published",
+            "Events appended to a source's log",
+            events_published.clone(),
+        );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Notification delivery attempts by outcome",
+            deliveries.clone(),
+        );
+        let delivery_latency = Histogram::new([
+            0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+            600.0,
+        ]);
+        registry.register(
+            "delivery_latency_seconds",
+            "Seconds from an event being durable to its delivery",
+            delivery_latency.clone(),
+        );
+        let retries = Counter::default();
+        registry.register("retries", "Delivery retries scheduled", retries.clone());
+        let backlog = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "backlog_events",
+            "Events not yet handled, summed over the source's subscriptions",
+            backlog.clone(),
+        );
+        let subscription_ends = Family::<EndNoticeLabels, Counter>::default();
+        registry.register(
+            "subscription_end_messages",
+            "SubscriptionEnd messages by outcome",
+            subscription_ends.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            active_subscriptions,
+            events_published,
+            deliveries,
+            delivery_latency,
+            retries,
+            backlog,
+            subscription_ends,
+        }
+    }
+}
+
+impl Metrics {
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

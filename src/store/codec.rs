@@ -1,0 +1,194 @@
+//! Conversions between domain values and column values, shared by every backend.
+
+use jiff::Timestamp;
+
+use super::StoreError;
+use crate::engine::event::{Event, EventId};
+use crate::engine::expiry::ExpiryKind;
+use crate::engine::subscription::{
+    DeliveryProgress, EndpointRef, EventingVersion, Filter, NotificationFormat, SoapVersion,
+    SourceName, Subscription, SubscriptionId, WireDialect, WsaVersion,
+};
+
+/// A subscription row as plain column values, in the order of [`COLUMNS`].
+pub struct SubscriptionRow {
+    pub id: String,
+    pub source: String,
+    pub eventing: String,
+    pub soap: String,
+    pub addressing: String,
+    pub notify_to: String,
+    pub end_to: Option<String>,
+    pub delivery_mode: String,
+    pub format: String,
+    pub filter: Option<String>,
+    pub expires_at: Option<i64>,
+    pub expiry_kind: String,
+    pub created_at: i64,
+    pub manager_address: String,
+}
+
+/// The subscription columns every query selects, in [`SubscriptionRow`] order; a macro so that
+/// queries stay `&'static str` with `concat!`.
+macro_rules! subscription_columns {
+    () => {
+        "id, source, eventing, soap, addressing, notify_to, end_to, \
+         delivery_mode, format, filter, expires_at, expiry_kind, created_at, manager_address"
+    };
+}
+pub(crate) use subscription_columns;
+
+/// Milliseconds since the Unix epoch: the unit every timestamp is stored in.
+pub fn millis(at: Timestamp) -> i64 {
+    at.as_millisecond()
+}
+
+/// A stored timestamp.
+pub fn timestamp(ms: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_millisecond(ms).map_err(|_| corrupt("timestamp", &ms.to_string()))
+}
+
+/// A stored optional timestamp.
+pub fn optional_timestamp(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+    ms.map(timestamp).transpose()
+}
+
+/// Delivery progress as column values.
+pub struct ProgressRow {
+    pub cursor: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub failing_since: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl ProgressRow {
+    /// The columns for a progress value.
+    pub fn encode(progress: &DeliveryProgress) -> ProgressRow {
+        ProgressRow {
+            cursor: i64::try_from(progress.cursor).unwrap_or(i64::MAX),
+            attempts: i64::from(progress.attempts),
+            next_attempt_at: progress.next_attempt_at.map(millis),
+            failing_since: progress.failing_since.map(millis),
+            last_error: progress.last_error.clone(),
+        }
+    }
+
+    /// The progress value the columns hold.
+    pub fn decode(self) -> Result<DeliveryProgress, StoreError> {
+        Ok(DeliveryProgress {
+            cursor: u64::try_from(self.cursor)
+                .map_err(|_| corrupt("cursor", &self.cursor.to_string()))?,
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            next_attempt_at: optional_timestamp(self.next_attempt_at)?,
+            failing_since: optional_timestamp(self.failing_since)?,
+            last_error: self.last_error,
+        })
+    }
+}
+
+/// An event row as column values.
+pub struct EventRow {
+    pub source: String,
+    pub seq: i64,
+    pub id: String,
+    pub action: String,
+    pub payload: String,
+    pub published_at: i64,
+}
+
+impl EventRow {
+    /// The event the columns hold.
+    pub fn decode(self) -> Result<Event, StoreError> {
+        Ok(Event {
+            source: SourceName::parse(&self.source)
+                .ok_or_else(|| corrupt("source", &self.source))?,
+            seq: u64::try_from(self.seq).map_err(|_| corrupt("seq", &self.seq.to_string()))?,
+            id: EventId::parse(&self.id).ok_or_else(|| corrupt("event id", &self.id))?,
+            action: self.action,
+            payload: self.payload,
+            published_at: timestamp(self.published_at)?,
+        })
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    let value: String = value.chars().take(80).collect();
+    StoreError::Corrupt(format!("{what} = {value:?}"))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing plain structs of strings cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| corrupt(what, text))
+}
+
+impl SubscriptionRow {
+    /// The row for a subscription.
+    pub fn encode(subscription: &Subscription) -> SubscriptionRow {
+        SubscriptionRow {
+            id: subscription.id.key(),
+            source: subscription.source.as_str().to_owned(),
+            eventing: subscription.dialect.eventing.as_str().to_owned(),
+            soap: subscription.dialect.soap.as_str().to_owned(),
+            addressing: subscription.dialect.addressing.as_str().to_owned(),
+            notify_to: json(&subscription.notify_to),
+            end_to: subscription.end_to.as_ref().map(json),
+            delivery_mode: subscription.delivery_mode.clone(),
+            format: subscription.format.as_str().to_owned(),
+            filter: subscription.filter.as_ref().map(json),
+            expires_at: subscription.expires_at.map(millis),
+            expiry_kind: subscription.expiry_kind.as_str().to_owned(),
+            created_at: millis(subscription.created_at),
+            manager_address: subscription.manager_address.clone(),
+        }
+    }
+
+    /// The subscription a row holds, or `Corrupt` naming the first bad column.
+    pub fn decode(self) -> Result<Subscription, StoreError> {
+        let id = SubscriptionId::parse(&self.id).ok_or_else(|| corrupt("id", &self.id))?;
+        let source =
+            SourceName::parse(&self.source).ok_or_else(|| corrupt("source", &self.source))?;
+        let eventing = EventingVersion::from_name(&self.eventing)
+            .ok_or_else(|| corrupt("eventing", &self.eventing))?;
+        let soap = SoapVersion::from_name(&self.soap).ok_or_else(|| corrupt("soap", &self.soap))?;
+        let addressing = WsaVersion::from_name(&self.addressing)
+            .ok_or_else(|| corrupt("addressing", &self.addressing))?;
+        let notify_to: EndpointRef = from_json("notify_to", &self.notify_to)?;
+        let end_to = self
+            .end_to
+            .as_deref()
+            .map(|text| from_json::<EndpointRef>("end_to", text))
+            .transpose()?;
+        let format = NotificationFormat::from_name(&self.format)
+            .ok_or_else(|| corrupt("format", &self.format))?;
+        let filter = self
+            .filter
+            .as_deref()
+            .map(|text| from_json::<Filter>("filter", text))
+            .transpose()?;
+        let expiry_kind = ExpiryKind::from_name(&self.expiry_kind)
+            .ok_or_else(|| corrupt("expiry_kind", &self.expiry_kind))?;
+        Ok(Subscription {
+            id,
+            source,
+            dialect: WireDialect {
+                eventing,
+                soap,
+                addressing,
+            },
+            notify_to,
+            end_to,
+            delivery_mode: self.delivery_mode,
+            format,
+            filter,
+            expires_at: self.expires_at.map(timestamp).transpose()?,
+            expiry_kind,
+            created_at: timestamp(self.created_at)?,
+            manager_address: self.manager_address,
+        })
+    }
+}

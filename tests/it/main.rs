@@ -1,0 +1,15 @@
+//! herald's integration tests: one binary, real HTTP on loopback, real SOAP messages, the real
+//! SQLite store in a temporary directory, real sink servers that record what they receive, and
+//! the real binary for crash tests.
+
+mod delivery;
+mod expiry;
+mod faults;
+mod filter_conformance;
+mod filters;
+mod harness;
+mod operations;
+mod publish;
+mod restart;
+mod samples;
+mod sink;
