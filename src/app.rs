@@ -17,7 +17,7 @@ use crate::eventing::notify::EventingEnvelopes;
 use crate::filter::StandardFilters;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{NodeId, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Why herald could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     config: Config,
@@ -52,13 +52,26 @@ pub struct Application {
 impl Application {
     /// Opens the store, loads state and binds the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        let sqlite = SqliteStore::open(&config.data_dir).await?;
-        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+        let (store, node): (Arc<dyn Store>, NodeId) = match &config.database {
+            Some(url) => (
+                Arc::new(PostgresStore::open(url).await?),
+                config.node_id.clone().unwrap_or_else(NodeId::random),
+            ),
+            None => (
+                Arc::new(SqliteStore::open(&config.data_dir).await?),
+                config
+                    .node_id
+                    .clone()
+                    .or_else(|| NodeId::parse(NodeId::EMBEDDED))
+                    .unwrap_or_else(NodeId::random),
+            ),
+        };
         let metrics = Arc::new(Metrics::default());
         let policy = Arc::new(EndpointPolicy::new(config.allowed_networks.clone()));
         let client = DeliveryClient::new(policy, config.client)?;
         let dispatcher = Dispatcher::new(
             store.clone(),
+            node,
             client,
             Arc::new(EventingEnvelopes),
             Arc::new(StandardFilters),
@@ -73,7 +86,7 @@ impl Application {
         );
         let tasks = dispatcher.start().await?;
         let engine = Engine::new(
-            store,
+            store.clone(),
             config.sources.clone(),
             dispatcher.clone(),
             config.clock,
@@ -96,7 +109,7 @@ impl Application {
         Ok(Application {
             listener,
             state,
-            store: sqlite,
+            store,
             dispatcher,
             tasks,
             config,
@@ -106,6 +119,11 @@ impl Application {
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The name this node goes by in the store.
+    pub fn node(&self) -> &NodeId {
+        self.dispatcher.node()
     }
 
     /// The engine, for callers that embed herald.
@@ -143,6 +161,8 @@ impl Application {
                 tracing::warn!(error = %err, "a delivery task ended abnormally");
             }
         }
+        // Progress is written: other nodes may take this node's subscriptions over at once.
+        self.dispatcher.release().await;
         self.store.close().await;
         served
     }

@@ -16,6 +16,7 @@ use crate::engine::clock::Clock;
 use crate::engine::expiry::{ExpiryPolicy, XsDuration};
 use crate::engine::subscription::SourceName;
 use crate::soap::envelope::Limits;
+use crate::store::NodeId;
 
 /// The documented defaults file.
 pub const DEFAULTS_TOML: &str = include_str!("../config/default.toml");
@@ -53,6 +54,23 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_token: Option<String>,
+    /// PostgreSQL URL (postgres://user@host:port/database) of a database several nodes may
+    /// share [default: none: the embedded SQLite store in --data-dir].
+    #[arg(
+        long,
+        env = "HERALD_DATABASE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+    /// This node's name among the nodes sharing a database; unique per running node
+    /// [default: a random name on PostgreSQL, "embedded" on SQLite].
+    #[arg(long, env = "HERALD_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// How long a node's lease lasts unless renewed, in milliseconds: another node takes its
+    /// subscriptions over this long after it dies [default: 10000].
+    #[arg(long, env = "HERALD_LEASE_TTL_MS", value_name = "MS")]
+    pub lease_ttl_ms: Option<u64>,
     /// Networks (CIDR) subscribers may be in despite being loopback/private, comma-separated
     /// [default: none].
     #[arg(
@@ -99,8 +117,18 @@ struct FileConfig {
     log_level: Option<String>,
     sweep_interval_ms: Option<u64>,
     api_token: Option<String>,
+    database: Option<String>,
+    cluster: Option<ClusterFile>,
     delivery: Option<DeliveryFile>,
     sources: Option<BTreeMap<String, SourceFile>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    node_id: Option<String>,
+    lease_ttl_ms: Option<u64>,
+    poll_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -149,6 +177,10 @@ pub struct Config {
     pub sources: Vec<SourcePolicy>,
     /// Bearer token for publishing and the JSON API.
     pub api_token: Option<String>,
+    /// PostgreSQL URL; `None` for the embedded store in `data_dir`.
+    pub database: Option<String>,
+    /// This node's name; `None` for the store's default.
+    pub node_id: Option<NodeId>,
     /// Delivery tuning.
     pub delivery: DeliverySettings,
     /// Delivery client timeouts.
@@ -244,6 +276,53 @@ impl Config {
         if api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Invalid("api_token must not be empty".into()));
         }
+        let database = args
+            .database
+            .clone()
+            .or(file.database)
+            .or(defaults.database)
+            .filter(|url| !url.trim().is_empty());
+        if let Some(url) = &database
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "database must be a postgres:// URL".into(),
+            ));
+        }
+        let base_cluster = defaults.cluster.unwrap_or_default();
+        let cluster_file = file.cluster.unwrap_or_default();
+        let node_id = args
+            .node_id
+            .clone()
+            .or(cluster_file.node_id)
+            .or(base_cluster.node_id)
+            .map(|name| {
+                NodeId::parse(name.trim()).ok_or_else(|| {
+                    ConfigError::Invalid(
+                        "cluster.node_id must be 1-64 characters from A-Z a-z 0-9 . _ -".into(),
+                    )
+                })
+            })
+            .transpose()?;
+        let lease_ttl_ms = args
+            .lease_ttl_ms
+            .or(cluster_file.lease_ttl_ms)
+            .or(base_cluster.lease_ttl_ms)
+            .unwrap_or(10_000);
+        if !(400..=600_000).contains(&lease_ttl_ms) {
+            return Err(ConfigError::Invalid(
+                "cluster.lease_ttl_ms must be 400-600000".into(),
+            ));
+        }
+        let poll_interval_ms = cluster_file
+            .poll_interval_ms
+            .or(base_cluster.poll_interval_ms)
+            .unwrap_or(1000);
+        if !(10..=60_000).contains(&poll_interval_ms) {
+            return Err(ConfigError::Invalid(
+                "cluster.poll_interval_ms must be 10-60000".into(),
+            ));
+        }
         let base_delivery = defaults.delivery.unwrap_or_default();
         let delivery_file = file.delivery.unwrap_or_default();
         let max_concurrency = delivery_file
@@ -310,6 +389,9 @@ impl Config {
             max_concurrency,
             memory_events,
             retention,
+            end_notice_claim: client.request_timeout * 2 + Duration::from_secs(5),
+            lease_ttl: Duration::from_millis(lease_ttl_ms),
+            poll_interval: Duration::from_millis(poll_interval_ms),
             ..DeliverySettings::default()
         };
         let default_sources = defaults.sources.unwrap_or_default();
@@ -334,6 +416,8 @@ impl Config {
             limits: Limits::default(),
             sources,
             api_token,
+            database,
+            node_id,
             delivery,
             client,
             allowed_networks,

@@ -27,7 +27,11 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
                 return;
             }
             let now = dispatcher.clock.now();
-            let due = match dispatcher.store.due_end_notices(now, 100).await {
+            let due = match dispatcher
+                .store
+                .due_end_notices(now, 100, dispatcher.settings.end_notice_claim)
+                .await
+            {
                 Ok(due) => due,
                 Err(err) => {
                     tracing::warn!(error = %err, "reading pending SubscriptionEnd notices failed");

@@ -13,11 +13,15 @@
 //!   after a crash delivery resumes from the last stored cursor, so a duplicate is possible
 //!   and a loss is not.
 //! - SubscriptionEnd messages come from an outbox in the store, retried, never looping.
+//! - With several nodes on one store, this node delivers the subscriptions it owns, holds a
+//!   lease that fences them, claims orphans of nodes that died or stopped, and learns of other
+//!   nodes' appends and ends from the store's signals, or from polling when they are missed.
 
 pub mod client;
 pub mod policy;
 pub mod retry;
 
+mod cluster;
 mod ends;
 mod progress;
 mod worker;
@@ -28,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::engine::clock::Clock;
 use crate::engine::event::{Event, NewEvent};
@@ -36,7 +41,7 @@ use crate::engine::subscription::{
 };
 use crate::filter::{EventView, FilterEngine, Matcher};
 use crate::metrics::{Metrics, SourceLabels};
-use crate::store::{Store, StoreError};
+use crate::store::{NodeId, Store, StoreError};
 use client::{DeliveryClient, Outgoing};
 use retry::RetryPolicy;
 
@@ -66,6 +71,14 @@ pub struct DeliverySettings {
     pub compaction_interval: Duration,
     /// Attempts at a SubscriptionEnd message before giving up.
     pub end_notice_attempts: u32,
+    /// How long a node that took a SubscriptionEnd notice to send keeps others off it.
+    pub end_notice_claim: Duration,
+    /// How long this node's lease lasts unless renewed; another node takes its subscriptions
+    /// over once it lapses. Renewed every quarter of it.
+    pub lease_ttl: Duration,
+    /// How often the store is polled for other nodes' appends and for orphans, in case their
+    /// signals were missed (or the store sends none).
+    pub poll_interval: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -77,6 +90,9 @@ impl Default for DeliverySettings {
             retention: Duration::from_secs(3600),
             compaction_interval: Duration::from_secs(60),
             end_notice_attempts: 10,
+            end_notice_claim: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -113,6 +129,8 @@ pub(crate) struct SourceState {
     retry: RetryPolicy,
     ring: Mutex<Ring>,
     subscribers: Mutex<HashMap<SubscriptionId, Arc<Entry>>>,
+    /// Held while the ring is extended, so that events are added in order, once.
+    extend: tokio::sync::Mutex<()>,
     /// Active subscriptions, including places reserved by a Subscribe being written.
     active: AtomicU64,
     publisher: mpsc::Sender<PublishRequest>,
@@ -140,6 +158,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The dispatcher: owns delivery state and its background tasks.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    node: NodeId,
+    /// Until when this node's lease is known to hold; no notification is sent after it.
+    lease_deadline: Mutex<Instant>,
+    /// A worker stopped because the lease could not be confirmed; wake all when it is.
+    lease_doubted: AtomicBool,
     client: DeliveryClient,
     envelopes: Arc<dyn Envelopes>,
     filters: Arc<dyn FilterEngine>,
@@ -163,6 +186,7 @@ impl Dispatcher {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
+        node: NodeId,
         client: DeliveryClient,
         envelopes: Arc<dyn Envelopes>,
         filters: Arc<dyn FilterEngine>,
@@ -185,6 +209,7 @@ impl Dispatcher {
                         events: VecDeque::new(),
                     }),
                     subscribers: Mutex::new(HashMap::new()),
+                    extend: tokio::sync::Mutex::new(()),
                     active: AtomicU64::new(0),
                     publisher,
                 });
@@ -194,6 +219,9 @@ impl Dispatcher {
             .collect();
         Arc::new(Dispatcher {
             store,
+            node,
+            lease_deadline: Mutex::new(Instant::now()),
+            lease_doubted: AtomicBool::new(false),
             client,
             envelopes,
             filters,
@@ -222,47 +250,22 @@ impl Dispatcher {
         &self.client
     }
 
-    /// Loads the log heads and active subscriptions from the store, ends subscriptions of
-    /// sources no longer configured (SourceShuttingDown), and starts the background tasks and
-    /// the workers that have work. Returns the background tasks' handles.
+    /// The name this node goes by in the store.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// Loads the log heads, registers this node, takes its subscriptions (and orphans) from the
+    /// store, ends subscriptions of sources no longer configured (SourceShuttingDown), and
+    /// starts the background tasks and the workers that have work. Returns the tasks' handles.
     pub async fn start(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
         for (source, head) in self.store.source_heads().await? {
             if let Some(state) = self.sources.get(&source) {
                 lock(&state.ring).head = head;
             }
         }
-        let now = self.clock.now();
-        for (subscription, progress) in self.store.active_subscriptions(now).await? {
-            if !self.sources.contains_key(&subscription.source) {
-                self.store
-                    .end_subscription(subscription.id, EndReason::SourceShuttingDown, now)
-                    .await?;
-                tracing::info!(id = %subscription.id, source = %subscription.source, "source removed; subscription ended");
-                continue;
-            }
-            let matcher = match subscription.filter.as_ref() {
-                None => None,
-                Some(filter) => match self.filters.compile(
-                    filter,
-                    subscription.dialect.eventing,
-                    subscription.dialect.soap,
-                    subscription.dialect.addressing,
-                ) {
-                    Ok(matcher) => Some(matcher),
-                    Err(err) => {
-                        tracing::warn!(id = %subscription.id, error = %err, "stored filter no longer compiles; subscription cancelled");
-                        self.store
-                            .end_subscription(subscription.id, EndReason::SourceCancelling, now)
-                            .await?;
-                        continue;
-                    }
-                },
-            };
-            if let Some(state) = self.sources.get(&subscription.source) {
-                state.active.fetch_add(1, Ordering::Relaxed);
-            }
-            self.register(subscription, progress, matcher);
-        }
+        let signals = self.store.signals().await?;
+        self.join().await?;
         let mut tasks = Vec::new();
         for (source, rx) in lock(&self.publish_rx).drain(..) {
             tasks.push(tokio::spawn(publisher(
@@ -274,7 +277,9 @@ impl Dispatcher {
         }
         if let Some(rx) = lock(&self.progress_rx).take() {
             tasks.push(tokio::spawn(progress::run(
+                Arc::downgrade(self),
                 self.store.clone(),
+                self.node.clone(),
                 rx,
                 self.settings.progress_interval,
                 self.stop.subscribe(),
@@ -282,8 +287,117 @@ impl Dispatcher {
         }
         tasks.push(tokio::spawn(ends::run(self.clone())));
         tasks.push(tokio::spawn(compaction(self.clone())));
+        tasks.push(tokio::spawn(cluster::run(self.clone(), signals)));
         self.end_wake.notify_one();
         Ok(tasks)
+    }
+
+    /// Registers this node with a fresh lease and takes over what it owns and what is
+    /// orphaned.
+    async fn join(self: &Arc<Self>) -> Result<(), StoreError> {
+        let asked = Instant::now();
+        self.store
+            .register_node(&self.node, self.settings.lease_ttl)
+            .await?;
+        *lock(&self.lease_deadline) = asked + self.settings.lease_ttl;
+        let now = self.clock.now();
+        while self
+            .store
+            .claim_orphans(&self.node, now, cluster::CLAIM_BATCH)
+            .await?
+            .len()
+            == cluster::CLAIM_BATCH as usize
+        {}
+        for (subscription, progress) in self.store.owned_subscriptions(&self.node, now).await? {
+            self.adopt(subscription, progress).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts delivering a subscription this node has come to own: at start, or claimed from
+    /// a node that is gone. One whose source is no longer configured ends (SourceShuttingDown);
+    /// one whose stored filter no longer compiles is cancelled.
+    async fn adopt(
+        self: &Arc<Self>,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let Some(state) = self.sources.get(&subscription.source) else {
+            self.store
+                .end_subscription(subscription.id, EndReason::SourceShuttingDown, now)
+                .await?;
+            tracing::info!(id = %subscription.id, source = %subscription.source, "source removed; subscription ended");
+            self.end_wake.notify_one();
+            return Ok(());
+        };
+        if lock(&state.subscribers).contains_key(&subscription.id) {
+            return Ok(());
+        }
+        let matcher = match subscription.filter.as_ref() {
+            None => None,
+            Some(filter) => match self.filters.compile(
+                filter,
+                subscription.dialect.eventing,
+                subscription.dialect.soap,
+                subscription.dialect.addressing,
+            ) {
+                Ok(matcher) => Some(matcher),
+                Err(err) => {
+                    tracing::warn!(id = %subscription.id, error = %err, "stored filter no longer compiles; subscription cancelled");
+                    self.store
+                        .end_subscription(subscription.id, EndReason::SourceCancelling, now)
+                        .await?;
+                    self.end_wake.notify_one();
+                    return Ok(());
+                }
+            },
+        };
+        state.active.fetch_add(1, Ordering::Relaxed);
+        self.register(subscription, progress, matcher);
+        Ok(())
+    }
+
+    /// Whether this node's lease is known to hold now; a worker sends nothing when it is not.
+    fn lease_holds(&self) -> bool {
+        let holds = Instant::now() < *lock(&self.lease_deadline);
+        if !holds {
+            self.lease_doubted.store(true, Ordering::Release);
+        }
+        holds
+    }
+
+    /// Stops delivering everything (the lease lapsed: other nodes may own it all by now).
+    fn drop_all(&self) {
+        for state in self.sources.values() {
+            let entries: Vec<Arc<Entry>> =
+                lock(&state.subscribers).drain().map(|(_, e)| e).collect();
+            for entry in entries {
+                entry.ended.store(true, Ordering::Release);
+                entry.wake.notify_one();
+                self.release_place(&state.name);
+            }
+        }
+    }
+
+    /// Removes a subscription that ended elsewhere, or that this node no longer owns.
+    fn remove_id(&self, id: SubscriptionId) {
+        let source = self
+            .sources
+            .values()
+            .find(|state| lock(&state.subscribers).contains_key(&id))
+            .map(|state| state.name.clone());
+        if let Some(source) = source {
+            self.remove(&source, id);
+        }
+    }
+
+    /// Gives this node's subscriptions up at once, for another node to claim (it is stopping;
+    /// delivery has stopped and progress is written).
+    pub async fn release(&self) {
+        if let Err(err) = self.store.release_node(&self.node).await {
+            tracing::warn!(error = %err, "could not release this node's lease; it will lapse");
+        }
     }
 
     /// Stops delivery: no new sends start, sleeping workers wake and leave, and this waits (up
@@ -351,7 +465,7 @@ impl Dispatcher {
     }
 
     /// Gives back a reservation whose subscription was not stored.
-    pub fn release(&self, source: &SourceName) {
+    pub fn release_place(&self, source: &SourceName) {
         if let Some(state) = self.source(source) {
             let _ = state
                 .active
@@ -392,7 +506,7 @@ impl Dispatcher {
         if let Some(entry) = removed {
             entry.ended.store(true, Ordering::Release);
             entry.wake.notify_one();
-            self.release(source);
+            self.release_place(source);
         }
         self.end_wake.notify_one();
     }
@@ -461,7 +575,7 @@ impl Dispatcher {
 
     /// Starts a worker for the entry if it has work and none is running.
     fn kick(self: &Arc<Self>, entry: &Arc<Entry>) {
-        if entry.ended.load(Ordering::Acquire) || self.stopping() {
+        if entry.ended.load(Ordering::Acquire) || self.stopping() || !self.lease_holds() {
             return;
         }
         let head = lock(&entry.source.ring).head;
@@ -514,6 +628,101 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Adds events this node appended to the source's ring. Events other nodes appended in
+    /// between are read from the store first, so the ring stays gapless.
+    async fn add_to_ring(&self, state: &SourceState, appended: &[Arc<Event>]) {
+        let Some(first) = appended.first().map(|e| e.seq) else {
+            return;
+        };
+        let _extending = state.extend.lock().await;
+        let head = lock(&state.ring).head;
+        if first > head + 1 {
+            let missing = u32::try_from(first - head - 1).unwrap_or(u32::MAX);
+            match self.store.events_after(&state.name, head, missing).await {
+                Ok(between) => {
+                    let between: Vec<Arc<Event>> = between.into_iter().map(Arc::new).collect();
+                    self.extend_ring(state, &between);
+                }
+                Err(err) => {
+                    tracing::warn!(source = %state.name, error = %err, "reading other nodes' events failed; they will be read as backlog");
+                }
+            }
+        }
+        self.extend_ring(state, appended);
+    }
+
+    /// Reads events appended by other nodes into the ring and wakes the source's
+    /// subscriptions.
+    async fn catch_up(self: &Arc<Self>, source: &SourceName) {
+        let Some(state) = self.sources.get(source).cloned() else {
+            return;
+        };
+        let batch = u32::try_from(self.settings.memory_events).unwrap_or(u32::MAX);
+        {
+            let _extending = state.extend.lock().await;
+            loop {
+                let head = lock(&state.ring).head;
+                let events = match self.store.events_after(&state.name, head, batch).await {
+                    Ok(events) => events,
+                    Err(err) => {
+                        tracing::warn!(source = %state.name, error = %err, "reading other nodes' events failed; will poll again");
+                        break;
+                    }
+                };
+                let full = events.len() == batch as usize;
+                let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+                self.extend_ring(&state, &events);
+                if !full {
+                    break;
+                }
+            }
+        }
+        self.wake_source(&state);
+    }
+
+    /// Appends events to the ring in sequence order. Events already there are skipped; when the
+    /// next one is not the one after the head (others were compacted before this node read
+    /// them), the ring starts over, since it must hold a gapless run ending at the head.
+    fn extend_ring(&self, state: &SourceState, events: &[Arc<Event>]) {
+        let mut ring = lock(&state.ring);
+        for event in events {
+            if event.seq <= ring.head {
+                continue;
+            }
+            if event.seq != ring.head + 1 {
+                ring.events.clear();
+            }
+            ring.head = event.seq;
+            ring.events
+                .push_back(Arc::new(EventView::new(event.clone())));
+        }
+        while ring.events.len() > self.settings.memory_events {
+            ring.events.pop_front();
+        }
+    }
+
+    /// Reads every source's head from the store and catches up with those that moved.
+    async fn poll_heads(self: &Arc<Self>) {
+        let heads = match self.store.source_heads().await {
+            Ok(heads) => heads,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the log heads failed");
+                return;
+            }
+        };
+        for (source, head) in heads {
+            let behind = self
+                .sources
+                .get(&source)
+                .is_some_and(|state| lock(&state.ring).head < head);
+            if behind {
+                self.catch_up(&source).await;
+            }
+        }
+    }
+}
+
 /// The group-commit publisher of one source.
 async fn publisher(
     dispatcher: std::sync::Weak<Dispatcher>,
@@ -553,17 +762,7 @@ async fn publisher(
         {
             Ok(appended) => {
                 let appended: Vec<Arc<Event>> = appended.into_iter().map(Arc::new).collect();
-                {
-                    let mut ring = lock(&state.ring);
-                    for event in &appended {
-                        ring.head = ring.head.max(event.seq);
-                        ring.events
-                            .push_back(Arc::new(EventView::new(event.clone())));
-                    }
-                    while ring.events.len() > dispatcher.settings.memory_events {
-                        ring.events.pop_front();
-                    }
-                }
+                dispatcher.add_to_ring(&state, &appended).await;
                 dispatcher
                     .metrics
                     .events_published
@@ -606,17 +805,7 @@ async fn compaction(dispatcher: Arc<Dispatcher>) {
             .unwrap_or(jiff::SignedDuration::MAX);
         let cutoff = now.saturating_sub(retention).unwrap_or(now);
         for state in dispatcher.sources.values() {
-            let head = lock(&state.ring).head;
-            let needed = lock(&state.subscribers)
-                .values()
-                .map(|entry| lock(&entry.progress).cursor)
-                .min()
-                .unwrap_or(head);
-            match dispatcher
-                .store
-                .compact_events(&state.name, needed, cutoff)
-                .await
-            {
+            match dispatcher.store.compact_events(&state.name, cutoff).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(source = %state.name, removed, "events compacted"),
                 Err(err) => tracing::warn!(source = %state.name, error = %err, "compaction failed"),

@@ -2,19 +2,24 @@
 //! transaction per interval (group commit).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::Dispatcher;
 use crate::engine::subscription::{DeliveryProgress, SubscriptionId};
-use crate::store::Store;
+use crate::store::{NodeId, Store};
 
 /// Most updates written in one transaction.
 const MAX_BATCH: usize = 5000;
 
+/// Writes progress until stopped. Subscriptions the store refuses progress for (they ended on
+/// another node, or another node owns them now) are taken out of this node's delivery.
 pub(super) async fn run(
+    dispatcher: Weak<Dispatcher>,
     store: Arc<dyn Store>,
+    node: NodeId,
     mut updates: mpsc::UnboundedReceiver<(SubscriptionId, DeliveryProgress)>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -45,23 +50,39 @@ pub(super) async fn run(
                 pending.insert(id, progress);
             }
         }
-        flush(store.as_ref(), &mut pending).await;
+        let rejected = flush(store.as_ref(), &node, &mut pending).await;
+        if !rejected.is_empty()
+            && let Some(dispatcher) = dispatcher.upgrade()
+        {
+            for id in rejected {
+                tracing::info!(%id, "subscription ended or owned elsewhere; delivery stopped here");
+                dispatcher.remove_id(id);
+            }
+        }
         if stopping {
             return;
         }
     }
 }
 
-async fn flush(store: &dyn Store, pending: &mut HashMap<SubscriptionId, DeliveryProgress>) {
+async fn flush(
+    store: &dyn Store,
+    node: &NodeId,
+    pending: &mut HashMap<SubscriptionId, DeliveryProgress>,
+) -> Vec<SubscriptionId> {
     if pending.is_empty() {
-        return;
+        return Vec::new();
     }
     let batch: Vec<(SubscriptionId, DeliveryProgress)> = pending.drain().collect();
-    if let Err(err) = store.save_progress(&batch).await {
-        // Keep them for the next round; a newer update for the same id wins.
-        tracing::warn!(error = %err, count = batch.len(), "saving delivery progress failed; will retry");
-        for (id, progress) in batch {
-            pending.entry(id).or_insert(progress);
+    match store.save_progress(node, &batch).await {
+        Ok(rejected) => rejected,
+        Err(err) => {
+            // Keep them for the next round; a newer update for the same id wins.
+            tracing::warn!(error = %err, count = batch.len(), "saving delivery progress failed; will retry");
+            for (id, progress) in batch {
+                pending.entry(id).or_insert(progress);
+            }
+            Vec::new()
         }
     }
 }

@@ -24,7 +24,10 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>, entry: Arc<Entry>) {
         // for the next publish: look again, and take the entry back if so.
         let head = lock(&entry.source.ring).head;
         let behind = lock(&entry.progress).cursor < head;
-        let runnable = behind && !entry.ended.load(Ordering::Acquire) && !dispatcher.stopping();
+        let runnable = behind
+            && !entry.ended.load(Ordering::Acquire)
+            && !dispatcher.stopping()
+            && dispatcher.lease_holds();
         if !runnable || entry.running.swap(true, Ordering::AcqRel) {
             break;
         }
@@ -86,6 +89,10 @@ async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
                         return None;
                     }
                     let _permit = dispatcher.permits.acquire().await.ok()?;
+                    // Another node may own it once the lease is in doubt: send nothing then.
+                    if !dispatcher.lease_holds() {
+                        return None;
+                    }
                     Some(dispatcher.client.send(&message).await)
                 },
                 |delay, snapshot| async move {

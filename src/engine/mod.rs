@@ -213,10 +213,14 @@ impl Engine {
             created_at: now,
             manager_address: request.manager_address,
         };
-        let cursor = match self.store.insert_subscription(&subscription).await {
+        let cursor = match self
+            .store
+            .insert_subscription(&subscription, self.dispatcher.node())
+            .await
+        {
             Ok(cursor) => cursor,
             Err(err) => {
-                self.dispatcher.release(&subscription.source);
+                self.dispatcher.release_place(&subscription.source);
                 return Err(err.into());
             }
         };

@@ -1,13 +1,15 @@
 //! Conversions between domain values and column values, shared by every backend.
 
 use jiff::Timestamp;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::StoreError;
 use crate::engine::event::{Event, EventId};
 use crate::engine::expiry::ExpiryKind;
 use crate::engine::subscription::{
-    DeliveryProgress, EndpointRef, EventingVersion, Filter, NotificationFormat, SoapVersion,
-    SourceName, Subscription, SubscriptionId, WireDialect, WsaVersion,
+    DeliveryProgress, EndNotice, EndReason, EndpointRef, EventingVersion, Filter,
+    NotificationFormat, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord,
+    SubscriptionStatus, WireDialect, WsaVersion,
 };
 
 /// A subscription row as plain column values, in the order of [`COLUMNS`].
@@ -191,4 +193,137 @@ impl SubscriptionRow {
             manager_address: self.manager_address,
         })
     }
+}
+
+/// The columns of a result row, whatever the database: every backend stores text and 64-bit
+/// integers only, so one decoder serves them all.
+pub trait Columns: Row {
+    /// A text column.
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    /// A nullable text column.
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// An integer column.
+    fn int(&self, name: &str) -> Result<i64, StoreError>;
+    /// A nullable integer column.
+    fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError>;
+}
+
+impl<R> Columns for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+    fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+/// The subscription in a row selected with [`subscription_columns`].
+pub fn decode_subscription(row: &impl Columns) -> Result<Subscription, StoreError> {
+    SubscriptionRow {
+        id: row.text("id")?,
+        source: row.text("source")?,
+        eventing: row.text("eventing")?,
+        soap: row.text("soap")?,
+        addressing: row.text("addressing")?,
+        notify_to: row.text("notify_to")?,
+        end_to: row.optional_text("end_to")?,
+        delivery_mode: row.text("delivery_mode")?,
+        format: row.text("format")?,
+        filter: row.optional_text("filter")?,
+        expires_at: row.optional_int("expires_at")?,
+        expiry_kind: row.text("expiry_kind")?,
+        created_at: row.int("created_at")?,
+        manager_address: row.text("manager_address")?,
+    }
+    .decode()
+}
+
+/// The delivery progress in a row selected with [`progress_columns`].
+pub fn decode_progress(row: &impl Columns) -> Result<DeliveryProgress, StoreError> {
+    ProgressRow {
+        cursor: row.int("cursor")?,
+        attempts: row.int("attempts")?,
+        next_attempt_at: row.optional_int("next_attempt_at")?,
+        failing_since: row.optional_int("failing_since")?,
+        last_error: row.optional_text("last_error")?,
+    }
+    .decode()
+}
+
+/// An event row.
+pub fn decode_event(row: &impl Columns) -> Result<Event, StoreError> {
+    EventRow {
+        source: row.text("source")?,
+        seq: row.int("seq")?,
+        id: row.text("id")?,
+        action: row.text("action")?,
+        payload: row.text("payload")?,
+        published_at: row.int("published_at")?,
+    }
+    .decode()
+}
+
+/// A `(source, number)` row, such as a source head.
+pub fn decode_source_count(
+    row: &impl Columns,
+    column: &str,
+) -> Result<(SourceName, u64), StoreError> {
+    let name = row.text("source")?;
+    let value = row.int(column)?;
+    let source = SourceName::parse(&name).ok_or_else(|| corrupt("source", &name))?;
+    Ok((source, u64::try_from(value).unwrap_or(0)))
+}
+
+/// The reason in an `end_reason` column.
+pub fn decode_end_reason(row: &impl Columns) -> Result<EndReason, StoreError> {
+    let reason = row.text("end_reason")?;
+    EndReason::from_name(&reason).ok_or_else(|| corrupt("end_reason", &reason))
+}
+
+/// A whole record, selected with [`record_columns`].
+pub fn decode_record(row: &impl Columns) -> Result<SubscriptionRecord, StoreError> {
+    let status = match row.text("status")?.as_str() {
+        "active" => SubscriptionStatus::Active,
+        _ => SubscriptionStatus::Ended {
+            reason: decode_end_reason(row)?,
+            at: timestamp(row.optional_int("ended_at")?.unwrap_or(0))?,
+        },
+    };
+    let notice = row.optional_text("end_notice")?;
+    Ok(SubscriptionRecord {
+        subscription: decode_subscription(row)?,
+        status,
+        progress: decode_progress(row)?,
+        end_notice: notice.as_deref().and_then(EndNotice::from_name),
+    })
+}
+
+/// The progress columns, after [`subscription_columns`].
+macro_rules! progress_columns {
+    () => {
+        "cursor, attempts, next_attempt_at, failing_since, last_error"
+    };
+}
+pub(crate) use progress_columns;
+
+/// A stored sequence number.
+pub fn seq_column(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A duration as milliseconds for a column.
+pub fn duration_millis(value: std::time::Duration) -> i64 {
+    i64::try_from(value.as_millis()).unwrap_or(i64::MAX)
 }

@@ -1,14 +1,26 @@
 //! Durable state behind the [`Store`] trait.
 //!
 //! The engine talks only to this trait; nothing about SQL or a particular database leaks above
-//! this folder. `sqlite.rs` is the embedded default. Every method is a single atomic step, so a
-//! crash leaves either the whole change or none of it.
+//! this folder. `sqlite.rs` is the embedded default (one node); `postgres.rs` lets several herald
+//! nodes share one database. Every method is a single atomic step, so a crash leaves either the
+//! whole change or none of it.
+//!
+//! Several nodes: each node holds a lease on its own row in `nodes`, renewed while it lives, and
+//! each active subscription names the node that delivers it (`owner`). A subscription whose
+//! owner is missing or whose owner's lease has lapsed is an orphan, and any live node may claim
+//! it. No row lock is ever held across an HTTP call: ownership is a column, fenced by the lease.
 
 mod codec;
+pub mod postgres;
 pub mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use tokio::sync::mpsc;
 
 use crate::engine::event::{Event, NewEvent};
 use crate::engine::expiry::ExpiryKind;
@@ -17,7 +29,56 @@ use crate::engine::subscription::{
     SubscriptionRecord,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// The name a herald node goes by in the store; unique among the nodes sharing a database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    /// The node of the embedded store: there is only ever one, so a restart resumes its own
+    /// subscriptions at once.
+    pub const EMBEDDED: &'static str = "embedded";
+
+    /// Accepts 1-64 characters from `[A-Za-z0-9._-]`.
+    pub fn parse(name: &str) -> Option<NodeId> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        ok.then(|| NodeId(Arc::from(name)))
+    }
+
+    /// A fresh random name, for a node that was given none.
+    pub fn random() -> NodeId {
+        NodeId(Arc::from(uuid::Uuid::new_v4().simple().to_string()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A change another node made, announced by a shared store so this node need not wait for its
+/// next poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Events were appended to this source's log.
+    Appended(SourceName),
+    /// This subscription ended.
+    Ended(SubscriptionId),
+    /// A node stopped and gave its subscriptions up.
+    Released,
+}
 
 /// A failure of the store. Callers treat every variant as "the operation did not happen".
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +89,15 @@ pub enum StoreError {
     /// A stored row could not be decoded: the database holds something herald did not write.
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    /// Another herald process has this data directory open.
+    #[error("the data directory {path} is in use by another herald process")]
+    InUse {
+        /// The directory.
+        path: String,
+    },
+    /// The database URL cannot be used.
+    #[error("invalid database URL: {0}")]
+    Url(String),
     /// Preparing the data directory failed.
     #[error("cannot prepare the data directory {path}")]
     DataDir {
@@ -39,14 +109,19 @@ pub enum StoreError {
     },
 }
 
-/// Durable storage for subscriptions. Written for both the embedded store and a shared
-/// PostgreSQL database with several herald nodes: every condition (active, not yet expired) is
-/// checked inside the statement that changes the row, never read first and written later.
+/// Durable storage for subscriptions and the event log. Written for both the embedded store and
+/// a shared PostgreSQL database with several herald nodes: every condition (active, not yet
+/// expired, owned by this node) is checked inside the statement that changes the row, never read
+/// first and written later.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a new subscription with its cursor at its source's current head (it receives
-    /// events published after it), and returns that cursor. Returns once it is durable.
-    async fn insert_subscription(&self, subscription: &Subscription) -> Result<u64, StoreError>;
+    /// Stores a new subscription, owned by `owner`, with its cursor at its source's current head
+    /// (it receives events published after it), and returns that cursor. Returns once durable.
+    async fn insert_subscription(
+        &self,
+        subscription: &Subscription,
+        owner: &NodeId,
+    ) -> Result<u64, StoreError>;
 
     /// The subscription if it exists, is active and has not expired at `now`.
     async fn active_subscription(
@@ -77,14 +152,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends up to `limit` active subscriptions whose expiry is at or before `now`, earliest
     /// first, and returns them. Costs time in proportion to what expired, not to what exists.
+    /// With several nodes sweeping at once, each subscription is ended by exactly one.
     async fn end_expired(
         &self,
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<Subscription>, StoreError>;
-
-    /// The number of active, unexpired subscriptions per source.
-    async fn count_active(&self, now: Timestamp) -> Result<Vec<(SourceName, u64)>, StoreError>;
 
     /// Appends events to a source's log in one transaction, giving them the next sequence
     /// numbers, and returns them. Returns once they are durable.
@@ -106,18 +179,42 @@ pub trait Store: Send + Sync + 'static {
     /// The last sequence number handed out per source.
     async fn source_heads(&self) -> Result<Vec<(SourceName, u64)>, StoreError>;
 
-    /// Every active, unexpired subscription with its stored delivery progress.
-    async fn active_subscriptions(
+    /// Registers `node` (or takes its row back after a restart or a lapsed lease) with a lease
+    /// of `ttl` from the store's clock.
+    async fn register_node(&self, node: &NodeId, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Extends the lease of `node` by `ttl`. False when it had already lapsed: other nodes may
+    /// have claimed its subscriptions, so it must let go of all of them and register again.
+    async fn renew_node(&self, node: &NodeId, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Ends the lease of `node` at once (it is stopping), so that other nodes may claim its
+    /// subscriptions without waiting for the lease to lapse.
+    async fn release_node(&self, node: &NodeId) -> Result<(), StoreError>;
+
+    /// Makes `node` the owner of up to `limit` orphans (active, unexpired at `now`, with no
+    /// owner or an owner whose lease has lapsed) and returns them with their delivery progress.
+    async fn claim_orphans(
         &self,
+        node: &NodeId,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError>;
+
+    /// Every active, unexpired subscription `node` owns, with its stored delivery progress.
+    async fn owned_subscriptions(
+        &self,
+        node: &NodeId,
         now: Timestamp,
     ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError>;
 
-    /// Stores delivery progress for many subscriptions in one transaction (group commit).
-    /// Subscriptions that have ended are left alone.
+    /// Stores delivery progress for many subscriptions in one transaction (group commit), for
+    /// those that are active and owned by `node`; returns the ids that are not (they ended, or
+    /// another node took them over), which the caller must stop delivering.
     async fn save_progress(
         &self,
+        node: &NodeId,
         updates: &[(SubscriptionId, DeliveryProgress)],
-    ) -> Result<(), StoreError>;
+    ) -> Result<Vec<SubscriptionId>, StoreError>;
 
     /// Everything stored about one subscription, active or ended.
     async fn subscription_record(
@@ -125,12 +222,14 @@ pub trait Store: Send + Sync + 'static {
         id: SubscriptionId,
     ) -> Result<Option<SubscriptionRecord>, StoreError>;
 
-    /// Up to `limit` ended subscriptions whose SubscriptionEnd notice is pending and due, with
-    /// the reason they ended and the attempts made so far.
+    /// Claims up to `limit` ended subscriptions whose SubscriptionEnd notice is pending and due
+    /// at `now`, with the reason they ended and the attempts made so far. A claimed notice is
+    /// not due again until `now + claim_for`, so two nodes never send it at once.
     async fn due_end_notices(
         &self,
         now: Timestamp,
         limit: u32,
+        claim_for: Duration,
     ) -> Result<Vec<(Subscription, EndReason, u32)>, StoreError>;
 
     /// Records the outcome of a SubscriptionEnd attempt.
@@ -143,12 +242,49 @@ pub trait Store: Send + Sync + 'static {
         error: Option<&str>,
     ) -> Result<(), StoreError>;
 
-    /// Deletes a source's events up to `up_to_seq` published before `published_before`;
-    /// returns how many went.
+    /// Deletes a source's events published before `published_before` that every active
+    /// subscription's stored cursor has passed; returns how many went.
     async fn compact_events(
         &self,
         source: &SourceName,
-        up_to_seq: u64,
         published_before: Timestamp,
     ) -> Result<u64, StoreError>;
+
+    /// Changes other nodes make, as they happen, for a store several nodes share; `None` for a
+    /// store with one node. Missing a signal only delays: nodes also poll.
+    async fn signals(&self) -> Result<Option<mpsc::Receiver<Signal>>, StoreError>;
+
+    /// Closes the store, waiting for connections in use to be returned.
+    async fn close(&self);
+}
+
+/// Numbers new events from `first` on, as an append hands them out.
+fn number_events(
+    source: &SourceName,
+    events: &[NewEvent],
+    first: i64,
+    now: Timestamp,
+) -> Vec<Event> {
+    (0..)
+        .zip(events)
+        .map(|(offset, event)| Event {
+            source: source.clone(),
+            seq: u64::try_from(first + offset).unwrap_or(0),
+            id: crate::engine::event::EventId::new(),
+            action: event.action.clone(),
+            payload: event.payload.clone(),
+            published_at: now,
+        })
+        .collect()
+}
+
+/// A row of a due SubscriptionEnd notice: the subscription, its end reason and attempts.
+fn decode_end_notice(
+    row: &impl codec::Columns,
+) -> Result<(Subscription, EndReason, u32), StoreError> {
+    Ok((
+        codec::decode_subscription(row)?,
+        codec::decode_end_reason(row)?,
+        u32::try_from(row.int("end_attempts")?).unwrap_or(u32::MAX),
+    ))
 }

@@ -1,39 +1,47 @@
 //! The embedded store: one SQLite database file in WAL mode with `synchronous=FULL`, so a
 //! commit has reached the disk before the call returns.
 
+use std::fs::File;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use sqlx::Executor;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Executor, Row};
+use tokio::sync::mpsc;
 
 use super::codec::{
-    EventRow, ProgressRow, SubscriptionRow, millis, subscription_columns, timestamp,
+    ProgressRow, SubscriptionRow, decode_event, decode_progress, decode_record,
+    decode_source_count, decode_subscription, duration_millis, millis, progress_columns,
+    seq_column, subscription_columns,
 };
-use super::{Store, StoreError};
+use super::{NodeId, Signal, Store, StoreError};
 use crate::engine::event::{Event, NewEvent};
 use crate::engine::expiry::ExpiryKind;
 use crate::engine::subscription::{
     DeliveryProgress, EndNotice, EndReason, SourceName, Subscription, SubscriptionId,
-    SubscriptionRecord, SubscriptionStatus,
+    SubscriptionRecord,
 };
 
 /// Schema migrations, applied in order at start; each runs once, in a transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_subscriptions.sql")),
     (2, include_str!("migrations/sqlite/0002_event_log.sql")),
+    (3, include_str!("migrations/sqlite/0003_nodes.sql")),
 ];
 
 /// The embedded SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// An exclusive lock on `herald.lock` in the data directory, held while the store is open,
+    /// so that two herald processes never share one embedded store.
+    lock: Arc<std::sync::Mutex<Option<File>>>,
 }
 
 impl SqliteStore {
@@ -42,6 +50,14 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
+        })?;
+        let lock_path = data_dir.join("herald.lock");
+        let lock = File::create(&lock_path).map_err(|source| StoreError::DataDir {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+        lock.try_lock().map_err(|_| StoreError::InUse {
+            path: data_dir.display().to_string(),
         })?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(data_dir.join("herald.db"))
@@ -53,7 +69,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            lock: Arc::new(std::sync::Mutex::new(Some(lock))),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -84,69 +103,27 @@ impl SqliteStore {
         }
         Ok(())
     }
-
-    /// Closes the pool, waiting for connections in use to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
-fn decode(row: &SqliteRow) -> Result<Subscription, StoreError> {
-    SubscriptionRow {
-        id: row.try_get("id")?,
-        source: row.try_get("source")?,
-        eventing: row.try_get("eventing")?,
-        soap: row.try_get("soap")?,
-        addressing: row.try_get("addressing")?,
-        notify_to: row.try_get("notify_to")?,
-        end_to: row.try_get("end_to")?,
-        delivery_mode: row.try_get("delivery_mode")?,
-        format: row.try_get("format")?,
-        filter: row.try_get("filter")?,
-        expires_at: row.try_get("expires_at")?,
-        expiry_kind: row.try_get("expiry_kind")?,
-        created_at: row.try_get("created_at")?,
-        manager_address: row.try_get("manager_address")?,
-    }
-    .decode()
-}
-
-fn decode_progress(row: &SqliteRow) -> Result<DeliveryProgress, StoreError> {
-    ProgressRow {
-        cursor: row.try_get("cursor")?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        failing_since: row.try_get("failing_since")?,
-        last_error: row.try_get("last_error")?,
-    }
-    .decode()
-}
-
-fn decode_event(row: &SqliteRow) -> Result<Event, StoreError> {
-    EventRow {
-        source: row.try_get("source")?,
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        action: row.try_get("action")?,
-        payload: row.try_get("payload")?,
-        published_at: row.try_get("published_at")?,
-    }
-    .decode()
-}
-
-fn seq_column(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+/// The embedded store's clock for node leases (it has one node; the lease only guards against
+/// a second process, which the lock file already refuses).
+fn wall_clock_millis() -> i64 {
+    millis(Timestamp::now())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_subscription(&self, subscription: &Subscription) -> Result<u64, StoreError> {
+    async fn insert_subscription(
+        &self,
+        subscription: &Subscription,
+        owner: &NodeId,
+    ) -> Result<u64, StoreError> {
         let row = SubscriptionRow::encode(subscription);
         let cursor: i64 = sqlx::query_scalar(concat!(
             "INSERT INTO subscriptions (",
             subscription_columns!(),
-            ", status, cursor)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active',
+            ", status, owner, cursor)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?,
                      COALESCE((SELECT last_seq FROM source_heads WHERE source = ?), 0))
              RETURNING cursor"
         ))
@@ -164,6 +141,7 @@ impl Store for SqliteStore {
         .bind(row.expiry_kind)
         .bind(row.created_at)
         .bind(row.manager_address)
+        .bind(owner.as_str())
         .bind(subscription.source.as_str())
         .fetch_one(&self.pool)
         .await?;
@@ -185,7 +163,7 @@ impl Store for SqliteStore {
         .bind(millis(now))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(decode).transpose()
+        row.as_ref().map(decode_subscription).transpose()
     }
 
     async fn renew_subscription(
@@ -229,7 +207,7 @@ impl Store for SqliteStore {
         .bind(millis(now))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(decode).transpose()
+        row.as_ref().map(decode_subscription).transpose()
     }
 
     async fn end_expired(
@@ -254,27 +232,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode).collect()
-    }
-
-    async fn count_active(&self, now: Timestamp) -> Result<Vec<(SourceName, u64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT source, COUNT(*) AS n FROM subscriptions
-             WHERE status = 'active' AND (expires_at IS NULL OR expires_at > ?)
-             GROUP BY source",
-        )
-        .bind(millis(now))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.try_get("source")?;
-                let count: i64 = row.try_get("n")?;
-                let source = SourceName::parse(&name)
-                    .ok_or_else(|| StoreError::Corrupt(format!("source = {name:?}")))?;
-                Ok((source, u64::try_from(count).unwrap_or(0)))
-            })
-            .collect()
+        rows.iter().map(decode_subscription).collect()
     }
 
     async fn append_events(
@@ -297,30 +255,20 @@ impl Store for SqliteStore {
         .bind(count)
         .fetch_one(&mut *tx)
         .await?;
-        let first = last - count + 1;
-        let mut appended = Vec::with_capacity(events.len());
-        for (offset, event) in (0..).zip(events) {
-            let appended_event = Event {
-                source: source.clone(),
-                seq: u64::try_from(first + offset).unwrap_or(0),
-                id: crate::engine::event::EventId::new(),
-                action: event.action.clone(),
-                payload: event.payload.clone(),
-                published_at: now,
-            };
+        let appended = super::number_events(source, events, last - count + 1, now);
+        for event in &appended {
             sqlx::query(
                 "INSERT INTO events (source, seq, id, action, payload, published_at)
                  VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(source.as_str())
-            .bind(first + offset)
-            .bind(appended_event.id.to_string())
-            .bind(&appended_event.action)
-            .bind(&appended_event.payload)
+            .bind(seq_column(event.seq))
+            .bind(event.id.to_string())
+            .bind(&event.action)
+            .bind(&event.payload)
             .bind(millis(now))
             .execute(&mut *tx)
             .await?;
-            appended.push(appended_event);
         }
         tx.commit().await?;
         Ok(appended)
@@ -349,49 +297,113 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| {
-                let name: String = row.try_get("source")?;
-                let seq: i64 = row.try_get("last_seq")?;
-                let source = SourceName::parse(&name)
-                    .ok_or_else(|| StoreError::Corrupt(format!("source = {name:?}")))?;
-                Ok((source, u64::try_from(seq).unwrap_or(0)))
-            })
+            .map(|row| decode_source_count(row, "last_seq"))
             .collect()
     }
 
-    async fn active_subscriptions(
+    async fn register_node(&self, node: &NodeId, ttl: Duration) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (id, lease_until) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET lease_until = ?2",
+        )
+        .bind(node.as_str())
+        .bind(wall_clock_millis().saturating_add(duration_millis(ttl)))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_node(&self, node: &NodeId, ttl: Duration) -> Result<bool, StoreError> {
+        let now = wall_clock_millis();
+        let result =
+            sqlx::query("UPDATE nodes SET lease_until = ? WHERE id = ? AND lease_until >= ?")
+                .bind(now.saturating_add(duration_millis(ttl)))
+                .bind(node.as_str())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_node(&self, node: &NodeId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET lease_until = 0 WHERE id = ?")
+            .bind(node.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_orphans(
         &self,
+        node: &NodeId,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+        // Two index lookups (no owner; owners whose lease lapsed), never a scan of every row.
+        let rows = sqlx::query(concat!(
+            "UPDATE subscriptions SET owner = ?1
+             WHERE id IN (
+                 SELECT id FROM subscriptions WHERE status = 'active' AND owner IS NULL
+                 UNION ALL
+                 SELECT s.id FROM nodes n JOIN subscriptions s
+                     ON s.owner = n.id AND s.status = 'active'
+                 WHERE n.lease_until < ?2 AND n.id <> ?1
+                 LIMIT ?4)
+             AND (expires_at IS NULL OR expires_at > ?3)
+             RETURNING ",
+            subscription_columns!(),
+            ", ",
+            progress_columns!()
+        ))
+        .bind(node.as_str())
+        .bind(wall_clock_millis())
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
+            .collect()
+    }
+
+    async fn owned_subscriptions(
+        &self,
+        node: &NodeId,
         now: Timestamp,
     ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             subscription_columns!(),
-            ", cursor, attempts, next_attempt_at, failing_since, last_error
-             FROM subscriptions
-             WHERE status = 'active' AND (expires_at IS NULL OR expires_at > ?)"
+            ", ",
+            progress_columns!(),
+            " FROM subscriptions
+             WHERE owner = ? AND status = 'active' AND (expires_at IS NULL OR expires_at > ?)"
         ))
+        .bind(node.as_str())
         .bind(millis(now))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| Ok((decode(row)?, decode_progress(row)?)))
+            .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
             .collect()
     }
 
     async fn save_progress(
         &self,
+        node: &NodeId,
         updates: &[(SubscriptionId, DeliveryProgress)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SubscriptionId>, StoreError> {
         if updates.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut rejected = Vec::new();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (id, progress) in updates {
             let row = ProgressRow::encode(progress);
-            sqlx::query(
+            let result = sqlx::query(
                 "UPDATE subscriptions SET cursor = ?, attempts = ?, next_attempt_at = ?,
                      failing_since = ?, last_error = ?
-                 WHERE id = ? AND status = 'active'",
+                 WHERE id = ? AND status = 'active' AND owner = ?",
             )
             .bind(row.cursor)
             .bind(row.attempts)
@@ -399,11 +411,15 @@ impl Store for SqliteStore {
             .bind(row.failing_since)
             .bind(row.last_error)
             .bind(id.key())
+            .bind(node.as_str())
             .execute(&mut *tx)
             .await?;
+            if result.rows_affected() == 0 {
+                rejected.push(*id);
+            }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(rejected)
     }
 
     async fn subscription_record(
@@ -413,68 +429,38 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             subscription_columns!(),
-            ", cursor, attempts, next_attempt_at, failing_since, last_error,
-               status, end_reason, ended_at, end_notice
-             FROM subscriptions WHERE id = ?"
+            ", ",
+            progress_columns!(),
+            ", status, end_reason, ended_at, end_notice FROM subscriptions WHERE id = ?"
         ))
         .bind(id.key())
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let status: String = row.try_get("status")?;
-        let status = match status.as_str() {
-            "active" => SubscriptionStatus::Active,
-            _ => {
-                let reason: Option<String> = row.try_get("end_reason")?;
-                let reason = reason
-                    .as_deref()
-                    .and_then(EndReason::from_name)
-                    .ok_or_else(|| StoreError::Corrupt(format!("end_reason = {reason:?}")))?;
-                let at: Option<i64> = row.try_get("ended_at")?;
-                SubscriptionStatus::Ended {
-                    reason,
-                    at: timestamp(at.unwrap_or(0))?,
-                }
-            }
-        };
-        let notice: Option<String> = row.try_get("end_notice")?;
-        Ok(Some(SubscriptionRecord {
-            subscription: decode(&row)?,
-            status,
-            progress: decode_progress(&row)?,
-            end_notice: notice.as_deref().and_then(EndNotice::from_name),
-        }))
+        row.as_ref().map(decode_record).transpose()
     }
 
     async fn due_end_notices(
         &self,
         now: Timestamp,
         limit: u32,
+        claim_for: Duration,
     ) -> Result<Vec<(Subscription, EndReason, u32)>, StoreError> {
         let rows = sqlx::query(concat!(
-            "SELECT ",
+            "UPDATE subscriptions SET end_next_at = ?2
+             WHERE id IN (
+                 SELECT id FROM subscriptions
+                 WHERE end_notice = 'pending' AND end_next_at <= ?1
+                 ORDER BY end_next_at LIMIT ?3)
+             RETURNING ",
             subscription_columns!(),
-            ", end_reason, end_attempts FROM subscriptions
-             WHERE end_notice = 'pending' AND end_next_at <= ?
-             ORDER BY end_next_at LIMIT ?"
+            ", end_reason, end_attempts"
         ))
         .bind(millis(now))
+        .bind(millis(now).saturating_add(duration_millis(claim_for)))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let reason: String = row.try_get("end_reason")?;
-                let reason = EndReason::from_name(&reason)
-                    .ok_or_else(|| StoreError::Corrupt(format!("end_reason = {reason:?}")))?;
-                let attempts: i64 = row.try_get("end_attempts")?;
-                Ok((
-                    decode(row)?,
-                    reason,
-                    u32::try_from(attempts).unwrap_or(u32::MAX),
-                ))
-            })
-            .collect()
+        rows.iter().map(super::decode_end_notice).collect()
     }
 
     async fn record_end_notice(
@@ -503,16 +489,30 @@ impl Store for SqliteStore {
     async fn compact_events(
         &self,
         source: &SourceName,
-        up_to_seq: u64,
         published_before: Timestamp,
     ) -> Result<u64, StoreError> {
-        let result =
-            sqlx::query("DELETE FROM events WHERE source = ? AND seq <= ? AND published_at < ?")
-                .bind(source.as_str())
-                .bind(seq_column(up_to_seq))
-                .bind(millis(published_before))
-                .execute(&self.pool)
-                .await?;
+        let result = sqlx::query(
+            "DELETE FROM events WHERE source = ?1 AND published_at < ?2
+                 AND seq <= COALESCE(
+                     (SELECT MIN(cursor) FROM subscriptions
+                      WHERE source = ?1 AND status = 'active'),
+                     (SELECT last_seq FROM source_heads WHERE source = ?1),
+                     0)",
+        )
+        .bind(source.as_str())
+        .bind(millis(published_before))
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn signals(&self) -> Result<Option<mpsc::Receiver<Signal>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(lock);
     }
 }
