@@ -418,21 +418,21 @@ async fn subscription_end_for_each_reason_and_version() {
 
 #[tokio::test]
 async fn removing_a_source_ends_its_subscriptions_with_source_shutting_down() {
-    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new().await;
     let sink = Sink::start().await;
     let with_orders = |config: &mut Config| {
         let mut orders = config.sources[0].clone();
         orders.name = herald::engine::subscription::SourceName::parse("orders").unwrap();
         config.sources.push(orders);
     };
-    let server = TestServer::start_in(dir.path(), with_orders).await;
+    let server = TestServer::start_in(&store, with_orders).await;
     let body = subscribe_body(W3C2011, &sink.url("n"), &end_to(&sink.url("shutdown")));
     let reply = Message::new(Soap::V12, W3C2011, "Subscribe", body)
         .send(&server, &server.url("/eventing/orders"))
         .await;
     let managed = Managed::from_response(&server, W3C2011, &reply);
     server.stop().await;
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_in(&store, |_| {}).await;
     let ends = sink
         .wait_accepted("shutdown", 1, Duration::from_secs(5))
         .await;

@@ -1,7 +1,12 @@
-//! Test harness: a real herald on an ephemeral loopback port with a temporary data directory,
-//! a real HTTP client, and helpers to build and read SOAP messages.
+//! Test harness: a real herald on an ephemeral loopback port with a store of its own (a
+//! temporary data directory, or a fresh PostgreSQL schema when `HERALD_TEST_DATABASE` names a
+//! database), a real HTTP client, and helpers to build and read SOAP messages.
 
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use herald::app::Application;
 use herald::config::Config;
@@ -70,6 +75,128 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The PostgreSQL database the suite runs against instead of SQLite, when set.
+pub const DATABASE_VARIABLE: &str = "HERALD_TEST_DATABASE";
+
+/// Where one test's herald keeps its state: a temporary data directory, and when
+/// `HERALD_TEST_DATABASE` is set, a fresh schema of its own in that database. Several herald
+/// instances (a restart, or several nodes) started on one `TestStore` share its state.
+pub struct TestStore {
+    dir: tempfile::TempDir,
+    database: Option<String>,
+}
+
+impl TestStore {
+    pub async fn new() -> TestStore {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let database = match std::env::var(DATABASE_VARIABLE) {
+            Ok(url) if !url.trim().is_empty() => Some(fresh_schema(url.trim()).await),
+            _ => None,
+        };
+        TestStore { dir, database }
+    }
+
+    /// Whether this store is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Points a configuration at this store.
+    pub fn apply(&self, config: &mut Config) {
+        config.data_dir = self.dir.path().to_path_buf();
+        config.database = self.database.clone();
+    }
+
+    /// The `herald serve` arguments that point the binary at this store.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args = vec!["--data-dir".into(), self.dir.path().into()];
+        if let Some(url) = &self.database {
+            args.push("--database".into());
+            args.push(url.into());
+        }
+        args
+    }
+}
+
+/// Creates a schema no other test uses in the database at `url`, and returns a URL whose
+/// connections use it.
+async fn fresh_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|err| panic!("{DATABASE_VARIABLE}={url}: cannot connect: {err}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut connection)
+        .await
+        .expect("create a schema");
+    let _ = connection.close().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// A herald process (the real binary) on an ephemeral port.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Process {
+    pub fn start(store: &TestStore) -> Process {
+        Process::start_with(store, &[])
+    }
+
+    /// Starts the binary on `store` with extra `herald serve` arguments.
+    pub fn start_with(store: &TestStore, extra: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(["--allowed-networks", "127.0.0.0/8"])
+            // On PostgreSQL a restarted process is a new node: it takes the old one's
+            // subscriptions over once the old lease lapses.
+            .args(["--lease-ttl-ms", "2000"])
+            .args(store.args())
+            .args(extra)
+            .env_remove("HERALD_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("herald starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let base = line
+            .trim()
+            .strip_prefix("herald listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Process { child, base }
+    }
+
+    /// A client view of this process, for the harness helpers.
+    pub fn client(&self) -> TestServer {
+        TestServer::remote(&self.base)
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A herald running in this process.
 pub struct TestServer {
     pub base: String,
@@ -77,14 +204,14 @@ pub struct TestServer {
 
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    _store: Option<TestStore>,
 }
 
-/// Built-in defaults, an ephemeral port, and a data directory.
-pub fn test_config(data_dir: &Path) -> Config {
+/// Built-in defaults, an ephemeral port, and the test's store.
+pub fn test_config(store: &TestStore) -> Config {
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".into();
-    config.data_dir = data_dir.to_path_buf();
+    store.apply(&mut config);
     // Sinks run on loopback: allow-listed explicitly, as an operator would.
     config.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
     config
@@ -97,15 +224,15 @@ impl TestServer {
 
     /// Starts herald with the test configuration adjusted by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut server = TestServer::start_in(dir.path(), adjust).await;
-        server._dir = Some(dir);
+        let store = TestStore::new().await;
+        let mut server = TestServer::start_in(&store, adjust).await;
+        server._store = Some(store);
         server
     }
 
-    /// Starts herald on an existing data directory (which the caller keeps alive).
-    pub async fn start_in(data_dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = test_config(data_dir);
+    /// Starts herald on an existing store (which the caller keeps alive).
+    pub async fn start_in(store: &TestStore, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config(store);
         adjust(&mut config);
         let application = Application::build(config).await.expect("herald starts");
         let address = application.local_addr().expect("bound address");
@@ -119,7 +246,7 @@ impl TestServer {
 
             shutdown: Some(tx),
             task: Some(task),
-            _dir: None,
+            _store: None,
         }
     }
 
@@ -140,7 +267,7 @@ impl TestServer {
             client: http_client(),
             shutdown: None,
             task: None,
-            _dir: None,
+            _store: None,
         }
     }
 
@@ -168,6 +295,20 @@ impl TestServer {
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// Waits (up to `within`) until this node delivers `expected` subscriptions of a source,
+    /// and returns the last count seen. On PostgreSQL a restarted process is a new node that
+    /// takes the old one's subscriptions over only when the old lease lapses.
+    pub async fn wait_active(&self, source: &str, expected: u64, within: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let active = self.active(source).await;
+            if active == expected || tokio::time::Instant::now() >= deadline {
+                return active;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The `herald_active_subscriptions` gauge for a source.

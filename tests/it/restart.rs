@@ -1,61 +1,15 @@
 //! The real `herald` binary: `kill -9` and restart keeps every acknowledged subscription and
 //! none of the refused ones; SIGTERM stops it gracefully.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
 
-/// A herald process on an ephemeral port.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    fn start(data_dir: &Path) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
-            .args(["--allowed-networks", "127.0.0.0/8"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("HERALD_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("herald starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        let base = line
-            .trim()
-            .strip_prefix("herald listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Process { child, base }
-    }
-
-    /// A client view of this process, for the harness helpers.
-    fn client(&self) -> TestServer {
-        TestServer::remote(&self.base)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn kill_9_and_restart_keeps_every_acknowledged_subscription() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut process = Process::start(dir.path());
+    let store = TestStore::new().await;
+    let mut process = Process::start(&store);
     let server = process.client();
     let mut acknowledged = Vec::new();
     for round in 0..10 {
@@ -101,9 +55,15 @@ async fn kill_9_and_restart_keeps_every_acknowledged_subscription() {
     process.child.wait().unwrap();
     drop(process);
 
-    let process = Process::start(dir.path());
+    let process = Process::start(&store);
     let server = process.client();
-    assert_eq!(server.active("default").await, acknowledged.len() as u64);
+    let expected = acknowledged.len() as u64;
+    assert_eq!(
+        server
+            .wait_active("default", expected, Duration::from_secs(10))
+            .await,
+        expected
+    );
     for managed in &acknowledged {
         let managed = Managed {
             manager_url: rebase(&managed.manager_url, &server.base),
@@ -152,8 +112,8 @@ async fn kill_9_and_restart_keeps_every_acknowledged_subscription() {
 
 #[tokio::test]
 async fn sigterm_stops_herald_gracefully() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut process = Process::start(dir.path());
+    let store = TestStore::new().await;
+    let mut process = Process::start(&store);
     let server = process.client();
     subscribe(&server, Soap::V12, W3C2011, "default", "").await;
     let status = Command::new("kill")
@@ -184,9 +144,9 @@ async fn kill_9_in_the_middle_of_10000_events_to_10_subscribers_loses_nothing() 
     const SUBSCRIBERS: usize = 10;
     const BATCHES: u64 = 100;
     const PER_BATCH: u64 = 100;
-    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new().await;
     let sink = Sink::start().await;
-    let mut process = Process::start(dir.path());
+    let mut process = Process::start(&store);
     let mut server = process.client();
     let paths: Vec<String> = (0..SUBSCRIBERS).map(|i| format!("crash{i}")).collect();
     for (i, path) in paths.iter().enumerate() {
@@ -206,7 +166,7 @@ async fn kill_9_in_the_middle_of_10000_events_to_10_subscribers_loses_nothing() 
                 "killed after {} events acknowledged, {delivered_before} deliveries made",
                 acknowledged.len()
             );
-            process = Process::start(dir.path());
+            process = Process::start(&store);
             server = process.client();
         }
         let events: Vec<(String, String)> = (0..PER_BATCH)
