@@ -273,6 +273,8 @@ pub struct SubscriptionRecord {
     pub progress: DeliveryProgress,
     /// The SubscriptionEnd message's state, once ended with an EndTo.
     pub end_notice: Option<EndNotice>,
+    /// The node that delivers (or last delivered) it.
+    pub owner: Option<String>,
 }
 
 #[cfg(test)]

@@ -312,6 +312,7 @@ async fn subscription(
         "end_reason": end_reason,
         "ended_at": ended_at,
         "end_notice": record.end_notice.map(|notice| notice.as_str()),
+        "node": record.owner,
         "dialect": {
             "eventing": subscription.dialect.eventing.as_str(),
             "soap": subscription.dialect.soap.as_str(),

@@ -307,6 +307,7 @@ pub fn decode_record(row: &impl Columns) -> Result<SubscriptionRecord, StoreErro
         status,
         progress: decode_progress(row)?,
         end_notice: notice.as_deref().and_then(EndNotice::from_name),
+        owner: row.optional_text("owner")?,
     })
 }
 

@@ -493,7 +493,7 @@ impl Store for PostgresStore {
             subscription_columns!(),
             ", ",
             progress_columns!(),
-            ", status, end_reason, ended_at, end_notice FROM subscriptions WHERE id = $1"
+            ", status, end_reason, ended_at, end_notice, owner FROM subscriptions WHERE id = $1"
         ))
         .bind(id.key())
         .fetch_optional(&self.pool)

@@ -431,7 +431,7 @@ impl Store for SqliteStore {
             subscription_columns!(),
             ", ",
             progress_columns!(),
-            ", status, end_reason, ended_at, end_notice FROM subscriptions WHERE id = ?"
+            ", status, end_reason, ended_at, end_notice, owner FROM subscriptions WHERE id = ?"
         ))
         .bind(id.key())
         .fetch_optional(&self.pool)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use herald::config::Config;
 use herald::store::NodeId;
 
-use crate::delivery::subscribe_to;
+use crate::delivery::{status_json, subscribe_to};
 use crate::harness::*;
 use crate::publish::{TICK_ACTION, publish, publish_batch, tick};
 use crate::sink::Sink;
@@ -92,9 +92,13 @@ async fn three_nodes_share_subscriptions_management_and_events() {
             subscriptions.push((n, path, managed));
         }
     }
-    // Each node delivers what was subscribed through it.
+    // Each node delivers what was subscribed through it, and says so in the JSON API.
     for server in &nodes {
         assert_eq!(server.active("default").await, 3);
+    }
+    for (n, _, managed) in &subscriptions {
+        let status = status_json(&nodes[(n + 2) % 3], &managed.id).await;
+        assert_eq!(status["node"], ["node-a", "node-b", "node-c"][*n]);
     }
     // Any node manages any subscription.
     for (n, _, managed) in &subscriptions {
