@@ -262,6 +262,15 @@ pub fn decode_progress(row: &impl Columns) -> Result<DeliveryProgress, StoreErro
     .decode()
 }
 
+/// Rows selected with [`subscription_columns`] and [`progress_columns`].
+pub fn decode_with_progress<R: Columns>(
+    rows: &[R],
+) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+    rows.iter()
+        .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
+        .collect()
+}
+
 /// An event row.
 pub fn decode_event(row: &impl Columns) -> Result<Event, StoreError> {
     EventRow {

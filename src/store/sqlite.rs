@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 use tokio::sync::mpsc;
 
 use super::codec::{
-    ProgressRow, SubscriptionRow, decode_event, decode_progress, decode_record,
-    decode_source_count, decode_subscription, duration_millis, millis, progress_columns,
+    ProgressRow, SubscriptionRow, decode_event, decode_record, decode_source_count,
+    decode_subscription, decode_with_progress, duration_millis, millis, progress_columns,
     seq_column, subscription_columns,
 };
 use super::{NodeId, Signal, Store, StoreError};
@@ -361,9 +361,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
-            .collect()
+        decode_with_progress(&rows)
     }
 
     async fn owned_subscriptions(
@@ -383,9 +381,7 @@ impl Store for SqliteStore {
         .bind(millis(now))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
-            .collect()
+        decode_with_progress(&rows)
     }
 
     async fn save_progress(
