@@ -32,7 +32,12 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>, mut signals: Option<mpsc::R
                 claim(&dispatcher).await;
             }
             signal = next(&mut signals) => match signal {
-                Some(Signal::Appended(source)) => dispatcher.catch_up(&source).await,
+                Some(Signal::Appended(source, head)) => {
+                    // This node's own appends are in its ring already.
+                    if dispatcher.head(&source).is_some_and(|known| known < head) {
+                        dispatcher.catch_up(&source).await;
+                    }
+                }
                 Some(Signal::Ended(id)) => dispatcher.remove_id(id),
                 Some(Signal::Released) => {
                     claim(&dispatcher).await;

@@ -72,11 +72,12 @@ impl fmt::Display for NodeId {
 /// next poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
-    /// Events were appended to this source's log.
-    Appended(SourceName),
+    /// Events were appended to this source's log, up to this sequence number.
+    Appended(SourceName, u64),
     /// This subscription ended.
     Ended(SubscriptionId),
-    /// A node stopped and gave its subscriptions up.
+    /// A node stopped and gave its subscriptions up, or announcements may have been missed:
+    /// look for orphans and new events now.
     Released,
 }
 

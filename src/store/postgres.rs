@@ -119,7 +119,10 @@ impl PostgresStore {
 
 fn parse_signal(payload: &str) -> Option<Signal> {
     match payload.split_once(':') {
-        Some(("a", source)) => SourceName::parse(source).map(Signal::Appended),
+        Some(("a", rest)) => {
+            let (source, head) = rest.rsplit_once(':')?;
+            Some(Signal::Appended(SourceName::parse(source)?, head.parse().ok()?))
+        }
         Some(("e", id)) => SubscriptionId::parse(id).map(Signal::Ended),
         _ if payload == "r" => Some(Signal::Released),
         _ => None,
@@ -307,7 +310,7 @@ impl Store for PostgresStore {
         .bind(payloads)
         .execute(&mut *tx)
         .await?;
-        self.notify(&mut *tx, &format!("a:{source}")).await?;
+        self.notify(&mut *tx, &format!("a:{source}:{last}")).await?;
         tx.commit().await?;
         Ok(appended)
     }
@@ -612,9 +615,10 @@ mod tests {
     #[test]
     fn signals_are_read_from_their_payloads() {
         assert_eq!(
-            parse_signal("a:orders"),
-            Some(Signal::Appended(SourceName::parse("orders").unwrap()))
+            parse_signal("a:orders:42"),
+            Some(Signal::Appended(SourceName::parse("orders").unwrap(), 42))
         );
+        assert_eq!(parse_signal("a:orders"), None);
         let id = SubscriptionId::new_random();
         assert_eq!(parse_signal(&format!("e:{id}")), Some(Signal::Ended(id)));
         assert_eq!(parse_signal("r"), Some(Signal::Released));
