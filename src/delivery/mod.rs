@@ -804,6 +804,13 @@ async fn compaction(dispatcher: Arc<Dispatcher>) {
         let retention = jiff::SignedDuration::try_from(dispatcher.settings.retention)
             .unwrap_or(jiff::SignedDuration::MAX);
         let cutoff = now.saturating_sub(retention).unwrap_or(now);
+        if let Err(err) = dispatcher
+            .store
+            .forget_dead_nodes(dispatcher.settings.retention)
+            .await
+        {
+            tracing::warn!(error = %err, "forgetting dead nodes failed");
+        }
         for state in dispatcher.sources.values() {
             match dispatcher.store.compact_events(&state.name, cutoff).await {
                 Ok(0) => {}

@@ -192,6 +192,10 @@ pub trait Store: Send + Sync + 'static {
     /// subscriptions without waiting for the lease to lapse.
     async fn release_node(&self, node: &NodeId) -> Result<(), StoreError>;
 
+    /// Deletes the rows of nodes whose lease lapsed more than `after` ago and that own no
+    /// active subscription (nodes with random names leave one behind at every restart).
+    async fn forget_dead_nodes(&self, after: Duration) -> Result<u64, StoreError>;
+
     /// Makes `node` the owner of up to `limit` orphans (active, unexpired at `now`, with no
     /// owner or an owner whose lease has lapsed) and returns them with their delivery progress.
     async fn claim_orphans(

@@ -121,7 +121,10 @@ fn parse_signal(payload: &str) -> Option<Signal> {
     match payload.split_once(':') {
         Some(("a", rest)) => {
             let (source, head) = rest.rsplit_once(':')?;
-            Some(Signal::Appended(SourceName::parse(source)?, head.parse().ok()?))
+            Some(Signal::Appended(
+                SourceName::parse(source)?,
+                head.parse().ok()?,
+            ))
         }
         Some(("e", id)) => SubscriptionId::parse(id).map(Signal::Ended),
         _ if payload == "r" => Some(Signal::Released),
@@ -379,6 +382,20 @@ impl Store for PostgresStore {
         self.notify(&mut *tx, "r").await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn forget_dead_nodes(&self, after: Duration) -> Result<u64, StoreError> {
+        let result = sqlx::query(concat!(
+            "DELETE FROM nodes WHERE lease_until < ",
+            db_now!(),
+            " - $1
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions
+                                 WHERE owner = nodes.id AND status = 'active')"
+        ))
+        .bind(duration_millis(after))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
     }
 
     async fn claim_orphans(

@@ -333,6 +333,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn forget_dead_nodes(&self, after: Duration) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM nodes WHERE lease_until < ?
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions
+                                 WHERE owner = nodes.id AND status = 'active')",
+        )
+        .bind(wall_clock_millis().saturating_sub(duration_millis(after)))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     async fn claim_orphans(
         &self,
         node: &NodeId,
@@ -510,5 +522,111 @@ impl Store for SqliteStore {
         self.pool.close().await;
         let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(lock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::subscription::{
+        EndpointRef, EventingVersion, NotificationFormat, SoapVersion, WireDialect, WsaVersion,
+    };
+
+    fn subscription() -> Subscription {
+        Subscription {
+            id: SubscriptionId::new_random(),
+            source: SourceName::parse("default").unwrap(),
+            dialect: WireDialect {
+                eventing: EventingVersion::W3c2011,
+                soap: SoapVersion::Soap12,
+                addressing: WsaVersion::W3c2005,
+            },
+            notify_to: EndpointRef {
+                address: "http://127.0.0.1:1/n".into(),
+                reference_parameters: Vec::new(),
+                reference_properties: Vec::new(),
+            },
+            end_to: None,
+            delivery_mode: "push".into(),
+            format: NotificationFormat::Unwrap,
+            filter: None,
+            expires_at: None,
+            expiry_kind: ExpiryKind::Duration,
+            created_at: Timestamp::now(),
+            manager_address: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn orphans_of_a_lapsed_node_are_claimed_once_and_the_node_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let (a, b) = (NodeId::parse("a").unwrap(), NodeId::parse("b").unwrap());
+        store
+            .register_node(&a, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .register_node(&b, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let owned = subscription();
+        store.insert_subscription(&owned, &a).await.unwrap();
+        let now = Timestamp::now();
+        assert!(
+            store.claim_orphans(&b, now, 10).await.unwrap().is_empty(),
+            "a is alive"
+        );
+        assert_eq!(store.forget_dead_nodes(Duration::ZERO).await.unwrap(), 0);
+
+        store.release_node(&a).await.unwrap();
+        assert!(
+            !store.renew_node(&a, Duration::from_secs(60)).await.unwrap(),
+            "lapsed"
+        );
+        assert_eq!(
+            store.forget_dead_nodes(Duration::ZERO).await.unwrap(),
+            0,
+            "owns one"
+        );
+        let claimed = store.claim_orphans(&b, now, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].0.id, owned.id);
+        assert!(
+            store.claim_orphans(&b, now, 10).await.unwrap().is_empty(),
+            "claimed once"
+        );
+        // Progress from the old owner is refused now; the new owner's is kept.
+        let progress = DeliveryProgress {
+            cursor: 7,
+            ..DeliveryProgress::default()
+        };
+        let update = [(owned.id, progress)];
+        assert_eq!(store.save_progress(&a, &update).await.unwrap(), [owned.id]);
+        assert!(store.save_progress(&b, &update).await.unwrap().is_empty());
+        assert_eq!(
+            store.owned_subscriptions(&b, now).await.unwrap()[0]
+                .1
+                .cursor,
+            7
+        );
+        assert_eq!(
+            store.forget_dead_nodes(Duration::ZERO).await.unwrap(),
+            1,
+            "a owns nothing"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_same_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(matches!(
+            SqliteStore::open(dir.path()).await,
+            Err(StoreError::InUse { .. })
+        ));
+        store.close().await;
+        SqliteStore::open(dir.path()).await.unwrap().close().await;
     }
 }
