@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Dispatcher, lock};
+use super::Dispatcher;
 use crate::store::Signal;
 
 /// Orphans claimed per statement.
@@ -68,7 +68,9 @@ async fn keep_lease(dispatcher: &Arc<Dispatcher>) {
         .await
     {
         Ok(true) => {
-            *lock(&dispatcher.lease_deadline) = asked + dispatcher.settings.lease_ttl;
+            dispatcher
+                .lease
+                .extend_to(asked + dispatcher.settings.lease_ttl);
             if dispatcher.lease_doubted.swap(false, Ordering::AcqRel) {
                 for state in dispatcher.sources.values() {
                     dispatcher.wake_source(state);

@@ -150,6 +150,36 @@ pub(crate) struct Entry {
     wake: Notify,
 }
 
+/// An instant read on every send and every wake-up, so kept in an atomic (nanoseconds after
+/// a base instant) rather than behind a lock.
+struct LeaseDeadline {
+    base: Instant,
+    nanos: AtomicU64,
+}
+
+impl LeaseDeadline {
+    /// A deadline that has already passed.
+    fn new() -> LeaseDeadline {
+        LeaseDeadline {
+            base: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn extend_to(&self, deadline: Instant) {
+        let nanos = deadline.saturating_duration_since(self.base).as_nanos();
+        self.nanos
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    fn holds(&self) -> bool {
+        let now = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        u128::from(self.nanos.load(Ordering::Acquire)) > now
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its data consistent before anything that can panic.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -160,7 +190,7 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     node: NodeId,
     /// Until when this node's lease is known to hold; no notification is sent after it.
-    lease_deadline: Mutex<Instant>,
+    lease: LeaseDeadline,
     /// A worker stopped because the lease could not be confirmed; wake all when it is.
     lease_doubted: AtomicBool,
     client: DeliveryClient,
@@ -220,7 +250,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             store,
             node,
-            lease_deadline: Mutex::new(Instant::now()),
+            lease: LeaseDeadline::new(),
             lease_doubted: AtomicBool::new(false),
             client,
             envelopes,
@@ -299,7 +329,7 @@ impl Dispatcher {
         self.store
             .register_node(&self.node, self.settings.lease_ttl)
             .await?;
-        *lock(&self.lease_deadline) = asked + self.settings.lease_ttl;
+        self.lease.extend_to(asked + self.settings.lease_ttl);
         let now = self.clock.now();
         while self
             .store
@@ -360,7 +390,7 @@ impl Dispatcher {
 
     /// Whether this node's lease is known to hold now; a worker sends nothing when it is not.
     fn lease_holds(&self) -> bool {
-        let holds = Instant::now() < *lock(&self.lease_deadline);
+        let holds = self.lease.holds();
         if !holds {
             self.lease_doubted.store(true, Ordering::Release);
         }
