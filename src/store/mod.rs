@@ -96,6 +96,9 @@ pub enum StoreError {
         /// The directory.
         path: String,
     },
+    /// The store has been closed.
+    #[error("the store is closed")]
+    Closed,
     /// The database URL cannot be used.
     #[error("invalid database URL: {0}")]
     Url(String),

@@ -13,7 +13,7 @@ use sqlx::Executor;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::codec::{
     ProgressRow, SubscriptionRow, decode_event, decode_record, decode_source_count,
@@ -35,10 +35,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_nodes.sql")),
 ];
 
+/// Most new subscriptions committed in one transaction.
+const MAX_INSERT_BATCH: usize = 512;
+
 /// The embedded SQLite store.
+///
+/// SQLite has one writer at a time. Writers here take turns on an in-process lock instead of
+/// colliding on the database lock (whose busy handler sleeps), and new subscriptions arriving
+/// together share one transaction and one fsync (group commit), as published events do.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    write: Arc<Mutex<()>>,
+    inserts: mpsc::Sender<InsertRequest>,
     /// An exclusive lock on `herald.lock` in the data directory, held while the store is open,
     /// so that two herald processes never share one embedded store.
     lock: Arc<std::sync::Mutex<Option<File>>>,
@@ -69,8 +78,13 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
+        let write = Arc::new(Mutex::new(()));
+        let (inserts, requests) = mpsc::channel(4 * MAX_INSERT_BATCH);
+        tokio::spawn(insert_batches(pool.clone(), write.clone(), requests));
         let store = SqliteStore {
             pool,
+            write,
+            inserts,
             lock: Arc::new(std::sync::Mutex::new(Some(lock))),
         };
         store.migrate().await?;
@@ -105,6 +119,84 @@ impl SqliteStore {
     }
 }
 
+/// A new subscription waiting for the next group commit.
+struct InsertRequest {
+    row: SubscriptionRow,
+    owner: String,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// Commits new subscriptions in batches: whatever has queued while the previous commit ran goes
+/// into the next transaction. Should a batch fail, its subscriptions are retried one by one, so
+/// one bad row cannot refuse the others.
+async fn insert_batches(
+    pool: SqlitePool,
+    write: Arc<Mutex<()>>,
+    mut requests: mpsc::Receiver<InsertRequest>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        let _writing = write.lock().await;
+        while batch.len() < MAX_INSERT_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        if batch.len() > 1
+            && let Ok(cursors) = insert_all(&pool, &batch).await
+        {
+            for (request, cursor) in batch.into_iter().zip(cursors) {
+                let _ = request.reply.send(Ok(cursor));
+            }
+            continue;
+        }
+        for request in batch {
+            let result = insert_all(&pool, std::slice::from_ref(&request))
+                .await
+                .map(|cursors| cursors.first().copied().unwrap_or(0));
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+/// Inserts subscriptions in one transaction; returns each one's starting cursor.
+async fn insert_all(pool: &SqlitePool, batch: &[InsertRequest]) -> Result<Vec<u64>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut cursors = Vec::with_capacity(batch.len());
+    for InsertRequest { row, owner, .. } in batch {
+        let cursor: i64 = sqlx::query_scalar(concat!(
+            "INSERT INTO subscriptions (",
+            subscription_columns!(),
+            ", status, owner, cursor)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?,
+                     COALESCE((SELECT last_seq FROM source_heads WHERE source = ?), 0))
+             RETURNING cursor"
+        ))
+        .bind(&row.id)
+        .bind(&row.source)
+        .bind(&row.eventing)
+        .bind(&row.soap)
+        .bind(&row.addressing)
+        .bind(&row.notify_to)
+        .bind(&row.end_to)
+        .bind(&row.delivery_mode)
+        .bind(&row.format)
+        .bind(&row.filter)
+        .bind(row.expires_at)
+        .bind(&row.expiry_kind)
+        .bind(row.created_at)
+        .bind(&row.manager_address)
+        .bind(owner)
+        .bind(&row.source)
+        .fetch_one(&mut *tx)
+        .await?;
+        cursors.push(u64::try_from(cursor).unwrap_or(0));
+    }
+    tx.commit().await?;
+    Ok(cursors)
+}
+
 /// The embedded store's clock for node leases (it has one node; the lease only guards against
 /// a second process, which the lock file already refuses).
 fn wall_clock_millis() -> i64 {
@@ -118,34 +210,17 @@ impl Store for SqliteStore {
         subscription: &Subscription,
         owner: &NodeId,
     ) -> Result<u64, StoreError> {
-        let row = SubscriptionRow::encode(subscription);
-        let cursor: i64 = sqlx::query_scalar(concat!(
-            "INSERT INTO subscriptions (",
-            subscription_columns!(),
-            ", status, owner, cursor)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?,
-                     COALESCE((SELECT last_seq FROM source_heads WHERE source = ?), 0))
-             RETURNING cursor"
-        ))
-        .bind(row.id)
-        .bind(row.source)
-        .bind(row.eventing)
-        .bind(row.soap)
-        .bind(row.addressing)
-        .bind(row.notify_to)
-        .bind(row.end_to)
-        .bind(row.delivery_mode)
-        .bind(row.format)
-        .bind(row.filter)
-        .bind(row.expires_at)
-        .bind(row.expiry_kind)
-        .bind(row.created_at)
-        .bind(row.manager_address)
-        .bind(owner.as_str())
-        .bind(subscription.source.as_str())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u64::try_from(cursor).unwrap_or(0))
+        let (reply, response) = oneshot::channel();
+        let request = InsertRequest {
+            row: SubscriptionRow::encode(subscription),
+            owner: owner.as_str().to_owned(),
+            reply,
+        };
+        self.inserts
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        response.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn active_subscription(
@@ -173,6 +248,7 @@ impl Store for SqliteStore {
         kind: ExpiryKind,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let _writing = self.write.lock().await;
         let result = sqlx::query(
             "UPDATE subscriptions SET expires_at = ?, expiry_kind = ?
              WHERE id = ? AND status = 'active' AND (expires_at IS NULL OR expires_at > ?)",
@@ -192,6 +268,7 @@ impl Store for SqliteStore {
         reason: EndReason,
         now: Timestamp,
     ) -> Result<Option<Subscription>, StoreError> {
+        let _writing = self.write.lock().await;
         let row = sqlx::query(concat!(
             "UPDATE subscriptions SET status = 'ended', end_reason = ?, ended_at = ?,
                  end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
@@ -215,6 +292,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<Subscription>, StoreError> {
+        let _writing = self.write.lock().await;
         // The inner SELECT walks the partial index on expires_at from its start and stops at
         // `now`: the cost is the number of expired rows, not the table size.
         let rows = sqlx::query(concat!(
@@ -241,6 +319,7 @@ impl Store for SqliteStore {
         events: &[NewEvent],
         now: Timestamp,
     ) -> Result<Vec<Event>, StoreError> {
+        let _writing = self.write.lock().await;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -302,6 +381,7 @@ impl Store for SqliteStore {
     }
 
     async fn register_node(&self, node: &NodeId, ttl: Duration) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
         sqlx::query(
             "INSERT INTO nodes (id, lease_until) VALUES (?1, ?2)
              ON CONFLICT (id) DO UPDATE SET lease_until = ?2",
@@ -314,6 +394,7 @@ impl Store for SqliteStore {
     }
 
     async fn renew_node(&self, node: &NodeId, ttl: Duration) -> Result<bool, StoreError> {
+        let _writing = self.write.lock().await;
         let now = wall_clock_millis();
         let result =
             sqlx::query("UPDATE nodes SET lease_until = ? WHERE id = ? AND lease_until >= ?")
@@ -326,6 +407,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_node(&self, node: &NodeId) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
         sqlx::query("UPDATE nodes SET lease_until = 0 WHERE id = ?")
             .bind(node.as_str())
             .execute(&self.pool)
@@ -334,6 +416,7 @@ impl Store for SqliteStore {
     }
 
     async fn forget_dead_nodes(&self, after: Duration) -> Result<u64, StoreError> {
+        let _writing = self.write.lock().await;
         let result = sqlx::query(
             "DELETE FROM nodes WHERE lease_until < ?
                  AND NOT EXISTS (SELECT 1 FROM subscriptions
@@ -351,6 +434,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+        let _writing = self.write.lock().await;
         // Two index lookups (no owner; owners whose lease lapsed), never a scan of every row.
         let rows = sqlx::query(concat!(
             "UPDATE subscriptions SET owner = ?1
@@ -401,6 +485,7 @@ impl Store for SqliteStore {
         node: &NodeId,
         updates: &[(SubscriptionId, DeliveryProgress)],
     ) -> Result<Vec<SubscriptionId>, StoreError> {
+        let _writing = self.write.lock().await;
         if updates.is_empty() {
             return Ok(Vec::new());
         }
@@ -453,6 +538,7 @@ impl Store for SqliteStore {
         limit: u32,
         claim_for: Duration,
     ) -> Result<Vec<(Subscription, EndReason, u32)>, StoreError> {
+        let _writing = self.write.lock().await;
         let rows = sqlx::query(concat!(
             "UPDATE subscriptions SET end_next_at = ?2
              WHERE id IN (
@@ -479,6 +565,7 @@ impl Store for SqliteStore {
         next_at: Option<Timestamp>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
         sqlx::query(
             "UPDATE subscriptions SET end_notice = ?, end_attempts = ?, end_next_at = ?,
                  end_error = ?
@@ -499,6 +586,7 @@ impl Store for SqliteStore {
         source: &SourceName,
         published_before: Timestamp,
     ) -> Result<u64, StoreError> {
+        let _writing = self.write.lock().await;
         let result = sqlx::query(
             "DELETE FROM events WHERE source = ?1 AND published_at < ?2
                  AND seq <= COALESCE(
