@@ -15,6 +15,9 @@ use crate::store::Signal;
 /// Orphans claimed per statement.
 pub(super) const CLAIM_BATCH: u32 = 1000;
 
+/// Owned subscriptions read per page at start.
+pub(super) const LOAD_PAGE: u32 = 10_000;
+
 pub(super) async fn run(dispatcher: Arc<Dispatcher>, mut signals: Option<mpsc::Receiver<Signal>>) {
     let mut stop = dispatcher.stop.subscribe();
     let mut renew = tokio::time::interval_at(

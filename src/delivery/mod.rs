@@ -338,8 +338,19 @@ impl Dispatcher {
             .len()
             == cluster::CLAIM_BATCH as usize
         {}
-        for (subscription, progress) in self.store.owned_subscriptions(&self.node, now).await? {
-            self.adopt(subscription, progress).await?;
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .owned_subscriptions(&self.node, now, after, cluster::LOAD_PAGE)
+                .await?;
+            for (subscription, progress) in page.items {
+                self.adopt(subscription, progress).await?;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
         }
         Ok(())
     }

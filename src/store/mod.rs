@@ -68,6 +68,19 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// Where a page of subscriptions ended, in the store's own order: the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageToken(String);
+
+/// A page of owned subscriptions.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// The subscriptions, with their delivery progress.
+    pub items: Vec<(Subscription, DeliveryProgress)>,
+    /// Where to continue; `None` when this was the last page.
+    pub next: Option<PageToken>,
+}
+
 /// A change another node made, announced by a shared store so this node need not wait for its
 /// next poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,12 +221,16 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError>;
 
-    /// Every active, unexpired subscription `node` owns, with its stored delivery progress.
+    /// A page of the active, unexpired subscriptions `node` owns, with their stored delivery
+    /// progress: up to `limit` of them after `after` (from the start when `None`). Loading in
+    /// pages keeps a start with millions of subscriptions from holding every row at once.
     async fn owned_subscriptions(
         &self,
         node: &NodeId,
         now: Timestamp,
-    ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError>;
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<Page, StoreError>;
 
     /// Stores delivery progress for many subscriptions in one transaction (group commit), for
     /// those that are active and owned by `node`; returns the ids that are not (they ended, or

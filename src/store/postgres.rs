@@ -18,12 +18,13 @@ use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
+use super::codec::Columns;
 use super::codec::{
     ProgressRow, SubscriptionRow, decode_event, decode_record, decode_source_count,
     decode_subscription, decode_with_progress, duration_millis, millis, progress_columns,
     seq_column, subscription_columns,
 };
-use super::{NodeId, Signal, Store, StoreError};
+use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
 use crate::engine::event::{Event, NewEvent};
 use crate::engine::expiry::ExpiryKind;
 use crate::engine::subscription::{
@@ -433,22 +434,42 @@ impl Store for PostgresStore {
         &self,
         node: &NodeId,
         now: Timestamp,
-    ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
         // An UPDATE rather than a SELECT: it waits for another node's claim in progress on the
         // same rows and then sees its outcome, so a row is never taken by two nodes at once.
+        // The page's last id comes from the database, in its collation.
         let rows = sqlx::query(concat!(
-            "UPDATE subscriptions SET owner = $1
-             WHERE owner = $1 AND status = 'active' AND (expires_at IS NULL OR expires_at > $2)
-             RETURNING ",
+            "WITH page AS (
+                 UPDATE subscriptions SET owner = $1
+                 WHERE id IN (
+                     SELECT id FROM subscriptions
+                     WHERE owner = $1 AND status = 'active'
+                       AND (expires_at IS NULL OR expires_at > $2) AND id > $3
+                     ORDER BY id LIMIT $4)
+                   AND owner = $1 AND status = 'active'
+                 RETURNING ",
             subscription_columns!(),
             ", ",
-            progress_columns!()
+            progress_columns!(),
+            ")
+             SELECT *, MAX(id) OVER () AS last_id FROM page"
         ))
         .bind(node.as_str())
         .bind(millis(now))
+        .bind(after.map(|token| token.0).unwrap_or_default())
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        decode_with_progress(&rows)
+        let next = match rows.first() {
+            Some(row) if rows.len() == limit as usize => Some(PageToken(row.text("last_id")?)),
+            _ => None,
+        };
+        Ok(Page {
+            items: decode_with_progress(&rows)?,
+            next,
+        })
     }
 
     async fn save_progress(

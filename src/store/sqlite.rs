@@ -15,12 +15,13 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::codec::Columns;
 use super::codec::{
     ProgressRow, SubscriptionRow, decode_event, decode_record, decode_source_count,
     decode_subscription, decode_with_progress, duration_millis, millis, progress_columns,
     seq_column, subscription_columns,
 };
-use super::{NodeId, Signal, Store, StoreError};
+use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
 use crate::engine::event::{Event, NewEvent};
 use crate::engine::expiry::ExpiryKind;
 use crate::engine::subscription::{
@@ -117,6 +118,58 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Decodes a page of owned subscriptions sent as a JSON array of arrays, each holding the
+/// subscription columns and then the progress columns.
+fn decode_json_page(page: &str) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+    use serde_json::Value;
+    let rows: Vec<Vec<Value>> = serde_json::from_str(page)
+        .map_err(|err| StoreError::Corrupt(format!("owned page: {err}")))?;
+    let text = |row: &[Value], i: usize| -> Result<String, StoreError> {
+        row.get(i)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Corrupt(format!("owned page: column {i} is not text")))
+    };
+    let optional_text =
+        |row: &[Value], i: usize| row.get(i).and_then(Value::as_str).map(str::to_owned);
+    let int = |row: &[Value], i: usize| -> Result<i64, StoreError> {
+        row.get(i)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| StoreError::Corrupt(format!("owned page: column {i} is not a number")))
+    };
+    let optional_int = |row: &[Value], i: usize| row.get(i).and_then(Value::as_i64);
+    rows.iter()
+        .map(|row| {
+            let subscription = SubscriptionRow {
+                id: text(row, 0)?,
+                source: text(row, 1)?,
+                eventing: text(row, 2)?,
+                soap: text(row, 3)?,
+                addressing: text(row, 4)?,
+                notify_to: text(row, 5)?,
+                end_to: optional_text(row, 6),
+                delivery_mode: text(row, 7)?,
+                format: text(row, 8)?,
+                filter: optional_text(row, 9),
+                expires_at: optional_int(row, 10),
+                expiry_kind: text(row, 11)?,
+                created_at: int(row, 12)?,
+                manager_address: text(row, 13)?,
+            }
+            .decode()?;
+            let progress = ProgressRow {
+                cursor: int(row, 14)?,
+                attempts: int(row, 15)?,
+                next_attempt_at: optional_int(row, 16),
+                failing_since: optional_int(row, 17),
+                last_error: optional_text(row, 18),
+            }
+            .decode()?;
+            Ok((subscription, progress))
+        })
+        .collect()
 }
 
 /// A new subscription waiting for the next group commit.
@@ -464,20 +517,35 @@ impl Store for SqliteStore {
         &self,
         node: &NodeId,
         now: Timestamp,
-    ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        // A page comes back as one JSON value rather than one row per subscription: the SQLite
+        // driver hands each row across threads, which dominated a start with a million.
+        let row = sqlx::query(concat!(
+            "SELECT json_group_array(json_array(",
             subscription_columns!(),
             ", ",
             progress_columns!(),
-            " FROM subscriptions
-             WHERE owner = ? AND status = 'active' AND (expires_at IS NULL OR expires_at > ?)"
+            ")) AS page, MAX(id) AS last_id, COUNT(*) AS n FROM (
+                 SELECT * FROM subscriptions
+                 WHERE owner = ? AND status = 'active'
+                   AND (expires_at IS NULL OR expires_at > ?) AND id > ?
+                 ORDER BY id LIMIT ?)"
         ))
         .bind(node.as_str())
         .bind(millis(now))
-        .fetch_all(&self.pool)
+        .bind(after.map(|token| token.0).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
         .await?;
-        decode_with_progress(&rows)
+        let count = row.int("n")?;
+        let items = decode_json_page(&row.text("page")?)?;
+        let next = match row.optional_text("last_id")? {
+            Some(last) if count == i64::from(limit) => Some(PageToken(last)),
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     async fn save_progress(
@@ -489,30 +557,45 @@ impl Store for SqliteStore {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
-        let mut rejected = Vec::new();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (id, progress) in updates {
-            let row = ProgressRow::encode(progress);
-            let result = sqlx::query(
-                "UPDATE subscriptions SET cursor = ?, attempts = ?, next_attempt_at = ?,
-                     failing_since = ?, last_error = ?
-                 WHERE id = ? AND status = 'active' AND owner = ?",
-            )
-            .bind(row.cursor)
-            .bind(row.attempts)
-            .bind(row.next_attempt_at)
-            .bind(row.failing_since)
-            .bind(row.last_error)
-            .bind(id.key())
-            .bind(node.as_str())
-            .execute(&mut *tx)
-            .await?;
-            if result.rows_affected() == 0 {
-                rejected.push(*id);
-            }
-        }
-        tx.commit().await?;
-        Ok(rejected)
+        // One statement for the whole batch, its rows passed as one JSON array.
+        let rows: Vec<serde_json::Value> = updates
+            .iter()
+            .map(|(id, progress)| {
+                let row = ProgressRow::encode(progress);
+                serde_json::json!([
+                    id.key(),
+                    row.cursor,
+                    row.attempts,
+                    row.next_attempt_at,
+                    row.failing_since,
+                    row.last_error
+                ])
+            })
+            .collect();
+        let saved: Vec<String> = sqlx::query_scalar(
+            "UPDATE subscriptions SET cursor = u.cursor, attempts = u.attempts,
+                 next_attempt_at = u.next_at, failing_since = u.failing, last_error = u.error
+             FROM (SELECT json_extract(value, '$[0]') AS uid,
+                          json_extract(value, '$[1]') AS cursor,
+                          json_extract(value, '$[2]') AS attempts,
+                          json_extract(value, '$[3]') AS next_at,
+                          json_extract(value, '$[4]') AS failing,
+                          json_extract(value, '$[5]') AS error
+                   FROM json_each(?)) AS u
+             WHERE subscriptions.id = u.uid AND subscriptions.status = 'active'
+               AND subscriptions.owner = ?
+             RETURNING id",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(node.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let saved: std::collections::HashSet<String> = saved.into_iter().collect();
+        Ok(updates
+            .iter()
+            .filter(|(id, _)| !saved.contains(&id.key()))
+            .map(|(id, _)| *id)
+            .collect())
     }
 
     async fn subscription_record(
@@ -640,7 +723,8 @@ mod tests {
             filter: None,
             expires_at: None,
             expiry_kind: ExpiryKind::Duration,
-            created_at: Timestamp::now(),
+            // Stored to the millisecond.
+            created_at: Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap(),
             manager_address: String::new(),
         }
     }
@@ -692,17 +776,45 @@ mod tests {
         let update = [(owned.id, progress)];
         assert_eq!(store.save_progress(&a, &update).await.unwrap(), [owned.id]);
         assert!(store.save_progress(&b, &update).await.unwrap().is_empty());
-        assert_eq!(
-            store.owned_subscriptions(&b, now).await.unwrap()[0]
-                .1
-                .cursor,
-            7
-        );
+        let page = store.owned_subscriptions(&b, now, None, 10).await.unwrap();
+        assert_eq!(page.items[0].1.cursor, 7);
+        assert_eq!(page.next, None, "one page");
         assert_eq!(
             store.forget_dead_nodes(Duration::ZERO).await.unwrap(),
             1,
             "a owns nothing"
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn owned_subscriptions_come_in_pages_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let node = NodeId::parse("n").unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..25 {
+            let mut owned = subscription();
+            owned.end_to = Some(owned.notify_to.clone());
+            store.insert_subscription(&owned, &node).await.unwrap();
+            ids.push(owned);
+        }
+        let mut loaded = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .owned_subscriptions(&node, Timestamp::now(), after, 10)
+                .await
+                .unwrap();
+            assert!(page.items.len() <= 10);
+            loaded.extend(page.items.into_iter().map(|(s, _)| s));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        ids.sort_by_key(|s| s.id.key());
+        assert_eq!(loaded, ids, "every subscription once, whole, in id order");
         store.close().await;
     }
 
