@@ -320,15 +320,30 @@ pub async fn paced(context: &Context) -> anyhow::Result<Vec<Row>> {
     let mut setup = setup(context, "paced", None, None).await?;
     let subscribers = sizes.paced_subscribers;
     setup.subscribe(context, 0..subscribers, None).await?;
-    let events = ((sizes.paced_rate as f64) * sizes.paced_seconds)
+    let mut rows = Vec::new();
+    for (index, &per_second_rate) in sizes.paced_rates.iter().enumerate() {
+        eprintln!("-- {} events/s", thousands(per_second_rate));
+        let phase = index as u64 + 1;
+        rows.push(paced_run(&mut setup, sizes, phase, per_second_rate).await?);
+    }
+    Ok(rows)
+}
+
+async fn paced_run(
+    setup: &mut Setup,
+    sizes: &crate::Sizes,
+    phase: u64,
+    events_per_second: u64,
+) -> anyhow::Result<Row> {
+    let subscribers = sizes.paced_subscribers;
+    let events = ((events_per_second as f64) * sizes.paced_seconds)
         .round()
         .max(1.0) as u64;
     let target = events * subscribers;
-    setup.sinks.begin_phase(1, subscribers, events);
-    let interval = Duration::from_secs_f64(1.0 / sizes.paced_rate as f64);
+    setup.sinks.begin_phase(phase, subscribers, events);
+    let interval = Duration::from_secs_f64(1.0 / events_per_second as f64);
     // Publishes overlap (each waits for its commit); bounded so a stuck herald cannot pile up.
     let in_flight = Arc::new(Semaphore::new(256));
-    let failures = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let progress = Progress::start("published", events);
     let mut publishes = Vec::with_capacity(events as usize);
@@ -336,17 +351,10 @@ pub async fn paced(context: &Context) -> anyhow::Result<Vec<Row>> {
         let due = started + interval.mul_f64(n as f64);
         tokio::time::sleep_until(due.into()).await;
         let permit = in_flight.clone().acquire_owned().await?;
-        let (client, base, failures) = (
-            setup.client.clone(),
-            setup.herald.base.clone(),
-            failures.clone(),
-        );
+        let (client, base) = (setup.client.clone(), setup.herald.base.clone());
         publishes.push(tokio::spawn(async move {
-            let result = publish_one(&client, &base, event(1, n, now_nanos(), 0)).await;
+            let result = publish_one(&client, &base, event(phase, n, now_nanos(), 0)).await;
             drop(permit);
-            if result.is_err() {
-                failures.fetch_add(1, Ordering::Relaxed);
-            }
             result
         }));
         progress.set(n + 1);
@@ -363,12 +371,22 @@ pub async fn paced(context: &Context) -> anyhow::Result<Vec<Row>> {
         .map_or(started.elapsed(), |at| at.duration_since(started));
     let tally = setup.sinks.tally();
     let latency = Latency::of(setup.sinks.take_latencies());
-    let met = latency.is_some_and(|l| l.p99 <= PACED_P99_TARGET);
+    let issue_load = events_per_second >= 1000 && subscribers >= 100;
+    let target_cell = if issue_load {
+        let met = latency.is_some_and(|l| l.p99 <= PACED_P99_TARGET);
+        format!(
+            "p99 ≤ {} ms: {}",
+            PACED_P99_TARGET.as_millis(),
+            verdict(met)
+        )
+    } else {
+        "– (the target is at 1,000 events/s × 100)".to_owned()
+    };
     let mut row = Row::new(
         "2 paced fan-out",
         format!(
             "{} events/s × {} subscribers for {:.0} s = {} deliveries",
-            thousands(sizes.paced_rate),
+            thousands(events_per_second),
             thousands(subscribers),
             sizes.paced_seconds,
             thousands(target)
@@ -381,16 +399,12 @@ pub async fn paced(context: &Context) -> anyhow::Result<Vec<Row>> {
         ),
     )
     .latency(Latency::cell(latency))
-    .target(format!(
-        "p99 ≤ {} ms: {}",
-        PACED_P99_TARGET.as_millis(),
-        verdict(met)
-    ));
+    .target(target_cell);
     if tally.stray > 0 {
         row = row.broken();
     }
     eprintln!("   {} ({})", row.result, row.latency);
-    Ok(vec![row])
+    Ok(row)
 }
 
 /// Scenario 4: subscribers with 2011 XPath filters `/b:tick[@k = i mod 10]`; event `n` has

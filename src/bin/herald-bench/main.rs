@@ -79,9 +79,9 @@ pub struct Args {
     /// Most events per fan-out run.
     #[arg(long, value_name = "N")]
     fanout_max_events: Option<u64>,
-    /// Events per second of the paced run.
-    #[arg(long, value_name = "N")]
-    paced_rate: Option<u64>,
+    /// Events per second of the paced runs, comma-separated (one run each).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    paced_rates: Option<Vec<u64>>,
     /// Subscribers of the paced run.
     #[arg(long, value_name = "N")]
     paced_subscribers: Option<u64>,
@@ -147,7 +147,7 @@ pub struct Sizes {
     pub fanout_deliveries: u64,
     pub fanout_min_events: u64,
     pub fanout_max_events: u64,
-    pub paced_rate: u64,
+    pub paced_rates: Vec<u64>,
     pub paced_subscribers: u64,
     pub paced_seconds: f64,
     pub subscribe_concurrency: usize,
@@ -169,7 +169,7 @@ impl Sizes {
                 fanout_deliveries: 2_000,
                 fanout_min_events: 20,
                 fanout_max_events: 200,
-                paced_rate: 200,
+                paced_rates: vec![200],
                 paced_subscribers: 20,
                 paced_seconds: 1.0,
                 subscribe_concurrency: 16,
@@ -188,7 +188,7 @@ impl Sizes {
                 fanout_deliveries: 200_000,
                 fanout_min_events: 20,
                 fanout_max_events: 2_000,
-                paced_rate: 1_000,
+                paced_rates: vec![1_000, 100],
                 paced_subscribers: 100,
                 paced_seconds: 10.0,
                 subscribe_concurrency: 64,
@@ -235,7 +235,13 @@ impl Sizes {
                 .fanout_max_events
                 .unwrap_or(defaults.fanout_max_events)
                 .max(1),
-            paced_rate: args.paced_rate.unwrap_or(defaults.paced_rate).max(1),
+            paced_rates: args
+                .paced_rates
+                .clone()
+                .unwrap_or(defaults.paced_rates)
+                .into_iter()
+                .filter(|&n| n > 0)
+                .collect(),
             paced_subscribers: args
                 .paced_subscribers
                 .unwrap_or(defaults.paced_subscribers)
