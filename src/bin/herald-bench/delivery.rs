@@ -1,20 +1,17 @@
-//! The delivery scenarios: 1 (raw baseline), 2 (fan-out and the paced run), 4 (filtered
-//! fan-out) and 6 (backlog).
+//! The delivery scenarios through herald: 2 (fan-out and the paced run), 4 (filtered fan-out)
+//! and 6 (backlog).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use herald::delivery::client::{Attempt, ClientSettings, DeliveryClient, Outgoing};
-use herald::delivery::policy::EndpointPolicy;
 use tokio::sync::Semaphore;
 
 use crate::Context;
+use crate::baseline::Ceilings;
 use crate::herald::{FreshDatabase, Herald, Launch, ScratchDir};
 use crate::load::{
-    self, Latency, Progress, event, notification, notification_content_type, publish_batch,
-    publish_one, subscribe_message, wait_for,
+    self, Latency, Progress, event, publish_batch, publish_one, subscribe_message, wait_for,
 };
 use crate::report::{Row, per_second, rate, thousands, verdict};
 use crate::sink::{Sinks, now_nanos};
@@ -27,98 +24,6 @@ const LIMIT: Duration = Duration::from_secs(3600);
 const FANOUT_TARGET: f64 = 0.60;
 /// The target for the paced run's p99.
 const PACED_P99_TARGET: Duration = Duration::from_millis(10);
-
-/// Scenario 1: herald's own delivery client (same pool, timeouts, endpoint policy, response
-/// check) posting a notification like herald's straight to the sinks, with as many requests in
-/// flight as herald's `delivery.max_concurrency`. Returns the rows and deliveries per second.
-pub async fn baseline(context: &Context) -> anyhow::Result<(Vec<Row>, f64)> {
-    let sizes = &context.sizes;
-    let sinks = Sinks::start(sizes.sinks).await?;
-    let concurrency = sizes.baseline_concurrency as u64;
-    let per_worker = sizes.baseline_requests.div_ceil(concurrency);
-    let total = per_worker * concurrency;
-    let policy = Arc::new(EndpointPolicy::new(vec![
-        "127.0.0.0/8"
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?,
-    ]));
-    let client = DeliveryClient::new(policy, ClientSettings::default())?;
-    let sinks = Arc::new(sinks);
-    // One round untimed (phase 0): every connection open before the clock starts.
-    post_notifications(&client, &sinks, concurrency, 0, 1, None).await?;
-    sinks.begin_phase(1, concurrency, per_worker);
-    let progress = Progress::start("posted", total);
-    let started = Instant::now();
-    post_notifications(
-        &client,
-        &sinks,
-        concurrency,
-        1,
-        per_worker,
-        Some(progress.counter()),
-    )
-    .await?;
-    let elapsed = started.elapsed();
-    drop(progress);
-    let tally = sinks.tally();
-    anyhow::ensure!(
-        tally.distinct == total && tally.stray == 0,
-        "the sinks counted {} of {total} notifications ({} stray)",
-        tally.distinct,
-        tally.stray
-    );
-    let deliveries = rate(total, elapsed);
-    let row = Row::new(
-        "1 raw baseline",
-        format!(
-            "{} notifications, herald's delivery client → sinks, {concurrency} in flight",
-            thousands(total)
-        ),
-        per_second(deliveries, "deliveries"),
-    )
-    .latency(Latency::cell(Latency::of(sinks.take_latencies())));
-    eprintln!("   {}", row.result);
-    Ok((vec![row], deliveries))
-}
-
-/// `workers` concurrent loops, worker `w` posting events `0..count` of `phase` to subscriber
-/// `w`'s sink.
-async fn post_notifications(
-    client: &DeliveryClient,
-    sinks: &Arc<Sinks>,
-    workers: u64,
-    phase: u64,
-    count: u64,
-    done: Option<Arc<AtomicU64>>,
-) -> anyhow::Result<()> {
-    let tasks: Vec<_> = (0..workers)
-        .map(|worker| {
-            let (client, sinks, done) = (client.clone(), sinks.clone(), done.clone());
-            tokio::spawn(async move {
-                let url = sinks.url(worker);
-                for n in 0..count {
-                    let message = Outgoing {
-                        url: url.clone(),
-                        content_type: notification_content_type(),
-                        soap_action: None,
-                        body: notification(&url, &event(phase, n, now_nanos(), 0)),
-                    };
-                    if let Attempt::Failed { error, .. } = client.send(&message).await {
-                        bail!("posting to {url}: {error}");
-                    }
-                    if let Some(done) = &done {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
-}
 
 /// A herald for a delivery scenario, with its scratch directory and database.
 struct Setup {
@@ -225,7 +130,7 @@ impl Setup {
 /// more, ...) on one herald; each run counts only its own events.
 pub async fn fanout(
     context: &Context,
-    baseline: Option<f64>,
+    baseline: Option<&Ceilings>,
     database: Option<&str>,
 ) -> anyhow::Result<Vec<Row>> {
     let scenario = if database.is_some() {
@@ -260,19 +165,23 @@ pub async fn fanout(
             .map_or(started.elapsed(), |at| at.duration_since(started));
         let tally = setup.sinks.tally();
         let deliveries = rate(target, elapsed);
-        let (ratio, target_cell) = match baseline {
+        let max_concurrency = context.sizes.baseline_concurrency as u64;
+        let base = baseline.and_then(|b| b.for_subscribers(subscribers, max_concurrency));
+        let (ratio, target_cell) = match base {
             Some(base) if base > 0.0 => {
                 let share = deliveries / base;
-                let verdict = if subscribers == 1 {
-                    "– (one subscription: one request in flight, by design)".to_owned()
-                } else {
+                (
+                    format!(
+                        " = {:.0}% of (1) at {} in flight",
+                        share * 100.0,
+                        subscribers.min(max_concurrency)
+                    ),
                     format!(
                         "≥ {:.0}% of (1): {}",
                         FANOUT_TARGET * 100.0,
                         verdict(share >= FANOUT_TARGET)
-                    )
-                };
-                (format!(" = {:.0}% of (1)", share * 100.0), verdict)
+                    ),
+                )
             }
             _ => (String::new(), String::new()),
         };

@@ -15,10 +15,12 @@
 //! - [`sink`]: the sink servers (counting distinct events per subscriber, latency) and the SOAP
 //!   echo server.
 //! - [`load`]: SOAP messages, the HTTP client, concurrent request loops, statistics, progress.
-//! - [`delivery`]: scenarios 1, 2, 4 and 6 (baseline, fan-out, paced, filtered, backlog).
+//! - [`baseline`]: scenario 1, herald's delivery client in a child process posting to the sinks.
+//! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
 //! - [`subscriptions`]: scenarios 3 and 5 (Subscribe against echo, footprint and restart).
 //! - [`report`]: the table.
 
+mod baseline;
 mod delivery;
 mod herald;
 mod load;
@@ -60,10 +62,12 @@ pub struct Args {
     /// Sink servers (listening ports) the subscribers are spread over.
     #[arg(long, value_name = "N")]
     sinks: Option<usize>,
-    /// Requests in flight in the raw baseline [default: 256, herald's delivery.max_concurrency].
+    /// Most requests in flight in the raw baseline [default: 256, herald's
+    /// delivery.max_concurrency]; it also runs at each fan-out's concurrency (one per
+    /// subscriber, up to this).
     #[arg(long, value_name = "N")]
     baseline_concurrency: Option<usize>,
-    /// Notifications the raw baseline posts.
+    /// Notifications the raw baseline posts (at most) at each concurrency.
     #[arg(long, value_name = "N")]
     baseline_requests: Option<u64>,
     /// Subscriber counts of the fan-out runs, comma-separated.
@@ -114,6 +118,23 @@ enum Command {
     /// as herald is. Prints `echo listening on http://ADDR` when ready.
     #[command(hide = true)]
     EchoServer,
+    /// Internal: the raw baseline's client, in its own process as herald is.
+    #[command(hide = true)]
+    PostClient(PostClient),
+}
+
+/// Options of the raw baseline's client process.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PostClient {
+    /// Base URL of a sink listener (repeat).
+    #[arg(long)]
+    sink: Vec<String>,
+    /// Workers, each with one request in flight.
+    #[arg(long)]
+    concurrency: u64,
+    /// Notifications each worker posts.
+    #[arg(long)]
+    per_worker: u64,
 }
 
 /// The scenarios of issue 4.
@@ -316,11 +337,18 @@ fn herald_binary(args: &Args) -> anyhow::Result<PathBuf> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::EchoServer) = args.command {
-        return match sink::run_echo_server() {
+    let helper = match &args.command {
+        Some(Command::EchoServer) => Some(("echo server", sink::run_echo_server())),
+        Some(Command::PostClient(options)) => {
+            Some(("post client", baseline::run_post_client(options)))
+        }
+        None => None,
+    };
+    if let Some((name, result)) = helper {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("echo server: {err:#}");
+                eprintln!("{name}: {err:#}");
                 ExitCode::FAILURE
             }
         };
@@ -361,16 +389,19 @@ async fn run(args: Args) -> ExitCode {
     let mut baseline = None;
     if wanted(Scenario::Baseline) || wanted(Scenario::Fanout) || wanted(Scenario::Postgres) {
         let rows = report
-            .run("1 raw baseline", delivery::baseline(&context))
+            .run("1 raw baseline", baseline::baseline(&context))
             .await;
-        baseline = rows.map(|(rows, rate)| {
+        baseline = rows.map(|(rows, ceilings)| {
             report.extend(rows);
-            rate
+            ceilings
         });
     }
     if wanted(Scenario::Fanout)
         && let Some(rows) = report
-            .run("2 fan-out", delivery::fanout(&context, baseline, None))
+            .run(
+                "2 fan-out",
+                delivery::fanout(&context, baseline.as_ref(), None),
+            )
             .await
     {
         report.extend(rows);
@@ -411,7 +442,7 @@ async fn run(args: Args) -> ExitCode {
                 if let Some(rows) = report
                     .run(
                         "7 PostgreSQL fan-out",
-                        delivery::fanout(&context, baseline, Some(url)),
+                        delivery::fanout(&context, baseline.as_ref(), Some(url)),
                     )
                     .await
                 {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -24,15 +24,19 @@ use tokio::task::JoinHandle;
 
 use crate::herald::spawn_until_ready;
 
-/// The instant publish times are counted from (the sinks share the bench's clock).
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// Nanoseconds since the Unix epoch: the `t` a publisher writes into an event. The system
+/// clock, so that the raw baseline's client, a separate process, writes times the sinks can
+/// compare with theirs.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Nanoseconds since the bench's epoch: the `t` a publisher writes into an event.
-pub fn now_nanos() -> u64 {
-    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+/// The instant at which [`now_nanos`] read `nanos`.
+fn instant_of(nanos: u64) -> Instant {
+    let ago = Duration::from_nanos(now_nanos().saturating_sub(nanos));
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
 }
 
 /// Events one subscriber has received in the current phase.
@@ -138,8 +142,12 @@ impl Sinks {
 
     /// Subscriber `i`'s address: spread over the listeners round-robin.
     pub fn url(&self, subscriber: u64) -> String {
-        let base = &self.bases[(subscriber % self.bases.len() as u64) as usize];
-        format!("{base}/sink/{subscriber}")
+        sink_url(&self.bases, subscriber)
+    }
+
+    /// The listeners' base URLs.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
     }
 
     /// Starts counting a new phase: `subscribers` subscribers, events numbered `0..events`.
@@ -192,7 +200,7 @@ impl Sinks {
     pub fn last_received(&self) -> Option<Instant> {
         match self.state.counters.last_received.load(Ordering::Acquire) {
             0 => None,
-            nanos => Some(epoch() + Duration::from_nanos(nanos)),
+            nanos => Some(instant_of(nanos)),
         }
     }
 
@@ -236,6 +244,12 @@ impl Sinks {
             .take(limit)
             .collect()
     }
+}
+
+/// Subscriber `i`'s address among sink listeners `bases`.
+pub fn sink_url(bases: &[String], subscriber: u64) -> String {
+    let base = &bases[(subscriber % bases.len().max(1) as u64) as usize];
+    format!("{base}/sink/{subscriber}")
 }
 
 /// The value of attribute `name` (a number) in the bench's event, found without parsing the
