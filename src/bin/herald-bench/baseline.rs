@@ -19,8 +19,8 @@ use anyhow::{Context as _, bail};
 use herald::delivery::client::{Attempt, ClientSettings, DeliveryClient, Outgoing};
 use herald::delivery::policy::EndpointPolicy;
 
-use crate::herald::{ScratchDir, spawn_until_ready};
 use crate::load::{Latency, event, notification, notification_content_type, wait_for};
+use crate::process::spawn_until_ready;
 use crate::report::{Row, per_second, rate, thousands};
 use crate::sink::{Sinks, now_nanos, sink_url};
 use crate::{Context, PostClient};
@@ -76,7 +76,7 @@ pub async fn baseline(context: &Context) -> anyhow::Result<(Vec<Row>, Ceilings)>
 
 /// The baseline with `concurrency` requests in flight.
 async fn level(context: &Context, concurrency: u64, requests: u64) -> anyhow::Result<(Row, f64)> {
-    let dir = ScratchDir::new(&context.work_dir, "baseline")?;
+    let dir = context.scratch("baseline")?;
     let sinks = Sinks::start(context.sizes.sinks).await?;
     let per_worker = requests.div_ceil(concurrency).max(1);
     let total = per_worker * concurrency;

@@ -9,10 +9,10 @@ use tokio::sync::Semaphore;
 
 use crate::Context;
 use crate::baseline::Ceilings;
-use crate::herald::{FreshDatabase, Herald, Launch, ScratchDir};
 use crate::load::{
     self, Latency, Progress, event, publish_batch, publish_one, subscribe_message, wait_for,
 };
+use crate::process::{FreshDatabase, Herald, Launch, ScratchDir};
 use crate::report::{Row, per_second, rate, thousands, verdict};
 use crate::sink::{Sinks, now_nanos};
 
@@ -41,7 +41,7 @@ async fn setup(
     config: Option<String>,
     database: Option<&str>,
 ) -> anyhow::Result<Setup> {
-    let dir = ScratchDir::new(&context.work_dir, label)?;
+    let dir = context.scratch(label)?;
     let database = database.map(FreshDatabase::create).transpose()?;
     let launch = Launch {
         config,

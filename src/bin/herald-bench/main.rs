@@ -10,8 +10,8 @@
 //! It asserts nothing about speed: it exits non-zero only when something broke (herald did not
 //! start, an event was lost, a request failed).
 //!
-//! - [`herald`]: the child process (start, wait for ready, RSS, SIGTERM, restart) and scratch
-//!   directories and databases.
+//! - [`process`]: herald as a child process (start, wait for ready, RSS, SIGTERM, restart),
+//!   scratch directories and fresh PostgreSQL databases.
 //! - [`sink`]: the sink servers (counting distinct events per subscriber, latency) and the SOAP
 //!   echo server.
 //! - [`load`]: SOAP messages, the HTTP client, concurrent request loops, statistics, progress.
@@ -22,8 +22,8 @@
 
 mod baseline;
 mod delivery;
-mod herald;
 mod load;
+mod process;
 mod report;
 mod sink;
 mod subscriptions;
@@ -59,6 +59,10 @@ pub struct Args {
     /// Where scratch data directories go [default: the system's temporary directory].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Keep the scratch directories (herald's data and logs) instead of removing them, e.g. to
+    /// profile a restart on a large store.
+    #[arg(long)]
+    keep_data: bool,
     /// Sink servers (listening ports) the subscribers are spread over.
     #[arg(long, value_name = "N")]
     sinks: Option<usize>,
@@ -308,7 +312,15 @@ pub struct Context {
     pub herald: PathBuf,
     pub work_dir: PathBuf,
     pub database: Option<String>,
+    pub keep_data: bool,
     pub sizes: Sizes,
+}
+
+impl Context {
+    /// A scratch directory for one scenario.
+    pub fn scratch(&self, label: &str) -> anyhow::Result<process::ScratchDir> {
+        process::ScratchDir::new(&self.work_dir, label, self.keep_data)
+    }
 }
 
 fn herald_binary(args: &Args) -> anyhow::Result<PathBuf> {
@@ -378,6 +390,7 @@ async fn run(args: Args) -> ExitCode {
         herald,
         work_dir: args.work_dir.clone().unwrap_or_else(std::env::temp_dir),
         database: args.database.clone(),
+        keep_data: args.keep_data,
         sizes: Sizes::from_args(&args),
     };
     let wanted = |scenario: Scenario| args.scenario.is_empty() || args.scenario.contains(&scenario);

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::task::JoinHandle;
 
-use crate::herald::spawn_until_ready;
+use crate::process::spawn_until_ready;
 
 /// Nanoseconds since the Unix epoch: the `t` a publisher writes into an event. The system
 /// clock, so that the raw baseline's client, a separate process, writes times the sinks can

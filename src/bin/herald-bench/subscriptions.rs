@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::Context;
-use crate::herald::{FreshDatabase, Herald, Launch, ScratchDir};
 use crate::load::{self, Latency, subscribe_message};
+use crate::process::{FreshDatabase, Herald, Launch};
 use crate::report::{Row, mebibytes, per_second, rate, thousands, verdict};
 use crate::sink::EchoServer;
 
@@ -30,7 +30,7 @@ fn idle_notify_to(i: u64) -> String {
 pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Result<Vec<Row>> {
     let sizes = &context.sizes;
     let postgres = database.is_some();
-    let dir = ScratchDir::new(&context.work_dir, "subscribe")?;
+    let dir = context.scratch("subscribe")?;
     let client = load::client()?;
     let concurrency = sizes.subscribe_concurrency;
     let length = Duration::from_secs_f64(sizes.subscribe_seconds);
@@ -148,7 +148,7 @@ async fn settled_rss(herald: &Herald) -> anyhow::Result<u64> {
 /// directory, timed from spawning the process to its ready line.
 pub async fn footprint(context: &Context) -> anyhow::Result<Vec<Row>> {
     let sizes = &context.sizes;
-    let dir = ScratchDir::new(&context.work_dir, "footprint")?;
+    let dir = context.scratch("footprint")?;
     let client = load::client()?;
     let launch = Launch {
         ready_timeout: Some(Duration::from_secs(1800)),
@@ -222,10 +222,11 @@ pub async fn footprint(context: &Context) -> anyhow::Result<Vec<Row>> {
                 stopped_in.as_secs_f64()
             ),
             format!(
-                "ready {:.2} s after start, {} active, RSS {}",
+                "ready {:.2} s after start, {} active, RSS {} = {} B per subscription",
                 ready.as_secs_f64(),
                 thousands(active),
-                mebibytes(rss)
+                mebibytes(rss),
+                thousands(rss.saturating_sub(empty) / subscribed)
             ),
         )
         .target(format!(

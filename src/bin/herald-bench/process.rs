@@ -10,20 +10,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::sync::oneshot;
 
-/// A directory removed (with everything in it) when dropped.
+/// A directory removed (with everything in it) when dropped, unless kept.
 pub struct ScratchDir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl ScratchDir {
-    pub fn new(base: &Path, label: &str) -> anyhow::Result<ScratchDir> {
+    pub fn new(base: &Path, label: &str, keep: bool) -> anyhow::Result<ScratchDir> {
         let path = base.join(format!(
             "herald-bench-{}-{label}-{:08x}",
             std::process::id(),
             fastrand::u32(..)
         ));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(ScratchDir { path })
+        Ok(ScratchDir { path, keep })
     }
 
     pub fn path(&self) -> &Path {
@@ -33,7 +34,11 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if self.keep {
+            eprintln!("   kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
