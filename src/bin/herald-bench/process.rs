@@ -235,7 +235,7 @@ impl Starting {
             Ok(Err(_)) => {
                 let status = self.child.wait().ok();
                 bail!(
-                    "{:?} exited ({}) before it was ready; its log ends:\n{}",
+                    "process {} exited ({}) before it was ready; its log ends:\n{}",
                     self.child.id(),
                     status.map_or("unknown status".into(), |s| s.to_string()),
                     tail(&self.log)
