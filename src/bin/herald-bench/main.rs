@@ -212,7 +212,7 @@ impl Sizes {
                 fanout_subscribers: vec![1, 100, 1_000, 10_000],
                 fanout_deliveries: 200_000,
                 fanout_min_events: 20,
-                fanout_max_events: 2_000,
+                fanout_max_events: 10_000,
                 paced_rates: vec![1_000, 100],
                 paced_subscribers: 100,
                 paced_seconds: 10.0,

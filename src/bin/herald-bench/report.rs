@@ -152,15 +152,15 @@ pub fn per_second(value: f64, unit: &str) -> String {
     }
 }
 
-/// A duration for the table: µs below a millisecond, ms below ten seconds, else seconds.
+/// A duration for the table: µs below a millisecond, ms below a second, else seconds.
 pub fn duration(value: Duration) -> String {
     let micros = value.as_secs_f64() * 1e6;
     if micros < 1000.0 {
         format!("{micros:.0} µs")
-    } else if micros < 10_000_000.0 {
+    } else if micros < 1_000_000.0 {
         format!("{:.1} ms", micros / 1000.0)
     } else {
-        format!("{:.1} s", micros / 1e6)
+        format!("{:.2} s", micros / 1e6)
     }
 }
 
@@ -190,7 +190,7 @@ mod tests {
     fn durations_pick_a_readable_unit() {
         assert_eq!(duration(Duration::from_micros(250)), "250 µs");
         assert_eq!(duration(Duration::from_micros(2500)), "2.5 ms");
-        assert_eq!(duration(Duration::from_secs(12)), "12.0 s");
+        assert_eq!(duration(Duration::from_millis(6050)), "6.05 s");
     }
 
     #[test]
