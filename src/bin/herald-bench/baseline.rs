@@ -4,7 +4,8 @@
 //! subscriber (each subscription has one notification in flight), at most
 //! `delivery.max_concurrency` (256). On two cores the ceiling depends on that number: more
 //! connections in flight cost more per request, so each fan-out run is compared with the
-//! baseline at its own concurrency.
+//! baseline at its own concurrency, taken right before it (on a shared machine the load can
+//! change within minutes).
 //!
 //! The client runs in a child process (`herald-bench post-client`), as herald does: the sinks
 //! then share the machine with one other process in the baseline exactly as in the fan-out,
@@ -28,27 +29,12 @@ use crate::{Context, PostClient};
 /// How long the baseline may make no progress before it counts as broken.
 const STALL: Duration = Duration::from_secs(60);
 
-/// Deliveries per second of the baseline at each number of requests in flight.
-#[derive(Debug, Clone, Default)]
-pub struct Ceilings(Vec<(u64, f64)>);
-
-impl Ceilings {
-    /// The baseline for a fan-out to `subscribers` subscribers: the one with as many requests
-    /// in flight as herald has then.
-    pub fn for_subscribers(&self, subscribers: u64, max_concurrency: u64) -> Option<f64> {
-        let in_flight = subscribers.min(max_concurrency);
-        self.0
-            .iter()
-            .find(|(concurrency, _)| *concurrency == in_flight)
-            .map(|(_, rate)| *rate)
-    }
-}
-
-/// Runs the baseline at every concurrency the fan-out runs have, and at the maximum.
-pub async fn baseline(context: &Context) -> anyhow::Result<(Vec<Row>, Ceilings)> {
-    let sizes = &context.sizes;
-    let max = sizes.baseline_concurrency as u64;
-    let mut levels: Vec<u64> = sizes
+/// Scenario 1 on its own: the baseline at every concurrency the fan-out runs have, and at the
+/// maximum. (The fan-out takes its own baseline right before each of its runs.)
+pub async fn baseline(context: &Context) -> anyhow::Result<Vec<Row>> {
+    let max = context.sizes.baseline_concurrency as u64;
+    let mut levels: Vec<u64> = context
+        .sizes
         .fanout_subscribers
         .iter()
         .map(|&n| n.min(max))
@@ -57,21 +43,25 @@ pub async fn baseline(context: &Context) -> anyhow::Result<(Vec<Row>, Ceilings)>
     levels.sort_unstable();
     levels.dedup();
     let mut rows = Vec::new();
-    let mut ceilings = Ceilings::default();
     for concurrency in levels {
-        // As many notifications as the fan-out run with this concurrency delivers.
-        let requests = if concurrency == max {
-            sizes.baseline_requests
-        } else {
-            sizes
-                .baseline_requests
-                .min(concurrency * sizes.fanout_events(concurrency))
-        };
-        let (row, deliveries) = level(context, concurrency, requests).await?;
-        rows.push(row);
-        ceilings.0.push((concurrency, deliveries));
+        rows.push(at(context, concurrency).await?.0);
     }
-    Ok((rows, ceilings))
+    Ok(rows)
+}
+
+/// The baseline with `concurrency` requests in flight, posting as many notifications as the
+/// fan-out run with that concurrency delivers (at most `--baseline-requests`); its row and
+/// deliveries per second.
+pub async fn at(context: &Context, concurrency: u64) -> anyhow::Result<(Row, f64)> {
+    let sizes = &context.sizes;
+    let requests = if concurrency >= sizes.baseline_concurrency as u64 {
+        sizes.baseline_requests
+    } else {
+        sizes
+            .baseline_requests
+            .min(concurrency * sizes.fanout_events(concurrency))
+    };
+    level(context, concurrency, requests).await
 }
 
 /// The baseline with `concurrency` requests in flight.

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use tokio::sync::Semaphore;
 
 use crate::Context;
-use crate::baseline::Ceilings;
+use crate::baseline;
 use crate::load::{
     self, Latency, Progress, event, publish_batch, publish_one, subscribe_message, wait_for,
 };
@@ -127,12 +127,9 @@ impl Setup {
 
 /// Scenario 2 (and 7 with a database): one source, N subscribers on loopback sinks, M events
 /// published as fast as herald takes them. Subscribers are added between runs (1, then 99
-/// more, ...) on one herald; each run counts only its own events.
-pub async fn fanout(
-    context: &Context,
-    baseline: Option<&Ceilings>,
-    database: Option<&str>,
-) -> anyhow::Result<Vec<Row>> {
+/// more, ...) on one herald; each run counts only its own events, and is preceded by the raw
+/// baseline at its concurrency (herald idles meanwhile).
+pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result<Vec<Row>> {
     let scenario = if database.is_some() {
         "7 PostgreSQL fan-out"
     } else {
@@ -152,6 +149,10 @@ pub async fn fanout(
                 .await?;
             subscribed = subscribers;
         }
+        let max_concurrency = context.sizes.baseline_concurrency as u64;
+        let (baseline_row, base) = baseline::at(context, subscribers.min(max_concurrency)).await?;
+        eprintln!("   baseline: {}", baseline_row.result);
+        rows.push(baseline_row);
         let events = context.sizes.fanout_events(subscribers);
         let target = subscribers * events;
         let phase = index as u64 + 1;
@@ -165,10 +166,8 @@ pub async fn fanout(
             .map_or(started.elapsed(), |at| at.duration_since(started));
         let tally = setup.sinks.tally();
         let deliveries = rate(target, elapsed);
-        let max_concurrency = context.sizes.baseline_concurrency as u64;
-        let base = baseline.and_then(|b| b.for_subscribers(subscribers, max_concurrency));
         let (ratio, target_cell) = match base {
-            Some(base) if base > 0.0 => {
+            base if base > 0.0 => {
                 let share = deliveries / base;
                 (
                     format!(

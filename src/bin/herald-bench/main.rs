@@ -146,7 +146,7 @@ pub struct PostClient {
 pub enum Scenario {
     /// 1: herald's delivery client posting straight to the sinks.
     Baseline,
-    /// 2: N subscribers, M events, as fast as herald goes (runs the baseline too, for the ratio).
+    /// 2: N subscribers, M events, as fast as herald goes (each run after its baseline).
     Fanout,
     /// 2: a paced publisher, latency at a fixed rate.
     Paced,
@@ -398,23 +398,18 @@ async fn run(args: Args) -> ExitCode {
     let mut report = Report::default();
     load::install_crypto();
 
-    // The baseline is taken whenever a fan-out needs it for its ratio.
-    let mut baseline = None;
-    if wanted(Scenario::Baseline) || wanted(Scenario::Fanout) || wanted(Scenario::Postgres) {
-        let rows = report
+    // The fan-out takes the baseline itself, right before each of its runs.
+    if wanted(Scenario::Baseline)
+        && !wanted(Scenario::Fanout)
+        && let Some(rows) = report
             .run("1 raw baseline", baseline::baseline(&context))
-            .await;
-        baseline = rows.map(|(rows, ceilings)| {
-            report.extend(rows);
-            ceilings
-        });
+            .await
+    {
+        report.extend(rows);
     }
     if wanted(Scenario::Fanout)
         && let Some(rows) = report
-            .run(
-                "2 fan-out",
-                delivery::fanout(&context, baseline.as_ref(), None),
-            )
+            .run("2 fan-out", delivery::fanout(&context, None))
             .await
     {
         report.extend(rows);
@@ -455,7 +450,7 @@ async fn run(args: Args) -> ExitCode {
                 if let Some(rows) = report
                     .run(
                         "7 PostgreSQL fan-out",
-                        delivery::fanout(&context, baseline.as_ref(), Some(url)),
+                        delivery::fanout(&context, Some(url)),
                     )
                     .await
                 {
