@@ -106,7 +106,11 @@ impl DeliveryClient {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            // No per-host cap on idle connections: no more than `delivery.max_concurrency`
+            // requests are ever in flight, so no host can hold more connections than that. A
+            // smaller cap made a fan-out to subscribers on one host close and reopen
+            // connections (at 256 in flight, one delivery in 15 opened a new one).
+            .pool_max_idle_per_host(usize::MAX)
             .tcp_nodelay(true)
             .no_proxy()
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))

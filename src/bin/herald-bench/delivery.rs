@@ -1,0 +1,444 @@
+//! The delivery scenarios through herald: 2 (fan-out and the paced run), 4 (filtered fan-out)
+//! and 6 (backlog).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::sync::Semaphore;
+
+use crate::Context;
+use crate::baseline;
+use crate::load::{
+    self, Latency, Progress, event, publish_batch, publish_one, subscribe_message, wait_for,
+};
+use crate::process::{FreshDatabase, Herald, Launch, ScratchDir};
+use crate::report::{Row, per_second, rate, thousands, verdict};
+use crate::sink::{Sinks, now_nanos};
+
+/// How long delivery may make no progress before the run counts as broken.
+const STALL: Duration = Duration::from_secs(60);
+/// The longest any single wait may last.
+const LIMIT: Duration = Duration::from_secs(3600);
+/// The issue's target for fan-out: this share of the raw baseline.
+const FANOUT_TARGET: f64 = 0.60;
+/// The issue's target for the paced run's p99.
+const PACED_P99_TARGET: Duration = Duration::from_millis(10);
+
+/// A herald for a delivery scenario, with its scratch directory and database.
+struct Setup {
+    herald: Herald,
+    client: reqwest::Client,
+    sinks: Sinks,
+    // Dropped after herald (declaration order): the directory and database outlive it.
+    _database: Option<FreshDatabase>,
+    _dir: ScratchDir,
+}
+
+async fn setup(
+    context: &Context,
+    label: &str,
+    config: Option<String>,
+    database: Option<&str>,
+) -> anyhow::Result<Setup> {
+    let dir = context.scratch(label)?;
+    let database = database.map(FreshDatabase::create).transpose()?;
+    let launch = Launch {
+        config,
+        database: database.as_ref().map(|d| d.url.clone()),
+        ready_timeout: None,
+    };
+    let herald = Herald::start(&context.herald, dir.path(), &launch).await?;
+    Ok(Setup {
+        herald,
+        client: load::client()?,
+        sinks: Sinks::start(context.sizes.sinks).await?,
+        _database: database,
+        _dir: dir,
+    })
+}
+
+impl Setup {
+    /// Subscribes subscribers `range` to their sinks, each with the filter `filter(i)`.
+    async fn subscribe(
+        &self,
+        context: &Context,
+        range: std::ops::Range<u64>,
+        filter: Option<fn(u64) -> String>,
+    ) -> anyhow::Result<()> {
+        let urls: Vec<String> = range.clone().map(|i| self.sinks.url(i)).collect();
+        let first = range.start;
+        let done = load::requests(
+            &self.client,
+            &self.herald.url("/eventing/default"),
+            range,
+            context.sizes.subscribe_concurrency,
+            "SubscribeResponse",
+            "subscribed",
+            move |i| {
+                let xpath = filter.map(|f| f(i));
+                subscribe_message(&urls[(i - first) as usize], xpath.as_deref())
+            },
+        )
+        .await
+        .context("subscribing")?;
+        eprintln!(
+            "   {} subscriptions in {:.1} s ({})",
+            thousands(done.count),
+            done.elapsed.as_secs_f64(),
+            per_second(rate(done.count, done.elapsed), "subscribes")
+        );
+        Ok(())
+    }
+
+    /// Publishes events `0..count` of `phase` in batches, with `k = key(n)`.
+    async fn publish(
+        &self,
+        phase: u64,
+        count: u64,
+        batch: u64,
+        key: impl Fn(u64) -> u64,
+    ) -> anyhow::Result<()> {
+        let mut n = 0;
+        while n < count {
+            let end = (n + batch).min(count);
+            let t = now_nanos();
+            let events: Vec<String> = (n..end).map(|i| event(phase, i, t, key(i))).collect();
+            publish_batch(&self.client, &self.herald.base, &events).await?;
+            n = end;
+        }
+        Ok(())
+    }
+
+    /// Waits for `target` distinct deliveries; on a stall, says what is missing.
+    async fn delivered(&mut self, label: &str, target: u64) -> anyhow::Result<()> {
+        let sinks = &self.sinks;
+        if let Err(stalled) = wait_for(label, target, STALL, LIMIT, || sinks.distinct()).await {
+            self.herald.check_alive()?;
+            let missing = self.sinks.incomplete(5);
+            bail!(
+                "{stalled}; subscribers short of events (subscriber, received): {missing:?}; herald's log ends:\n{}",
+                self.herald.log_tail()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Scenario 2 (and 7 with a database): one source, N subscribers on loopback sinks, M events
+/// published as fast as herald takes them. Subscribers are added between runs (1, then 99
+/// more, ...) on one herald; each run counts only its own events, and is preceded by the raw
+/// baseline at its concurrency (herald idles meanwhile).
+pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result<Vec<Row>> {
+    let scenario = if database.is_some() {
+        "7 PostgreSQL fan-out"
+    } else {
+        "2 fan-out"
+    };
+    let mut setup = setup(context, "fanout", None, database).await?;
+    let mut counts = context.sizes.fanout_subscribers.clone();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut rows = Vec::new();
+    let mut subscribed = 0;
+    for (index, &subscribers) in counts.iter().enumerate() {
+        eprintln!("-- {scenario}: N = {}", thousands(subscribers));
+        if subscribers > subscribed {
+            setup
+                .subscribe(context, subscribed..subscribers, None)
+                .await?;
+            subscribed = subscribers;
+        }
+        let max_concurrency = context.sizes.baseline_concurrency as u64;
+        let (baseline_row, base) = baseline::at(context, subscribers.min(max_concurrency)).await?;
+        eprintln!("   baseline: {}", baseline_row.result);
+        rows.push(baseline_row);
+        let events = context.sizes.fanout_events(subscribers);
+        let target = subscribers * events;
+        let phase = index as u64 + 1;
+        setup.sinks.begin_phase(phase, subscribers, events);
+        let started = Instant::now();
+        setup.publish(phase, events, 100, |_| 0).await?;
+        setup.delivered("delivered", target).await?;
+        let elapsed = setup
+            .sinks
+            .last_received()
+            .map_or(started.elapsed(), |at| at.duration_since(started));
+        let tally = setup.sinks.tally();
+        let deliveries = rate(target, elapsed);
+        let (ratio, target_cell) = match base {
+            base if base > 0.0 => {
+                let share = deliveries / base;
+                (
+                    format!(
+                        " = {:.0}% of (1) at {} in flight",
+                        share * 100.0,
+                        subscribers.min(max_concurrency)
+                    ),
+                    format!(
+                        "≥ {:.0}% of (1): {}",
+                        FANOUT_TARGET * 100.0,
+                        verdict(share >= FANOUT_TARGET)
+                    ),
+                )
+            }
+            _ => (String::new(), String::new()),
+        };
+        let mut row = Row::new(
+            scenario,
+            format!(
+                "N = {} × M = {} events = {} deliveries",
+                thousands(subscribers),
+                thousands(events),
+                thousands(target)
+            ),
+            format!(
+                "{}{ratio}{}",
+                per_second(deliveries, "deliveries"),
+                duplicates(tally.duplicates)
+            ),
+        )
+        .latency(Latency::cell(Latency::of(setup.sinks.take_latencies())))
+        .target(target_cell);
+        if tally.stray > 0 {
+            row = row.broken();
+            row.result
+                .push_str(&format!("; {} unexpected notifications", tally.stray));
+        }
+        eprintln!("   {}", row.result);
+        rows.push(row);
+    }
+    setup.herald.check_alive()?;
+    Ok(rows)
+}
+
+fn duplicates(count: u64) -> String {
+    if count == 0 {
+        String::new()
+    } else {
+        format!(" ({} duplicates)", thousands(count))
+    }
+}
+
+/// Scenario 2, paced: single-event publishes at a fixed rate to a set of subscribers, and the
+/// publish-to-delivery latency (from the moment the publish request is built to the sink
+/// receiving the notification, durability included).
+pub async fn paced(context: &Context) -> anyhow::Result<Vec<Row>> {
+    let sizes = &context.sizes;
+    let mut setup = setup(context, "paced", None, None).await?;
+    let subscribers = sizes.paced_subscribers;
+    setup.subscribe(context, 0..subscribers, None).await?;
+    let mut rows = Vec::new();
+    for (index, &per_second_rate) in sizes.paced_rates.iter().enumerate() {
+        eprintln!("-- {} events/s", thousands(per_second_rate));
+        let phase = index as u64 + 1;
+        rows.push(paced_run(&mut setup, sizes, phase, per_second_rate).await?);
+    }
+    Ok(rows)
+}
+
+async fn paced_run(
+    setup: &mut Setup,
+    sizes: &crate::Sizes,
+    phase: u64,
+    events_per_second: u64,
+) -> anyhow::Result<Row> {
+    let subscribers = sizes.paced_subscribers;
+    let events = ((events_per_second as f64) * sizes.paced_seconds)
+        .round()
+        .max(1.0) as u64;
+    let target = events * subscribers;
+    setup.sinks.begin_phase(phase, subscribers, events);
+    let interval = Duration::from_secs_f64(1.0 / events_per_second as f64);
+    // Publishes overlap (each waits for its commit); bounded so a stuck herald cannot pile up.
+    let in_flight = Arc::new(Semaphore::new(256));
+    let started = Instant::now();
+    let progress = Progress::start("published", events);
+    let mut publishes = Vec::with_capacity(events as usize);
+    for n in 0..events {
+        let due = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (client, base) = (setup.client.clone(), setup.herald.base.clone());
+        publishes.push(tokio::spawn(async move {
+            let result = publish_one(&client, &base, event(phase, n, now_nanos(), 0)).await;
+            drop(permit);
+            result
+        }));
+        progress.set(n + 1);
+    }
+    let published_in = started.elapsed();
+    drop(progress);
+    for publish in publishes {
+        publish.await??;
+    }
+    setup.delivered("delivered", target).await?;
+    let elapsed = setup
+        .sinks
+        .last_received()
+        .map_or(started.elapsed(), |at| at.duration_since(started));
+    let tally = setup.sinks.tally();
+    let latency = Latency::of(setup.sinks.take_latencies());
+    let issue_load = events_per_second >= 1000 && subscribers >= 100;
+    let target_cell = if issue_load {
+        let met = latency.is_some_and(|l| l.p99 <= PACED_P99_TARGET);
+        format!(
+            "p99 ≤ {} ms: {}",
+            PACED_P99_TARGET.as_millis(),
+            verdict(met)
+        )
+    } else {
+        "– (the target is at 1,000 events/s × 100)".to_owned()
+    };
+    let mut row = Row::new(
+        "2 paced fan-out",
+        format!(
+            "{} events/s × {} subscribers for {:.0} s = {} deliveries",
+            thousands(events_per_second),
+            thousands(subscribers),
+            sizes.paced_seconds,
+            thousands(target)
+        ),
+        format!(
+            "published {}, delivered {}{}",
+            per_second(rate(events, published_in), "events"),
+            per_second(rate(target, elapsed), "notifications"),
+            duplicates(tally.duplicates)
+        ),
+    )
+    .latency(Latency::cell(latency))
+    .target(target_cell);
+    if tally.stray > 0 {
+        row = row.broken();
+    }
+    eprintln!("   {} ({})", row.result, row.latency);
+    Ok(row)
+}
+
+/// Scenario 4: subscribers with 2011 XPath filters `/b:tick[@k = i mod 10]`; event `n` has
+/// `k = n mod 10`, so each event matches 10% of them. The sinks check that each subscriber
+/// receives only its own key.
+pub async fn filtered(context: &Context) -> anyhow::Result<Vec<Row>> {
+    let sizes = &context.sizes;
+    let mut setup = setup(context, "filtered", None, None).await?;
+    let subscribers = sizes.filtered_subscribers;
+    setup
+        .subscribe(
+            context,
+            0..subscribers,
+            Some(|i| format!("/b:tick[@k = {}]", i % 10)),
+        )
+        .await?;
+    let events = sizes.filtered_events;
+    let target: u64 = (0..events)
+        .map(|n| (0..subscribers).filter(|i| i % 10 == n % 10).count() as u64)
+        .sum();
+    setup.sinks.begin_phase(1, subscribers, events);
+    setup.sinks.expect_key_modulus(10);
+    let started = Instant::now();
+    setup.publish(1, events, 100, |n| n % 10).await?;
+    setup.delivered("delivered", target).await?;
+    let elapsed = setup
+        .sinks
+        .last_received()
+        .map_or(started.elapsed(), |at| at.duration_since(started));
+    let tally = setup.sinks.tally();
+    let mut row = Row::new(
+        "4 filtered fan-out",
+        format!(
+            "{} subscribers with XPath filters, 10% match; {} events = {} deliveries",
+            thousands(subscribers),
+            thousands(events),
+            thousands(target)
+        ),
+        format!(
+            "{} ({}, {}){}",
+            per_second(rate(events, elapsed), "events"),
+            per_second(rate(target, elapsed), "deliveries"),
+            per_second(rate(events * subscribers, elapsed), "filter evaluations"),
+            duplicates(tally.duplicates)
+        ),
+    )
+    .latency(Latency::cell(Latency::of(setup.sinks.take_latencies())));
+    if tally.stray > 0 {
+        row = row.broken();
+        row.result.push_str(&format!(
+            "; {} notifications that the filter should have stopped",
+            tally.stray
+        ));
+    }
+    eprintln!("   {}", row.result);
+    Ok(vec![row])
+}
+
+/// Scenario 6: the only subscriber's sink answers 503 while the events are published, then
+/// recovers; herald retries with a short back-off (written into a config file, as an operator
+/// would) and must deliver every event, in order.
+pub async fn backlog(context: &Context) -> anyhow::Result<Vec<Row>> {
+    let events = context.sizes.backlog_events;
+    let config = "[sources.default]\nretry_initial = \"PT0.1S\"\nretry_max = \"PT0.5S\"\n";
+    let mut setup = setup(context, "backlog", Some(config.to_owned()), None).await?;
+    setup.subscribe(context, 0..1, None).await?;
+    setup.sinks.begin_phase(1, 1, events);
+    setup.sinks.set_up(false);
+    let queued = Instant::now();
+    {
+        let progress = Progress::start("queued", events);
+        let mut n = 0;
+        while n < events {
+            let end = (n + 1000).min(events);
+            let t = now_nanos();
+            let batch: Vec<String> = (n..end).map(|i| event(1, i, t, 0)).collect();
+            publish_batch(&setup.client, &setup.herald.base, &batch).await?;
+            n = end;
+            progress.set(n);
+        }
+    }
+    // Down for real: herald has tried and been refused.
+    let sinks = &setup.sinks;
+    wait_for("refused", 1, Duration::from_secs(30), LIMIT, || {
+        sinks.refused()
+    })
+    .await
+    .map_err(|stalled| anyhow::anyhow!("herald never tried the sink: {stalled}"))?;
+    let queued_in = queued.elapsed();
+    setup.sinks.set_up(true);
+    let up = Instant::now();
+    let result = {
+        let sinks = &setup.sinks;
+        wait_for("drained", events, STALL, LIMIT, || sinks.distinct()).await
+    };
+    let tally = setup.sinks.tally();
+    let lost = events.saturating_sub(tally.distinct);
+    let drain = setup
+        .sinks
+        .last_received()
+        .map_or(up.elapsed(), |at| at.duration_since(up));
+    let mut row = Row::new(
+        "6 backlog",
+        format!(
+            "{} events queued in {:.1} s while the sink answered 503, then up",
+            thousands(events),
+            queued_in.as_secs_f64()
+        ),
+        format!(
+            "drained in {:.1} s ({}); {} lost, {} duplicates; {} attempts refused while down",
+            drain.as_secs_f64(),
+            per_second(rate(tally.distinct, drain), "events"),
+            thousands(lost),
+            thousands(tally.duplicates),
+            thousands(tally.refused)
+        ),
+    )
+    .target(format!("0 lost: {}", verdict(lost == 0)));
+    if let Err(stalled) = result {
+        setup.herald.check_alive()?;
+        row.result.push_str(&format!(" ({stalled})"));
+        row = row.broken();
+    }
+    if lost > 0 || tally.stray > 0 {
+        row = row.broken();
+    }
+    eprintln!("   {}", row.result);
+    Ok(vec![row])
+}

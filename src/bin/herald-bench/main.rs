@@ -1,0 +1,483 @@
+//! herald-bench: herald's numbers beside this machine's limits, measured in one run (issue 4).
+//!
+//! It starts the release build of herald as a child process on loopback, starts its own sink
+//! servers, drives the load, shows progress on stderr, and prints one markdown table on stdout.
+//! Each herald number stands next to a baseline taken in the same run on the same stack:
+//! herald's own delivery client posting straight to the sinks, and a SOAP echo server.
+//!
+//! `cargo build --release --bins && target/release/herald-bench [--quick] [--scenario NAME]`
+//!
+//! It asserts nothing about speed: it exits non-zero only when something broke (herald did not
+//! start, an event was lost, a request failed).
+//!
+//! - [`process`]: herald as a child process (start, wait for ready, RSS, SIGTERM, restart),
+//!   scratch directories and fresh PostgreSQL databases.
+//! - [`sink`]: the sink servers (counting distinct events per subscriber, latency) and the SOAP
+//!   echo server.
+//! - [`load`]: SOAP messages, the HTTP client, concurrent request loops, statistics, progress.
+//! - [`baseline`]: scenario 1, herald's delivery client in a child process posting to the sinks.
+//! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
+//! - [`subscriptions`]: scenarios 3 and 5 (Subscribe against echo, footprint and restart).
+//! - [`report`]: the table.
+
+mod baseline;
+mod delivery;
+mod load;
+mod process;
+mod report;
+mod sink;
+mod subscriptions;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use report::{Report, Row};
+
+/// Measures herald against this machine's limits and prints one markdown table.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Small sizes everywhere: the whole run takes seconds (what CI runs).
+    #[arg(long)]
+    quick: bool,
+    /// Run only these scenarios (repeat or comma-separate); default all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenario: Vec<Scenario>,
+    /// The herald binary [default: `herald` next to this executable].
+    #[arg(long, value_name = "PATH")]
+    herald: Option<PathBuf>,
+    /// PostgreSQL server URL for scenario 7 (e.g. postgres://postgres@127.0.0.1:5432/postgres).
+    /// Each herald start gets a fresh database `herald_bench_*` created on that server with
+    /// psql, passed as `herald serve --database URL`, and dropped afterwards.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Where scratch data directories go [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Keep the scratch directories (herald's data and logs) instead of removing them, e.g. to
+    /// profile a restart on a large store.
+    #[arg(long)]
+    keep_data: bool,
+    /// Sink servers (listening ports) the subscribers are spread over.
+    #[arg(long, value_name = "N")]
+    sinks: Option<usize>,
+    /// Most requests in flight in the raw baseline [default: 256, herald's
+    /// delivery.max_concurrency]; it also runs at each fan-out's concurrency (one per
+    /// subscriber, up to this).
+    #[arg(long, value_name = "N")]
+    baseline_concurrency: Option<usize>,
+    /// Notifications the raw baseline posts (at most) at each concurrency.
+    #[arg(long, value_name = "N")]
+    baseline_requests: Option<u64>,
+    /// Subscriber counts of the fan-out runs, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    fanout_subscribers: Option<Vec<u64>>,
+    /// Deliveries per fan-out run: events = deliveries / subscribers, clamped to
+    /// [--fanout-min-events, --fanout-max-events].
+    #[arg(long, value_name = "N")]
+    fanout_deliveries: Option<u64>,
+    /// Fewest events per fan-out run.
+    #[arg(long, value_name = "N")]
+    fanout_min_events: Option<u64>,
+    /// Most events per fan-out run.
+    #[arg(long, value_name = "N")]
+    fanout_max_events: Option<u64>,
+    /// Events per second of the paced runs, comma-separated (one run each).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    paced_rates: Option<Vec<u64>>,
+    /// Subscribers of the paced run.
+    #[arg(long, value_name = "N")]
+    paced_subscribers: Option<u64>,
+    /// Seconds the paced run publishes for.
+    #[arg(long, value_name = "S")]
+    paced_seconds: Option<f64>,
+    /// Concurrent clients of the Subscribe and echo runs.
+    #[arg(long, value_name = "N")]
+    subscribe_concurrency: Option<usize>,
+    /// Seconds each of the Subscribe and echo runs lasts.
+    #[arg(long, value_name = "S")]
+    subscribe_seconds: Option<f64>,
+    /// Subscribers with XPath filters in the filtered fan-out (10% match each event).
+    #[arg(long, value_name = "N")]
+    filtered_subscribers: Option<u64>,
+    /// Events of the filtered fan-out.
+    #[arg(long, value_name = "N")]
+    filtered_events: Option<u64>,
+    /// Subscription counts at which the footprint is read (the largest is also restarted).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    footprint_subscriptions: Option<Vec<u64>>,
+    /// Events queued for the stopped sink in the backlog run.
+    #[arg(long, value_name = "N")]
+    backlog_events: Option<u64>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum Command {
+    /// Internal: the SOAP echo server the Subscribe baseline runs against, in its own process
+    /// as herald is. Prints `echo listening on http://ADDR` when ready.
+    #[command(hide = true)]
+    EchoServer,
+    /// Internal: the raw baseline's client, in its own process as herald is.
+    #[command(hide = true)]
+    PostClient(PostClient),
+}
+
+/// Options of the raw baseline's client process.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PostClient {
+    /// Base URL of a sink listener (repeat).
+    #[arg(long)]
+    sink: Vec<String>,
+    /// Workers, each with one request in flight.
+    #[arg(long)]
+    concurrency: u64,
+    /// Notifications each worker posts.
+    #[arg(long)]
+    per_worker: u64,
+}
+
+/// The scenarios of issue 4.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// 1: herald's delivery client posting straight to the sinks.
+    Baseline,
+    /// 2: N subscribers, M events, as fast as herald goes (each run after its baseline).
+    Fanout,
+    /// 2: a paced publisher, latency at a fixed rate.
+    Paced,
+    /// 3: durable Subscribe against a SOAP echo server.
+    Subscribe,
+    /// 4: XPath-filtered fan-out, 10% matching.
+    Filtered,
+    /// 5: resident memory per subscription, and time to ready after a restart.
+    Footprint,
+    /// 6: a sink down while events queue, then up: drain time and losses.
+    Backlog,
+    /// 7: scenarios 2 and 3 on PostgreSQL (needs --database).
+    Postgres,
+}
+
+/// The sizes of a run, from `--quick` or the full defaults, then the flags.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub sinks: usize,
+    pub baseline_concurrency: usize,
+    pub baseline_requests: u64,
+    pub fanout_subscribers: Vec<u64>,
+    pub fanout_deliveries: u64,
+    pub fanout_min_events: u64,
+    pub fanout_max_events: u64,
+    pub paced_rates: Vec<u64>,
+    pub paced_subscribers: u64,
+    pub paced_seconds: f64,
+    pub subscribe_concurrency: usize,
+    pub subscribe_seconds: f64,
+    pub filtered_subscribers: u64,
+    pub filtered_events: u64,
+    pub footprint_subscriptions: Vec<u64>,
+    pub backlog_events: u64,
+}
+
+impl Sizes {
+    fn from_args(args: &Args) -> Sizes {
+        let defaults = if args.quick {
+            Sizes {
+                sinks: 4,
+                baseline_concurrency: 256,
+                baseline_requests: 10_000,
+                fanout_subscribers: vec![1, 10, 100],
+                fanout_deliveries: 2_000,
+                fanout_min_events: 20,
+                fanout_max_events: 200,
+                paced_rates: vec![200],
+                paced_subscribers: 20,
+                paced_seconds: 1.0,
+                subscribe_concurrency: 16,
+                subscribe_seconds: 1.0,
+                filtered_subscribers: 100,
+                filtered_events: 50,
+                footprint_subscriptions: vec![1_000, 2_000],
+                backlog_events: 2_000,
+            }
+        } else {
+            Sizes {
+                sinks: 4,
+                baseline_concurrency: 256,
+                baseline_requests: 200_000,
+                fanout_subscribers: vec![1, 100, 1_000, 10_000],
+                fanout_deliveries: 200_000,
+                fanout_min_events: 20,
+                fanout_max_events: 10_000,
+                paced_rates: vec![1_000, 100],
+                paced_subscribers: 100,
+                paced_seconds: 10.0,
+                subscribe_concurrency: 64,
+                subscribe_seconds: 10.0,
+                filtered_subscribers: 1_000,
+                filtered_events: 1_000,
+                footprint_subscriptions: vec![100_000, 1_000_000],
+                backlog_events: 100_000,
+            }
+        };
+        let mut footprint = args
+            .footprint_subscriptions
+            .clone()
+            .unwrap_or(defaults.footprint_subscriptions);
+        footprint.sort_unstable();
+        footprint.dedup();
+        footprint.retain(|&n| n > 0);
+        Sizes {
+            sinks: args.sinks.unwrap_or(defaults.sinks).max(1),
+            baseline_concurrency: args
+                .baseline_concurrency
+                .unwrap_or(defaults.baseline_concurrency)
+                .max(1),
+            baseline_requests: args
+                .baseline_requests
+                .unwrap_or(defaults.baseline_requests)
+                .max(1),
+            fanout_subscribers: args
+                .fanout_subscribers
+                .clone()
+                .unwrap_or(defaults.fanout_subscribers)
+                .into_iter()
+                .filter(|&n| n > 0)
+                .collect(),
+            fanout_deliveries: args
+                .fanout_deliveries
+                .unwrap_or(defaults.fanout_deliveries)
+                .max(1),
+            fanout_min_events: args
+                .fanout_min_events
+                .unwrap_or(defaults.fanout_min_events)
+                .max(1),
+            fanout_max_events: args
+                .fanout_max_events
+                .unwrap_or(defaults.fanout_max_events)
+                .max(1),
+            paced_rates: args
+                .paced_rates
+                .clone()
+                .unwrap_or(defaults.paced_rates)
+                .into_iter()
+                .filter(|&n| n > 0)
+                .collect(),
+            paced_subscribers: args
+                .paced_subscribers
+                .unwrap_or(defaults.paced_subscribers)
+                .max(1),
+            paced_seconds: args
+                .paced_seconds
+                .unwrap_or(defaults.paced_seconds)
+                .clamp(0.1, 3600.0),
+            subscribe_concurrency: args
+                .subscribe_concurrency
+                .unwrap_or(defaults.subscribe_concurrency)
+                .max(1),
+            subscribe_seconds: args
+                .subscribe_seconds
+                .unwrap_or(defaults.subscribe_seconds)
+                .clamp(0.1, 3600.0),
+            filtered_subscribers: args
+                .filtered_subscribers
+                .unwrap_or(defaults.filtered_subscribers)
+                .max(10),
+            filtered_events: args
+                .filtered_events
+                .unwrap_or(defaults.filtered_events)
+                .max(1),
+            footprint_subscriptions: footprint,
+            backlog_events: args
+                .backlog_events
+                .unwrap_or(defaults.backlog_events)
+                .max(1),
+        }
+    }
+
+    /// Events of a fan-out run with `subscribers` subscribers.
+    pub fn fanout_events(&self, subscribers: u64) -> u64 {
+        (self.fanout_deliveries / subscribers.max(1))
+            .clamp(self.fanout_min_events, self.fanout_max_events.max(1))
+    }
+}
+
+/// What every scenario needs: where herald is, where scratch data goes, the sizes.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub herald: PathBuf,
+    pub work_dir: PathBuf,
+    pub database: Option<String>,
+    pub keep_data: bool,
+    pub sizes: Sizes,
+}
+
+impl Context {
+    /// A scratch directory for one scenario.
+    pub fn scratch(&self, label: &str) -> anyhow::Result<process::ScratchDir> {
+        process::ScratchDir::new(&self.work_dir, label, self.keep_data)
+    }
+}
+
+fn herald_binary(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.herald {
+        anyhow::ensure!(path.is_file(), "--herald {}: no such file", path.display());
+        return Ok(path.clone());
+    }
+    let me = std::env::current_exe()?;
+    let dir = me
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", me.display()))?;
+    let path = dir.join(format!("herald{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        path.is_file(),
+        "no herald binary next to {} (build it: cargo build --release --bins), or pass --herald PATH",
+        me.display()
+    );
+    if !dir.ends_with("release") {
+        eprintln!(
+            "warning: {} is not a release build; numbers will be far below herald's",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let helper = match &args.command {
+        Some(Command::EchoServer) => Some(("echo server", sink::run_echo_server())),
+        Some(Command::PostClient(options)) => {
+            Some(("post client", baseline::run_post_client(options)))
+        }
+        None => None,
+    };
+    if let Some((name, result)) = helper {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("{name}: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("herald-bench: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let herald = match herald_binary(&args) {
+        Ok(path) => path,
+        Err(err) => {
+            eprintln!("herald-bench: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let context = Context {
+        herald,
+        work_dir: args.work_dir.clone().unwrap_or_else(std::env::temp_dir),
+        database: args.database.clone(),
+        keep_data: args.keep_data,
+        sizes: Sizes::from_args(&args),
+    };
+    let wanted = |scenario: Scenario| args.scenario.is_empty() || args.scenario.contains(&scenario);
+    let started = Instant::now();
+    let mut report = Report::default();
+    load::install_crypto();
+
+    // The fan-out takes the baseline itself, right before each of its runs.
+    if wanted(Scenario::Baseline)
+        && !wanted(Scenario::Fanout)
+        && let Some(rows) = report
+            .run("1 raw baseline", baseline::baseline(&context))
+            .await
+    {
+        report.extend(rows);
+    }
+    if wanted(Scenario::Fanout)
+        && let Some(rows) = report
+            .run("2 fan-out", delivery::fanout(&context, None))
+            .await
+    {
+        report.extend(rows);
+    }
+    if wanted(Scenario::Paced)
+        && let Some(rows) = report.run("2 paced", delivery::paced(&context)).await
+    {
+        report.extend(rows);
+    }
+    if wanted(Scenario::Subscribe)
+        && let Some(rows) = report
+            .run("3 subscribe", subscriptions::subscribe(&context, None))
+            .await
+    {
+        report.extend(rows);
+    }
+    if wanted(Scenario::Filtered)
+        && let Some(rows) = report.run("4 filtered", delivery::filtered(&context)).await
+    {
+        report.extend(rows);
+    }
+    if wanted(Scenario::Footprint)
+        && let Some(rows) = report
+            .run("5 footprint", subscriptions::footprint(&context))
+            .await
+    {
+        report.extend(rows);
+    }
+    if wanted(Scenario::Backlog)
+        && let Some(rows) = report.run("6 backlog", delivery::backlog(&context)).await
+    {
+        report.extend(rows);
+    }
+    if wanted(Scenario::Postgres) {
+        match &context.database {
+            None => report.push(Row::skipped("7 PostgreSQL", "skipped (no --database)")),
+            Some(url) => {
+                if let Some(rows) = report
+                    .run(
+                        "7 PostgreSQL fan-out",
+                        delivery::fanout(&context, Some(url)),
+                    )
+                    .await
+                {
+                    report.extend(rows);
+                }
+                if let Some(rows) = report
+                    .run(
+                        "7 PostgreSQL subscribe",
+                        subscriptions::subscribe(&context, Some(url)),
+                    )
+                    .await
+                {
+                    report.extend(rows);
+                }
+            }
+        }
+    }
+
+    eprintln!(
+        "herald-bench: finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", report.markdown());
+    if report.failed() {
+        eprintln!("herald-bench: something broke (see FAILED rows above)");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,251 @@
+//! The subscription scenarios: 3 (durable Subscribe against a SOAP echo server) and 5
+//! (resident memory per subscription, and time to ready after a restart).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::Context;
+use crate::load::{self, Latency, subscribe_message};
+use crate::process::{FreshDatabase, Herald, Launch};
+use crate::report::{Row, mebibytes, per_second, rate, thousands, verdict};
+use crate::sink::EchoServer;
+
+/// The target: Subscribe at this share of the echo baseline.
+const SUBSCRIBE_TARGET: f64 = 0.50;
+/// The target: resident bytes per idle subscription ("2 KB").
+const BYTES_PER_SUBSCRIPTION_TARGET: u64 = 2048;
+/// The target: ready this soon after a restart with the largest store.
+const RESTART_TARGET: Duration = Duration::from_secs(5);
+
+/// NotifyTo of subscriptions that never receive anything (no events are published): the
+/// discard port, a distinct path each, as distinct subscribers would have.
+fn idle_notify_to(i: u64) -> String {
+    format!("http://127.0.0.1:9/sink/{i}")
+}
+
+/// Scenario 3 (and 7 with a database): the same client, with the same concurrency, for the
+/// same time, sends W3C 2011 SOAP 1.2 Subscribe requests first to the echo server (parse the
+/// envelope, answer a fixed SubscribeResponse, no store), then to herald (durable). The echo
+/// runs again for scenario 7, so that each ratio comes from back-to-back measurements.
+pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Result<Vec<Row>> {
+    let sizes = &context.sizes;
+    let postgres = database.is_some();
+    let dir = context.scratch("subscribe")?;
+    let client = load::client()?;
+    let concurrency = sizes.subscribe_concurrency;
+    let length = Duration::from_secs_f64(sizes.subscribe_seconds);
+    let size = format!(
+        "{concurrency} clients for {:.0} s, W3C 2011 SOAP 1.2",
+        sizes.subscribe_seconds
+    );
+    let mut rows = Vec::new();
+
+    let echo_rate = {
+        let echo = EchoServer::start(dir.path()).await?;
+        let url = format!("{}/eventing/default", echo.base);
+        warm_up(&client, &url).await?;
+        let run = load::requests_for(
+            &client,
+            &url,
+            length,
+            concurrency,
+            "SubscribeResponse",
+            |i| subscribe_message(&idle_notify_to(i), None),
+        )
+        .await
+        .context("the echo baseline")?;
+        let echo_rate = rate(run.count, run.elapsed);
+        let row = Row::new(
+            if postgres {
+                "7 SOAP echo baseline"
+            } else {
+                "3 SOAP echo baseline"
+            },
+            format!("{size}; roxmltree parse, fixed answer, no store"),
+            per_second(echo_rate, "requests"),
+        )
+        .latency(Latency::cell(Latency::of(run.latencies)));
+        eprintln!("   echo: {} ({})", row.result, row.latency);
+        rows.push(row);
+        drop(echo);
+        echo_rate
+    };
+
+    let database = database.map(FreshDatabase::create).transpose()?;
+    let launch = Launch {
+        database: database.as_ref().map(|d| d.url.clone()),
+        ..Launch::default()
+    };
+    let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
+    let url = herald.url("/eventing/default");
+    warm_up(&client, &url).await?;
+    let run = load::requests_for(
+        &client,
+        &url,
+        length,
+        concurrency,
+        "SubscribeResponse",
+        |i| subscribe_message(&idle_notify_to(i), None),
+    )
+    .await
+    .context("Subscribe to herald")?;
+    herald.check_alive()?;
+    let subscribes = rate(run.count, run.elapsed);
+    let (ratio, target) = match echo_rate {
+        echo if echo > 0.0 => {
+            let share = subscribes / echo;
+            (
+                format!(" = {:.0}% of the echo", share * 100.0),
+                format!(
+                    "≥ {:.0}% of echo: {}",
+                    SUBSCRIBE_TARGET * 100.0,
+                    verdict(share >= SUBSCRIBE_TARGET)
+                ),
+            )
+        }
+        _ => (String::new(), String::new()),
+    };
+    let row = Row::new(
+        if postgres {
+            "7 PostgreSQL subscribe"
+        } else {
+            "3 subscribe"
+        },
+        format!("{size}; durable"),
+        format!("{}{ratio}", per_second(subscribes, "subscribes")),
+    )
+    .latency(Latency::cell(Latency::of(run.latencies)))
+    .target(target);
+    eprintln!("   herald: {} ({})", row.result, row.latency);
+    rows.push(row);
+    drop(herald);
+    drop(database);
+    Ok(rows)
+}
+
+/// A few requests first, so connections are open and code is paged in.
+async fn warm_up(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    load::requests(
+        client,
+        url,
+        0..200,
+        16,
+        "SubscribeResponse",
+        "warm-up",
+        |i| subscribe_message(&idle_notify_to(i), None),
+    )
+    .await
+    .map(|_| ())
+    .context("warming up")
+}
+
+/// Resident memory once it has settled after a burst of work.
+async fn settled_rss(herald: &Herald) -> anyhow::Result<u64> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    herald.rss_bytes()
+}
+
+/// Scenario 5: RSS with no subscriptions, then with each count of idle subscriptions (bytes
+/// per subscription over the empty herald); then SIGTERM and a restart on the same data
+/// directory, timed from spawning the process to its ready line.
+pub async fn footprint(context: &Context) -> anyhow::Result<Vec<Row>> {
+    let sizes = &context.sizes;
+    let dir = context.scratch("footprint")?;
+    let client = load::client()?;
+    let launch = Launch {
+        ready_timeout: Some(Duration::from_secs(1800)),
+        ..Launch::default()
+    };
+    let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
+    let empty = settled_rss(&herald).await?;
+    let mut rows = vec![Row::new(
+        "5 footprint",
+        "0 subscriptions",
+        format!("RSS {}", mebibytes(empty)),
+    )];
+    eprintln!("   empty: RSS {}", mebibytes(empty));
+    let url = herald.url("/eventing/default");
+    let mut subscribed = 0;
+    for &count in &sizes.footprint_subscriptions {
+        let run = load::requests(
+            &client,
+            &url,
+            subscribed..count,
+            sizes.subscribe_concurrency,
+            "SubscribeResponse",
+            "subscribed",
+            |i| subscribe_message(&idle_notify_to(i), None),
+        )
+        .await
+        .context("subscribing")?;
+        herald.check_alive()?;
+        subscribed = count;
+        let rss = settled_rss(&herald).await?;
+        let per = rss.saturating_sub(empty) / count;
+        let row = Row::new(
+            "5 footprint",
+            format!(
+                "{} idle subscriptions (the last {} subscribed at {})",
+                thousands(count),
+                thousands(run.count),
+                per_second(rate(run.count, run.elapsed), "")
+            ),
+            format!(
+                "RSS {} = {} B per subscription",
+                mebibytes(rss),
+                thousands(per)
+            ),
+        )
+        .target(format!(
+            "≤ 2 KB per subscription: {}",
+            verdict(per <= BYTES_PER_SUBSCRIPTION_TARGET)
+        ));
+        eprintln!("   {}: {}", row.size, row.result);
+        rows.push(row);
+    }
+    if subscribed > 0 {
+        let stopping = Instant::now();
+        herald
+            .terminate(Duration::from_secs(300))
+            .await
+            .context("stopping herald")?;
+        let stopped_in = stopping.elapsed();
+        let herald = Herald::start(&context.herald, dir.path(), &launch)
+            .await
+            .context("restarting herald")?;
+        let ready = herald.ready_after;
+        let active = load::active_subscriptions(&client, &herald.base).await?;
+        let rss = herald.rss_bytes()?;
+        let mut row = Row::new(
+            "5 restart",
+            format!(
+                "{} subscriptions in the store; SIGTERM took {:.1} s",
+                thousands(subscribed),
+                stopped_in.as_secs_f64()
+            ),
+            format!(
+                "ready {:.2} s after start, {} active, RSS {} = {} B per subscription",
+                ready.as_secs_f64(),
+                thousands(active),
+                mebibytes(rss),
+                thousands(rss.saturating_sub(empty) / subscribed)
+            ),
+        )
+        .target(format!(
+            "≤ {} s: {}",
+            RESTART_TARGET.as_secs(),
+            verdict(ready <= RESTART_TARGET)
+        ));
+        if active != subscribed {
+            row.result.push_str(&format!(
+                "; expected {} active: subscriptions lost",
+                thousands(subscribed)
+            ));
+            row = row.broken();
+        }
+        eprintln!("   restart: {}", row.result);
+        rows.push(row);
+    }
+    Ok(rows)
+}
