@@ -151,7 +151,6 @@ pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result
         }
         let max_concurrency = context.sizes.baseline_concurrency as u64;
         let (baseline_row, base) = baseline::at(context, subscribers.min(max_concurrency)).await?;
-        eprintln!("   baseline: {}", baseline_row.result);
         rows.push(baseline_row);
         let events = context.sizes.fanout_events(subscribers);
         let target = subscribers * events;
@@ -172,7 +171,7 @@ pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result
                 (
                     format!(
                         " = {:.0}% of (1) at {} in flight",
-                        share * 100.0,
+                        (share * 100.0).floor(),
                         subscribers.min(max_concurrency)
                     ),
                     format!(

@@ -96,7 +96,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
         echo if echo > 0.0 => {
             let share = subscribes / echo;
             (
-                format!(" = {:.0}% of the echo", share * 100.0),
+                format!(" = {:.0}% of the echo", (share * 100.0).floor()),
                 format!(
                     "≥ {:.0}% of echo: {}",
                     SUBSCRIBE_TARGET * 100.0,
