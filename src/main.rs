@@ -1,5 +1,7 @@
 //! The `herald` command.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::app::{Application, shutdown_signal};
@@ -34,6 +36,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let application = Application::build(config.clone())
         .await
