@@ -256,6 +256,50 @@ fn wall_clock_millis() -> i64 {
     millis(Timestamp::now())
 }
 
+/// Claims orphans: no owner, or an owner whose lease has lapsed.
+const CLAIM_ORPHANS: &str = concat!(
+    "UPDATE subscriptions SET owner = ?1
+             WHERE id IN (
+                 SELECT id FROM subscriptions WHERE status = 'active' AND owner IS NULL
+                 UNION ALL
+                 SELECT s.id FROM nodes n CROSS JOIN subscriptions s
+                     ON s.owner = n.id AND s.status = 'active'
+                 WHERE n.lease_until < ?2 AND n.id <> ?1
+                 LIMIT ?4)
+             AND (expires_at IS NULL OR expires_at > ?3)
+             RETURNING ",
+    subscription_columns!(),
+    ", ",
+    progress_columns!()
+);
+
+/// A page of owned subscriptions as one JSON value.
+const OWNED_PAGE: &str = concat!(
+    "SELECT json_group_array(json_array(",
+    subscription_columns!(),
+    ", ",
+    progress_columns!(),
+    ")) AS page, MAX(id) AS last_id, COUNT(*) AS n FROM (
+                 SELECT * FROM subscriptions
+                 WHERE +owner = ? AND status = 'active'
+                   AND (expires_at IS NULL OR expires_at > ?) AND id > ?
+                 ORDER BY id LIMIT ?)"
+);
+
+/// Saves a batch of progress given as a JSON array; returns the ids saved.
+const SAVE_PROGRESS: &str = "UPDATE subscriptions SET cursor = u.cursor, attempts = u.attempts,
+                 next_attempt_at = u.next_at, failing_since = u.failing, last_error = u.error
+             FROM (SELECT json_extract(value, '$[0]') AS uid,
+                          json_extract(value, '$[1]') AS cursor,
+                          json_extract(value, '$[2]') AS attempts,
+                          json_extract(value, '$[3]') AS next_at,
+                          json_extract(value, '$[4]') AS failing,
+                          json_extract(value, '$[5]') AS error
+                   FROM json_each(?)) AS u
+             WHERE subscriptions.id = u.uid AND subscriptions.status = 'active'
+               AND +subscriptions.owner = ?
+             RETURNING id";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_subscription(
@@ -488,28 +532,16 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
         let _writing = self.write.lock().await;
-        // Two index lookups (no owner; owners whose lease lapsed), never a scan of every row.
-        let rows = sqlx::query(concat!(
-            "UPDATE subscriptions SET owner = ?1
-             WHERE id IN (
-                 SELECT id FROM subscriptions WHERE status = 'active' AND owner IS NULL
-                 UNION ALL
-                 SELECT s.id FROM nodes n JOIN subscriptions s
-                     ON s.owner = n.id AND s.status = 'active'
-                 WHERE n.lease_until < ?2 AND n.id <> ?1
-                 LIMIT ?4)
-             AND (expires_at IS NULL OR expires_at > ?3)
-             RETURNING ",
-            subscription_columns!(),
-            ", ",
-            progress_columns!()
-        ))
-        .bind(node.as_str())
-        .bind(wall_clock_millis())
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // Two index lookups (no owner; owners whose lease lapsed), never a scan of every row:
+        // CROSS JOIN makes SQLite walk the few nodes and look their subscriptions up, rather
+        // than walk every subscription and look its node up.
+        let rows = sqlx::query(CLAIM_ORPHANS)
+            .bind(node.as_str())
+            .bind(wall_clock_millis())
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         decode_with_progress(&rows)
     }
 
@@ -521,24 +553,16 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Page, StoreError> {
         // A page comes back as one JSON value rather than one row per subscription: the SQLite
-        // driver hands each row across threads, which dominated a start with a million.
-        let row = sqlx::query(concat!(
-            "SELECT json_group_array(json_array(",
-            subscription_columns!(),
-            ", ",
-            progress_columns!(),
-            ")) AS page, MAX(id) AS last_id, COUNT(*) AS n FROM (
-                 SELECT * FROM subscriptions
-                 WHERE owner = ? AND status = 'active'
-                   AND (expires_at IS NULL OR expires_at > ?) AND id > ?
-                 ORDER BY id LIMIT ?)"
-        ))
-        .bind(node.as_str())
-        .bind(millis(now))
-        .bind(after.map(|token| token.0).unwrap_or_default())
-        .bind(i64::from(limit))
-        .fetch_one(&self.pool)
-        .await?;
+        // driver hands each row across threads, which dominated a start with a million. The
+        // unary + keeps SQLite off the owner index (every row has the one owner here), which
+        // would read and sort every owned row for each page instead of walking the primary key.
+        let row = sqlx::query(OWNED_PAGE)
+            .bind(node.as_str())
+            .bind(millis(now))
+            .bind(after.map(|token| token.0).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
+            .await?;
         let count = row.int("n")?;
         let items = decode_json_page(&row.text("page")?)?;
         let next = match row.optional_text("last_id")? {
@@ -557,7 +581,8 @@ impl Store for SqliteStore {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
-        // One statement for the whole batch, its rows passed as one JSON array.
+        // One statement for the whole batch, its rows passed as one JSON array; the unary +
+        // keeps SQLite looking rows up by id rather than scanning the owner index.
         let rows: Vec<serde_json::Value> = updates
             .iter()
             .map(|(id, progress)| {
@@ -572,24 +597,11 @@ impl Store for SqliteStore {
                 ])
             })
             .collect();
-        let saved: Vec<String> = sqlx::query_scalar(
-            "UPDATE subscriptions SET cursor = u.cursor, attempts = u.attempts,
-                 next_attempt_at = u.next_at, failing_since = u.failing, last_error = u.error
-             FROM (SELECT json_extract(value, '$[0]') AS uid,
-                          json_extract(value, '$[1]') AS cursor,
-                          json_extract(value, '$[2]') AS attempts,
-                          json_extract(value, '$[3]') AS next_at,
-                          json_extract(value, '$[4]') AS failing,
-                          json_extract(value, '$[5]') AS error
-                   FROM json_each(?)) AS u
-             WHERE subscriptions.id = u.uid AND subscriptions.status = 'active'
-               AND subscriptions.owner = ?
-             RETURNING id",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(node.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let saved: Vec<String> = sqlx::query_scalar(SAVE_PROGRESS)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(node.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         let saved: std::collections::HashSet<String> = saved.into_iter().collect();
         Ok(updates
             .iter()
@@ -815,6 +827,53 @@ mod tests {
         }
         ids.sort_by_key(|s| s.id.key());
         assert_eq!(loaded, ids, "every subscription once, whole, in id order");
+        store.close().await;
+    }
+
+    /// The statements that run per page at start, per progress batch and per poll must use the
+    /// indexes that keep them proportional to their work, not to the table.
+    #[tokio::test]
+    async fn hot_statements_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        for (name, sql, args, wanted, refused) in [
+            (
+                "owned page",
+                OWNED_PAGE,
+                4,
+                "sqlite_autoindex_subscriptions_1 (id>?)",
+                "TEMP B-TREE",
+            ),
+            (
+                "save progress",
+                SAVE_PROGRESS,
+                2,
+                "sqlite_autoindex_subscriptions_1 (id=?)",
+                "subscriptions_owner",
+            ),
+            (
+                "claim orphans",
+                CLAIM_ORPHANS,
+                4,
+                "SEARCH s USING INDEX subscriptions_owner (owner=?)",
+                "SCAN s",
+            ),
+        ] {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for _ in 0..args {
+                query = query.bind(Option::<String>::None);
+            }
+            let plan: Vec<String> = query
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.text("detail").unwrap())
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains(wanted), "{name}: {plan}");
+            assert!(!plan.contains(refused), "{name}: {plan}");
+        }
         store.close().await;
     }
 
