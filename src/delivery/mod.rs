@@ -206,6 +206,9 @@ pub struct Dispatcher {
     workers: AtomicUsize,
     workers_done: Notify,
     stop: watch::Sender<bool>,
+    /// Tells the progress writer to flush and end: only once the workers have finished, so the
+    /// cursors of sends that were in flight at the stop are written too.
+    writer_stop: watch::Sender<bool>,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -265,6 +268,7 @@ impl Dispatcher {
             workers: AtomicUsize::new(0),
             workers_done: Notify::new(),
             stop: watch::channel(false).0,
+            writer_stop: watch::channel(false).0,
             clock,
             metrics,
         })
@@ -312,7 +316,7 @@ impl Dispatcher {
                 self.node.clone(),
                 rx,
                 self.settings.progress_interval,
-                self.stop.subscribe(),
+                self.writer_stop.subscribe(),
             )));
         }
         tasks.push(tokio::spawn(ends::run(self.clone())));
@@ -442,7 +446,8 @@ impl Dispatcher {
     }
 
     /// Stops delivery: no new sends start, sleeping workers wake and leave, and this waits (up
-    /// to `grace`) for sends in flight. Background tasks flush and end.
+    /// to `grace`) for sends in flight; then the progress writer flushes every cursor, theirs
+    /// included, and the background tasks end.
     pub async fn stop(&self, grace: Duration) {
         let _ = self.stop.send(true);
         for state in self.sources.values() {
@@ -462,6 +467,7 @@ impl Dispatcher {
         if tokio::time::timeout(grace, wait).await.is_err() {
             tracing::warn!("deliveries still in flight at shutdown; they will be redelivered");
         }
+        let _ = self.writer_stop.send(true);
     }
 
     fn stopping(&self) -> bool {

@@ -1,9 +1,10 @@
 //! Several herald nodes on one PostgreSQL database: subscriptions spread over the nodes, any node
 //! manages and publishes, ownership moves when a node dies or stops, expiry is swept once.
 //!
-//! These need a shared store, so they run when `HERALD_TEST_DATABASE` names a PostgreSQL
-//! database (as `.ci/run` does for its second pass); on the embedded store a second node is
-//! refused, and they say so and return.
+//! These need a shared store: on the embedded store a second node is refused. So they are
+//! marked ignored, with the reason, and `cargo test` lists them as such; run them with
+//! `HERALD_TEST_DATABASE` naming a PostgreSQL database and `-- --include-ignored`, as `.ci/run`
+//! does in its second pass. Asked to run without a database, they fail rather than pass.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -16,15 +17,14 @@ use crate::harness::*;
 use crate::publish::{TICK_ACTION, publish, publish_batch, tick};
 use crate::sink::Sink;
 
-/// A shared store, or `None` (and a note) when the suite runs on SQLite.
-async fn shared_store(test: &str) -> Option<TestStore> {
+/// A store several nodes can share: PostgreSQL, or a failed test.
+async fn shared_store() -> TestStore {
     let store = TestStore::new().await;
-    if store.is_postgres() {
-        Some(store)
-    } else {
-        println!("{test}: skipped on the embedded store; set {DATABASE_VARIABLE} to run it");
-        None
-    }
+    assert!(
+        store.is_postgres(),
+        "this test needs a shared store: set {DATABASE_VARIABLE} to a PostgreSQL database"
+    );
+    store
 }
 
 /// An in-process node named `name` with a lease of `lease` and polling every `poll`.
@@ -63,10 +63,9 @@ fn first_arrivals(ticks: &[u64]) -> Vec<u64> {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set HERALD_TEST_DATABASE and pass -- --include-ignored"]
 async fn three_nodes_share_subscriptions_management_and_events() {
-    let Some(store) = shared_store("three_nodes").await else {
-        return;
-    };
+    let store = shared_store().await;
     let sink = Sink::start().await;
     // Polling is slowed to a minute: a prompt delivery across nodes can only come from NOTIFY.
     let lease = Duration::from_secs(5);
@@ -178,10 +177,9 @@ async fn three_nodes_share_subscriptions_management_and_events() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set HERALD_TEST_DATABASE and pass -- --include-ignored"]
 async fn kill_9_of_one_node_mid_run_loses_nothing_and_keeps_order() {
-    let Some(store) = shared_store("kill_9_of_one_node").await else {
-        return;
-    };
+    let store = shared_store().await;
     const LEASE_MS: u64 = 2000; // as Process::start_with sets it
     const POLL_MS: u64 = 200;
     let config = store.data_dir().join("cluster.toml");
@@ -268,10 +266,9 @@ async fn kill_9_of_one_node_mid_run_loses_nothing_and_keeps_order() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set HERALD_TEST_DATABASE and pass -- --include-ignored"]
 async fn a_node_that_stops_gracefully_hands_its_subscriptions_over_at_once() {
-    let Some(store) = shared_store("graceful_handover").await else {
-        return;
-    };
+    let store = shared_store().await;
     // A lease of a minute and no polling to speak of: only the release can explain a prompt
     // takeover.
     let lease = Duration::from_secs(60);
@@ -310,11 +307,10 @@ async fn a_node_that_stops_gracefully_hands_its_subscriptions_over_at_once() {
     b.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set HERALD_TEST_DATABASE and pass -- --include-ignored"]
 async fn renew_and_expiry_racing_on_different_nodes_end_each_subscription_once() {
-    let Some(store) = shared_store("renew_and_expiry").await else {
-        return;
-    };
+    let store = shared_store().await;
     let lease = Duration::from_secs(5);
     let poll = Duration::from_secs(1);
     let nodes = [
@@ -324,12 +320,32 @@ async fn renew_and_expiry_racing_on_different_nodes_end_each_subscription_once()
     ];
     let sink = Sink::start().await;
     const COUNT: usize = 24;
+    const EXPIRES: Duration = Duration::from_secs(4);
+    // A renewal that leaves this long before the earliest possible expiry must succeed.
+    const WELL_BEFORE: Duration = Duration::from_secs(1);
+    // Renew each on another node while every node sweeps: the even ones two seconds before
+    // their expiry, which must succeed; the odd ones right around it (from 300 ms before to
+    // 30 ms after), which may go either way but must end the subscription at most once.
+    // (The margin is wide because this test's runtime shares two cores with the other cluster
+    // tests: measured there, a task woke up to 700 ms after its time.)
+    let schedule = |i: usize| {
+        if i.is_multiple_of(2) {
+            EXPIRES - Duration::from_secs(2)
+        } else {
+            EXPIRES - Duration::from_millis(300) + Duration::from_millis(30 * (i as u64 / 2))
+        }
+    };
+    // Each subscription expires 2 s after its node read the clock, which is after `sent`: no
+    // earlier than `sent + EXPIRES`, however long the Subscribe took to answer. Its renewal is
+    // scheduled at once, so a slow Subscribe of a later one cannot delay it.
     let mut subscriptions = Vec::new();
+    let mut renewals = Vec::new();
     for i in 0..COUNT {
         let end_to = format!(
-            "<wse:EndTo><wsa:Address>{}</wsa:Address></wse:EndTo><wse:Expires>PT2S</wse:Expires>",
+            "<wse:EndTo><wsa:Address>{}</wsa:Address></wse:EndTo><wse:Expires>PT4S</wse:Expires>",
             sink.url(&format!("end{i}"))
         );
+        let sent = Instant::now();
         let managed = subscribe_to(
             &nodes[i % 3],
             Soap::V12,
@@ -338,25 +354,23 @@ async fn renew_and_expiry_racing_on_different_nodes_end_each_subscription_once()
             &end_to,
         )
         .await;
-        subscriptions.push((Instant::now(), managed));
-    }
-    // Renew each on another node right around its expiry (from 300 ms before to 45 ms after),
-    // while every node sweeps.
-    let mut renewals = Vec::new();
-    for (i, (granted, managed)) in subscriptions.iter().enumerate() {
-        let at = *granted + Duration::from_millis(1700 + 15 * (i as u64 % 24));
+        let answered = sent.elapsed();
+        let at = sent + schedule(i);
         let server = TestServer::remote(&nodes[(i + 1) % 3].base);
-        let managed = Managed {
+        let renewing = Managed {
             manager_url: rebase(&managed.manager_url, &server.base),
             ..managed.clone()
         };
         renewals.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            managed
+            let started = Instant::now();
+            let reply = renewing
                 .request(Soap::V12, "Renew", "<wse:Expires>PT1H</wse:Expires>")
-                .send(&server, &managed.manager_url)
-                .await
+                .send(&server, &renewing.manager_url)
+                .await;
+            (started, started.elapsed(), reply)
         }));
+        subscriptions.push((sent, answered, managed));
     }
     let mut replies = Vec::new();
     for renewal in renewals {
@@ -364,12 +378,35 @@ async fn renew_and_expiry_racing_on_different_nodes_end_each_subscription_once()
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut renewed = 0;
-    for (i, reply) in replies.iter().enumerate() {
+    let mut early = 0;
+    for (i, (started, took, reply)) in replies.iter().enumerate() {
+        let (sent, answered, managed) = &subscriptions[i];
+        let margin = (*sent + EXPIRES).saturating_duration_since(*started);
+        println!(
+            "{i}: Subscribe answered in {answered:?}; Renew sent {margin:?} before the earliest expiry, answered {} in {took:?}",
+            reply.status
+        );
         let ends = sink.accepted(&format!("end{i}"));
+        if i.is_multiple_of(2) && margin >= WELL_BEFORE {
+            early += 1;
+            assert_eq!(
+                reply.status, 200,
+                "Renew {i} on another node, sent {margin:?} before expiry: {}",
+                reply.text
+            );
+        }
         if reply.status == 200 {
             renewed += 1;
             assert!(ends.is_empty(), "renewed {i} got SubscriptionEnd");
+            let status = status_json(&nodes[(i + 2) % 3], &managed.id).await;
+            assert_eq!(status["status"], "active", "renewed {i}: {status}");
         } else {
+            assert_eq!(
+                reply.fault().subcode.map(|(_, local)| local).as_deref(),
+                Some("DestinationUnreachable"),
+                "expired {i}: {}",
+                reply.text
+            );
             assert_eq!(ends.len(), 1, "expired {i}: exactly one SubscriptionEnd");
             assert_eq!(
                 ends[0].text_of(WSE01, "Code").as_deref(),
@@ -377,7 +414,13 @@ async fn renew_and_expiry_racing_on_different_nodes_end_each_subscription_once()
             );
         }
     }
-    println!("{renewed} of {COUNT} renewed in time, the rest expired once");
+    println!(
+        "{renewed} of {COUNT} renewed ({early} sent over {WELL_BEFORE:?} before expiry, all of them), the rest expired once"
+    );
+    assert!(
+        early >= COUNT / 2 - 2,
+        "only {early} renewals left well before expiry: the machine is too loaded for this test"
+    );
     for server in nodes {
         server.stop().await;
     }

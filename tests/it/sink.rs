@@ -1,6 +1,6 @@
 //! A real HTTP sink on loopback that records every request it receives (failed attempts too)
-//! and answers as each path is told to: succeed, fail N times, answer 429 with Retry-After,
-//! 410 Gone, or fail forever.
+//! and answers as each path is told to: succeed, succeed slowly, fail N times, answer 429 with
+//! Retry-After, 410 Gone, or fail forever.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,8 @@ pub enum Behavior {
     Gone,
     /// 503, always.
     AlwaysFail,
+    /// 202 to everything, each answer this many milliseconds after the request arrived.
+    Slow(u64),
 }
 
 /// One request as received.
@@ -99,8 +101,24 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut paths = paths.lock().unwrap();
-    let state = paths.entry(path).or_default();
+    let mut delay = None;
+    let response = {
+        let mut paths = paths.lock().unwrap();
+        answer(paths.entry(path).or_default(), headers, body, &mut delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    response
+}
+
+/// Records a request and decides the answer; `delay` is set when it must wait.
+fn answer(
+    state: &mut PathState,
+    headers: HeaderMap,
+    body: Bytes,
+    delay: &mut Option<Duration>,
+) -> Response {
     let behavior = state.behavior.unwrap_or(Behavior::Accept);
     state.answered += 1;
     let n = state.answered;
@@ -115,6 +133,10 @@ async fn receive(
         Behavior::TooManyRequests { .. } => (StatusCode::ACCEPTED, None),
         Behavior::Gone => (StatusCode::GONE, None),
         Behavior::AlwaysFail => (StatusCode::SERVICE_UNAVAILABLE, None),
+        Behavior::Slow(millis) => {
+            *delay = Some(Duration::from_millis(millis));
+            (StatusCode::ACCEPTED, None)
+        }
     };
     let body = String::from_utf8_lossy(&body).into_owned();
     state.received.push(Received {
