@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
-use super::policy::{EndpointPolicy, host_and_port};
+use super::policy::{EndpointPolicy, PolicyError, host_and_port};
 
 /// How much of a response body is read (to detect a SOAP fault); the rest is discarded.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -91,6 +91,7 @@ impl Resolve for PolicyResolver {
 pub struct DeliveryClient {
     http: reqwest::Client,
     policy: Arc<EndpointPolicy>,
+    settings: ClientSettings,
 }
 
 impl DeliveryClient {
@@ -116,7 +117,11 @@ impl DeliveryClient {
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(PolicyResolver(policy.clone()))
             .build()?;
-        Ok(DeliveryClient { http, policy })
+        Ok(DeliveryClient {
+            http,
+            policy,
+            settings,
+        })
     }
 
     /// The endpoint policy.
@@ -151,7 +156,7 @@ impl DeliveryClient {
         }
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(err) => return Attempt::failed(describe(&err)),
+            Err(err) => return Attempt::failed(self.describe(&err)),
         };
         let status = response.status();
         let retry_after = response
@@ -171,7 +176,11 @@ impl DeliveryClient {
                 }
                 Ok(None) => break,
                 Err(err) => {
-                    return Attempt::failed(format!("reading the response: {}", describe(&err)));
+                    return Attempt::failed(format!(
+                        "HTTP {}, then reading the response failed: {}",
+                        status.as_u16(),
+                        self.describe(&err)
+                    ));
                 }
             }
         }
@@ -182,34 +191,73 @@ impl DeliveryClient {
             return Attempt::Delivered;
         }
         Attempt::Failed {
-            error: format!("HTTP {}", status.as_u16()),
+            error: match status.canonical_reason() {
+                Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
+                None => format!("HTTP {}", status.as_u16()),
+            },
             retry_after,
             gone: status == reqwest::StatusCode::GONE,
         }
     }
 }
 
-fn describe(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "connection failed"
-    } else if err.is_redirect() {
-        "redirected"
-    } else {
-        "request failed"
-    };
-    let mut causes = String::new();
-    let mut source = std::error::Error::source(err);
+impl DeliveryClient {
+    /// What went wrong with a request, in an operator's words: the endpoint policy's refusal
+    /// (a name that does not resolve, a forbidden address), a refused or reset connection, a
+    /// timeout, and otherwise the innermost cause.
+    fn describe(&self, err: &reqwest::Error) -> String {
+        if let Some(refusal) = cause::<PolicyError>(err) {
+            return refusal.to_string();
+        }
+        if err.is_timeout() {
+            return if err.is_connect() {
+                format!(
+                    "timed out connecting (after {:?})",
+                    self.settings.connect_timeout
+                )
+            } else {
+                format!(
+                    "timed out waiting for the response (after {:?})",
+                    self.settings.request_timeout
+                )
+            };
+        }
+        if let Some(io) = cause::<std::io::Error>(err) {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
+                    "connection reset by the receiver".to_owned()
+                }
+                _ if err.is_connect() => format!("connection failed: {io}"),
+                _ => format!("request failed: {io}"),
+            };
+        }
+        let mut innermost = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            innermost = cause.to_string();
+            source = cause.source();
+        }
+        if err.is_connect() {
+            format!("connection failed: {innermost}")
+        } else {
+            format!("request failed: {innermost}")
+        }
+    }
+}
+
+/// The first error of type `E` in the chain of `err`'s causes.
+fn cause<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut source = err.source();
     while let Some(cause) = source {
-        causes = cause.to_string();
+        if let Some(found) = cause.downcast_ref::<E>() {
+            return Some(found);
+        }
         source = cause.source();
     }
-    if causes.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind}: {causes}")
-    }
+    None
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -246,7 +294,95 @@ fn is_soap_fault(body: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
+
+    fn client(allow_loopback: bool) -> DeliveryClient {
+        let allowed = if allow_loopback {
+            vec!["127.0.0.0/8".parse().unwrap()]
+        } else {
+            Vec::new()
+        };
+        let settings = ClientSettings {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(300),
+        };
+        DeliveryClient::new(Arc::new(EndpointPolicy::new(allowed)), settings).unwrap()
+    }
+
+    async fn error_of(client: &DeliveryClient, url: &str) -> String {
+        let message = Outgoing {
+            url: url.to_owned(),
+            content_type: "application/soap+xml".into(),
+            soap_action: None,
+            body: "<x/>".into(),
+        };
+        match client.send(&message).await {
+            Attempt::Failed { error, .. } => error,
+            Attempt::Delivered => panic!("{url} was delivered"),
+        }
+    }
+
+    /// A loopback server that reads a request, then answers `reply` (or holds the connection
+    /// open when there is none).
+    async fn server(reply: Option<&'static str>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    let _ = socket.read(&mut buffer).await;
+                    match reply {
+                        Some(reply) => {
+                            let _ = socket.write_all(reply.as_bytes()).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(5)).await,
+                    }
+                });
+            }
+        });
+        format!("http://{address}/notify")
+    }
+
+    #[tokio::test]
+    async fn failures_say_what_happened() {
+        let client = client(true);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = format!("http://{}/", closed.local_addr().unwrap());
+        drop(closed);
+        assert_eq!(error_of(&client, &refused).await, "connection refused");
+
+        let unresolvable = error_of(&client, "http://herald-test.invalid/notify").await;
+        assert!(
+            unresolvable.starts_with("the name herald-test.invalid does not resolve: "),
+            "{unresolvable}"
+        );
+
+        let silent = server(None).await;
+        assert_eq!(
+            error_of(&client, &silent).await,
+            "timed out waiting for the response (after 300ms)"
+        );
+
+        let unavailable = server(Some(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+        ))
+        .await;
+        assert_eq!(
+            error_of(&client, &unavailable).await,
+            "HTTP 503 Service Unavailable"
+        );
+
+        let hung_up = server(Some("")).await;
+        let error = error_of(&client, &hung_up).await;
+        assert!(error.starts_with("request failed: "), "{error}");
+
+        let forbidden = error_of(&self::client(false), &unavailable).await;
+        assert!(forbidden.contains("not allow-listed"), "{forbidden}");
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -107,6 +107,14 @@ pub enum PolicyError {
     /// The URL cannot be used at all.
     #[error("the address is not a usable http(s) URL")]
     BadUrl,
+    /// The host name does not resolve to any address.
+    #[error("the name {host} does not resolve: {reason}")]
+    Unresolvable {
+        /// The host as written.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
     /// It is, or resolves to, an address the policy forbids.
     #[error(
         "{host} resolves to {ip}, a loopback, private, link-local or metadata address that is not allow-listed"
@@ -171,10 +179,17 @@ impl EndpointPolicy {
 
     /// Resolves a host name for the HTTP client, keeping only permitted addresses.
     pub async fn resolve(&self, host: &str) -> Result<Vec<SocketAddr>, PolicyError> {
+        let unresolvable = |reason: String| PolicyError::Unresolvable {
+            host: host.to_owned(),
+            reason,
+        };
         let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
             .await
-            .map_err(|_| PolicyError::BadUrl)?
+            .map_err(|err| unresolvable(err.to_string()))?
             .collect();
+        if addresses.is_empty() {
+            return Err(unresolvable("no addresses".into()));
+        }
         let permitted: Vec<SocketAddr> = addresses
             .iter()
             .copied()

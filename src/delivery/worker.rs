@@ -14,6 +14,10 @@ use crate::metrics::DeliveryLabels;
 /// Events fetched per step.
 const BATCH: usize = 64;
 
+/// A failing subscription is logged at `warn` on its first failed attempt and then at most
+/// once per this interval (each attempt at most once), so a dead sink does not flood the log.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Runs until the subscription is caught up, ends, or herald stops; then hands the entry back
 /// (and starts again if work arrived meanwhile).
 pub(super) async fn run(dispatcher: Arc<Dispatcher>, entry: Arc<Entry>) {
@@ -48,6 +52,8 @@ async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
             return;
         }
     }
+    let last_warned = std::sync::Mutex::new(None::<tokio::time::Instant>);
+    let last_warned = &last_warned;
     loop {
         if entry.ended.load(Ordering::Acquire) || dispatcher.stopping() {
             return;
@@ -98,7 +104,7 @@ async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
                 |delay, snapshot| async move {
                     count(dispatcher, "failed");
                     dispatcher.metrics.retries.inc();
-                    tracing::debug!(%id, seq, attempts = snapshot.attempts, ?delay, error = ?snapshot.last_error, "delivery failed; retrying");
+                    log_failure(entry, seq, delay, &snapshot, last_warned);
                     let _ = dispatcher.progress.send((id, snapshot));
                     pause(dispatcher, entry, delay).await
                 },
@@ -106,6 +112,10 @@ async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
             .await;
             match outcome {
                 Outcome::Delivered => {
+                    let attempts = lock(&entry.progress).attempts;
+                    if attempts > 0 {
+                        tracing::info!(%id, seq, failed_attempts = attempts, "delivering again");
+                    }
                     let latency = dispatcher
                         .clock
                         .now()
@@ -125,6 +135,35 @@ async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
                 Outcome::Abandoned => return,
             }
         }
+    }
+}
+
+/// Logs a failed attempt: at `warn` the first time and then at most once per
+/// [`FAILURE_LOG_INTERVAL`], at `debug` otherwise.
+fn log_failure(
+    entry: &Entry,
+    seq: u64,
+    delay: Duration,
+    progress: &DeliveryProgress,
+    last_warned: &std::sync::Mutex<Option<tokio::time::Instant>>,
+) {
+    let id = entry.subscription.id;
+    let address = entry.subscription.notify_to.address.as_str();
+    let attempts = progress.attempts;
+    let error = progress.last_error.as_deref().unwrap_or("");
+    let now = tokio::time::Instant::now();
+    let warn = {
+        let mut last = lock(last_warned);
+        let due = last.is_none_or(|at| now.duration_since(at) >= FAILURE_LOG_INTERVAL);
+        if due {
+            *last = Some(now);
+        }
+        due
+    };
+    if warn {
+        tracing::warn!(%id, notify_to = address, seq, attempts, retry_in = ?delay, error, "delivery failed; retrying");
+    } else {
+        tracing::debug!(%id, notify_to = address, seq, attempts, retry_in = ?delay, error, "delivery failed; retrying");
     }
 }
 
@@ -235,7 +274,7 @@ async fn give_up(dispatcher: &Dispatcher, entry: &Entry, error: &str) {
         .await
     {
         Ok(_) => {
-            tracing::info!(%id, error, "delivery given up; subscription ended");
+            tracing::warn!(%id, error, "delivery given up; subscription ended (DeliveryFailure)");
             dispatcher.remove(&entry.subscription.source, id);
         }
         Err(err) => {

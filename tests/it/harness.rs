@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::app::Application;
@@ -143,6 +144,8 @@ async fn fresh_schema(url: &str) -> String {
 pub struct Process {
     pub child: Child,
     pub base: String,
+    /// What it has written to stderr so far (its log), line by line.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -152,30 +155,68 @@ impl Process {
 
     /// Starts the binary on `store` with extra `herald serve` arguments.
     pub fn start_with(store: &TestStore, extra: &[&str]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        let mut command = Process::command();
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
             .args(["--allowed-networks", "127.0.0.0/8"])
             // On PostgreSQL a restarted process is a new node: it takes the old one's
             // subscriptions over once the old lease lapses.
             .args(["--lease-ttl-ms", "2000"])
             .args(store.args())
-            .args(extra)
-            .env_remove("HERALD_CONFIG")
+            .args(extra);
+        Process::spawn(command)
+    }
+
+    /// The binary, with no `HERALD_*` variable of this environment.
+    pub fn command() -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("HERALD_") {
+                command.env_remove(name);
+            }
+        }
+        command
+    }
+
+    /// Runs `command` and waits for its ready line; its stderr is kept (see [`Process::log`])
+    /// and passed on to the test's.
+    pub fn spawn(mut command: Command) -> Process {
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("herald starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("ready line");
-        let base = line
-            .trim()
-            .strip_prefix("herald listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Process { child, base }
+        let base = match line.trim().strip_prefix("herald listening on ") {
+            Some(base) => base.to_owned(),
+            None => {
+                let status = child.wait().expect("herald exits");
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "herald did not start ({status}); stdout {line:?}, stderr:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Process { child, base, log }
+    }
+
+    /// The lines of its log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// A client view of this process, for the harness helpers.

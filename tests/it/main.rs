@@ -5,6 +5,7 @@
 mod cluster;
 mod delivery;
 mod expiry;
+mod failures;
 mod faults;
 mod filter_conformance;
 mod filters;
