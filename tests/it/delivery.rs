@@ -205,7 +205,7 @@ async fn a_dead_sink_ends_the_subscription_with_delivery_failure_in_every_versio
         s["attempts"].as_u64() >= Some(1)
     })
     .await;
-    assert_eq!(failing["last_error"], "HTTP 503");
+    assert_eq!(failing["last_error"], "HTTP 503 Service Unavailable");
     assert_eq!(failing["backlog"], 1);
     for (version, managed, end) in &subscribers {
         let ends = sink.wait_accepted(end, 1, Duration::from_secs(10)).await;
