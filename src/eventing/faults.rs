@@ -371,12 +371,6 @@ mod tests {
         assert_eq!((w2011.code, w2011.subcode), (FaultCode::Receiver, None));
     }
 
-    #[test]
-    fn store_failures_during_renew_map_to_unable_to_renew() {
-        // eventing::handle turns UnableToProcess into UnableToRenew for Renew.
-        let problem = Problem::from(EngineError::Store(crate::store::StoreError::Corrupt(
-            "x".into(),
-        )));
-        assert!(matches!(problem, Problem::UnableToProcess(_)));
-    }
+    // A store failing during Renew, end to end (UnableToRenew in each version):
+    // tests/it/store_failures.rs.
 }

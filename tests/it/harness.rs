@@ -112,6 +112,61 @@ impl TestStore {
         config.database = self.database.clone();
     }
 
+    /// Runs SQL statements against this store's database behind herald's back: to break it on
+    /// purpose, or to look at what it holds.
+    pub async fn execute(&self, statements: &[&str]) {
+        for statement in statements {
+            let statement = sqlx::AssertSqlSafe(statement.to_string());
+            match self.connect().await {
+                Connection::Sqlite(mut connection) => sqlx::query(statement)
+                    .execute(&mut connection)
+                    .await
+                    .map(|_| ()),
+                Connection::Postgres(mut connection) => sqlx::query(statement)
+                    .execute(&mut connection)
+                    .await
+                    .map(|_| ()),
+            }
+            .unwrap_or_else(|err| panic!("cannot run a statement: {err}"));
+        }
+    }
+
+    /// The first column of each row `query` returns, as integers.
+    pub async fn integers(&self, query: &str) -> Vec<i64> {
+        use sqlx::Row;
+        let query = sqlx::AssertSqlSafe(query.to_string());
+        match self.connect().await {
+            Connection::Sqlite(mut connection) => sqlx::query(query)
+                .fetch_all(&mut connection)
+                .await
+                .map(|rows| rows.iter().map(|row| row.get::<i64, _>(0)).collect()),
+            Connection::Postgres(mut connection) => sqlx::query(query)
+                .fetch_all(&mut connection)
+                .await
+                .map(|rows| rows.iter().map(|row| row.get::<i64, _>(0)).collect()),
+        }
+        .unwrap_or_else(|err| panic!("query failed: {err}"))
+    }
+
+    async fn connect(&self) -> Connection {
+        use sqlx::{ConnectOptions, Connection as _};
+        match &self.database {
+            Some(url) => Connection::Postgres(
+                sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("connect to the test database"),
+            ),
+            None => Connection::Sqlite(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("herald.db"))
+                    .busy_timeout(Duration::from_secs(10))
+                    .connect()
+                    .await
+                    .expect("open the test's SQLite store"),
+            ),
+        }
+    }
+
     /// The `herald serve` arguments that point the binary at this store.
     pub fn args(&self) -> Vec<OsString> {
         let mut args = vec!["--data-dir".into(), self.dir.path().into()];
@@ -121,6 +176,12 @@ impl TestStore {
         }
         args
     }
+}
+
+/// A connection to a test's store.
+enum Connection {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
 }
 
 /// Creates a schema no other test uses in the database at `url`, and returns a URL whose

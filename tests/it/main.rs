@@ -3,6 +3,7 @@
 //! the real binary for crash tests.
 
 mod cluster;
+mod config;
 mod delivery;
 mod expiry;
 mod failures;
@@ -13,5 +14,7 @@ mod harness;
 mod operations;
 mod publish;
 mod restart;
+mod retention;
 mod samples;
 mod sink;
+mod store_failures;
