@@ -13,6 +13,7 @@ mod filters;
 mod harness;
 mod operations;
 mod publish;
+mod readme;
 mod restart;
 mod retention;
 mod samples;

@@ -1,0 +1,123 @@
+//! The README's walkthrough, as written: its Subscribe message, its publish, and its Renew,
+//! GetStatus and Unsubscribe messages are taken from README.md and sent to a real herald (its
+//! addresses swapped for the test's), so the README cannot drift from what herald accepts.
+
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::sink::Sink;
+
+/// The text between `start` and the next `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("README.md has no {start:?}"))
+        + start.len();
+    let to = text[from..]
+        .find(end)
+        .unwrap_or_else(|| panic!("README.md: no {end:?} after {start:?}"));
+    &text[from..from + to]
+}
+
+/// The text of a shell argument in single quotes after `prefix` on `line`.
+fn quoted<'a>(line: &'a str, prefix: &str) -> &'a str {
+    between(line, &format!("{prefix}'"), "'")
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let walkthrough = between(&readme, "## Try it", "\n## ");
+    let server = TestServer::start().await;
+    let sink = Sink::start().await;
+    let localize = |text: &str| {
+        text.replace("http://127.0.0.1:9000/notify", &sink.url("notify"))
+            .replace("http://127.0.0.1:8080", &server.base)
+    };
+
+    // Subscribe, and the identifier as the README's pipeline picks it out.
+    let subscribe = localize(between(walkthrough, "<<'EOF' |", "\nEOF"));
+    let subscribe = subscribe
+        .split_once('\n')
+        .map_or("", |(_, envelope)| envelope);
+    let reply = server
+        .client
+        .post(server.url("/eventing/default"))
+        .header("Content-Type", "application/soap+xml; charset=utf-8")
+        .body(subscribe.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let text = reply.text().await.unwrap();
+    let id = between(&text, "<hrd:SubscriptionId>", "<").to_owned();
+    assert!(id.starts_with("uuid:"), "{text}");
+
+    // Publish: the notification reaches the sink.
+    let publish = between(
+        walkthrough,
+        "curl -s http://127.0.0.1:8080/api/v1/sources",
+        "\n#",
+    );
+    let action = between(publish, "Herald-Action: ", "'");
+    let payload = quoted(publish, "--data ");
+    let response = server
+        .client
+        .post(server.url("/api/v1/sources/default/events"))
+        .header("Content-Type", "application/xml")
+        .header("Herald-Action", action)
+        .body(payload.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let notifications = sink
+        .wait_accepted("notify", 1, Duration::from_secs(10))
+        .await;
+    assert!(
+        notifications[0].body.contains(payload),
+        "{}",
+        notifications[0].body
+    );
+
+    // Each `manage` line, through the README's envelope, answers as its comment says.
+    let template = localize(between(walkthrough, "--data-binary @- <<EOF\n", "\nEOF"));
+    let calls: Vec<&str> = walkthrough
+        .lines()
+        .filter(|line| line.starts_with("manage ") && !line.starts_with("manage()"))
+        .collect();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    for call in calls {
+        let (command, expected) = call
+            .split_once('#')
+            .expect("a comment says what comes back");
+        let mut words = command.split_whitespace();
+        let operation = words.nth(1).expect("an operation");
+        let body = quoted(command, &format!("{operation} "));
+        let envelope = template
+            .replace("$1", operation)
+            .replace("$2", body)
+            .replace("$ID", &id)
+            .replace("$RANDOM", "1");
+        let reply = post_soap(
+            &server.client,
+            &server.url("/eventing/default/subscriptions"),
+            Soap::V12,
+            None,
+            envelope,
+        )
+        .await;
+        let expected = expected.trim();
+        if expected.contains("fault") {
+            let fault = reply.fault();
+            let subcode = fault.subcode.map(|(_, local)| local).unwrap_or_default();
+            assert!(expected.contains(&subcode), "{call}: {}", reply.text);
+        } else {
+            assert_eq!(reply.status, 200, "{call}: {}", reply.text);
+            let (_, element) = reply.body_element().expect("a body");
+            assert!(expected.starts_with(&element), "{call}: {}", reply.text);
+        }
+    }
+    server.stop().await;
+}
