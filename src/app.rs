@@ -67,7 +67,10 @@ impl Application {
             ),
         };
         let metrics = Arc::new(Metrics::default());
-        let policy = Arc::new(EndpointPolicy::new(config.allowed_networks.clone()));
+        let policy = Arc::new(
+            EndpointPolicy::new(config.allowed_networks.clone())
+                .with_hosts(config.allowed_hosts.clone()),
+        );
         let client = DeliveryClient::new(policy, config.client)?;
         let dispatcher = Dispatcher::new(
             store.clone(),

@@ -2,14 +2,13 @@
 //! connect and request timeouts, no redirects, rustls, and the endpoint policy applied after DNS
 //! resolution (and to IP literals before connecting).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
-use super::policy::{EndpointPolicy, PolicyError, host_and_port};
+use super::policy::{EndpointPolicy, PolicyError, parse_endpoint};
 
 /// How much of a response body is read (to detect a SOAP fault); the rest is discarded.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -131,16 +130,13 @@ impl DeliveryClient {
 
     /// POSTs one message and classifies the outcome.
     pub async fn send(&self, message: &Outgoing) -> Attempt {
-        let Some((host, _)) = host_and_port(&message.url) else {
-            return Attempt::failed("the address is not an http(s) URL");
+        // Parsed once: the client dials the host judged here. The resolver only sees names;
+        // an address literal is judged before connecting.
+        let url = match parse_endpoint(&message.url) {
+            Ok(url) => url,
+            Err(err) => return Attempt::failed(err.to_string()),
         };
-        // The resolver only sees names; an address literal is judged here.
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            && let Err(err) = self.policy.check_ip(&host, ip)
-        {
+        if let Err(err) = self.policy.check_literal(&url) {
             return Attempt::failed(err.to_string());
         }
         let Ok(content_type) = HeaderValue::from_str(&message.content_type) else {
@@ -148,7 +144,7 @@ impl DeliveryClient {
         };
         let mut request = self
             .http
-            .post(&message.url)
+            .post(url)
             .header(CONTENT_TYPE, content_type)
             .body(message.body.clone());
         if let Some(action) = &message.soap_action {

@@ -4,6 +4,7 @@ use roxmltree::Node;
 
 use super::faults::Problem;
 use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, HERALD_NS, PUSH_MODE, WSE_2004_08_NS};
+use crate::delivery::policy;
 use crate::engine::SubscribeRequest;
 use crate::engine::expiry::{ExpiryRules, RequestedExpiry};
 use crate::engine::subscription::{
@@ -161,7 +162,10 @@ fn check_address(address: &str) -> Result<(), String> {
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("the address has no usable host".into());
     }
-    Ok(())
+    // As the HTTP client will read it: the URL the endpoint policy judges and delivery dials.
+    policy::parse_endpoint(address)
+        .map(|_| ())
+        .map_err(|_| "the address is not a valid URL".into())
 }
 
 fn filter(element: Node<'_, '_>, version: EventingVersion) -> Result<Option<Filter>, Problem> {

@@ -37,7 +37,16 @@ async fn failing_deliveries_say_what_happened_and_warn_once() {
     .unwrap();
     let sink = Sink::start().await;
     sink.behave("dead", Behavior::AlwaysFail);
-    let process = Process::start_with(&store, &["--config", config.to_str().unwrap()]);
+    // sink.invalid never resolves; listed, it is accepted at Subscribe and fails at send time.
+    let process = Process::start_with(
+        &store,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--allowed-hosts",
+            "sink.invalid",
+        ],
+    );
     let server = process.client();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let refusing = format!("http://{}/notify", closed.local_addr().unwrap());
@@ -55,6 +64,23 @@ async fn failing_deliveries_say_what_happened_and_warn_once() {
         let managed = subscribe_to(&server, Soap::V12, W3C2011, notify_to, "").await;
         ids.push(managed.id);
     }
+    // A name that does not resolve and is not listed is refused at Subscribe.
+    let reply = Message::new(
+        Soap::V12,
+        W3C2011,
+        "Subscribe",
+        subscribe_body(W3C2011, "http://other.invalid/notify", ""),
+    )
+    .send(&server, &server.url("/eventing/default"))
+    .await;
+    let fault = reply.assert_fault(Soap::V12, (WSE11, "UnusableEPR"), false);
+    assert!(
+        fault
+            .reason
+            .contains("the name other.invalid does not resolve"),
+        "{}",
+        fault.reason
+    );
     publish(&server, "default", TICK_ACTION, &tick(0)).await;
     for ((notify_to, expected), id) in cases.iter().zip(&ids) {
         let status = failing(&server, id, 10).await;

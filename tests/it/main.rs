@@ -5,6 +5,7 @@
 mod cluster;
 mod config;
 mod delivery;
+mod endpoint_policy;
 mod expiry;
 mod failures;
 mod faults;

@@ -1,86 +1,25 @@
 //! Configuration: built-in defaults (`config/default.toml`, compiled in), then the user's TOML
 //! file, then `HERALD_*` environment variables, then flags.
 
-use std::collections::BTreeMap;
+mod args;
+mod sources;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::delivery::DeliverySettings;
 use crate::delivery::client::ClientSettings;
-use crate::delivery::policy::Network;
-use crate::delivery::retry::RetryPolicy;
+use crate::delivery::policy::{HostPattern, Network};
 use crate::engine::SourcePolicy;
 use crate::engine::clock::Clock;
-use crate::engine::expiry::{ExpiryPolicy, XsDuration};
-use crate::engine::subscription::SourceName;
 use crate::soap::envelope::Limits;
 use crate::store::NodeId;
+use args::FileConfig;
+pub use args::ServeArgs;
+use sources::{source_policy, std_duration};
 
 /// The documented defaults file.
-pub const DEFAULTS_TOML: &str = include_str!("../config/default.toml");
-
-/// Options of `herald serve`; each falls back to its environment variable, then to the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// TOML configuration file (see config/default.toml for every key).
-    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address and port to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Directory of the embedded SQLite store [default: ./herald-data].
-    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Absolute URL clients reach herald at, for SubscriptionManager addresses [default: from
-    /// the request's Host header].
-    #[arg(long, env = "HERALD_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-    /// Largest request body in bytes; larger ones get 413 [default: 1048576].
-    #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Log level: error, warn, info, debug, trace [default: info].
-    #[arg(long, env = "HERALD_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Expiry sweeper interval in milliseconds [default: 250].
-    #[arg(long, env = "HERALD_SWEEP_INTERVAL_MS", value_name = "MS")]
-    pub sweep_interval_ms: Option<u64>,
-    /// Bearer token required for publishing and the JSON API [default: none, open].
-    #[arg(
-        long,
-        env = "HERALD_API_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub api_token: Option<String>,
-    /// PostgreSQL URL (postgres://user@host:port/database) of a database several nodes may
-    /// share [default: none: the embedded SQLite store in --data-dir].
-    #[arg(
-        long,
-        env = "HERALD_DATABASE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub database: Option<String>,
-    /// This node's name among the nodes sharing a database; unique per running node
-    /// [default: a random name on PostgreSQL, "embedded" on SQLite].
-    #[arg(long, env = "HERALD_NODE_ID", value_name = "NAME")]
-    pub node_id: Option<String>,
-    /// How long a node's lease lasts unless renewed, in milliseconds: another node takes its
-    /// subscriptions over this long after it dies [default: 10000].
-    #[arg(long, env = "HERALD_LEASE_TTL_MS", value_name = "MS")]
-    pub lease_ttl_ms: Option<u64>,
-    /// Networks (CIDR) subscribers may be in despite being loopback/private, comma-separated
-    /// [default: none].
-    #[arg(
-        long,
-        env = "HERALD_ALLOWED_NETWORKS",
-        value_name = "CIDRS",
-        value_delimiter = ','
-    )]
-    pub allowed_networks: Option<Vec<String>>,
-}
+pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -105,55 +44,6 @@ pub enum ConfigError {
     /// A value is out of its allowed range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    public_url: Option<String>,
-    max_body_bytes: Option<usize>,
-    log_level: Option<String>,
-    sweep_interval_ms: Option<u64>,
-    api_token: Option<String>,
-    database: Option<String>,
-    cluster: Option<ClusterFile>,
-    delivery: Option<DeliveryFile>,
-    sources: Option<BTreeMap<String, SourceFile>>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClusterFile {
-    node_id: Option<String>,
-    lease_ttl_ms: Option<u64>,
-    poll_interval_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeliveryFile {
-    max_concurrency: Option<usize>,
-    connect_timeout_ms: Option<u64>,
-    request_timeout_ms: Option<u64>,
-    memory_events: Option<usize>,
-    event_retention: Option<String>,
-    allowed_networks: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceFile {
-    default_expires: Option<String>,
-    min_expires: Option<String>,
-    max_expires: Option<String>,
-    accept_datetime: Option<bool>,
-    max_subscriptions: Option<u64>,
-    retry_initial: Option<String>,
-    retry_max: Option<String>,
-    retry_after_cap: Option<String>,
-    give_up_after: Option<String>,
 }
 
 /// The resolved configuration herald runs with.
@@ -187,6 +77,8 @@ pub struct Config {
     pub client: ClientSettings,
     /// Networks subscribers may be in despite being internal.
     pub allowed_networks: Vec<Network>,
+    /// Names accepted at Subscribe although they do not resolve.
+    pub allowed_hosts: Vec<HostPattern>,
     /// Where "now" comes from (tests use tokio's pausable clock).
     pub clock: Clock,
 }
@@ -385,6 +277,19 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("allowed_networks: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let allowed_hosts = args
+            .allowed_hosts
+            .clone()
+            .or(delivery_file.allowed_hosts)
+            .or(base_delivery.allowed_hosts)
+            .unwrap_or_default()
+            .iter()
+            .filter(|name| !name.trim().is_empty())
+            .map(|name| {
+                name.parse::<HostPattern>()
+                    .map_err(|e| ConfigError::Invalid(format!("allowed_hosts: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let delivery = DeliverySettings {
             max_concurrency,
             memory_events,
@@ -421,19 +326,10 @@ impl Config {
             delivery,
             client,
             allowed_networks,
+            allowed_hosts,
             clock: Clock::System,
         })
     }
-}
-
-/// An xs:duration from configuration as a std duration (calendar units counted from now).
-fn std_duration(key: &str, text: &str) -> Result<Duration, String> {
-    let parsed = XsDuration::parse(text.trim())
-        .filter(|d| !d.negative)
-        .ok_or_else(|| format!("{key} = '{text}' is not a non-negative xs:duration"))?;
-    let now = jiff::Timestamp::now();
-    let end = parsed.after(now).map_err(|e| format!("{key}: {e}"))?;
-    Duration::try_from(end.duration_since(now)).map_err(|_| format!("{key} is out of range"))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -444,100 +340,10 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     parse_toml(&text, &path.display().to_string())
 }
 
-fn source_policy(
-    name: &str,
-    source: SourceFile,
-    base: &SourceFile,
-) -> Result<SourcePolicy, ConfigError> {
-    let invalid = |what: String| ConfigError::Invalid(format!("source '{name}': {what}"));
-    let source_name = SourceName::parse(name)
-        .ok_or_else(|| invalid("names are 1-64 characters from A-Z a-z 0-9 . _ -".into()))?;
-    let duration = |key: &str, value: Option<String>| -> Result<XsDuration, ConfigError> {
-        let text = value.ok_or_else(|| invalid(format!("{key} is required")))?;
-        let parsed = XsDuration::parse(text.trim())
-            .ok_or_else(|| invalid(format!("{key} = '{text}' is not an xs:duration")))?;
-        if parsed.negative || parsed.is_zero() {
-            return Err(invalid(format!("{key} must be positive")));
-        }
-        Ok(parsed)
-    };
-    let default = duration(
-        "default_expires",
-        source.default_expires.or(base.default_expires.clone()),
-    )?;
-    let min = duration(
-        "min_expires",
-        source.min_expires.or(base.min_expires.clone()),
-    )?;
-    let max = match source.max_expires.or(base.max_expires.clone()) {
-        Some(text) if text.trim() == "unbounded" => None,
-        other => Some(duration("max_expires", other)?),
-    };
-    // Compare on one reference instant; calendar units make this approximate only across DST-free
-    // month lengths, which is what an operator means.
-    let now = jiff::Timestamp::now();
-    let at = |d: &XsDuration| d.after(now).map_err(|err| invalid(err.to_string()));
-    let (default_at, min_at) = (at(&default)?, at(&min)?);
-    if let Some(max) = &max {
-        let max_at = at(max)?;
-        if min_at > max_at {
-            return Err(invalid("min_expires is longer than max_expires".into()));
-        }
-        if default_at > max_at {
-            return Err(invalid("default_expires is longer than max_expires".into()));
-        }
-    }
-    if default_at < min_at {
-        return Err(invalid(
-            "default_expires is shorter than min_expires".into(),
-        ));
-    }
-    let retry_duration = |key: &str, value: Option<String>| -> Result<Duration, ConfigError> {
-        let text = value.ok_or_else(|| invalid(format!("{key} is required")))?;
-        let duration = std_duration(key, &text).map_err(invalid)?;
-        if duration.is_zero() {
-            return Err(invalid(format!("{key} must be positive")));
-        }
-        Ok(duration)
-    };
-    let retry = RetryPolicy {
-        initial: retry_duration(
-            "retry_initial",
-            source.retry_initial.or(base.retry_initial.clone()),
-        )?,
-        max: retry_duration("retry_max", source.retry_max.or(base.retry_max.clone()))?,
-        retry_after_cap: retry_duration(
-            "retry_after_cap",
-            source.retry_after_cap.or(base.retry_after_cap.clone()),
-        )?,
-        give_up_after: retry_duration(
-            "give_up_after",
-            source.give_up_after.or(base.give_up_after.clone()),
-        )?,
-        ..RetryPolicy::default()
-    };
-    if retry.initial > retry.max {
-        return Err(invalid("retry_initial is longer than retry_max".into()));
-    }
-    Ok(SourcePolicy {
-        name: source_name,
-        expiry: ExpiryPolicy {
-            default,
-            min,
-            max,
-            accept_datetime: source
-                .accept_datetime
-                .or(base.accept_datetime)
-                .unwrap_or(true),
-        },
-        max_subscriptions: source.max_subscriptions,
-        retry,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::expiry::XsDuration;
 
     #[test]
     fn defaults_host_one_source() {
@@ -663,6 +469,10 @@ mod tests {
             (
                 "[delivery]\nevent_retention = \"1h\"",
                 "invalid configuration: delivery.event_retention = '1h' is not a non-negative xs:duration",
+            ),
+            (
+                "[delivery]\nallowed_hosts = [\"*.*.com\"]",
+                "invalid configuration: allowed_hosts: '*.*.com' is not a host name or *.domain pattern",
             ),
             (
                 "[delivery]\nallowed_networks = [\"10.0.0.0/33\"]",

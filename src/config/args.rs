@@ -1,0 +1,127 @@
+//! What herald reads its settings from: the flags of `herald serve` (each with its `HERALD_*`
+//! environment variable, merged by clap) and the TOML file's shape.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Options of `herald serve`; each falls back to its environment variable, then to the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see config/default.toml for every key).
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory of the embedded SQLite store [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Absolute URL clients reach herald at, for SubscriptionManager addresses [default: from
+    /// the request's Host header].
+    #[arg(long, env = "HERALD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Largest request body in bytes; larger ones get 413 [default: 1048576].
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long, env = "HERALD_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Expiry sweeper interval in milliseconds [default: 250].
+    #[arg(long, env = "HERALD_SWEEP_INTERVAL_MS", value_name = "MS")]
+    pub sweep_interval_ms: Option<u64>,
+    /// Bearer token required for publishing and the JSON API [default: none, open].
+    #[arg(
+        long,
+        env = "HERALD_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// PostgreSQL URL (postgres://user@host:port/database) of a database several nodes may
+    /// share [default: none: the embedded SQLite store in --data-dir].
+    #[arg(
+        long,
+        env = "HERALD_DATABASE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+    /// This node's name among the nodes sharing a database; unique per running node
+    /// [default: a random name on PostgreSQL, "embedded" on SQLite].
+    #[arg(long, env = "HERALD_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// How long a node's lease lasts unless renewed, in milliseconds: another node takes its
+    /// subscriptions over this long after it dies [default: 10000].
+    #[arg(long, env = "HERALD_LEASE_TTL_MS", value_name = "MS")]
+    pub lease_ttl_ms: Option<u64>,
+    /// Networks (CIDR) subscribers may be in despite being loopback/private, comma-separated
+    /// [default: none].
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_NETWORKS",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub allowed_networks: Option<Vec<String>>,
+    /// Host names accepted at Subscribe although they do not resolve, comma-separated; exact
+    /// or `*.example.com` [default: none: a name must resolve].
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_HOSTS",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub(super) listen: Option<String>,
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) public_url: Option<String>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) log_level: Option<String>,
+    pub(super) sweep_interval_ms: Option<u64>,
+    pub(super) api_token: Option<String>,
+    pub(super) database: Option<String>,
+    pub(super) cluster: Option<ClusterFile>,
+    pub(super) delivery: Option<DeliveryFile>,
+    pub(super) sources: Option<BTreeMap<String, SourceFile>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterFile {
+    pub(super) node_id: Option<String>,
+    pub(super) lease_ttl_ms: Option<u64>,
+    pub(super) poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeliveryFile {
+    pub(super) max_concurrency: Option<usize>,
+    pub(super) connect_timeout_ms: Option<u64>,
+    pub(super) request_timeout_ms: Option<u64>,
+    pub(super) memory_events: Option<usize>,
+    pub(super) event_retention: Option<String>,
+    pub(super) allowed_networks: Option<Vec<String>>,
+    pub(super) allowed_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SourceFile {
+    pub(super) default_expires: Option<String>,
+    pub(super) min_expires: Option<String>,
+    pub(super) max_expires: Option<String>,
+    pub(super) accept_datetime: Option<bool>,
+    pub(super) max_subscriptions: Option<u64>,
+    pub(super) retry_initial: Option<String>,
+    pub(super) retry_max: Option<String>,
+    pub(super) retry_after_cap: Option<String>,
+    pub(super) give_up_after: Option<String>,
+}
