@@ -18,6 +18,7 @@ use crate::engine::{Engine, SubscribeRequest};
 use crate::soap::addressing::{self, NONE_ADDRESS, ReplyAddressing, is_anonymous};
 use crate::soap::envelope::{self, Envelope, EnvelopeError, Limits, write_envelope};
 use crate::soap::fault::{Fault, FaultCode};
+use crate::soap::limits::OFFLOAD_BYTES;
 use crate::soap::xml;
 use faults::{FaultContext, Problem};
 use version::{HERALD_NS, Operation, classify_action, is_eventing_action};
@@ -187,10 +188,11 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
         request.base_url.trim_end_matches('/'),
         request.source
     );
-    let (context, version, call) = match decode_request(&request, limits, &manager_address) {
-        Ok(decoded) => decoded,
-        Err(reply) => return reply,
-    };
+    let (context, version, call) =
+        match decode_off_workers(&request, limits, &manager_address).await {
+            Ok(decoded) => decoded,
+            Err(reply) => return reply,
+        };
     let result: Result<SoapReply, Problem> = match call {
         Call::Subscribe(subscribe) => engine
             .subscribe(*subscribe)
@@ -345,6 +347,47 @@ fn targets_us(role: Option<&str>) -> bool {
 /// otherwise the fault it would answer. Used by the fuzz target; never panics on any input.
 pub fn inspect(request: &SoapRequest<'_>, limits: Limits) -> Result<(), SoapReply> {
     decode_request(request, limits, "http://127.0.0.1/eventing/x/subscriptions").map(|_| ())
+}
+
+/// [`decode_request`], on a blocking thread when the body is larger than [`OFFLOAD_BYTES`].
+async fn decode_off_workers(
+    request: &SoapRequest<'_>,
+    limits: Limits,
+    manager_address: &str,
+) -> Result<(ReplyContext, EventingVersion, Call), SoapReply> {
+    if request.body.len() <= OFFLOAD_BYTES {
+        return decode_request(request, limits, manager_address);
+    }
+    let (endpoint, media_soap, publish_allowed) = (
+        request.endpoint,
+        request.media_soap,
+        request.publish_allowed,
+    );
+    let source = request.source.to_owned();
+    let base_url = request.base_url.to_owned();
+    let http_action = request.http_action.map(str::to_owned);
+    let body = request.body.to_vec();
+    let manager_address = manager_address.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let request = SoapRequest {
+            source: &source,
+            endpoint,
+            base_url: &base_url,
+            http_action: http_action.as_deref(),
+            media_soap,
+            body: &body,
+            publish_allowed,
+        };
+        decode_request(&request, limits, &manager_address)
+    })
+    .await
+    .unwrap_or_else(|err| {
+        tracing::error!(error = %err, "decoding a SOAP request failed");
+        Err(transport_fault(
+            media_soap,
+            "the request could not be decoded".into(),
+        ))
+    })
 }
 
 /// Parses and decodes a request, or produces the fault reply.

@@ -2,7 +2,7 @@
 //! RFC 9457 problem documents.
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -15,7 +15,8 @@ use crate::engine::EngineError;
 use crate::engine::event::{Event, NewEvent};
 use crate::engine::expiry::format_datetime;
 use crate::engine::subscription::{SubscriptionId, SubscriptionStatus};
-use crate::soap::envelope::{EnvelopeError, parse_document};
+use crate::soap::envelope::{EnvelopeError, Limits, parse_document};
+use crate::soap::limits::OFFLOAD_BYTES;
 use crate::soap::xml;
 
 /// Namespace of the batch publishing document.
@@ -180,9 +181,15 @@ async fn publish_one(
             "the request body holds no XML element",
         );
     }
-    let payload = match parse_document(&bytes, state.limits) {
-        Ok(document) => xml::fragment(document.root_element()),
-        Err(err) => return xml_problem(&err),
+    let limits = state.limits;
+    let payload = off_workers(bytes, move |bytes| {
+        parse_document(bytes, limits).map(|document| xml::fragment(document.root_element()))
+    })
+    .await;
+    let payload = match payload {
+        Ok(Ok(payload)) => payload,
+        Ok(Err(err)) => return xml_problem(&err),
+        Err(response) => return response,
     };
     match state
         .engine
@@ -212,65 +219,90 @@ async fn publish_batch(
         Ok(bytes) => bytes,
         Err(err) => return body_problem(err, state.max_body_bytes),
     };
-    let events = {
-        let document = match parse_document(&bytes, state.limits) {
-            Ok(document) => document,
-            Err(err) => return xml_problem(&err),
-        };
-        let root = document.root_element();
-        if !xml::is(root, PUBLISH_NS, "Events") {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "Not a batch",
-                format!("the document element must be {{{PUBLISH_NS}}}Events"),
-            );
-        }
-        let mut events = Vec::new();
-        for (index, element) in xml::elements(root).enumerate() {
-            if !xml::is(element, PUBLISH_NS, "Event") {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "Not a batch",
-                    format!("child {} is not an {{{PUBLISH_NS}}}Event", index + 1),
-                );
-            }
-            let Some(action) = element
-                .attribute("action")
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-            else {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "Missing action",
-                    format!("event {} has no action attribute", index + 1),
-                );
-            };
-            let payload: String = xml::elements(element).map(xml::fragment).collect();
-            if payload.is_empty() {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "Empty event",
-                    format!("event {} holds no XML element", index + 1),
-                );
-            }
-            events.push(NewEvent {
-                action: action.to_owned(),
-                payload,
-            });
-        }
-        if events.is_empty() {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "Empty batch",
-                "the batch holds no events",
-            );
-        }
-        events
+    let limits = state.limits;
+    let events = match off_workers(bytes, move |bytes| batch_events(bytes, limits)).await {
+        Ok(Ok(events)) => events,
+        Ok(Err((title, detail))) => return problem(StatusCode::BAD_REQUEST, title, detail),
+        Err(response) => return response,
     };
     match state.engine.publish(&source, events).await {
         Ok(events) => published(&events),
         Err(err) => engine_problem(err),
     }
+}
+
+/// Why a batch is refused (400): a title and a detail.
+type BadBatch = (&'static str, String);
+
+/// The events of a batch document, or why it is refused.
+fn batch_events(bytes: &[u8], limits: Limits) -> Result<Vec<NewEvent>, BadBatch> {
+    let document = match parse_document(bytes, limits) {
+        Ok(document) => document,
+        Err(err) => return Err(("Malformed XML", err.to_string())),
+    };
+    let root = document.root_element();
+    if !xml::is(root, PUBLISH_NS, "Events") {
+        return Err((
+            "Not a batch",
+            format!("the document element must be {{{PUBLISH_NS}}}Events"),
+        ));
+    }
+    let mut events = Vec::new();
+    for (index, element) in xml::elements(root).enumerate() {
+        if !xml::is(element, PUBLISH_NS, "Event") {
+            return Err((
+                "Not a batch",
+                format!("child {} is not an {{{PUBLISH_NS}}}Event", index + 1),
+            ));
+        }
+        let Some(action) = element
+            .attribute("action")
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        else {
+            return Err((
+                "Missing action",
+                format!("event {} has no action attribute", index + 1),
+            ));
+        };
+        let payload: String = xml::elements(element).map(xml::fragment).collect();
+        if payload.is_empty() {
+            return Err((
+                "Empty event",
+                format!("event {} holds no XML element", index + 1),
+            ));
+        }
+        events.push(NewEvent {
+            action: action.to_owned(),
+            payload,
+        });
+    }
+    if events.is_empty() {
+        return Err(("Empty batch", "the batch holds no events".into()));
+    }
+    Ok(events)
+}
+
+/// Runs `parse` on a request body: on a blocking thread when the body is large enough for
+/// parsing to take more than a millisecond, so the async workers keep serving. `Err` is the
+/// 500 problem of a parse that panicked.
+async fn off_workers<T: Send + 'static>(
+    bytes: Bytes,
+    parse: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, Response> {
+    if bytes.len() <= OFFLOAD_BYTES {
+        return Ok(parse(&bytes));
+    }
+    tokio::task::spawn_blocking(move || parse(&bytes))
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "parsing a request body failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "the request body could not be parsed",
+            )
+        })
 }
 
 fn unknown_subscription() -> Response {

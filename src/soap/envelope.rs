@@ -2,6 +2,7 @@
 
 use roxmltree::{Document, Node, ParsingOptions};
 
+use super::limits::{Refusal, prescan};
 use super::xml;
 use crate::engine::subscription::SoapVersion;
 
@@ -37,23 +38,7 @@ impl SoapVersion {
     }
 }
 
-/// Limits on what a parser accepts, beyond the body-size limit applied before parsing.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The most nested an element may be.
-    pub max_depth: usize,
-    /// The most nodes (elements, attributes, text) a document may have.
-    pub max_nodes: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_depth: 64,
-            max_nodes: 100_000,
-        }
-    }
-}
+pub use super::limits::Limits;
 
 /// Why a message is not a usable SOAP envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,9 +52,12 @@ pub enum EnvelopeError {
     /// Not well-formed XML.
     #[error("the message is not well-formed XML: {0}")]
     Malformed(String),
-    /// Too deep or too many nodes.
+    /// Too deep, too many nodes, attributes or namespace declarations.
     #[error("the message exceeds the parser's limits: {0}")]
     TooComplex(String),
+    /// XML herald does not read (XML 1.1, a second byte order mark).
+    #[error("the message is XML herald does not read: {0}")]
+    Unsupported(&'static str),
     /// The root element is an Envelope in a namespace that is not SOAP 1.1 or 1.2.
     #[error("unsupported SOAP envelope namespace '{0}'")]
     VersionMismatch(String),
@@ -84,10 +72,17 @@ pub enum EnvelopeError {
     BadStructure(&'static str),
 }
 
-/// Parses bytes into an XML document under `limits`: UTF-8 only, no DTD, bounded size and depth.
+/// Parses bytes into an XML document under `limits`: UTF-8 only, no DTD, bounded size, depth,
+/// attributes and namespace declarations, all counted by a linear pre-scan before the tree is
+/// built.
 pub fn parse_document(bytes: &[u8], limits: Limits) -> Result<Document<'_>, EnvelopeError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::NotUtf8)?;
+    prescan(text, &limits).map_err(|refusal| match refusal {
+        Refusal::Doctype => EnvelopeError::Doctype,
+        Refusal::Unsupported(what) => EnvelopeError::Unsupported(what),
+        Refusal::TooComplex(what) => EnvelopeError::TooComplex(what),
+    })?;
     let options = ParsingOptions {
         allow_dtd: false,
         nodes_limit: limits.max_nodes,

@@ -4,4 +4,5 @@
 pub mod addressing;
 pub mod envelope;
 pub mod fault;
+pub mod limits;
 pub mod xml;

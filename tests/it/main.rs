@@ -12,6 +12,7 @@ mod faults;
 mod filter_conformance;
 mod filters;
 mod harness;
+mod hostile_xml;
 mod operations;
 mod publish;
 mod readme;
