@@ -18,10 +18,12 @@
 //! - [`baseline`]: scenario 1, herald's delivery client in a child process posting to the sinks.
 //! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
 //! - [`subscriptions`]: scenarios 3 and 5 (Subscribe against echo, footprint and restart).
+//! - [`hostile`]: scenario 8 (XML bombs refused in linear time, beside benign events).
 //! - [`report`]: the table.
 
 mod baseline;
 mod delivery;
+mod hostile;
 mod load;
 mod process;
 mod report;
@@ -160,6 +162,8 @@ pub enum Scenario {
     Backlog,
     /// 7: scenarios 2 and 3 on PostgreSQL (needs --database).
     Postgres,
+    /// 8: XML bombs refused in linear time, beside a benign event of the same size.
+    Hostile,
 }
 
 /// The sizes of a run, from `--quick` or the full defaults, then the flags.
@@ -181,6 +185,8 @@ pub struct Sizes {
     pub filtered_events: u64,
     pub footprint_subscriptions: Vec<u64>,
     pub backlog_events: u64,
+    /// Scenario 8 at four sizes, five tries each (else two sizes, two tries).
+    pub hostile_full: bool,
 }
 
 impl Sizes {
@@ -203,6 +209,7 @@ impl Sizes {
                 filtered_events: 50,
                 footprint_subscriptions: vec![1_000, 2_000],
                 backlog_events: 2_000,
+                hostile_full: false,
             }
         } else {
             Sizes {
@@ -222,6 +229,7 @@ impl Sizes {
                 filtered_events: 1_000,
                 footprint_subscriptions: vec![100_000, 1_000_000],
                 backlog_events: 100_000,
+                hostile_full: true,
             }
         };
         let mut footprint = args
@@ -296,6 +304,7 @@ impl Sizes {
                 .backlog_events
                 .unwrap_or(defaults.backlog_events)
                 .max(1),
+            hostile_full: !args.quick,
         }
     }
 
@@ -467,6 +476,14 @@ async fn run(args: Args) -> ExitCode {
                 }
             }
         }
+    }
+
+    if wanted(Scenario::Hostile)
+        && let Some(rows) = report
+            .run("8 hostile XML", hostile::hostile(&context))
+            .await
+    {
+        report.extend(rows);
     }
 
     eprintln!(
