@@ -290,9 +290,19 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("allowed_hosts: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let memory_bytes = delivery_file
+            .memory_bytes
+            .or(base_delivery.memory_bytes)
+            .unwrap_or(64 * 1024 * 1024);
+        if !(1024 * 1024..=1 << 40).contains(&memory_bytes) {
+            return Err(ConfigError::Invalid(
+                "delivery.memory_bytes must be at least 1048576".into(),
+            ));
+        }
         let delivery = DeliverySettings {
             max_concurrency,
             memory_events,
+            memory_bytes,
             retention,
             end_notice_claim: client.request_timeout * 2 + Duration::from_secs(5),
             lease_ttl: Duration::from_millis(lease_ttl_ms),

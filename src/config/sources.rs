@@ -95,6 +95,17 @@ pub(super) fn source_policy(
     if retry.initial > retry.max {
         return Err(invalid("retry_initial is longer than retry_max".into()));
     }
+    let max_subscriptions = source.max_subscriptions.or(base.max_subscriptions);
+    if max_subscriptions == Some(0) {
+        return Err(invalid("max_subscriptions must be at least 1".into()));
+    }
+    let max_event_bytes = source
+        .max_event_bytes
+        .or(base.max_event_bytes)
+        .unwrap_or(256 * 1024);
+    if !(64..=64 * 1024 * 1024).contains(&max_event_bytes) {
+        return Err(invalid("max_event_bytes must be 64-67108864".into()));
+    }
     Ok(SourcePolicy {
         name: source_name,
         expiry: ExpiryPolicy {
@@ -106,7 +117,8 @@ pub(super) fn source_policy(
                 .or(base.accept_datetime)
                 .unwrap_or(true),
         },
-        max_subscriptions: source.max_subscriptions,
+        max_subscriptions,
+        max_event_bytes,
         retry,
     })
 }

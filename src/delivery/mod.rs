@@ -24,9 +24,10 @@ pub mod retry;
 mod cluster;
 mod ends;
 mod progress;
+mod ring;
 mod worker;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -44,6 +45,7 @@ use crate::metrics::{Metrics, SourceLabels};
 use crate::store::{NodeId, Store, StoreError};
 use client::{DeliveryClient, Outgoing};
 use retry::RetryPolicy;
+use ring::{Ring, RingLimits};
 
 /// Builds the messages delivery sends, in each subscriber's dialect. Implemented by the
 /// protocol layer, so delivery knows nothing of WS-Eventing.
@@ -63,6 +65,8 @@ pub struct DeliverySettings {
     pub max_concurrency: usize,
     /// Recent events kept in memory per source.
     pub memory_events: usize,
+    /// ... and at most this many bytes of them (payload and action).
+    pub memory_bytes: usize,
     /// How often batched progress is written.
     pub progress_interval: Duration,
     /// Events no cursor needs are deleted once older than this.
@@ -86,6 +90,7 @@ impl Default for DeliverySettings {
         DeliverySettings {
             max_concurrency: 256,
             memory_events: 4096,
+            memory_bytes: 64 * 1024 * 1024,
             progress_interval: Duration::from_millis(100),
             retention: Duration::from_secs(3600),
             compaction_interval: Duration::from_secs(60),
@@ -114,13 +119,6 @@ pub enum PublishError {
 struct PublishRequest {
     events: Vec<NewEvent>,
     reply: oneshot::Sender<Result<Vec<Arc<Event>>, PublishError>>,
-}
-
-/// The recent tail of a source's log.
-struct Ring {
-    /// The last sequence number made durable.
-    head: u64,
-    events: VecDeque<Arc<EventView>>,
 }
 
 /// A source: its log tail, publisher and subscriptions.
@@ -237,10 +235,7 @@ impl Dispatcher {
                 let state = Arc::new(SourceState {
                     name: name.clone(),
                     retry,
-                    ring: Mutex::new(Ring {
-                        head: 0,
-                        events: VecDeque::new(),
-                    }),
+                    ring: Mutex::new(Ring::default()),
                     subscribers: Mutex::new(HashMap::new()),
                     extend: tokio::sync::Mutex::new(()),
                     active: AtomicU64::new(0),
@@ -654,17 +649,8 @@ impl Dispatcher {
         cursor: u64,
         limit: usize,
     ) -> Result<Vec<Arc<EventView>>, StoreError> {
-        {
-            let ring = lock(&state.ring);
-            if ring.head <= cursor {
-                return Ok(Vec::new());
-            }
-            if let Some(first) = ring.events.front()
-                && first.event().seq <= cursor + 1
-            {
-                let skip = usize::try_from(cursor + 1 - first.event().seq).unwrap_or(usize::MAX);
-                return Ok(ring.events.iter().skip(skip).take(limit).cloned().collect());
-            }
+        if let Some(recent) = lock(&state.ring).after(cursor, limit) {
+            return Ok(recent);
         }
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         let events = self.store.events_after(&state.name, cursor, limit).await?;
@@ -705,7 +691,8 @@ impl Dispatcher {
         let Some(state) = self.sources.get(source).cloned() else {
             return;
         };
-        let batch = u32::try_from(self.settings.memory_events).unwrap_or(u32::MAX);
+        // Read in pages: a page of large events must not take much more than the ring holds.
+        let batch = u32::try_from(self.settings.memory_events.min(256)).unwrap_or(256);
         {
             let _extending = state.extend.lock().await;
             loop {
@@ -728,25 +715,13 @@ impl Dispatcher {
         self.wake_source(&state);
     }
 
-    /// Appends events to the ring in sequence order. Events already there are skipped; when the
-    /// next one is not the one after the head (others were compacted before this node read
-    /// them), the ring starts over, since it must hold a gapless run ending at the head.
+    /// Appends events to the ring (see [`Ring::extend`]).
     fn extend_ring(&self, state: &SourceState, events: &[Arc<Event>]) {
-        let mut ring = lock(&state.ring);
-        for event in events {
-            if event.seq <= ring.head {
-                continue;
-            }
-            if event.seq != ring.head + 1 {
-                ring.events.clear();
-            }
-            ring.head = event.seq;
-            ring.events
-                .push_back(Arc::new(EventView::new(event.clone())));
-        }
-        while ring.events.len() > self.settings.memory_events {
-            ring.events.pop_front();
-        }
+        let limits = RingLimits {
+            events: self.settings.memory_events,
+            bytes: self.settings.memory_bytes,
+        };
+        lock(&state.ring).extend(events, limits);
     }
 
     /// Reads every source's head from the store and catches up with those that moved.

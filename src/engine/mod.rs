@@ -36,6 +36,8 @@ pub struct SourcePolicy {
     pub expiry: ExpiryPolicy,
     /// The most active subscriptions it accepts; `None` for no limit.
     pub max_subscriptions: Option<u64>,
+    /// The largest event payload it accepts, in bytes.
+    pub max_event_bytes: usize,
     /// How its deliveries are retried.
     pub retry: RetryPolicy,
 }
@@ -66,6 +68,14 @@ pub enum EngineError {
     /// The filter cannot be used.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// An event is larger than its source accepts; nothing was appended.
+    #[error("event source '{source_name}' accepts events of at most {limit} bytes")]
+    EventTooLarge {
+        /// The source.
+        source_name: SourceName,
+        /// Its limit.
+        limit: usize,
+    },
     /// NotifyTo or EndTo is refused by the endpoint policy.
     #[error("{0}")]
     EndpointRefused(String),
@@ -302,6 +312,15 @@ impl Engine {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<Event>>, EngineError> {
         let policy = self.source(source)?;
+        if events
+            .iter()
+            .any(|event| event.payload.len() > policy.max_event_bytes)
+        {
+            return Err(EngineError::EventTooLarge {
+                source_name: policy.name.clone(),
+                limit: policy.max_event_bytes,
+            });
+        }
         Ok(self.dispatcher.publish(&policy.name, events).await?)
     }
 

@@ -326,6 +326,7 @@ impl From<EngineError> for Problem {
             EngineError::Filter(FilterError::Empty) => Problem::EmptyFilter,
             EngineError::Filter(FilterError::Invalid(why)) => Problem::CannotProcessFilter(why),
             EngineError::EndpointRefused(why) => Problem::UnusableEpr(why),
+            EngineError::EventTooLarge { .. } => Problem::InvalidMessage(err.to_string()),
             EngineError::Publish(PublishError::UnknownSource(name)) => Problem::UnknownSource(name),
             EngineError::Publish(err) => Problem::UnableToProcess(err.to_string()),
             EngineError::Store(ref source) => {

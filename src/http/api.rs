@@ -68,6 +68,11 @@ fn engine_problem(err: EngineError) -> Response {
             format!("no event source named '{name}'"),
         ),
         EngineError::UnknownSubscription => unknown_subscription(),
+        EngineError::EventTooLarge { .. } => problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Event too large",
+            err.to_string(),
+        ),
         other => {
             tracing::warn!(error = %other, "API request failed");
             problem(

@@ -200,6 +200,12 @@ fn static_name(name: &str) -> &'static str {
 /// Reads an endpoint reference: `wsa:Address` (any addressing version) and the children of
 /// `wsa:ReferenceParameters` / `wsa:ReferenceProperties` as fragments. An element holding only
 /// text (as some hand-written messages do) is read as a bare address.
+/// The most reference parameters and properties one endpoint reference may carry: each is
+/// copied into every message sent to it, so they are bounded in count and in bytes.
+pub const MAX_REFERENCE_PARAMETERS: usize = 32;
+/// The most bytes of reference parameters and properties, together, in one endpoint reference.
+pub const MAX_REFERENCE_BYTES: usize = 16 * 1024;
+
 pub fn read_epr(node: Node<'_, '_>) -> Result<EndpointRef, String> {
     let address_element = xml::elements(node).find(|child| {
         child.tag_name().name() == "Address"
@@ -231,12 +237,38 @@ pub fn read_epr(node: Node<'_, '_>) -> Result<EndpointRef, String> {
         {
             continue;
         }
-        let target = match child.tag_name().name() {
-            "ReferenceParameters" => &mut epr.reference_parameters,
-            "ReferenceProperties" => &mut epr.reference_properties,
-            _ => continue,
-        };
-        target.extend(xml::elements(child).map(xml::fragment));
+        if !matches!(
+            child.tag_name().name(),
+            "ReferenceParameters" | "ReferenceProperties"
+        ) {
+            continue;
+        }
+        for element in xml::elements(child) {
+            let count = epr.reference_parameters.len() + epr.reference_properties.len();
+            if count == MAX_REFERENCE_PARAMETERS {
+                return Err(format!(
+                    "endpoint reference has more than {MAX_REFERENCE_PARAMETERS} reference parameters"
+                ));
+            }
+            let bytes: usize = epr
+                .reference_parameters
+                .iter()
+                .chain(&epr.reference_properties)
+                .map(String::len)
+                .sum();
+            let fragment = xml::fragment(element);
+            if bytes + fragment.len() > MAX_REFERENCE_BYTES {
+                return Err(format!(
+                    "endpoint reference has more than {MAX_REFERENCE_BYTES} bytes of reference parameters"
+                ));
+            }
+            let target = if child.tag_name().name() == "ReferenceParameters" {
+                &mut epr.reference_parameters
+            } else {
+                &mut epr.reference_properties
+            };
+            target.push(fragment);
+        }
     }
     Ok(epr)
 }

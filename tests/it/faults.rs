@@ -17,6 +17,7 @@ fn policy(name: &str, accept_datetime: bool, max_subscriptions: Option<u64>) -> 
             accept_datetime,
         },
         max_subscriptions,
+        max_event_bytes: 256 * 1024,
         retry: Default::default(),
     }
 }

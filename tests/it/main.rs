@@ -13,6 +13,7 @@ mod filter_conformance;
 mod filters;
 mod harness;
 mod hostile_xml;
+mod limits;
 mod operations;
 mod publish;
 mod readme;
