@@ -80,11 +80,15 @@ impl Herald {
             .arg("127.0.0.0/8")
             .arg("--log-level")
             .arg("warn");
-        if let Some(config) = &launch.config {
-            let path = dir.join("herald.toml");
-            std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
-            command.arg("--config").arg(path);
-        }
+        // The default source takes as many subscriptions as a scenario makes (the built-in
+        // 10,000 would refuse the footprint's million); a scenario's own file replaces this.
+        let config = launch
+            .config
+            .as_deref()
+            .unwrap_or("[sources.default]\nmax_subscriptions = 100000000\n");
+        let path = dir.join("herald.toml");
+        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        command.arg("--config").arg(path);
         if let Some(url) = &launch.database {
             command.arg("--database").arg(url);
         }

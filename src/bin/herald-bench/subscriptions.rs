@@ -247,5 +247,60 @@ pub async fn footprint(context: &Context) -> anyhow::Result<Vec<Row>> {
         eprintln!("   restart: {}", row.result);
         rows.push(row);
     }
+    rows.push(largest_filters(context, &client).await?);
     Ok(rows)
+}
+
+/// The largest XPath filter herald accepts: a comparison chain of 40 terms (256 syntax
+/// units), 1 KB of text.
+fn largest_filter() -> String {
+    let terms: Vec<String> = (0..40).map(|i| format!("@a{i}='v{i}'")).collect();
+    format!("/b:tick[{}]", terms.join(" or "))
+}
+
+/// Resident memory per subscription carrying the largest filter herald accepts, up to the
+/// default `max_subscriptions` of a source, on a herald of its own (beside the idle
+/// subscriptions' figure above).
+async fn largest_filters(context: &Context, client: &reqwest::Client) -> anyhow::Result<Row> {
+    let count: u64 = if context.sizes.hostile_full {
+        10_000
+    } else {
+        500
+    };
+    let dir = context.scratch("largest-filter")?;
+    let herald = Herald::start(&context.herald, dir.path(), &Launch::default()).await?;
+    let empty = settled_rss(&herald).await?;
+    let filter = largest_filter();
+    let length = filter.len();
+    let url = herald.url("/eventing/default");
+    load::requests(
+        client,
+        &url,
+        0..count,
+        context.sizes.subscribe_concurrency,
+        "SubscribeResponse",
+        "subscribed with the largest filter",
+        move |i| subscribe_message(&idle_notify_to(i), Some(&filter)),
+    )
+    .await
+    .context("subscribing with the largest filter")?;
+    let rss = settled_rss(&herald).await?;
+    let per = rss.saturating_sub(empty) / count;
+    let row = Row::new(
+        "5 footprint",
+        format!(
+            "{} subscriptions with the largest accepted XPath filter ({} bytes, 256 syntax units)",
+            thousands(count),
+            length
+        ),
+        format!(
+            "RSS {} = {} B per subscription",
+            mebibytes(rss),
+            thousands(per)
+        ),
+    )
+    .target("bounded: filter limits × max_subscriptions");
+    eprintln!("   {}: {}", row.size, row.result);
+    herald.terminate(Duration::from_secs(60)).await?;
+    Ok(row)
 }
