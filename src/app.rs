@@ -106,6 +106,7 @@ impl Application {
             metrics,
             public_url: config.public_url.as_deref().map(Arc::from),
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.connections.body_timeout,
             limits: config.limits,
             api_token: config.api_token.as_deref().map(Arc::from),
         };
@@ -148,10 +149,16 @@ impl Application {
                 .clone()
                 .run_sweeper(self.config.sweep_interval, stop.subscribe()),
         );
+        let refused = self.state.metrics.connections_refused.clone();
         let router = http::router(self.state);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = http::server::serve(
+            self.listener,
+            router,
+            self.config.connections,
+            refused,
+            shutdown,
+        )
+        .await;
         let _ = stop.send(());
         if let Err(err) = sweeper.await {
             tracing::warn!(error = %err, "expiry sweeper ended abnormally");

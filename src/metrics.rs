@@ -58,6 +58,8 @@ pub struct Metrics {
     pub backlog: Family<SourceLabels, Gauge>,
     /// SubscriptionEnd messages by outcome.
     pub subscription_ends: Family<EndNoticeLabels, Counter>,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -110,8 +112,15 @@ impl Default for Metrics {
             "SubscriptionEnd messages by outcome",
             subscription_ends.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because max_connections were open",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
+            connections_refused,
             requests,
             active_subscriptions,
             events_published,

@@ -12,6 +12,7 @@ use crate::delivery::client::ClientSettings;
 use crate::delivery::policy::{HostPattern, Network};
 use crate::engine::SourcePolicy;
 use crate::engine::clock::Clock;
+use crate::http::server::ConnectionLimits;
 use crate::soap::envelope::Limits;
 use crate::store::NodeId;
 use args::FileConfig;
@@ -63,6 +64,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Parser limits for SOAP messages.
     pub limits: Limits,
+    /// Connections open at once and how long a client may take.
+    pub connections: ConnectionLimits,
     /// Event sources.
     pub sources: Vec<SourcePolicy>,
     /// Bearer token for publishing and the JSON API.
@@ -160,6 +163,36 @@ impl Config {
                 "sweep_interval_ms must be between 10 and 1000".into(),
             ));
         }
+        let max_connections = file
+            .max_connections
+            .or(defaults.max_connections)
+            .unwrap_or(512);
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(ConfigError::Invalid(
+                "max_connections must be 1-1000000".into(),
+            ));
+        }
+        let seconds = |value: Option<u64>, default: Option<u64>, name: &str| {
+            let ms = value.or(default).unwrap_or(10_000);
+            if (100..=3_600_000).contains(&ms) {
+                Ok(Duration::from_millis(ms))
+            } else {
+                Err(ConfigError::Invalid(format!("{name} must be 100-3600000")))
+            }
+        };
+        let connections = ConnectionLimits {
+            max_connections,
+            header_timeout: seconds(
+                file.header_timeout_ms,
+                defaults.header_timeout_ms,
+                "header_timeout_ms",
+            )?,
+            body_timeout: seconds(
+                file.body_timeout_ms,
+                defaults.body_timeout_ms,
+                "body_timeout_ms",
+            )?,
+        };
         let api_token = args
             .api_token
             .clone()
@@ -329,6 +362,7 @@ impl Config {
             log_level,
             sweep_interval: Duration::from_millis(sweep_ms),
             limits: Limits::default(),
+            connections,
             sources,
             api_token,
             database,

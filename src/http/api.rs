@@ -96,6 +96,11 @@ fn body_problem(err: BodyError, limit: usize) -> Response {
             "Bad request",
             "the request body could not be read",
         ),
+        BodyError::TimedOut => problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request timeout",
+            "the request body did not arrive in time",
+        ),
     }
 }
 
@@ -175,7 +180,7 @@ async fn publish_one(
             "give the event's action URI in the Herald-Action header or the action query parameter",
         );
     };
-    let bytes = match read_body(&headers, body, state.max_body_bytes).await {
+    let bytes = match read_body(&state, &headers, body).await {
         Ok(bytes) => bytes,
         Err(err) => return body_problem(err, state.max_body_bytes),
     };
@@ -220,7 +225,7 @@ async fn publish_batch(
     if let Err(err) = state.engine.source(&source) {
         return engine_problem(err);
     }
-    let bytes = match read_body(&headers, body, state.max_body_bytes).await {
+    let bytes = match read_body(&state, &headers, body).await {
         Ok(bytes) => bytes,
         Err(err) => return body_problem(err, state.max_body_bytes),
     };

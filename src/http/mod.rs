@@ -2,6 +2,7 @@
 
 mod api;
 mod operations;
+pub mod server;
 mod soap;
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub public_url: Option<Arc<str>>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body.
+    pub body_timeout: std::time::Duration,
     /// Parser limits.
     pub limits: Limits,
     /// Bearer token for publishing and the JSON API, if one is configured.
@@ -39,7 +42,11 @@ impl AppState {
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .unwrap_or("");
         let (a, b) = (expected.as_bytes(), presented.trim().as_bytes());
         let mut difference = a.len() ^ b.len();
@@ -57,15 +64,18 @@ pub enum BodyError {
     TooLarge,
     /// The connection failed while reading.
     Unreadable,
+    /// The client did not send the whole body in time (408).
+    TimedOut,
 }
 
 /// Reads a request body of at most `limit` bytes, refusing early when Content-Length already
 /// says it is too large.
 pub async fn read_body(
+    state: &AppState,
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
-    limit: usize,
 ) -> Result<axum::body::Bytes, BodyError> {
+    let limit = state.max_body_bytes;
     use http_body_util::{BodyExt, LengthLimitError, Limited};
     let declared_too_large = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -75,7 +85,11 @@ pub async fn read_body(
     if declared_too_large {
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(body, limit).collect().await {
+    let collecting = Limited::new(body, limit).collect();
+    let Ok(collected) = tokio::time::timeout(state.body_timeout, collecting).await else {
+        return Err(BodyError::TimedOut);
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
         Err(err) => {

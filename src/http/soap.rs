@@ -80,12 +80,21 @@ async fn serve(
     let (media_soap, media_action) = media_type(&headers);
     let http_action = media_action.or_else(|| soap_action(&headers));
     let limit = state.max_body_bytes;
-    let bytes = match read_body(&headers, body, limit).await {
+    let bytes = match read_body(&state, &headers, body).await {
         Ok(bytes) => bytes,
         Err(BodyError::Unreadable) => {
             let reply =
                 eventing::transport_fault(media_soap, "the request body could not be read".into());
             return respond(&state, reply);
+        }
+        Err(BodyError::TimedOut) => {
+            let reply = eventing::transport_fault(
+                media_soap,
+                "the request body did not arrive in time".into(),
+            );
+            let mut response = respond(&state, reply);
+            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            return response;
         }
         Err(BodyError::TooLarge) => {
             let reply = eventing::transport_fault(

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod config;
+mod connections;
 mod delivery;
 mod endpoint_policy;
 mod expiry;

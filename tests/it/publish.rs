@@ -269,6 +269,23 @@ async fn the_bearer_token_guards_publishing_and_the_api() {
     )
     .await;
     assert_eq!(status, 202);
+    // The scheme is case-insensitive; the token is not.
+    for (header, expected) in [
+        ("bearer s3cret", 202),
+        ("BEARER s3cret", 202),
+        ("Bearer S3CRET", 401),
+        ("Basic s3cret", 401),
+    ] {
+        let headers = [xml[0], xml[1], ("Authorization", header)];
+        let (status, _) = post_raw(
+            &server,
+            "/api/v1/sources/default/events",
+            &headers,
+            &tick(1),
+        )
+        .await;
+        assert_eq!(status, expected, "{header}");
+    }
     // Subscribing stays open: WS-Eventing clients cannot send a bearer token.
     subscribe(&server, Soap::V12, W3C2011, "default", "").await;
     let status = server
