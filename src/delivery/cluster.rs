@@ -61,15 +61,35 @@ async fn next(signals: &mut Option<mpsc::Receiver<Signal>>) -> Option<Signal> {
     }
 }
 
-/// Renews the lease. When it had lapsed, other nodes may have taken this node's subscriptions:
-/// it lets go of all of them and joins again, taking back what is still its own.
+/// How soon a failed lease renewal is tried again: each failure may have cost one dead pooled
+/// connection, so a burst of them (sessions killed, a failover) is worked through quickly.
+const RENEW_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Renews the lease, trying again at once after an error for as long as the lease still holds.
+/// When it had lapsed, other nodes may have taken this node's subscriptions: it lets go of all
+/// of them and joins again, taking back what is still its own.
 async fn keep_lease(dispatcher: &Arc<Dispatcher>) {
-    let asked = Instant::now();
-    match dispatcher
-        .store
-        .renew_node(&dispatcher.node, dispatcher.settings.lease_ttl)
-        .await
-    {
+    let mut failures = 0u32;
+    let asked = loop {
+        let asked = Instant::now();
+        let renewed = dispatcher
+            .store
+            .renew_node(&dispatcher.node, dispatcher.settings.lease_ttl)
+            .await;
+        match renewed {
+            Err(err) if dispatcher.lease.holds() && !dispatcher.stopping() => {
+                failures += 1;
+                tracing::debug!(error = %err, failures, "renewing this node's lease failed; trying again");
+                tokio::time::sleep(RENEW_RETRY).await;
+            }
+            other => break (asked, other),
+        }
+    };
+    let (asked, renewed) = asked;
+    if failures > 0 && renewed.is_ok() {
+        tracing::info!(failures, "this node's lease renewed after failed attempts");
+    }
+    match renewed {
         Ok(true) => {
             dispatcher
                 .lease

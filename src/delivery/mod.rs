@@ -398,6 +398,11 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Whether this node's lease is known to hold now (for readiness).
+    pub fn lease_confirmed(&self) -> bool {
+        self.lease.holds()
+    }
+
     /// Whether this node's lease is known to hold now; a worker sends nothing when it is not.
     fn lease_holds(&self) -> bool {
         let holds = self.lease.holds();

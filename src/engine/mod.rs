@@ -158,6 +158,21 @@ impl Engine {
         self.dispatcher.active_counts()
     }
 
+    /// Whether this node can take requests now: its store can be written (within 2 s) and its
+    /// lease holds. `Err` says why not.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let check = self.store.check_writable(self.dispatcher.node());
+        match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Err(_) => return Err("the store did not answer within 2 s".into()),
+            Ok(Err(err)) => return Err(format!("the store cannot be written: {err}")),
+            Ok(Ok(())) => {}
+        }
+        if !self.dispatcher.lease_confirmed() {
+            return Err("this node's lease is not confirmed".into());
+        }
+        Ok(())
+    }
+
     /// The current time on the engine's clock.
     pub fn now(&self) -> Timestamp {
         self.clock.now()

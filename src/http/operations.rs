@@ -1,7 +1,8 @@
-//! `GET /healthz` and `GET /metrics`.
+//! `GET /healthz` (liveness), `GET /readyz` (readiness) and `GET /metrics`.
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -12,6 +13,23 @@ use crate::metrics::SourceLabels;
 /// Liveness: herald is up and serving.
 async fn healthz() -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/plain; charset=utf-8")], "ok\n")
+}
+
+/// Readiness: 200 while the store can be written and this node's lease holds, else 503 with
+/// the reason (a load balancer stops sending requests; `/healthz` still says the process lives).
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let text = [(CONTENT_TYPE, "text/plain; charset=utf-8")];
+    match state.engine.readiness().await {
+        Ok(()) => (StatusCode::OK, text, "ready\n".to_owned()),
+        Err(why) => {
+            tracing::warn!(reason = %why, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+                format!("not ready: {why}\n"),
+            )
+        }
+    }
 }
 
 /// Prometheus text exposition; gauges are refreshed from the engine at each scrape.
@@ -40,5 +58,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub fn router() -> axum::Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }

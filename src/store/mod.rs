@@ -98,7 +98,7 @@ pub enum Signal {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database reported an error (I/O, constraint, busy, …).
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored row could not be decoded: the database holds something herald did not write.
     #[error("stored row is corrupt: {0}")]
@@ -199,6 +199,10 @@ pub trait Store: Send + Sync + 'static {
     /// Registers `node` (or takes its row back after a restart or a lapsed lease) with a lease
     /// of `ttl` from the store's clock.
     async fn register_node(&self, node: &NodeId, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Writes to the store (rewrites `node`'s lease row as it is): `Ok` when the store can be
+    /// written now. What readiness checks.
+    async fn check_writable(&self, node: &NodeId) -> Result<(), StoreError>;
 
     /// Extends the lease of `node` by `ttl`. False when it had already lapsed: other nodes may
     /// have claimed its subscriptions, so it must let go of all of them and register again.

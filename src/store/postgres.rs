@@ -63,6 +63,10 @@ impl PostgresStore {
             PgConnectOptions::from_str(url).map_err(|err| StoreError::Url(err.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            // A pooled connection is pinged before it is handed out, so sessions killed on the
+            // server (a restart, a failover, an operator) cost no failed statement
+            // (tests/it/cluster.rs: a burst of killed sessions).
+            .test_before_acquire(true)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
@@ -357,6 +361,14 @@ impl Store for PostgresStore {
         .bind(duration_millis(ttl))
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn check_writable(&self, node: &NodeId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET lease_until = lease_until WHERE id = $1")
+            .bind(node.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

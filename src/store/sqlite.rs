@@ -490,6 +490,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn check_writable(&self, node: &NodeId) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
+        sqlx::query("UPDATE nodes SET lease_until = lease_until WHERE id = ?")
+            .bind(node.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn renew_node(&self, node: &NodeId, ttl: Duration) -> Result<bool, StoreError> {
         let _writing = self.write.lock().await;
         let now = wall_clock_millis();

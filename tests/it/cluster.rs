@@ -425,3 +425,77 @@ async fn renew_and_expiry_racing_on_different_nodes_end_each_subscription_once()
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set HERALD_TEST_DATABASE and pass -- --include-ignored"]
+async fn a_burst_of_killed_database_sessions_costs_the_node_no_lease() {
+    let store = shared_store().await;
+    // This node's sessions carry a name of their own, so only they are killed.
+    let name = format!(
+        "herald_burst_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let url = format!(
+        "{}&application_name={name}",
+        store.database_url().expect("PostgreSQL")
+    );
+    let mut command = Process::command();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info"])
+        .args(["--allowed-networks", "127.0.0.0/8", "--node-id", "steady"])
+        .args(["--lease-ttl-ms", "1200", "--database", &url])
+        .arg("--data-dir")
+        .arg(store.data_dir());
+    let process = Process::spawn(command);
+    let server = process.client();
+    let sink = Sink::start().await;
+    let extra = "<wse:Expires>PT1H</wse:Expires>";
+    subscribe_to(&server, Soap::V12, W3C2011, &sink.url("steady"), extra).await;
+    let kill = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+    );
+    // Every session of the node killed twenty times in a second and a half, while events are
+    // published.
+    let mut acknowledged = 0;
+    for _ in 0..20 {
+        store.execute(&[&kill]).await;
+        {
+            let response = server
+                .client
+                .post(server.url("/api/v1/sources/default/events"))
+                .header("Content-Type", "application/xml")
+                .header("Herald-Action", TICK_ACTION)
+                .body(tick(acknowledged))
+                .send()
+                .await
+                .unwrap();
+            if response.status().as_u16() == 202 {
+                acknowledged += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    // Two leases later, the node still holds its own and delivered each event once.
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    let ticks = wait_ticks(&sink, "steady", acknowledged, Duration::from_secs(20)).await;
+    assert_eq!(
+        ticks,
+        (0..acknowledged).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    assert!(
+        acknowledged >= 10,
+        "only {acknowledged} of 20 publishes succeeded"
+    );
+    let log = process.log();
+    assert!(
+        !log.iter().any(|line| line.contains("lease lapsed")),
+        "the lease lapsed: {log:#?}"
+    );
+    println!(
+        "{acknowledged} of 20 publishes acknowledged during the burst; lease kept; {} renewals retried",
+        log.iter()
+            .filter(|l| l.contains("renewed after failed attempts"))
+            .count()
+    );
+}

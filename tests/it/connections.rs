@@ -101,9 +101,18 @@ async fn beyond_max_connections_new_ones_are_refused_at_once() {
         holders.push(TcpStream::connect(&address).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // A fifth is closed at once, with nothing read and nothing answered.
+    // A fifth is closed at once, with nothing read and nothing answered (or, if the reset
+    // comes first, not even connected).
+    let mut reached = 0;
     for _ in 0..3 {
-        let mut extra = TcpStream::connect(&address).await.unwrap();
+        let mut extra = match TcpStream::connect(&address).await {
+            Ok(extra) => extra,
+            Err(err) => {
+                println!("a connection beyond the limit failed to connect: {err}");
+                continue;
+            }
+        };
+        reached += 1;
         let _ = extra
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
             .await;
@@ -119,8 +128,12 @@ async fn beyond_max_connections_new_ones_are_refused_at_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let metrics = server.metrics().await;
     assert!(
-        metrics.contains("herald_connections_refused_total 3"),
-        "{metrics}"
+        reached > 0,
+        "no connection beyond the limit got through to be refused"
+    );
+    assert!(
+        metrics.contains(&format!("herald_connections_refused_total {reached}")),
+        "{reached} refused: {metrics}"
     );
     let warnings: Vec<String> = process
         .log()

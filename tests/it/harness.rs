@@ -167,6 +167,11 @@ impl TestStore {
         }
     }
 
+    /// The PostgreSQL URL (with this test's schema), when the store is PostgreSQL.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
     /// The `herald serve` arguments that point the binary at this store.
     pub fn args(&self) -> Vec<OsString> {
         let mut args = vec!["--data-dir".into(), self.dir.path().into()];

@@ -11,14 +11,23 @@ use crate::harness::*;
 use crate::publish::{TICK_ACTION, publish, tick};
 use crate::sink::Sink;
 
-const BREAK: [&str; 2] = [
+const BREAK: [&str; 3] = [
     "ALTER TABLE subscriptions RENAME TO subscriptions_away",
     "ALTER TABLE events RENAME TO events_away",
+    "ALTER TABLE nodes RENAME TO nodes_away",
 ];
-const REPAIR: [&str; 2] = [
+const REPAIR: [&str; 3] = [
     "ALTER TABLE subscriptions_away RENAME TO subscriptions",
     "ALTER TABLE events_away RENAME TO events",
+    "ALTER TABLE nodes_away RENAME TO nodes",
 ];
+
+/// `GET path`: status and text.
+async fn get(server: &TestServer, path: &str) -> (u16, String) {
+    let response = server.client.get(server.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
 
 /// A JSON API request's status and problem document.
 async fn problem_of(response: reqwest::Response) -> (u16, Value) {
@@ -51,7 +60,18 @@ async fn a_failing_store_gets_precise_errors_and_nothing_half_written() {
         sink.wait_accepted(path, 1, Duration::from_secs(10)).await;
     }
 
+    assert_eq!(get(&server, "/readyz").await, (200, "ready\n".to_owned()));
     store.execute(&BREAK).await;
+
+    // Readiness fails, with the database's own words; liveness does not.
+    let (status, text) = get(&server, "/readyz").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.starts_with("not ready: the store cannot be written: database error: ")
+            && text.contains("nodes"),
+        "{text}"
+    );
+    assert_eq!(get(&server, "/healthz").await.0, 200);
 
     // The JSON API: 503 problems.
     let (_, managed) = &subscribers[1];
@@ -111,6 +131,7 @@ async fn a_failing_store_gets_precise_errors_and_nothing_half_written() {
     reply.assert_fault(Soap::V12, (WSE08, "EventSourceUnableToProcess"), true);
 
     store.execute(&REPAIR).await;
+    assert_eq!(get(&server, "/readyz").await, (200, "ready\n".to_owned()));
 
     // Nothing was written: three subscriptions, each with the expiry it had; the failed publish
     // took no sequence number, so the next event is the second.
