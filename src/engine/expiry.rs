@@ -301,10 +301,18 @@ pub enum RequestedExpiry {
     },
 }
 
+/// The longest `Expires` text accepted.
+pub const MAX_EXPIRES_CHARS: usize = 64;
+
 impl RequestedExpiry {
-    /// Parses the text of an `Expires` element (surrounding whitespace allowed).
+    /// Parses the text of an `Expires` element (surrounding whitespace allowed). Longer than
+    /// [`MAX_EXPIRES_CHARS`] is refused as malformed: no real value needs more, and a granted
+    /// value is echoed back as sent.
     pub fn parse(text: &str) -> Result<RequestedExpiry, ExpiryError> {
         let text = text.trim();
+        if text.len() > MAX_EXPIRES_CHARS {
+            return Err(ExpiryError::Malformed(format!("{}…", truncate(text, 64))));
+        }
         if let Some(value) = XsDuration::parse(text) {
             return Ok(RequestedExpiry::Duration {
                 value,
@@ -582,6 +590,18 @@ mod tests {
         exact: false,
         ..W2011_EXACT
     };
+
+    #[test]
+    fn overlong_values_are_malformed() {
+        let nines = format!("PT1.{}S", "9".repeat(10_000));
+        assert!(XsDuration::parse(&nines).is_some(), "lexically valid");
+        assert!(matches!(
+            RequestedExpiry::parse(&nines),
+            Err(ExpiryError::Malformed(_))
+        ));
+        let longest = format!("PT1.{}S", "9".repeat(MAX_EXPIRES_CHARS - 5));
+        assert!(RequestedExpiry::parse(&longest).is_ok());
+    }
 
     #[test]
     fn durations_that_xml_schema_accepts() {
