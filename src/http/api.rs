@@ -242,10 +242,10 @@ async fn publish_batch(
 }
 
 /// Why a batch is refused (400): a title and a detail.
-type BadBatch = (&'static str, String);
+pub type BadBatch = (&'static str, String);
 
-/// The events of a batch document, or why it is refused.
-fn batch_events(bytes: &[u8], limits: Limits) -> Result<Vec<NewEvent>, BadBatch> {
+/// The events of a batch document, or why it is refused. Also the batch fuzz target's entry.
+pub fn batch_events(bytes: &[u8], limits: Limits) -> Result<Vec<NewEvent>, BadBatch> {
     let document = match parse_document(bytes, limits) {
         Ok(document) => document,
         Err(err) => return Err(("Malformed XML", err.to_string())),

@@ -1,6 +1,8 @@
 //! The front doors: axum routers. Each file owns one resource and ends in `router()`.
 
 mod api;
+
+pub use api::{BadBatch, batch_events};
 mod operations;
 pub mod server;
 mod soap;
