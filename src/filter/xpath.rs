@@ -2,6 +2,8 @@
 //! cannot stall delivery.
 
 use oxml::xpath::{EvalContext, EvalLimits};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use oxml::{Document, Limits, NodeId, XPath};
 
 use super::{EventView, FilterError, Matcher};
@@ -100,11 +102,29 @@ impl Matcher for XPathFilter {
     }
 }
 
+/// When an evaluation over its budget was last logged at `warn`, in seconds since the epoch.
+static LAST_BUDGET_WARNING: AtomicU64 = AtomicU64::new(0);
+
+/// How often, at most, an evaluation over budget is logged at `warn` (others at `debug`).
+const BUDGET_WARNING_INTERVAL_SECS: u64 = 60;
+
 fn evaluate(xpath: &XPath, document: &Document, context: NodeId, evaluation: &EvalContext) -> bool {
     match xpath.evaluate_from_with(document, context, evaluation) {
         Ok(value) => value.to_boolean(),
         Err(err) => {
-            tracing::debug!(error = %err, "filter evaluation stopped; treated as no match");
+            // No match, as documented; said in the log, so a filter that stops matching an
+            // event because of its size is not silent.
+            let now = jiff::Timestamp::now().as_second().unsigned_abs();
+            let last = LAST_BUDGET_WARNING.load(Ordering::Relaxed);
+            let due = now >= last + BUDGET_WARNING_INTERVAL_SECS
+                && LAST_BUDGET_WARNING
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if due {
+                tracing::warn!(filter = %xpath, error = %err, "a filter's evaluation stopped at its limits; the event counts as not matching (logged at most once a minute)");
+            } else {
+                tracing::debug!(filter = %xpath, error = %err, "filter evaluation stopped; treated as no match");
+            }
             false
         }
     }
