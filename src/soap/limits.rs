@@ -123,18 +123,24 @@ pub fn prescan(text: &str, limits: &Limits) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Whether an XML declaration says `version="1.0"`.
+/// Whether an XML declaration says `version="1.0"` (read as bytes: the declaration's first
+/// 200 bytes may end inside a character).
 fn declares_xml_1_0(text: &str) -> bool {
-    let declaration = &text[..text.find("?>").unwrap_or(text.len()).min(200)];
-    let Some(after) = declaration.find("version").map(|at| &declaration[at + 7..]) else {
+    let bytes = text.as_bytes();
+    let end = skip_past(bytes, 0, b"?>").min(200);
+    let declaration = &bytes[..end];
+    let Some(at) = declaration
+        .windows(7)
+        .position(|window| window == b"version")
+    else {
         return false;
     };
-    let after = after
-        .trim_start()
-        .strip_prefix('=')
-        .unwrap_or("")
-        .trim_start();
-    after.starts_with("\"1.0\"") || after.starts_with("'1.0'")
+    let after = declaration[at + 7..].trim_ascii_start();
+    let Some(after) = after.strip_prefix(b"=") else {
+        return false;
+    };
+    let after = after.trim_ascii_start();
+    after.starts_with(b"\"1.0\"") || after.starts_with(b"'1.0'")
 }
 
 /// The index just past the next `end` at or after `from` (the end of the text if none).
@@ -277,6 +283,12 @@ mod tests {
         );
         assert_eq!(scan("<?xml version='1.0' encoding='utf-8'?><x/>"), Ok(()));
         assert_eq!(scan("<?xml-stylesheet href='a'?><x/>"), Ok(()));
+        // Found by the batch fuzz target: the 200th byte inside a character.
+        let long = format!("<?xml {}\u{117}?><x/>", "a".repeat(193));
+        assert_eq!(
+            scan(&long),
+            Err(Refusal::Unsupported("only XML 1.0 is read"))
+        );
         assert_eq!(
             scan("\u{feff}<x/>"),
             Err(Refusal::Unsupported("a second byte order mark"))
