@@ -107,10 +107,12 @@ async fn beyond_max_connections_new_ones_are_refused_at_once() {
     for _ in 0..3 {
         let mut extra = match TcpStream::connect(&address).await {
             Ok(extra) => extra,
-            Err(err) => {
-                println!("a connection beyond the limit failed to connect: {err}");
+            // herald accepted it and reset it before the handshake's end was read here.
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                reached += 1;
                 continue;
             }
+            Err(err) => panic!("connecting failed otherwise: {err}"),
         };
         reached += 1;
         let _ = extra
