@@ -80,12 +80,12 @@ impl Herald {
             .arg("127.0.0.0/8")
             .arg("--log-level")
             .arg("warn");
-        // The default source takes as many subscriptions as a scenario makes (the built-in
-        // 10,000 would refuse the footprint's million); a scenario's own file replaces this.
-        let config = launch
-            .config
-            .as_deref()
-            .unwrap_or("[sources.default]\nmax_subscriptions = 100000000\n");
+        // The default source takes as many subscriptions and as large events as a scenario
+        // makes (the built-in 10,000 would refuse the footprint's million, 256 KiB scenario
+        // 8's benign events); a scenario's own file replaces this.
+        let config = launch.config.as_deref().unwrap_or(
+            "[sources.default]\nmax_subscriptions = 100000000\nmax_event_bytes = 1048576\n",
+        );
         let path = dir.join("herald.toml");
         std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
         command.arg("--config").arg(path);
