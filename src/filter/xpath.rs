@@ -20,7 +20,7 @@ const MAX_STRING_BYTES: usize = 1024 * 1024;
 
 /// Syntax units (operands and operators) one expression may have. The compiled form costs
 /// memory in proportion: measured (herald-bench scenario 5), a subscription with the largest
-/// accepted filter costs about 30 KB. 256 units is a comparison chain of some 40 terms.
+/// accepted filter costs about 27 KB. 256 units is a comparison chain of some 40 terms.
 pub const MAX_SYNTAX_UNITS: usize = 256;
 /// Operators and steps one expression may have.
 const MAX_OPERATORS: usize = 128;

@@ -196,7 +196,7 @@ async fn xpath_filters_are_bounded_in_size() {
         "{}",
         fault.reason
     );
-    // The largest shape accepted (about 30 KB a subscription; herald-bench scenario 5).
+    // The largest shape accepted (about 27 KB a subscription; herald-bench scenario 5).
     let reply = Message::new(
         Soap::V12,
         W3C2011,
