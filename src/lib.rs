@@ -1,18 +1,22 @@
 //! herald: a durable callback and event-subscription broker for web services.
 //!
-//! The layers, each depending only on those below it:
+//! The layers, each depending only on those below it (`farm-studio look` draws them):
 //!
-//! - [`http`]: the front doors: axum routers for the SOAP endpoints, the JSON API (publishing,
-//!   subscription status), health and metrics.
+//! - [`http`]: the front doors: the accept loop with its connection limits, axum routers for
+//!   the SOAP endpoints, the JSON API (publishing, subscription status), health, readiness and
+//!   metrics.
 //! - [`eventing`]: WS-Eventing 2004/01, 2004/08 and W3C 2011: decodes requests into engine calls,
 //!   writes responses, maps refusals to each version's faults, builds notifications and
 //!   SubscriptionEnd messages.
-//! - [`soap`]: SOAP 1.1/1.2 envelopes, WS-Addressing, faults, XML helpers.
-//! - [`engine`]: the domain: subscriptions, expiry rules, sources, events. No XML, no HTTP, no SQL.
+//! - [`engine`]: the `Engine` service: the lifecycle rules (subscribe, renew, end, expire,
+//!   publish) over delivery and the store. No XML, no HTTP, no SQL.
 //! - [`delivery`]: the event log's tail in memory, the group-commit publisher, the dispatcher
 //!   (ordered, retried, at-least-once), the endpoint policy and the delivery HTTP client.
 //! - [`filter`]: the `FilterEngine` trait and its dialects (XPath 1.0, DPWS actions, topics).
-//! - [`store`]: the [`store::Store`] trait and the embedded SQLite store.
+//! - [`store`]: the [`store::Store`] trait, the embedded SQLite store and PostgreSQL.
+//! - [`soap`]: SOAP 1.1/1.2 envelopes, XML limits, WS-Addressing, faults, XML helpers.
+//! - [`domain`]: the ground floor every layer may use: ids, subscriptions, events, expiry
+//!   values and rules, the clock.
 //!
 //! [`config`] resolves configuration (defaults, file, environment, flags); [`app`] wires the
 //! layers into a running server; [`metrics`] holds the Prometheus registry.
@@ -20,6 +24,7 @@
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod domain;
 pub mod engine;
 pub mod eventing;
 pub mod filter;

@@ -3,7 +3,7 @@
 //! both SOAP versions and at both endpoints. Any panic is a bug.
 #![no_main]
 
-use herald::engine::subscription::SoapVersion;
+use herald::domain::subscription::SoapVersion;
 use herald::eventing::{Endpoint, SoapRequest, inspect};
 use herald::soap::envelope::Limits;
 use libfuzzer_sys::fuzz_target;

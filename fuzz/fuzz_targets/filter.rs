@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use herald::engine::event::{Event, EventId};
-use herald::engine::subscription::{EventingVersion, Filter, SoapVersion, SourceName, WsaVersion};
+use herald::domain::event::{Event, EventId};
+use herald::domain::subscription::{EventingVersion, Filter, SoapVersion, SourceName, WsaVersion};
 use herald::filter::{EventView, FilterEngine, SUPPORTED_DIALECTS, StandardFilters};
 use libfuzzer_sys::fuzz_target;
 

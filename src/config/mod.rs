@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::delivery::DeliverySettings;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::policy::{HostPattern, Network};
+use crate::domain::clock::Clock;
 use crate::engine::SourcePolicy;
-use crate::engine::clock::Clock;
 use crate::http::server::ConnectionLimits;
 use crate::soap::envelope::Limits;
 use crate::store::NodeId;
@@ -387,7 +387,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::expiry::XsDuration;
+    use crate::domain::expiry::XsDuration;
 
     #[test]
     fn defaults_host_one_source() {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::ConfigError;
 use super::args::SourceFile;
 use crate::delivery::retry::RetryPolicy;
+use crate::domain::expiry::{ExpiryPolicy, XsDuration};
+use crate::domain::subscription::SourceName;
 use crate::engine::SourcePolicy;
-use crate::engine::expiry::{ExpiryPolicy, XsDuration};
-use crate::engine::subscription::SourceName;
 
 /// An xs:duration from configuration as a std duration (calendar units counted from now).
 pub(super) fn std_duration(key: &str, text: &str) -> Result<Duration, String> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Dispatcher;
 use super::client::Attempt;
 use super::retry::RetryPolicy;
-use crate::engine::subscription::EndNotice;
+use crate::domain::subscription::EndNotice;
 use crate::metrics::EndNoticeLabels;
 
 /// How often the outbox is looked at without being woken.
@@ -129,7 +129,7 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
 
 async fn record(
     dispatcher: &Dispatcher,
-    id: &crate::engine::subscription::SubscriptionId,
+    id: &crate::domain::subscription::SubscriptionId,
     notice: EndNotice,
     attempts: u32,
     next_at: Option<jiff::Timestamp>,

@@ -35,9 +35,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::engine::clock::Clock;
-use crate::engine::event::{Event, NewEvent};
-use crate::engine::subscription::{
+use crate::domain::clock::Clock;
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::subscription::{
     DeliveryProgress, EndReason, SourceName, Subscription, SubscriptionId,
 };
 use crate::filter::{EventView, FilterEngine, Matcher};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::Dispatcher;
-use crate::engine::subscription::{DeliveryProgress, SubscriptionId};
+use crate::domain::subscription::{DeliveryProgress, SubscriptionId};
 use crate::store::{NodeId, Store};
 
 /// Most updates written in one transaction.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::engine::event::Event;
+use crate::domain::event::Event;
 use crate::filter::EventView;
 
 /// How much the ring may hold.
@@ -87,8 +87,8 @@ mod tests {
     fn event(seq: u64, bytes: usize) -> Arc<Event> {
         Arc::new(Event {
             seq,
-            source: crate::engine::subscription::SourceName::parse("s").unwrap(),
-            id: crate::engine::event::EventId::new(),
+            source: crate::domain::subscription::SourceName::parse("s").unwrap(),
+            id: crate::domain::event::EventId::new(),
             action: String::new(),
             payload: "x".repeat(bytes),
             published_at: jiff::Timestamp::UNIX_EPOCH,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::client::Attempt;
 use super::retry::RetryPolicy;
 use super::{Dispatcher, Entry, lock};
-use crate::engine::clock::Clock;
-use crate::engine::subscription::{DeliveryProgress, EndReason};
+use crate::domain::clock::Clock;
+use crate::domain::subscription::{DeliveryProgress, EndReason};
 use crate::metrics::DeliveryLabels;
 
 /// Events fetched per step.

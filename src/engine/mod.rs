@@ -3,11 +3,6 @@
 //! The engine sees neither XML nor HTTP: protocol modules decode requests into the types here,
 //! and the engine validates them against the source's policy and writes through the [`Store`].
 
-pub mod clock;
-pub mod event;
-pub mod expiry;
-pub mod subscription;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +12,17 @@ use tokio::sync::broadcast;
 
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{Dispatcher, PublishError};
+use crate::domain::clock::Clock;
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::expiry::{
+    self, ExpiryError, ExpiryPolicy, ExpiryRules, GrantedExpiry, RequestedExpiry,
+};
+use crate::domain::subscription::{
+    DeliveryProgress, EndReason, EndpointRef, Filter, NotificationFormat, SourceName, Subscription,
+    SubscriptionId, SubscriptionRecord, SubscriptionStatus, WireDialect,
+};
 use crate::filter::FilterError;
 use crate::store::{Store, StoreError};
-use clock::Clock;
-use event::{Event, NewEvent};
-use expiry::{ExpiryError, ExpiryPolicy, ExpiryRules, GrantedExpiry, RequestedExpiry};
-use subscription::{
-    EndReason, EndpointRef, Filter, NotificationFormat, SourceName, Subscription, SubscriptionId,
-    SubscriptionRecord, SubscriptionStatus, WireDialect,
-};
 
 /// An event source's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,7 +246,7 @@ impl Engine {
                 return Err(err.into());
             }
         };
-        let progress = subscription::DeliveryProgress {
+        let progress = DeliveryProgress {
             cursor,
             ..Default::default()
         };

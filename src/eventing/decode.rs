@@ -5,12 +5,12 @@ use roxmltree::Node;
 use super::faults::Problem;
 use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, HERALD_NS, PUSH_MODE, WSE_2004_08_NS};
 use crate::delivery::policy;
-use crate::engine::SubscribeRequest;
-use crate::engine::expiry::{ExpiryRules, RequestedExpiry};
-use crate::engine::subscription::{
+use crate::domain::expiry::{ExpiryRules, RequestedExpiry};
+use crate::domain::subscription::{
     EndpointRef, EventingVersion, Filter, NotificationFormat, SourceName, SubscriptionId,
     WireDialect,
 };
+use crate::engine::SubscribeRequest;
 use crate::filter;
 use crate::soap::addressing::{self, is_anonymous};
 use crate::soap::xml::{self, Repeated};

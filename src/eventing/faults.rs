@@ -11,9 +11,9 @@
 
 use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, PUSH_MODE};
 use crate::delivery::PublishError;
+use crate::domain::expiry::ExpiryError;
+use crate::domain::subscription::{EventingVersion, WsaVersion};
 use crate::engine::EngineError;
-use crate::engine::expiry::ExpiryError;
-use crate::engine::subscription::{EventingVersion, WsaVersion};
 use crate::filter::FilterError;
 use crate::filter::SUPPORTED_DIALECTS;
 use crate::soap::fault::{Fault, FaultCode, Subcode};

@@ -9,9 +9,9 @@ pub mod faults;
 pub mod notify;
 pub mod version;
 
-use crate::engine::event::NewEvent;
-use crate::engine::expiry::{self, ExpiryRules, RequestedExpiry};
-use crate::engine::subscription::{
+use crate::domain::event::NewEvent;
+use crate::domain::expiry::{self, ExpiryRules, RequestedExpiry};
+use crate::domain::subscription::{
     EventingVersion, SoapVersion, SourceName, SubscriptionId, WireDialect, WsaVersion,
 };
 use crate::engine::{Engine, SubscribeRequest};
@@ -303,7 +303,7 @@ fn subscribe_response(
 ) -> String {
     let granted = xml::escape(granted);
     let manager = |parameter: String| {
-        let epr = crate::engine::subscription::EndpointRef {
+        let epr = crate::domain::subscription::EndpointRef {
             address: manager_address.to_owned(),
             reference_parameters: vec![parameter],
             reference_properties: Vec::new(),
@@ -421,7 +421,7 @@ fn decode_request(
     };
     let wsa = headers.version.unwrap_or(context.addressing);
     context.addressing = wsa;
-    let non_anonymous = |epr: &Option<crate::engine::subscription::EndpointRef>| {
+    let non_anonymous = |epr: &Option<crate::domain::subscription::EndpointRef>| {
         epr.clone().filter(|epr| !is_anonymous(&epr.address))
     };
     context.fault_reply = ReplyAddressing {

@@ -5,8 +5,8 @@ use uuid::Uuid;
 use super::version::HERALD_NS;
 use crate::delivery::Envelopes;
 use crate::delivery::client::Outgoing;
-use crate::engine::event::Event;
-use crate::engine::subscription::{
+use crate::domain::event::Event;
+use crate::domain::subscription::{
     EndReason, EndpointRef, EventingVersion, NotificationFormat, SoapVersion, Subscription,
     SubscriptionId, WireDialect,
 };

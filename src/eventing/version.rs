@@ -1,6 +1,6 @@
 //! The three WS-Eventing versions: namespaces, actions, defaults.
 
-use crate::engine::subscription::{EventingVersion, WsaVersion};
+use crate::domain::subscription::{EventingVersion, WsaVersion};
 use crate::filter;
 
 /// WS-Eventing January 2004 namespace.

@@ -10,8 +10,8 @@ mod xpath;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::engine::event::Event;
-use crate::engine::subscription::{EventingVersion, Filter, SoapVersion, WsaVersion};
+use crate::domain::event::Event;
+use crate::domain::subscription::{EventingVersion, Filter, SoapVersion, WsaVersion};
 
 /// XPath 1.0 as WS-Eventing 2004/08 names it (context node: the notification's SOAP Envelope).
 pub const XPATH_1999: &str = "http://www.w3.org/TR/1999/REC-xpath-19991116";

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use oxml::{Document, Limits, NodeId, XPath};
 
 use super::{EventView, FilterError, Matcher};
-use crate::engine::subscription::{SoapVersion, WsaVersion};
+use crate::domain::subscription::{SoapVersion, WsaVersion};
 
 /// Work units one evaluation may spend (oxml counts steps, node visits and bytes); a filter
 /// that needs more does not match. Measured: 2,000,000 units take about 1 ms in a release

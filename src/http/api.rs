@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::{AppState, BodyError, read_body};
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::expiry::format_datetime;
+use crate::domain::subscription::{SubscriptionId, SubscriptionStatus};
 use crate::engine::EngineError;
-use crate::engine::event::{Event, NewEvent};
-use crate::engine::expiry::format_datetime;
-use crate::engine::subscription::{SubscriptionId, SubscriptionStatus};
 use crate::soap::envelope::{EnvelopeError, Limits, parse_document};
 use crate::soap::limits::OFFLOAD_BYTES;
 use crate::soap::xml;

@@ -2,7 +2,7 @@
 //! `POST /eventing/{source}/subscriptions` (subscription manager).
 
 use super::{AppState, BodyError, read_body};
-use crate::engine::subscription::SoapVersion;
+use crate::domain::subscription::SoapVersion;
 use crate::eventing::{self, Endpoint, SoapReply, SoapRequest};
 use crate::metrics::RequestLabels;
 use axum::Router;

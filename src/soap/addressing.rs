@@ -4,7 +4,7 @@
 use roxmltree::Node;
 
 use super::xml;
-use crate::engine::subscription::{EndpointRef, WsaVersion};
+use crate::domain::subscription::{EndpointRef, WsaVersion};
 
 /// WS-Addressing 2003/03 namespace.
 pub const WSA_2003_NS: &str = "http://schemas.xmlsoap.org/ws/2003/03/addressing";

@@ -4,7 +4,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use super::limits::{Refusal, prescan};
 use super::xml;
-use crate::engine::subscription::SoapVersion;
+use crate::domain::subscription::SoapVersion;
 
 /// SOAP 1.1 envelope namespace.
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";

@@ -3,7 +3,7 @@
 use super::addressing::ReplyAddressing;
 use super::envelope::write_envelope;
 use super::xml;
-use crate::engine::subscription::SoapVersion;
+use crate::domain::subscription::SoapVersion;
 
 /// The SOAP fault code (1.2 names; 1.1 maps Sender to Client and Receiver to Server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,9 @@ use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::StoreError;
-use crate::engine::event::{Event, EventId};
-use crate::engine::expiry::ExpiryKind;
-use crate::engine::subscription::{
+use crate::domain::event::{Event, EventId};
+use crate::domain::expiry::ExpiryKind;
+use crate::domain::subscription::{
     DeliveryProgress, EndNotice, EndReason, EndpointRef, EventingVersion, Filter,
     NotificationFormat, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord,
     SubscriptionStatus, WireDialect, WsaVersion,

@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use crate::engine::event::{Event, NewEvent};
-use crate::engine::expiry::ExpiryKind;
-use crate::engine::subscription::{
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::expiry::ExpiryKind;
+use crate::domain::subscription::{
     DeliveryProgress, EndNotice, EndReason, SourceName, Subscription, SubscriptionId,
     SubscriptionRecord,
 };
@@ -299,7 +299,7 @@ fn number_events(
         .map(|(offset, event)| Event {
             source: source.clone(),
             seq: u64::try_from(first + offset).unwrap_or(0),
-            id: crate::engine::event::EventId::new(),
+            id: crate::domain::event::EventId::new(),
             action: event.action.clone(),
             payload: event.payload.clone(),
             published_at: now,

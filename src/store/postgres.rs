@@ -25,9 +25,9 @@ use super::codec::{
     seq_column, subscription_columns,
 };
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
-use crate::engine::event::{Event, NewEvent};
-use crate::engine::expiry::ExpiryKind;
-use crate::engine::subscription::{
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::expiry::ExpiryKind;
+use crate::domain::subscription::{
     DeliveryProgress, EndNotice, EndReason, SourceName, Subscription, SubscriptionId,
     SubscriptionRecord,
 };

@@ -321,7 +321,7 @@ async fn retry_after_is_honoured_and_410_gives_up_at_once() {
 #[tokio::test]
 async fn subscription_end_for_each_reason_and_version() {
     let server = TestServer::start_with(|config| {
-        config.sources[0].expiry.min = herald::engine::expiry::XsDuration::parse("PT0.1S").unwrap();
+        config.sources[0].expiry.min = herald::domain::expiry::XsDuration::parse("PT0.1S").unwrap();
     })
     .await;
     let sink = Sink::start().await;
@@ -422,7 +422,7 @@ async fn removing_a_source_ends_its_subscriptions_with_source_shutting_down() {
     let sink = Sink::start().await;
     let with_orders = |config: &mut Config| {
         let mut orders = config.sources[0].clone();
-        orders.name = herald::engine::subscription::SourceName::parse("orders").unwrap();
+        orders.name = herald::domain::subscription::SourceName::parse("orders").unwrap();
         config.sources.push(orders);
     };
     let server = TestServer::start_in(&store, with_orders).await;

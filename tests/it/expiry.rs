@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use herald::engine::expiry::XsDuration;
+use herald::domain::expiry::XsDuration;
 
 use crate::harness::*;
 

@@ -1,9 +1,9 @@
 //! One test per fault: code, subcode, HTTP status, detail, and that nothing was written.
 
 use herald::config::Config;
+use herald::domain::expiry::{ExpiryPolicy, XsDuration};
+use herald::domain::subscription::SourceName;
 use herald::engine::SourcePolicy;
-use herald::engine::expiry::{ExpiryPolicy, XsDuration};
-use herald::engine::subscription::SourceName;
 
 use crate::harness::*;
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald::engine::event::{Event, EventId};
-use herald::engine::subscription::{EventingVersion, Filter, SoapVersion, SourceName, WsaVersion};
+use herald::domain::event::{Event, EventId};
+use herald::domain::subscription::{EventingVersion, Filter, SoapVersion, SourceName, WsaVersion};
 use herald::filter::{
     DPWS_2006_ACTION, DPWS_2009_ACTION, EventView, FilterEngine, FilterError, HERALD_TOPIC,
     StandardFilters, XPATH_1999, XPATH_2011,

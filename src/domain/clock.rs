@@ -45,7 +45,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::expiry::{
+    use crate::domain::expiry::{
         ExpiryKind, ExpiryPolicy, ExpiryRules, RequestedExpiry, XsDuration, format_expiry, grant,
     };
 
