@@ -9,6 +9,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::policy::{EndpointPolicy, PolicyError, parse_endpoint};
+use crate::soap::envelope::is_fault;
 
 /// How much of a response body is read (to detect a SOAP fault); the rest is discarded.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -181,7 +182,7 @@ impl DeliveryClient {
             }
         }
         if status.is_success() {
-            if is_soap_fault(&body) {
+            if is_fault(&body) {
                 return Attempt::failed(format!("HTTP {} with a SOAP fault", status.as_u16()));
             }
             return Attempt::Delivered;
@@ -266,26 +267,6 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let now = jiff::Timestamp::now();
     let wait = at.duration_since(now);
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
-}
-
-/// Whether a response body is a SOAP envelope holding a Fault.
-fn is_soap_fault(body: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return false;
-    };
-    if !text.trim_start().starts_with('<') {
-        return false;
-    }
-    let Ok(document) = roxmltree::Document::parse(text) else {
-        return false;
-    };
-    document.descendants().any(|node| {
-        node.tag_name().name() == "Fault"
-            && matches!(
-                node.tag_name().namespace(),
-                Some(crate::soap::envelope::SOAP11_NS | crate::soap::envelope::SOAP12_NS)
-            )
-    })
 }
 
 #[cfg(test)]
@@ -393,9 +374,9 @@ mod tests {
     #[test]
     fn soap_faults_in_2xx_bodies() {
         let fault = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault/></s:Body></s:Envelope>"#;
-        assert!(is_soap_fault(fault.as_bytes()));
-        assert!(!is_soap_fault(b""));
-        assert!(!is_soap_fault(b"ok"));
-        assert!(!is_soap_fault(br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>"#));
+        assert!(is_fault(fault.as_bytes()));
+        assert!(!is_fault(b""));
+        assert!(!is_fault(b"ok"));
+        assert!(!is_fault(br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>"#));
     }
 }

@@ -145,9 +145,9 @@ impl Engine {
         self.sources.values()
     }
 
-    /// The dispatcher.
-    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
-        &self.dispatcher
+    /// Refreshes the gauges read at a scrape (backlog per source).
+    pub fn refresh_metrics(&self) {
+        self.dispatcher.update_backlog_metrics();
     }
 
     /// Active subscriptions per configured source.

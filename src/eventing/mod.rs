@@ -229,7 +229,7 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
             .status(id)
             .await
             .map(|subscription| {
-                let now = jiff::Timestamp::now();
+                let now = engine.now();
                 let body = match (version, subscription.expires_at) {
                     // 2004/08 Expires is optional here: a subscription that never expires has none.
                     (EventingVersion::Aug2004, None) => "<wse:GetStatusResponse/>".to_owned(),

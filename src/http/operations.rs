@@ -44,7 +44,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .get_or_create(&labels)
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-    state.engine.dispatcher().update_backlog_metrics();
+    state.engine.refresh_metrics();
     (
         [(
             CONTENT_TYPE,

@@ -113,6 +113,21 @@ fn check_depth(root: Node<'_, '_>, max_depth: usize) -> Result<(), EnvelopeError
     Ok(())
 }
 
+/// Whether a message is a SOAP envelope (1.1 or 1.2) whose Body holds a Fault: how a one-way
+/// receiver that answers 2xx with a fault is told apart. Read under [`Limits`]: an answer is
+/// untrusted input like any request.
+pub fn is_fault(message: &[u8]) -> bool {
+    let Ok(document) = parse_document(message, Limits::default()) else {
+        return false;
+    };
+    let Ok(envelope) = Envelope::from_document(&document) else {
+        return false;
+    };
+    envelope
+        .body_element()
+        .is_some_and(|element| xml::is(element, envelope.version.ns(), "Fault"))
+}
+
 /// A parsed SOAP envelope.
 #[derive(Debug, Clone, Copy)]
 pub struct Envelope<'a, 'input> {

@@ -292,7 +292,8 @@ pub fn decode_source_count(
     let name = row.text("source")?;
     let value = row.int(column)?;
     let source = SourceName::parse(&name).ok_or_else(|| corrupt("source", &name))?;
-    Ok((source, u64::try_from(value).unwrap_or(0)))
+    let value = u64::try_from(value).map_err(|_| corrupt(column, &value.to_string()))?;
+    Ok((source, value))
 }
 
 /// The reason in an `end_reason` column.
