@@ -77,7 +77,7 @@ impl Application {
             node,
             client,
             Arc::new(EventingEnvelopes),
-            Arc::new(StandardFilters),
+            Arc::new(StandardFilters::new(Arc::new(EventingEnvelopes))),
             config.delivery.clone(),
             config
                 .sources

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use herald::domain::event::{Event, EventId};
 use herald::domain::subscription::{EventingVersion, Filter, SoapVersion, SourceName, WsaVersion};
+use herald::eventing::notify::EventingEnvelopes;
 use herald::filter::{EventView, FilterEngine, SUPPORTED_DIALECTS, StandardFilters};
 use libfuzzer_sys::fuzz_target;
 
@@ -53,7 +54,8 @@ fuzz_target!(|data: &[u8]| {
             ("".into(), "urn:default".into()),
         ],
     };
-    let Ok(matcher) = StandardFilters.compile(&filter, version, soap, addressing) else {
+    let filters = StandardFilters::new(Arc::new(EventingEnvelopes));
+    let Ok(matcher) = filters.compile(&filter, version, soap, addressing) else {
         return;
     };
     let Some(source) = SourceName::parse("fuzz") else {

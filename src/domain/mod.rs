@@ -2,6 +2,10 @@
 //! them. Identifiers, subscriptions and their delivery progress, events, expiry values and
 //! rules, and the clock.
 
+/// herald's own XML namespace: its `SubscriptionId` reference parameter, its wrapper around an
+/// event of several elements.
+pub const HERALD_NS: &str = "urn:herald:eventing";
+
 pub mod clock;
 pub mod event;
 pub mod expiry;

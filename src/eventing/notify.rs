@@ -8,8 +8,9 @@ use crate::delivery::client::Outgoing;
 use crate::domain::event::Event;
 use crate::domain::subscription::{
     EndReason, EndpointRef, EventingVersion, NotificationFormat, SoapVersion, Subscription,
-    SubscriptionId, WireDialect,
+    SubscriptionId, WireDialect, WsaVersion,
 };
+use crate::filter::NotificationContext;
 use crate::soap::addressing::{addressed_to, write_epr_content};
 use crate::soap::envelope::write_envelope;
 use crate::soap::xml;
@@ -69,6 +70,26 @@ fn outgoing(
         content_type,
         soap_action,
         body: envelope,
+    }
+}
+
+impl NotificationContext for EventingEnvelopes {
+    /// The unwrapped notification as a subscriber in these versions receives it, without the
+    /// parts that differ per subscriber (`wsa:To`, `wsa:MessageID`, reference parameters):
+    /// what a 2004 XPath filter is evaluated against.
+    fn envelope(
+        &self,
+        soap: SoapVersion,
+        addressing: WsaVersion,
+        action: &str,
+        payload: &str,
+    ) -> String {
+        write_envelope(
+            soap,
+            &[("wsa", addressing.ns())],
+            &[format!("<wsa:Action>{}</wsa:Action>", xml::escape(action))],
+            payload,
+        )
     }
 }
 

@@ -11,7 +11,7 @@ pub const WSE_2004_08_NS: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing
 pub const WSE_2011_NS: &str = "http://www.w3.org/2011/03/ws-evt";
 /// herald's own namespace, for the 2011 subscription identifier reference parameter (2011
 /// defines no identifier element).
-pub const HERALD_NS: &str = "urn:herald:eventing";
+pub use crate::domain::HERALD_NS;
 
 /// The 2004/08 push delivery mode (also the default when `Mode` is absent).
 pub const PUSH_MODE: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push";

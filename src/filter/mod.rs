@@ -107,9 +107,32 @@ pub trait FilterEngine: Send + Sync {
     ) -> Result<Arc<dyn Matcher>, FilterError>;
 }
 
+/// The document a WS-Eventing 2004 XPath filter is evaluated against: the notification's SOAP
+/// envelope, as the protocol layer writes it. A port: `eventing/` implements it, so that the
+/// filter sees the envelope the subscriber receives.
+pub trait NotificationContext: Send + Sync {
+    /// The envelope carrying an event of `action` with `payload` in these versions.
+    fn envelope(
+        &self,
+        soap: SoapVersion,
+        addressing: WsaVersion,
+        action: &str,
+        payload: &str,
+    ) -> String;
+}
+
 /// herald's filter engine: XPath 1.0 (oxml), DPWS action lists and the topic dialect.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StandardFilters;
+#[derive(Clone)]
+pub struct StandardFilters {
+    context: Arc<dyn NotificationContext>,
+}
+
+impl StandardFilters {
+    /// The engine, with 2004 XPath filters evaluated against `context`'s envelopes.
+    pub fn new(context: Arc<dyn NotificationContext>) -> StandardFilters {
+        StandardFilters { context }
+    }
+}
 
 impl FilterEngine for StandardFilters {
     fn compile(
@@ -135,7 +158,11 @@ impl FilterEngine for StandardFilters {
                 let context = if version == EventingVersion::W3c2011 {
                     xpath::Context::Event
                 } else {
-                    xpath::Context::Envelope { soap, addressing }
+                    xpath::Context::Envelope {
+                        soap,
+                        addressing,
+                        notification: self.context.clone(),
+                    }
                 };
                 Ok(Arc::new(xpath::XPathFilter::compile(
                     expression,

@@ -1,12 +1,14 @@
 //! XPath 1.0 filters on oxml, with compile-time and evaluation budgets so a hostile expression
 //! cannot stall delivery.
 
-use oxml::xpath::{EvalContext, EvalLimits};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use oxml::xpath::{EvalContext, EvalLimits};
 use oxml::{Document, Limits, NodeId, XPath};
 
-use super::{EventView, FilterError, Matcher};
+use super::{EventView, FilterError, Matcher, NotificationContext};
+use crate::domain::HERALD_NS;
 use crate::domain::subscription::{SoapVersion, WsaVersion};
 
 /// Work units one evaluation may spend (oxml counts steps, node visits and bytes); a filter
@@ -28,14 +30,15 @@ const MAX_OPERATORS: usize = 128;
 const MAX_NESTING: usize = 16;
 
 /// What the expression is evaluated against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Context {
     /// W3C 2011: the event document (its root node; the event element is its child).
     Event,
-    /// WS-Eventing 2004/08: the SOAP Envelope element of the notification.
+    /// WS-Eventing 2004/08: the SOAP Envelope element of the notification, as `notification`
+    /// writes it.
     Envelope {
         soap: SoapVersion,
         addressing: WsaVersion,
+        notification: Arc<dyn NotificationContext>,
     },
 }
 
@@ -88,15 +91,17 @@ impl Matcher for XPathFilter {
                 Some(document) => (document, document.root()),
                 None => return false,
             },
-            Context::Envelope { soap, addressing } => {
-                match event.envelope_document(soap, addressing) {
-                    Some(document) => match document.root_element() {
-                        Some(envelope) => (document, envelope),
-                        None => return false,
-                    },
+            Context::Envelope {
+                soap,
+                addressing,
+                ref notification,
+            } => match event.envelope_document(soap, addressing, notification.as_ref()) {
+                Some(document) => match document.root_element() {
+                    Some(envelope) => (document, envelope),
                     None => return false,
-                }
-            }
+                },
+                None => return false,
+            },
         };
         evaluate(&self.xpath, document, context, &self.evaluation)
     }
@@ -130,9 +135,6 @@ fn evaluate(xpath: &XPath, document: &Document, context: NodeId, evaluation: &Ev
     }
 }
 
-/// The namespace of herald's wrapper around a multi-element event payload.
-const WRAPPER_NS: &str = "urn:herald:eventing";
-
 impl EventView {
     /// The event parsed as a document: its one element as the document element, or several
     /// elements inside a `hrd:Event` wrapper. `None` if the payload is not XML.
@@ -145,7 +147,7 @@ impl EventView {
                     .filter(|doc| doc.root_element().is_some());
                 parsed.or_else(|| {
                     oxml::parse(&format!(
-                        "<hrd:Event xmlns:hrd=\"{WRAPPER_NS}\">{payload}</hrd:Event>"
+                        "<hrd:Event xmlns:hrd=\"{HERALD_NS}\">{payload}</hrd:Event>"
                     ))
                     .ok()
                 })
@@ -159,6 +161,7 @@ impl EventView {
         &self,
         soap: SoapVersion,
         addressing: WsaVersion,
+        notification: &dyn NotificationContext,
     ) -> Option<&Document> {
         let index = match soap {
             SoapVersion::Soap11 => 0,
@@ -170,13 +173,8 @@ impl EventView {
         };
         self.envelope_documents[index]
             .get_or_init(|| {
-                let text = format!(
-                    "<s:Envelope xmlns:s=\"{}\" xmlns:wsa=\"{}\"><s:Header><wsa:Action>{}</wsa:Action></s:Header><s:Body>{}</s:Body></s:Envelope>",
-                    soap.ns(),
-                    addressing.ns(),
-                    crate::soap::xml::escape(self.action()),
-                    self.event().payload
-                );
+                let text =
+                    notification.envelope(soap, addressing, self.action(), &self.event().payload);
                 oxml::parse(&text).ok()
             })
             .as_ref()

@@ -36,7 +36,9 @@ fn filter(dialect: &str, expression: &str, namespaces: &[(&str, &str)]) -> Filte
 }
 
 fn engine() -> impl FilterEngine {
-    StandardFilters
+    StandardFilters::new(std::sync::Arc::new(
+        herald::eventing::notify::EventingEnvelopes,
+    ))
 }
 
 const W2011: (EventingVersion, SoapVersion, WsaVersion) = (
