@@ -8,12 +8,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
 
-use super::{AppState, BodyError, read_body};
+use super::{AppState, BodyError, read_body, views};
 use crate::domain::event::{Event, NewEvent};
-use crate::domain::expiry::format_datetime;
-use crate::domain::subscription::{SubscriptionId, SubscriptionStatus};
+use crate::domain::subscription::SubscriptionId;
 use crate::engine::EngineError;
 use crate::soap::envelope::{EnvelopeError, Limits, parse_document};
 use crate::soap::limits::OFFLOAD_BYTES;
@@ -24,13 +22,13 @@ pub const PUBLISH_NS: &str = "urn:herald:publish";
 
 /// An RFC 9457 problem response.
 pub fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {
-    let body = json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail.into(),
-    });
-    let mut response = (status, body.to_string()).into_response();
+    let body = views::Problem {
+        kind: "about:blank",
+        title,
+        status: status.as_u16(),
+        detail: detail.into(),
+    };
+    let mut response = json_response(status, &body);
     response.headers_mut().insert(
         CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/problem+json"),
@@ -38,8 +36,12 @@ pub fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Re
     response
 }
 
-fn json_response(status: StatusCode, value: Value) -> Response {
-    let mut response = (status, value.to_string()).into_response();
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let text = serde_json::to_string(value).unwrap_or_else(|err| {
+        tracing::error!(error = %err, "a JSON answer could not be written");
+        String::from("{}")
+    });
+    let mut response = (status, text).into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
@@ -47,7 +49,8 @@ fn json_response(status: StatusCode, value: Value) -> Response {
     response
 }
 
-fn unauthorized() -> Response {
+/// 401 with `WWW-Authenticate: Bearer`.
+pub(super) fn unauthorized() -> Response {
     let mut response = problem(
         StatusCode::UNAUTHORIZED,
         "Unauthorized",
@@ -152,11 +155,7 @@ fn action_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 }
 
 fn published(events: &[std::sync::Arc<Event>]) -> Response {
-    let events: Vec<Value> = events
-        .iter()
-        .map(|event| json!({ "id": event.id.to_string(), "seq": event.seq }))
-        .collect();
-    json_response(StatusCode::ACCEPTED, json!({ "events": events }))
+    json_response(StatusCode::ACCEPTED, &views::Published::of(events))
 }
 
 /// `POST /api/v1/sources/{source}/events`: one event, the body its XML element.
@@ -167,9 +166,6 @@ async fn publish_one(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !state.authorized(&headers) {
-        return unauthorized();
-    }
     if let Err(err) = state.engine.source(&source) {
         return engine_problem(err);
     }
@@ -219,9 +215,6 @@ async fn publish_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !state.authorized(&headers) {
-        return unauthorized();
-    }
     if let Err(err) = state.engine.source(&source) {
         return engine_problem(err);
     }
@@ -324,14 +317,7 @@ fn unknown_subscription() -> Response {
 }
 
 /// `GET /api/v1/subscriptions/{id}`: status, cursor, backlog and retry state.
-async fn subscription(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if !state.authorized(&headers) {
-        return unauthorized();
-    }
+async fn subscription(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(id) = SubscriptionId::parse(&id) else {
         return unknown_subscription();
     };
@@ -339,54 +325,12 @@ async fn subscription(
         Ok(found) => found,
         Err(err) => return engine_problem(err),
     };
-    let subscription = &record.subscription;
-    let (status, end_reason, ended_at) = match record.status {
-        SubscriptionStatus::Active => ("active", None, None),
-        SubscriptionStatus::Ended { reason, at } => {
-            ("ended", Some(reason.as_str()), Some(format_datetime(at)))
-        }
-    };
-    let head = head.unwrap_or(record.progress.cursor);
-    let body = json!({
-        "id": subscription.id.to_string(),
-        "source": subscription.source.as_str(),
-        "status": status,
-        "end_reason": end_reason,
-        "ended_at": ended_at,
-        "end_notice": record.end_notice.map(|notice| notice.as_str()),
-        "node": record.owner,
-        "dialect": {
-            "eventing": subscription.dialect.eventing.as_str(),
-            "soap": subscription.dialect.soap.as_str(),
-            "addressing": subscription.dialect.addressing.as_str(),
-        },
-        "notify_to": subscription.notify_to.address,
-        "end_to": subscription.end_to.as_ref().map(|epr| epr.address.clone()),
-        "format": subscription.format.as_str(),
-        "filter": subscription.filter.as_ref().map(|f| json!({ "dialect": f.dialect, "expression": f.expression })),
-        "created_at": format_datetime(subscription.created_at),
-        "expires_at": subscription.expires_at.map(format_datetime),
-        "cursor": record.progress.cursor,
-        "head": head,
-        "backlog": if status == "active" { head.saturating_sub(record.progress.cursor) } else { 0 },
-        "attempts": record.progress.attempts,
-        "next_attempt_at": record.progress.next_attempt_at.map(format_datetime),
-        "failing_since": record.progress.failing_since.map(format_datetime),
-        "last_error": record.progress.last_error,
-    });
-    json_response(StatusCode::OK, body)
+    json_response(StatusCode::OK, &views::SubscriptionView::of(record, head))
 }
 
 /// `DELETE /api/v1/subscriptions/{id}`: an operator cancels a subscription; its subscriber gets
 /// SubscriptionEnd with SourceCancelling.
-async fn cancel(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if !state.authorized(&headers) {
-        return unauthorized();
-    }
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(id) = SubscriptionId::parse(&id) else {
         return unknown_subscription();
     };
@@ -396,7 +340,7 @@ async fn cancel(
     }
 }
 
-/// The JSON API routes.
+/// The JSON API routes; [`super::router`] puts the bearer-token check in front of all of them.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sources/{source}/events", post(publish_one))

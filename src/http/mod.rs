@@ -1,6 +1,7 @@
 //! The front doors: axum routers. Each file owns one resource and ends in `router()`.
 
 mod api;
+mod views;
 
 pub use api::{BadBatch, batch_events};
 mod operations;
@@ -101,11 +102,29 @@ pub async fn read_body(
     }
 }
 
+/// Refuses a request that lacks the configured bearer token (401). Layered over the whole JSON
+/// API, so that no handler can forget it.
+async fn require_token(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if state.authorized(request.headers()) {
+        next.run(request).await
+    } else {
+        api::unauthorized()
+    }
+}
+
 /// The complete router.
 pub fn router(state: AppState) -> Router {
+    let api = api::router().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
     Router::new()
         .merge(soap::router())
-        .merge(api::router())
+        .merge(api)
         .merge(operations::router())
         .with_state(state)
 }

@@ -296,4 +296,21 @@ async fn the_bearer_token_guards_publishing_and_the_api() {
         .unwrap()
         .status();
     assert_eq!(status.as_u16(), 401);
+    // Every JSON API route is behind the token, the batch and DELETE included.
+    let status = server
+        .client
+        .delete(server.url("/api/v1/subscriptions/uuid:22e8a584-0d18-4228-b2a8-3716fa2097fa"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 401);
+    let (status, _) = post_raw(
+        &server,
+        "/api/v1/sources/default/events/batch",
+        &xml,
+        "<x/>",
+    )
+    .await;
+    assert_eq!(status, 401);
 }

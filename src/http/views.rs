@@ -1,0 +1,148 @@
+//! The JSON bodies of the API, as types: what a client can rely on, written in one place.
+
+use serde::Serialize;
+
+use crate::domain::event::Event;
+use crate::domain::expiry::format_datetime;
+use crate::domain::subscription::{SubscriptionRecord, SubscriptionStatus};
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize)]
+pub struct Problem<'a> {
+    /// Always `about:blank`: the status and title say what happened.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A short, fixed summary.
+    pub title: &'a str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What exactly went wrong.
+    pub detail: String,
+}
+
+/// The answer to a publish: each event's identifier and sequence number, in order.
+#[derive(Debug, Serialize)]
+pub struct Published {
+    /// The events appended.
+    pub events: Vec<PublishedEvent>,
+}
+
+/// One appended event.
+#[derive(Debug, Serialize)]
+pub struct PublishedEvent {
+    /// `uuid:…`.
+    pub id: String,
+    /// Its place in the source's log.
+    pub seq: u64,
+}
+
+impl Published {
+    /// The answer for these events.
+    pub fn of(events: &[std::sync::Arc<Event>]) -> Published {
+        Published {
+            events: events
+                .iter()
+                .map(|event| PublishedEvent {
+                    id: event.id.to_string(),
+                    seq: event.seq,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /api/v1/subscriptions/{id}`.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionView {
+    pub id: String,
+    pub source: String,
+    /// `active` or `ended`.
+    pub status: &'static str,
+    pub end_reason: Option<&'static str>,
+    pub ended_at: Option<String>,
+    /// The SubscriptionEnd message's state.
+    pub end_notice: Option<&'static str>,
+    /// The node delivering it.
+    pub node: Option<String>,
+    pub dialect: DialectView,
+    pub notify_to: String,
+    pub end_to: Option<String>,
+    pub format: &'static str,
+    pub filter: Option<FilterView>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// The last sequence number handled.
+    pub cursor: u64,
+    /// The source's last sequence number.
+    pub head: u64,
+    /// Events after the cursor (0 once ended).
+    pub backlog: u64,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub failing_since: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// The versions a subscriber speaks.
+#[derive(Debug, Serialize)]
+pub struct DialectView {
+    pub eventing: &'static str,
+    pub soap: &'static str,
+    pub addressing: &'static str,
+}
+
+/// A subscription's filter.
+#[derive(Debug, Serialize)]
+pub struct FilterView {
+    pub dialect: String,
+    pub expression: String,
+}
+
+impl SubscriptionView {
+    /// The view of a stored record, with the source's `head` when known.
+    pub fn of(record: SubscriptionRecord, head: Option<u64>) -> SubscriptionView {
+        let subscription = record.subscription;
+        let (status, end_reason, ended_at) = match record.status {
+            SubscriptionStatus::Active => ("active", None, None),
+            SubscriptionStatus::Ended { reason, at } => {
+                ("ended", Some(reason.as_str()), Some(format_datetime(at)))
+            }
+        };
+        let progress = record.progress;
+        let head = head.unwrap_or(progress.cursor);
+        SubscriptionView {
+            id: subscription.id.to_string(),
+            source: subscription.source.to_string(),
+            status,
+            end_reason,
+            ended_at,
+            end_notice: record.end_notice.map(|notice| notice.as_str()),
+            node: record.owner,
+            dialect: DialectView {
+                eventing: subscription.dialect.eventing.as_str(),
+                soap: subscription.dialect.soap.as_str(),
+                addressing: subscription.dialect.addressing.as_str(),
+            },
+            notify_to: subscription.notify_to.address,
+            end_to: subscription.end_to.map(|epr| epr.address),
+            format: subscription.format.as_str(),
+            filter: subscription.filter.map(|filter| FilterView {
+                dialect: filter.dialect,
+                expression: filter.expression,
+            }),
+            created_at: format_datetime(subscription.created_at),
+            expires_at: subscription.expires_at.map(format_datetime),
+            cursor: progress.cursor,
+            head,
+            backlog: if status == "active" {
+                head.saturating_sub(progress.cursor)
+            } else {
+                0
+            },
+            attempts: progress.attempts,
+            next_attempt_at: progress.next_attempt_at.map(format_datetime),
+            failing_since: progress.failing_since.map(format_datetime),
+            last_error: progress.last_error,
+        }
+    }
+}
