@@ -4,7 +4,6 @@
 //! but keep its lease.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -77,7 +76,7 @@ async fn keep_lease(dispatcher: &Arc<Dispatcher>) {
             .renew_node(&dispatcher.node, dispatcher.settings.lease_ttl)
             .await;
         match renewed {
-            Err(err) if dispatcher.lease.holds() && !dispatcher.stopping() => {
+            Err(err) if dispatcher.lease.confirmed() && !dispatcher.stopping() => {
                 failures += 1;
                 tracing::debug!(error = %err, failures, "renewing this node's lease failed; trying again");
                 tokio::time::sleep(RENEW_RETRY).await;
@@ -94,7 +93,7 @@ async fn keep_lease(dispatcher: &Arc<Dispatcher>) {
             dispatcher
                 .lease
                 .extend_to(asked + dispatcher.settings.lease_ttl);
-            if dispatcher.lease_doubted.swap(false, Ordering::AcqRel) {
+            if dispatcher.lease.take_doubt() {
                 for state in dispatcher.sources.values() {
                     dispatcher.wake_source(state);
                 }

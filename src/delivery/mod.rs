@@ -22,7 +22,9 @@ pub mod policy;
 pub mod retry;
 
 mod cluster;
+mod compaction;
 mod ends;
+mod lease;
 mod progress;
 mod ring;
 mod worker;
@@ -44,6 +46,7 @@ use crate::filter::{EventView, FilterEngine, Matcher};
 use crate::metrics::{Metrics, SourceLabels};
 use crate::store::{NodeId, Store, StoreError};
 use client::{DeliveryClient, Outgoing};
+use lease::Lease;
 use retry::RetryPolicy;
 use ring::{Ring, RingLimits};
 
@@ -148,36 +151,6 @@ pub(crate) struct Entry {
     wake: Notify,
 }
 
-/// An instant read on every send and every wake-up, so kept in an atomic (nanoseconds after
-/// a base instant) rather than behind a lock.
-struct LeaseDeadline {
-    base: Instant,
-    nanos: AtomicU64,
-}
-
-impl LeaseDeadline {
-    /// A deadline that has already passed.
-    fn new() -> LeaseDeadline {
-        LeaseDeadline {
-            base: Instant::now(),
-            nanos: AtomicU64::new(0),
-        }
-    }
-
-    fn extend_to(&self, deadline: Instant) {
-        let nanos = deadline.saturating_duration_since(self.base).as_nanos();
-        self.nanos
-            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
-    }
-
-    fn holds(&self) -> bool {
-        let now = Instant::now()
-            .saturating_duration_since(self.base)
-            .as_nanos();
-        u128::from(self.nanos.load(Ordering::Acquire)) > now
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its data consistent before anything that can panic.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -187,10 +160,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     node: NodeId,
-    /// Until when this node's lease is known to hold; no notification is sent after it.
-    lease: LeaseDeadline,
-    /// A worker stopped because the lease could not be confirmed; wake all when it is.
-    lease_doubted: AtomicBool,
+    /// This node's lease; no notification is sent once it has passed.
+    lease: Lease,
     client: DeliveryClient,
     envelopes: Arc<dyn Envelopes>,
     filters: Arc<dyn FilterEngine>,
@@ -248,8 +219,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             store,
             node,
-            lease: LeaseDeadline::new(),
-            lease_doubted: AtomicBool::new(false),
+            lease: Lease::new(),
             client,
             envelopes,
             filters,
@@ -315,7 +285,7 @@ impl Dispatcher {
             )));
         }
         tasks.push(tokio::spawn(ends::run(self.clone())));
-        tasks.push(tokio::spawn(compaction(self.clone())));
+        tasks.push(tokio::spawn(compaction::run(self.clone())));
         tasks.push(tokio::spawn(cluster::run(self.clone(), signals)));
         self.end_wake.notify_one();
         Ok(tasks)
@@ -400,16 +370,12 @@ impl Dispatcher {
 
     /// Whether this node's lease is known to hold now (for readiness).
     pub fn lease_confirmed(&self) -> bool {
-        self.lease.holds()
+        self.lease.confirmed()
     }
 
     /// Whether this node's lease is known to hold now; a worker sends nothing when it is not.
     fn lease_holds(&self) -> bool {
-        let holds = self.lease.holds();
-        if !holds {
-            self.lease_doubted.store(true, Ordering::Release);
-        }
-        holds
+        self.lease.permits_sending()
     }
 
     /// Stops delivering everything (the lease lapsed: other nodes may own it all by now).
@@ -812,37 +778,6 @@ async fn publisher(
                         .reply
                         .send(Err(PublishError::Store(err.to_string())));
                 }
-            }
-        }
-    }
-}
-
-/// Deletes events every cursor has passed once they are older than the retention window.
-async fn compaction(dispatcher: Arc<Dispatcher>) {
-    let mut stop = dispatcher.stop.subscribe();
-    let mut ticker = tokio::time::interval(dispatcher.settings.compaction_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let now = dispatcher.clock.now();
-        let retention = jiff::SignedDuration::try_from(dispatcher.settings.retention)
-            .unwrap_or(jiff::SignedDuration::MAX);
-        let cutoff = now.saturating_sub(retention).unwrap_or(now);
-        if let Err(err) = dispatcher
-            .store
-            .forget_dead_nodes(dispatcher.settings.retention)
-            .await
-        {
-            tracing::warn!(error = %err, "forgetting dead nodes failed");
-        }
-        for state in dispatcher.sources.values() {
-            match dispatcher.store.compact_events(&state.name, cutoff).await {
-                Ok(0) => {}
-                Ok(removed) => tracing::debug!(source = %state.name, removed, "events compacted"),
-                Err(err) => tracing::warn!(source = %state.name, error = %err, "compaction failed"),
             }
         }
     }
