@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::Dispatcher;
@@ -45,7 +45,6 @@ pub struct Application {
     state: AppState,
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
     config: Config,
 }
 
@@ -87,7 +86,7 @@ impl Application {
             config.clock,
             metrics.clone(),
         );
-        let tasks = dispatcher.start().await?;
+        dispatcher.start().await?;
         let engine = Engine::new(
             store.clone(),
             config.sources.clone(),
@@ -115,7 +114,6 @@ impl Application {
             state,
             store,
             dispatcher,
-            tasks,
             config,
         })
     }
@@ -142,12 +140,12 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop, _) = broadcast::channel::<()>(1);
+        let stop = CancellationToken::new();
         let sweeper = tokio::spawn(
             self.state
                 .engine
                 .clone()
-                .run_sweeper(self.config.sweep_interval, stop.subscribe()),
+                .run_sweeper(self.config.sweep_interval, stop.clone()),
         );
         let refused = self.state.metrics.connections_refused.clone();
         let router = http::router(self.state);
@@ -159,18 +157,13 @@ impl Application {
             shutdown,
         )
         .await;
-        let _ = stop.send(());
+        stop.cancel();
         if let Err(err) = sweeper.await {
             tracing::warn!(error = %err, "expiry sweeper ended abnormally");
         }
         self.dispatcher
             .stop(self.config.client.request_timeout + std::time::Duration::from_secs(1))
             .await;
-        for task in self.tasks {
-            if let Err(err) = task.await {
-                tracing::warn!(error = %err, "a delivery task ended abnormally");
-            }
-        }
         // Progress is written: other nodes may take this node's subscriptions over at once.
         self.dispatcher.release().await;
         self.store.close().await;

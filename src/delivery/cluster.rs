@@ -18,7 +18,6 @@ pub(super) const CLAIM_BATCH: u32 = 1000;
 pub(super) const LOAD_PAGE: u32 = 10_000;
 
 pub(super) async fn run(dispatcher: Arc<Dispatcher>, mut signals: Option<mpsc::Receiver<Signal>>) {
-    let mut stop = dispatcher.stop.subscribe();
     let mut renew = tokio::time::interval_at(
         Instant::now() + dispatcher.settings.lease_ttl / 4,
         dispatcher.settings.lease_ttl / 4,
@@ -47,7 +46,7 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>, mut signals: Option<mpsc::R
                 }
                 None => signals = None,
             },
-            _ = stop.changed() => return,
+            () = dispatcher.stop.cancelled() => return,
         }
     }
 }

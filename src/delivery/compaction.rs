@@ -8,13 +8,12 @@ use super::Dispatcher;
 
 /// Deletes events every cursor has passed once they are older than the retention window.
 pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
-    let mut stop = dispatcher.stop.subscribe();
     let mut ticker = tokio::time::interval(dispatcher.settings.compaction_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.changed() => return,
+            () = dispatcher.stop.cancelled() => return,
         }
         let now = dispatcher.clock.now();
         let retention = jiff::SignedDuration::try_from(dispatcher.settings.retention)

@@ -15,12 +15,11 @@ use crate::metrics::EndNoticeLabels;
 const POLL: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
-    let mut stop = dispatcher.stop.subscribe();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = dispatcher.end_wake.notified() => {}
-            _ = stop.changed() => return,
+            () = dispatcher.stop.cancelled() => return,
         }
         loop {
             if dispatcher.stopping() {

@@ -30,12 +30,14 @@ mod ring;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::domain::clock::Clock;
 use crate::domain::event::{Event, NewEvent};
@@ -172,12 +174,15 @@ pub struct Dispatcher {
     progress_rx: Mutex<Option<mpsc::UnboundedReceiver<(SubscriptionId, DeliveryProgress)>>>,
     publish_rx: Mutex<Vec<(Arc<SourceState>, mpsc::Receiver<PublishRequest>)>>,
     end_wake: Notify,
-    workers: AtomicUsize,
-    workers_done: Notify,
-    stop: watch::Sender<bool>,
+    /// The subscriptions' workers, each tracked until it returns.
+    workers: TaskTracker,
+    /// The background tasks (publishers, progress writer, outbox, compaction, cluster).
+    tasks: TaskTracker,
+    /// Cancelled when delivery stops: no new send starts, sleepers wake and leave.
+    stop: CancellationToken,
     /// Tells the progress writer to flush and end: only once the workers have finished, so the
     /// cursors of sends that were in flight at the stop are written too.
-    writer_stop: watch::Sender<bool>,
+    writer_stop: CancellationToken,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -230,10 +235,10 @@ impl Dispatcher {
             progress_rx: Mutex::new(Some(progress_rx)),
             publish_rx: Mutex::new(publish_rx),
             end_wake: Notify::new(),
-            workers: AtomicUsize::new(0),
-            workers_done: Notify::new(),
-            stop: watch::channel(false).0,
-            writer_stop: watch::channel(false).0,
+            workers: TaskTracker::new(),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            writer_stop: CancellationToken::new(),
             clock,
             metrics,
         })
@@ -256,8 +261,9 @@ impl Dispatcher {
 
     /// Loads the log heads, registers this node, takes its subscriptions (and orphans) from the
     /// store, ends subscriptions of sources no longer configured (SourceShuttingDown), and
-    /// starts the background tasks and the workers that have work. Returns the tasks' handles.
-    pub async fn start(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+    /// starts the background tasks and the workers that have work; [`Dispatcher::stop`] ends
+    /// and awaits them all.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         for (source, head) in self.store.source_heads().await? {
             if let Some(state) = self.sources.get(&source) {
                 lock(&state.ring).head = head;
@@ -265,30 +271,29 @@ impl Dispatcher {
         }
         let signals = self.store.signals().await?;
         self.join().await?;
-        let mut tasks = Vec::new();
         for (source, rx) in lock(&self.publish_rx).drain(..) {
-            tasks.push(tokio::spawn(publisher(
+            self.tasks.spawn(publisher(
                 Arc::downgrade(self),
                 source,
                 rx,
-                self.stop.subscribe(),
-            )));
+                self.stop.clone(),
+            ));
         }
         if let Some(rx) = lock(&self.progress_rx).take() {
-            tasks.push(tokio::spawn(progress::run(
+            self.tasks.spawn(progress::run(
                 Arc::downgrade(self),
                 self.store.clone(),
                 self.node.clone(),
                 rx,
                 self.settings.progress_interval,
-                self.writer_stop.subscribe(),
-            )));
+                self.writer_stop.clone(),
+            ));
         }
-        tasks.push(tokio::spawn(ends::run(self.clone())));
-        tasks.push(tokio::spawn(compaction::run(self.clone())));
-        tasks.push(tokio::spawn(cluster::run(self.clone(), signals)));
+        self.tasks.spawn(ends::run(self.clone()));
+        self.tasks.spawn(compaction::run(self.clone()));
+        self.tasks.spawn(cluster::run(self.clone(), signals));
         self.end_wake.notify_one();
-        Ok(tasks)
+        Ok(())
     }
 
     /// Registers this node with a fresh lease and takes over what it owns and what is
@@ -413,31 +418,28 @@ impl Dispatcher {
 
     /// Stops delivery: no new sends start, sleeping workers wake and leave, and this waits (up
     /// to `grace`) for sends in flight; then the progress writer flushes every cursor, theirs
-    /// included, and the background tasks end.
+    /// included, and every background task ends and is awaited.
     pub async fn stop(&self, grace: Duration) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         for state in self.sources.values() {
             for entry in lock(&state.subscribers).values() {
                 entry.wake.notify_one();
             }
         }
-        let wait = async {
-            while self.workers.load(Ordering::Acquire) > 0 {
-                let notified = self.workers_done.notified();
-                if self.workers.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(grace, wait).await.is_err() {
+        self.workers.close();
+        if tokio::time::timeout(grace, self.workers.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("deliveries still in flight at shutdown; they will be redelivered");
         }
-        let _ = self.writer_stop.send(true);
+        self.writer_stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.is_cancelled()
     }
 
     fn source(&self, name: &SourceName) -> Option<&Arc<SourceState>> {
@@ -598,8 +600,7 @@ impl Dispatcher {
         if entry.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.workers.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(worker::run(self.clone(), entry.clone()));
+        self.workers.spawn(worker::run(self.clone(), entry.clone()));
     }
 
     /// Wakes every subscription of a source that is behind.
@@ -721,13 +722,13 @@ async fn publisher(
     dispatcher: std::sync::Weak<Dispatcher>,
     state: Arc<SourceState>,
     mut requests: mpsc::Receiver<PublishRequest>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     const MAX_BATCH_EVENTS: usize = 2000;
     loop {
         let first = tokio::select! {
             request = requests.recv() => match request { Some(r) => r, None => return },
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         };
         let mut batch = vec![first];
         let mut count = batch[0].events.len();

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
 use crate::domain::subscription::{DeliveryProgress, SubscriptionId};
@@ -22,7 +23,7 @@ pub(super) async fn run(
     node: NodeId,
     mut updates: mpsc::UnboundedReceiver<(SubscriptionId, DeliveryProgress)>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut pending: HashMap<SubscriptionId, DeliveryProgress> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
@@ -43,7 +44,7 @@ pub(super) async fn run(
                 None => true,
             },
             _ = ticker.tick() => false,
-            _ = stop.changed() => true,
+            () = stop.cancelled() => true,
         };
         if stopping {
             while let Ok((id, progress)) = updates.try_recv() {

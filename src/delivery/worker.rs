@@ -36,9 +36,6 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>, entry: Arc<Entry>) {
             break;
         }
     }
-    if dispatcher.workers.fetch_sub(1, Ordering::AcqRel) == 1 {
-        dispatcher.workers_done.notify_waiters();
-    }
 }
 
 async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
@@ -252,14 +249,13 @@ fn advance(dispatcher: &Dispatcher, entry: &Entry, seq: u64) {
 /// Sleeps for `delay` unless the subscription ends or herald stops first; true when the sleep
 /// ran its course.
 async fn pause(dispatcher: &Dispatcher, entry: &Entry, delay: Duration) -> bool {
-    let mut stop = dispatcher.stop.subscribe();
-    if *stop.borrow() {
+    if dispatcher.stop.is_cancelled() {
         return false;
     }
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = entry.wake.notified() => {}
-        _ = stop.changed() => {}
+        () = dispatcher.stop.cancelled() => {}
     }
     !entry.ended.load(Ordering::Acquire) && !dispatcher.stopping()
 }

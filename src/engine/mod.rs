@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{Dispatcher, PublishError};
@@ -375,17 +375,13 @@ impl Engine {
     }
 
     /// Runs the expiry sweeper until `shutdown` fires: every `interval`, ends what has expired.
-    pub async fn run_sweeper(
-        self: Arc<Self>,
-        interval: Duration,
-        mut shutdown: broadcast::Receiver<()>,
-    ) {
+    pub async fn run_sweeper(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = shutdown.recv() => return,
+                () = shutdown.cancelled() => return,
             }
             match self.sweep_expired(self.clock.now()).await {
                 Ok(ended) if !ended.is_empty() => {

@@ -17,6 +17,8 @@ use jiff::Timestamp;
 use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::codec::Columns;
 use super::codec::{
@@ -53,6 +55,9 @@ pub struct PostgresStore {
     /// The NOTIFY channel: one per schema, so herald instances in different schemas of one
     /// database do not hear each other.
     channel: String,
+    /// Ends the listener task, which [`Store::close`] then awaits.
+    closing: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl PostgresStore {
@@ -74,7 +79,12 @@ impl PostgresStore {
             .fetch_one(&pool)
             .await?;
         let channel: String = format!("herald.{schema}").chars().take(63).collect();
-        let store = PostgresStore { pool, channel };
+        let store = PostgresStore {
+            pool,
+            channel,
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -622,9 +632,14 @@ impl Store for PostgresStore {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(&self.channel).await?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(async move {
+        let closing = self.closing.clone();
+        self.tasks.spawn(async move {
             loop {
-                match listener.try_recv().await {
+                let received = tokio::select! {
+                    received = listener.try_recv() => received,
+                    () = closing.cancelled() => return,
+                };
+                match received {
                     Ok(Some(notification)) => {
                         if let Some(signal) = parse_signal(notification.payload())
                             && tx.send(signal).await.is_err()
@@ -654,6 +669,9 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         self.pool.close().await;
     }
 }

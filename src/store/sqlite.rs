@@ -14,6 +14,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::codec::Columns;
 use super::codec::{
@@ -49,6 +51,9 @@ pub struct SqliteStore {
     pool: SqlitePool,
     write: Arc<Mutex<()>>,
     inserts: mpsc::Sender<InsertRequest>,
+    /// Ends the group-commit task, which [`Store::close`] then awaits.
+    closing: CancellationToken,
+    tasks: TaskTracker,
     /// An exclusive lock on `herald.lock` in the data directory, held while the store is open,
     /// so that two herald processes never share one embedded store.
     lock: Arc<std::sync::Mutex<Option<File>>>,
@@ -81,11 +86,20 @@ impl SqliteStore {
             .await?;
         let write = Arc::new(Mutex::new(()));
         let (inserts, requests) = mpsc::channel(4 * MAX_INSERT_BATCH);
-        tokio::spawn(insert_batches(pool.clone(), write.clone(), requests));
+        let closing = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(insert_batches(
+            pool.clone(),
+            write.clone(),
+            requests,
+            closing.clone(),
+        ));
         let store = SqliteStore {
             pool,
             write,
             inserts,
+            closing,
+            tasks,
             lock: Arc::new(std::sync::Mutex::new(Some(lock))),
         };
         store.migrate().await?;
@@ -186,8 +200,23 @@ async fn insert_batches(
     pool: SqlitePool,
     write: Arc<Mutex<()>>,
     mut requests: mpsc::Receiver<InsertRequest>,
+    closing: CancellationToken,
 ) {
-    while let Some(first) = requests.recv().await {
+    loop {
+        let first = tokio::select! {
+            request = requests.recv() => match request {
+                Some(request) => request,
+                None => return,
+            },
+            () = closing.cancelled() => {
+                // Whatever still waits is refused, not lost silently: its Subscribe fails.
+                requests.close();
+                while let Ok(request) = requests.try_recv() {
+                    let _ = request.reply.send(Err(StoreError::Closed));
+                }
+                return;
+            }
+        };
         let mut batch = vec![first];
         let _writing = write.lock().await;
         while batch.len() < MAX_INSERT_BATCH {
@@ -711,6 +740,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         self.pool.close().await;
         let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(lock);
