@@ -113,6 +113,26 @@ macro_rules! storage_names {
     };
 }
 
+/// What a log carries. Every callback kind herald delivers is a log (append-only, with
+/// per-log sequence numbers) read by readers (a cursor and a delivery); a WS-Eventing event
+/// source is the first kind. Callback contexts, agents and channels follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    /// A WS-Eventing event source: its events.
+    Source,
+}
+
+/// How a reader of a log is delivered to. SOAP push is the first; plain HTTP push (webhooks),
+/// pull and stream follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReaderDelivery {
+    /// SOAP messages pushed to the reader's endpoint, in its WS-Eventing dialect.
+    SoapPush,
+}
+
+storage_names!(LogKind { Source => "source" });
+storage_names!(ReaderDelivery { SoapPush => "soap-push" });
+
 storage_names!(EventingVersion { Jan2004 => "2004/01", Aug2004 => "2004/08", W3c2011 => "2011" });
 storage_names!(SoapVersion { Soap11 => "1.1", Soap12 => "1.2" });
 storage_names!(WsaVersion { Mar2003 => "2003/03", Aug2004 => "2004/08", W3c2005 => "2005/08" });
@@ -189,13 +209,17 @@ storage_names!(EndReason {
     SourceCancelling => "source_cancelling",
 });
 
-/// A subscription as stored.
+/// A subscription as stored: a reader of a source's log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
     /// Its identifier.
     pub id: SubscriptionId,
     /// The source it is subscribed to.
     pub source: SourceName,
+    /// The kind of log it reads (a source's, for every WS-Eventing subscription).
+    pub log: LogKind,
+    /// How it is delivered to.
+    pub delivery: ReaderDelivery,
     /// The dialect it was created in.
     pub dialect: WireDialect,
     /// Where notifications go.

@@ -18,8 +18,8 @@ use crate::domain::expiry::{
     self, ExpiryError, ExpiryPolicy, ExpiryRules, GrantedExpiry, RequestedExpiry,
 };
 use crate::domain::subscription::{
-    DeliveryProgress, EndReason, EndpointRef, Filter, NotificationFormat, SourceName, Subscription,
-    SubscriptionId, SubscriptionRecord, SubscriptionStatus, WireDialect,
+    DeliveryProgress, EndReason, EndpointRef, Filter, LogKind, NotificationFormat, ReaderDelivery,
+    SourceName, Subscription, SubscriptionId, SubscriptionRecord, SubscriptionStatus, WireDialect,
 };
 use crate::filter::FilterError;
 use crate::store::{Store, StoreError};
@@ -224,6 +224,8 @@ impl Engine {
         let subscription = Subscription {
             id: SubscriptionId::new_random(),
             source: request.source,
+            log: LogKind::Source,
+            delivery: ReaderDelivery::SoapPush,
             dialect: request.dialect,
             notify_to: request.notify_to,
             end_to: request.end_to,

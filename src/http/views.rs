@@ -56,6 +56,10 @@ impl Published {
 pub struct SubscriptionView {
     pub id: String,
     pub source: String,
+    /// The kind of log it reads (`source`).
+    pub log: &'static str,
+    /// How it is delivered to (`soap-push`).
+    pub delivery: &'static str,
     /// `active` or `ended`.
     pub status: &'static str,
     pub end_reason: Option<&'static str>,
@@ -113,6 +117,8 @@ impl SubscriptionView {
         SubscriptionView {
             id: subscription.id.to_string(),
             source: subscription.source.to_string(),
+            log: subscription.log.as_str(),
+            delivery: subscription.delivery.as_str(),
             status,
             end_reason,
             ended_at,

@@ -7,9 +7,9 @@ use super::StoreError;
 use crate::domain::event::{Event, EventId};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, EndpointRef, EventingVersion, Filter,
-    NotificationFormat, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord,
-    SubscriptionStatus, WireDialect, WsaVersion,
+    DeliveryProgress, EndNotice, EndReason, EndpointRef, EventingVersion, Filter, LogKind,
+    NotificationFormat, ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId,
+    SubscriptionRecord, SubscriptionStatus, WireDialect, WsaVersion,
 };
 
 /// A subscription row as plain column values, in the order of [`COLUMNS`].
@@ -28,6 +28,8 @@ pub struct SubscriptionRow {
     pub expiry_kind: String,
     pub created_at: i64,
     pub manager_address: String,
+    pub log_kind: String,
+    pub delivery: String,
 }
 
 /// The subscription columns every query selects, in [`SubscriptionRow`] order; a macro so that
@@ -35,7 +37,8 @@ pub struct SubscriptionRow {
 macro_rules! subscription_columns {
     () => {
         "id, source, eventing, soap, addressing, notify_to, end_to, \
-         delivery_mode, format, filter, expires_at, expiry_kind, created_at, manager_address"
+         delivery_mode, format, filter, expires_at, expiry_kind, created_at, manager_address, \
+         log_kind, delivery"
     };
 }
 pub(crate) use subscription_columns;
@@ -146,6 +149,8 @@ impl SubscriptionRow {
             expiry_kind: subscription.expiry_kind.as_str().to_owned(),
             created_at: millis(subscription.created_at),
             manager_address: subscription.manager_address.clone(),
+            log_kind: subscription.log.as_str().to_owned(),
+            delivery: subscription.delivery.as_str().to_owned(),
         }
     }
 
@@ -174,9 +179,15 @@ impl SubscriptionRow {
             .transpose()?;
         let expiry_kind = ExpiryKind::from_name(&self.expiry_kind)
             .ok_or_else(|| corrupt("expiry_kind", &self.expiry_kind))?;
+        let log = LogKind::from_name(&self.log_kind)
+            .ok_or_else(|| corrupt("log_kind", &self.log_kind))?;
+        let delivery = ReaderDelivery::from_name(&self.delivery)
+            .ok_or_else(|| corrupt("delivery", &self.delivery))?;
         Ok(Subscription {
             id,
             source,
+            log,
+            delivery,
             dialect: WireDialect {
                 eventing,
                 soap,
@@ -246,6 +257,8 @@ pub fn decode_subscription(row: &impl Columns) -> Result<Subscription, StoreErro
         expiry_kind: row.text("expiry_kind")?,
         created_at: row.int("created_at")?,
         manager_address: row.text("manager_address")?,
+        log_kind: row.text("log_kind")?,
+        delivery: row.text("delivery")?,
     }
     .decode()
 }

@@ -36,7 +36,13 @@ use crate::domain::subscription::{
 
 /// Schema migrations, applied in order at start, under an advisory lock so that nodes starting
 /// together apply each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_herald.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_herald.sql")),
+    (
+        2,
+        include_str!("migrations/postgres/0002_logs_and_readers.sql"),
+    ),
+];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;
@@ -159,7 +165,8 @@ impl Store for PostgresStore {
             "INSERT INTO subscriptions (",
             subscription_columns!(),
             ", status, owner, cursor)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'active', $15,
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     'active', $17,
                      COALESCE((SELECT last_seq FROM source_heads WHERE source = $2), 0))
              RETURNING cursor"
         ))
@@ -177,6 +184,8 @@ impl Store for PostgresStore {
         .bind(row.expiry_kind)
         .bind(row.created_at)
         .bind(row.manager_address)
+        .bind(row.log_kind)
+        .bind(row.delivery)
         .bind(owner.as_str())
         .fetch_one(&self.pool)
         .await?;

@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_subscriptions.sql")),
     (2, include_str!("migrations/sqlite/0002_event_log.sql")),
     (3, include_str!("migrations/sqlite/0003_nodes.sql")),
+    (
+        4,
+        include_str!("migrations/sqlite/0004_logs_and_readers.sql"),
+    ),
 ];
 
 /// Most new subscriptions committed in one transaction.
@@ -171,14 +175,16 @@ fn decode_json_page(page: &str) -> Result<Vec<(Subscription, DeliveryProgress)>,
                 expiry_kind: text(row, 11)?,
                 created_at: int(row, 12)?,
                 manager_address: text(row, 13)?,
+                log_kind: text(row, 14)?,
+                delivery: text(row, 15)?,
             }
             .decode()?;
             let progress = ProgressRow {
-                cursor: int(row, 14)?,
-                attempts: int(row, 15)?,
-                next_attempt_at: optional_int(row, 16),
-                failing_since: optional_int(row, 17),
-                last_error: optional_text(row, 18),
+                cursor: int(row, 16)?,
+                attempts: int(row, 17)?,
+                next_attempt_at: optional_int(row, 18),
+                failing_since: optional_int(row, 19),
+                last_error: optional_text(row, 20),
             }
             .decode()?;
             Ok((subscription, progress))
@@ -251,7 +257,7 @@ async fn insert_all(pool: &SqlitePool, batch: &[InsertRequest]) -> Result<Vec<u6
             "INSERT INTO subscriptions (",
             subscription_columns!(),
             ", status, owner, cursor)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?,
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?,
                      COALESCE((SELECT last_seq FROM source_heads WHERE source = ?), 0))
              RETURNING cursor"
         ))
@@ -269,6 +275,8 @@ async fn insert_all(pool: &SqlitePool, batch: &[InsertRequest]) -> Result<Vec<u6
         .bind(&row.expiry_kind)
         .bind(row.created_at)
         .bind(&row.manager_address)
+        .bind(&row.log_kind)
+        .bind(&row.delivery)
         .bind(owner)
         .bind(&row.source)
         .fetch_one(&mut *tx)
@@ -753,13 +761,16 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::domain::subscription::{
-        EndpointRef, EventingVersion, NotificationFormat, SoapVersion, WireDialect, WsaVersion,
+        EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
+        WireDialect, WsaVersion,
     };
 
     fn subscription() -> Subscription {
         Subscription {
             id: SubscriptionId::new_random(),
             source: SourceName::parse("default").unwrap(),
+            log: LogKind::Source,
+            delivery: ReaderDelivery::SoapPush,
             dialect: WireDialect {
                 eventing: EventingVersion::W3c2011,
                 soap: SoapVersion::Soap12,

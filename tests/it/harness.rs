@@ -97,6 +97,14 @@ impl TestStore {
         TestStore { dir, database }
     }
 
+    /// The embedded store in a temporary directory, whatever `HERALD_TEST_DATABASE` says.
+    pub fn embedded() -> TestStore {
+        TestStore {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            database: None,
+        }
+    }
+
     /// Whether this store is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.database.is_some()

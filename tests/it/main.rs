@@ -23,3 +23,4 @@ mod retention;
 mod samples;
 mod sink;
 mod store_failures;
+mod upgrade;
