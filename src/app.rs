@@ -70,13 +70,12 @@ impl Application {
             EndpointPolicy::new(config.allowed_networks.clone())
                 .with_hosts(config.allowed_hosts.clone()),
         );
-        let client = DeliveryClient::new(policy, config.client)?;
-        let dispatcher = Dispatcher::new(
+        let client = DeliveryClient::new(policy.clone(), config.client)?;
+        let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             node,
             client,
             Arc::new(EventingEnvelopes),
-            Arc::new(StandardFilters::new(Arc::new(EventingEnvelopes))),
             config.delivery.clone(),
             config
                 .sources
@@ -85,14 +84,16 @@ impl Application {
                 .collect(),
             config.clock,
             metrics.clone(),
-        );
-        dispatcher.start().await?;
+        ));
         let engine = Engine::new(
             store.clone(),
             config.sources.clone(),
             dispatcher.clone(),
+            Arc::new(StandardFilters::new(Arc::new(EventingEnvelopes))),
+            policy,
             config.clock,
         );
+        engine.start().await?;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -101,7 +102,7 @@ impl Application {
                     source,
                 })?;
         let state = AppState {
-            engine: Arc::new(engine),
+            engine,
             metrics,
             public_url: config.public_url.as_deref().map(Arc::from),
             max_body_bytes: config.max_body_bytes,

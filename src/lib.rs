@@ -8,10 +8,13 @@
 //! - [`eventing`]: WS-Eventing 2004/01, 2004/08 and W3C 2011: decodes requests into engine calls,
 //!   writes responses, maps refusals to each version's faults, builds notifications and
 //!   SubscriptionEnd messages.
-//! - [`engine`]: the `Engine` service: the lifecycle rules (subscribe, renew, end, expire,
-//!   publish) over delivery and the store. No XML, no HTTP, no SQL.
-//! - [`delivery`]: the event log's tail in memory, the group-commit publisher, the dispatcher
-//!   (ordered, retried, at-least-once), the endpoint policy and the delivery HTTP client.
+//! - [`engine`]: the `Engine` service: every lifecycle rule, once (subscribe, renew, adopt, end
+//!   for any reason, expire, capacity, filter compile, endpoint check), over delivery, filters
+//!   and the store. No XML, no HTTP, no SQL.
+//! - [`delivery`]: logs and readers: the logs' tails and group-commit appender, the reader
+//!   registry and workers (ordered, retried, at-least-once), this node's lease and cluster
+//!   signals, housekeeping (SubscriptionEnd outbox, compaction), the endpoint policy and the
+//!   delivery HTTP client. It reaches the engine back only through its `Lifecycle` port.
 //! - [`filter`]: the `FilterEngine` trait and its dialects (XPath 1.0, DPWS actions, topics).
 //! - [`store`]: the [`store::Store`] trait, the embedded SQLite store and PostgreSQL.
 //! - [`soap`]: SOAP 1.1/1.2 envelopes, XML limits, WS-Addressing, faults, XML helpers.

@@ -1,52 +1,175 @@
-//! This node among others on a shared store: it keeps its lease, claims orphaned
-//! subscriptions, and follows what other nodes do, from the store's signals when it sends them
-//! and by polling otherwise. On the embedded store it is the only node and finds nothing to do
-//! but keep its lease.
+//! This node among others on a shared store: it holds its lease, takes over what it owns and
+//! what is orphaned (the engine decides what becomes of each), and follows what other nodes do,
+//! from the store's signals when it sends them and by polling otherwise. On the embedded store
+//! it is the only node and finds nothing to do but keep its lease.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
-use super::Dispatcher;
-use crate::store::Signal;
+use super::EngineLink;
+use super::lease::Lease;
+use super::log::EventLog;
+use super::readers::Readers;
+use crate::domain::clock::Clock;
+use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription};
+use crate::store::{NodeId, Signal, Store, StoreError};
 
 /// Orphans claimed per statement.
-pub(super) const CLAIM_BATCH: u32 = 1000;
+const CLAIM_BATCH: u32 = 1000;
 
 /// Owned subscriptions read per page at start.
-pub(super) const LOAD_PAGE: u32 = 10_000;
+const LOAD_PAGE: u32 = 10_000;
 
-pub(super) async fn run(dispatcher: Arc<Dispatcher>, mut signals: Option<mpsc::Receiver<Signal>>) {
-    let mut renew = tokio::time::interval_at(
-        Instant::now() + dispatcher.settings.lease_ttl / 4,
-        dispatcher.settings.lease_ttl / 4,
-    );
-    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut poll = tokio::time::interval(dispatcher.settings.poll_interval);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = renew.tick() => keep_lease(&dispatcher).await,
-            _ = poll.tick() => {
-                dispatcher.poll_heads().await;
-                claim(&dispatcher).await;
+/// This node: its name and lease, and what it needs to take subscriptions over.
+pub(super) struct Node {
+    id: NodeId,
+    store: Arc<dyn Store>,
+    lease: Arc<Lease>,
+    lease_ttl: Duration,
+    poll_interval: Duration,
+    log: Arc<EventLog>,
+    readers: Arc<Readers>,
+    engine: Arc<EngineLink>,
+    clock: Clock,
+    stop: CancellationToken,
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: NodeId,
+        store: Arc<dyn Store>,
+        lease: Arc<Lease>,
+        (lease_ttl, poll_interval): (Duration, Duration),
+        log: Arc<EventLog>,
+        readers: Arc<Readers>,
+        engine: Arc<EngineLink>,
+        clock: Clock,
+        stop: CancellationToken,
+    ) -> Node {
+        Node {
+            id,
+            store,
+            lease,
+            lease_ttl,
+            poll_interval,
+            log,
+            readers,
+            engine,
+            clock,
+            stop,
+        }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// Whether this node's lease is known to hold now.
+    pub fn lease_confirmed(&self) -> bool {
+        self.lease.confirmed()
+    }
+
+    /// Registers this node with a fresh lease and takes over what it owns and what is
+    /// orphaned.
+    pub async fn join(&self) -> Result<(), StoreError> {
+        let asked = Instant::now();
+        self.store.register_node(&self.id, self.lease_ttl).await?;
+        self.lease.extend_to(asked + self.lease_ttl);
+        let now = self.clock.now();
+        while self
+            .store
+            .claim_orphans(&self.id, now, CLAIM_BATCH)
+            .await?
+            .len()
+            == CLAIM_BATCH as usize
+        {}
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .owned_subscriptions(&self.id, now, after, LOAD_PAGE)
+                .await?;
+            for (subscription, progress) in page.items {
+                self.adopt(subscription, progress).await?;
             }
-            signal = next(&mut signals) => match signal {
-                Some(Signal::Appended(source, head)) => {
-                    // This node's own appends are in its ring already.
-                    if dispatcher.head(&source).is_some_and(|known| known < head) {
-                        dispatcher.catch_up(&source).await;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a subscription this node came to own to the engine, which starts delivering it
+    /// or ends it.
+    async fn adopt(
+        &self,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+    ) -> Result<(), StoreError> {
+        match self.engine.get() {
+            Some(engine) => engine.adopt(subscription, progress).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Gives this node's subscriptions up at once, for another node to claim.
+    pub async fn release(&self) {
+        if let Err(err) = self.store.release_node(&self.id).await {
+            tracing::warn!(error = %err, "could not release this node's lease; it will lapse");
+        }
+    }
+
+    /// Reads what other nodes appended to the log and wakes its readers.
+    async fn catch_up(&self, source: &SourceName) {
+        self.log.catch_up(source).await;
+        self.readers.wake(source);
+    }
+
+    /// Catches up with every log another node has moved.
+    async fn poll_heads(&self) {
+        for source in self.log.behind().await {
+            self.catch_up(&source).await;
+        }
+    }
+
+    /// Keeps the lease, claims orphans and follows the signals until delivery stops.
+    pub async fn run(self: Arc<Self>, mut signals: Option<mpsc::Receiver<Signal>>) {
+        let mut renew =
+            tokio::time::interval_at(Instant::now() + self.lease_ttl / 4, self.lease_ttl / 4);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = renew.tick() => self.keep_lease().await,
+                _ = poll.tick() => {
+                    self.poll_heads().await;
+                    self.claim().await;
+                }
+                signal = next(&mut signals) => match signal {
+                    Some(Signal::Appended(source, head)) => {
+                        // This node's own appends are in its tail already.
+                        if self.log.head(&source).is_some_and(|known| known < head) {
+                            self.catch_up(&source).await;
+                        }
                     }
-                }
-                Some(Signal::Ended(id)) => dispatcher.remove_id(id),
-                Some(Signal::Released) => {
-                    claim(&dispatcher).await;
-                    dispatcher.poll_heads().await;
-                }
-                None => signals = None,
-            },
-            () = dispatcher.stop.cancelled() => return,
+                    Some(Signal::Ended(id)) => {
+                        self.readers.remove_id(id);
+                    }
+                    Some(Signal::Released) => {
+                        self.claim().await;
+                        self.poll_heads().await;
+                    }
+                    None => signals = None,
+                },
+                () = self.stop.cancelled() => return,
+            }
         }
     }
 }
@@ -61,85 +184,76 @@ async fn next(signals: &mut Option<mpsc::Receiver<Signal>>) -> Option<Signal> {
 
 /// How soon a failed lease renewal is tried again: each failure may have cost one dead pooled
 /// connection, so a burst of them (sessions killed, a failover) is worked through quickly.
-const RENEW_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+const RENEW_RETRY: Duration = Duration::from_millis(50);
 
-/// Renews the lease, trying again at once after an error for as long as the lease still holds.
-/// When it had lapsed, other nodes may have taken this node's subscriptions: it lets go of all
-/// of them and joins again, taking back what is still its own.
-async fn keep_lease(dispatcher: &Arc<Dispatcher>) {
-    let mut failures = 0u32;
-    let asked = loop {
-        let asked = Instant::now();
-        let renewed = dispatcher
-            .store
-            .renew_node(&dispatcher.node, dispatcher.settings.lease_ttl)
-            .await;
-        match renewed {
-            Err(err) if dispatcher.lease.confirmed() && !dispatcher.stopping() => {
-                failures += 1;
-                tracing::debug!(error = %err, failures, "renewing this node's lease failed; trying again");
-                tokio::time::sleep(RENEW_RETRY).await;
-            }
-            other => break (asked, other),
-        }
-    };
-    let (asked, renewed) = asked;
-    if failures > 0 && renewed.is_ok() {
-        tracing::info!(failures, "this node's lease renewed after failed attempts");
-    }
-    match renewed {
-        Ok(true) => {
-            dispatcher
-                .lease
-                .extend_to(asked + dispatcher.settings.lease_ttl);
-            if dispatcher.lease.take_doubt() {
-                for state in dispatcher.sources.values() {
-                    dispatcher.wake_source(state);
+impl Node {
+    /// Renews the lease, trying again at once after an error for as long as the lease still
+    /// holds. When it had lapsed, other nodes may have taken this node's subscriptions: it lets
+    /// go of all of them and joins again, taking back what is still its own.
+    async fn keep_lease(&self) {
+        let mut failures = 0u32;
+        let asked = loop {
+            let asked = Instant::now();
+            let renewed = self.store.renew_node(&self.id, self.lease_ttl).await;
+            match renewed {
+                Err(err) if self.lease.confirmed() && !self.stop.is_cancelled() => {
+                    failures += 1;
+                    tracing::debug!(error = %err, failures, "renewing this node's lease failed; trying again");
+                    tokio::time::sleep(RENEW_RETRY).await;
                 }
-            }
-        }
-        Ok(false) => {
-            tracing::warn!(node = %dispatcher.node, "this node's lease lapsed; letting go of its subscriptions and joining again");
-            dispatcher.drop_all();
-            if let Err(err) = dispatcher.join().await {
-                tracing::warn!(error = %err, "joining again failed; will retry");
-            }
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "renewing this node's lease failed; deliveries stop when it runs out");
-        }
-    }
-}
-
-/// Claims orphaned subscriptions and starts delivering them.
-async fn claim(dispatcher: &Arc<Dispatcher>) {
-    if !dispatcher.lease_holds() || dispatcher.stopping() {
-        return;
-    }
-    loop {
-        let now = dispatcher.clock.now();
-        let claimed = match dispatcher
-            .store
-            .claim_orphans(&dispatcher.node, now, CLAIM_BATCH)
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(err) => {
-                tracing::warn!(error = %err, "claiming orphaned subscriptions failed");
-                return;
+                other => break (asked, other),
             }
         };
-        let full = claimed.len() == CLAIM_BATCH as usize;
-        if !claimed.is_empty() {
-            tracing::info!(count = claimed.len(), "took over orphaned subscriptions");
+        let (asked, renewed) = asked;
+        if failures > 0 && renewed.is_ok() {
+            tracing::info!(failures, "this node's lease renewed after failed attempts");
         }
-        for (subscription, progress) in claimed {
-            if let Err(err) = dispatcher.adopt(subscription, progress).await {
-                tracing::warn!(error = %err, "could not take over a subscription");
+        match renewed {
+            Ok(true) => {
+                self.lease.extend_to(asked + self.lease_ttl);
+                if self.lease.take_doubt() {
+                    self.readers.wake_all();
+                }
+            }
+            Ok(false) => {
+                tracing::warn!(node = %self.id, "this node's lease lapsed; letting go of its subscriptions and joining again");
+                self.readers.remove_all();
+                if let Err(err) = self.join().await {
+                    tracing::warn!(error = %err, "joining again failed; will retry");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "renewing this node's lease failed; deliveries stop when it runs out");
             }
         }
-        if !full {
+    }
+
+    /// Claims orphaned subscriptions and starts delivering them.
+    async fn claim(&self) {
+        if !self.lease.permits_sending() || self.stop.is_cancelled() {
             return;
+        }
+        loop {
+            let now = self.clock.now();
+            let claimed = match self.store.claim_orphans(&self.id, now, CLAIM_BATCH).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::warn!(error = %err, "claiming orphaned subscriptions failed");
+                    return;
+                }
+            };
+            let full = claimed.len() == CLAIM_BATCH as usize;
+            if !claimed.is_empty() {
+                tracing::info!(count = claimed.len(), "took over orphaned subscriptions");
+            }
+            for (subscription, progress) in claimed {
+                if let Err(err) = self.adopt(subscription, progress).await {
+                    tracing::warn!(error = %err, "could not take over a subscription");
+                }
+            }
+            if !full {
+                return;
+            }
         }
     }
 }

@@ -3,34 +3,41 @@
 //! statement keeps what any cursor still needs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::Dispatcher;
+use tokio_util::sync::CancellationToken;
 
-/// Deletes events every cursor has passed once they are older than the retention window.
-pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
-    let mut ticker = tokio::time::interval(dispatcher.settings.compaction_interval);
+use crate::domain::clock::Clock;
+use crate::domain::subscription::SourceName;
+use crate::store::Store;
+
+/// Deletes events every cursor has passed once they are older than `retention`, every
+/// `interval`, until `stop`.
+pub(super) async fn run(
+    store: Arc<dyn Store>,
+    logs: Vec<SourceName>,
+    (retention, interval): (Duration, Duration),
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = dispatcher.stop.cancelled() => return,
+            () = stop.cancelled() => return,
         }
-        let now = dispatcher.clock.now();
-        let retention = jiff::SignedDuration::try_from(dispatcher.settings.retention)
-            .unwrap_or(jiff::SignedDuration::MAX);
-        let cutoff = now.saturating_sub(retention).unwrap_or(now);
-        if let Err(err) = dispatcher
-            .store
-            .forget_dead_nodes(dispatcher.settings.retention)
-            .await
-        {
+        let now = clock.now();
+        let window = jiff::SignedDuration::try_from(retention).unwrap_or(jiff::SignedDuration::MAX);
+        let cutoff = now.saturating_sub(window).unwrap_or(now);
+        if let Err(err) = store.forget_dead_nodes(retention).await {
             tracing::warn!(error = %err, "forgetting dead nodes failed");
         }
-        for state in dispatcher.sources.values() {
-            match dispatcher.store.compact_events(&state.name, cutoff).await {
+        for source in &logs {
+            match store.compact_events(source, cutoff).await {
                 Ok(0) => {}
-                Ok(removed) => tracing::debug!(source = %state.name, removed, "events compacted"),
-                Err(err) => tracing::warn!(source = %state.name, error = %err, "compaction failed"),
+                Ok(removed) => tracing::debug!(%source, removed, "events compacted"),
+                Err(err) => tracing::warn!(%source, error = %err, "compaction failed"),
             }
         }
     }

@@ -5,32 +5,58 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Dispatcher;
-use super::client::Attempt;
-use super::retry::RetryPolicy;
-use crate::domain::subscription::EndNotice;
-use crate::metrics::EndNoticeLabels;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::Envelopes;
+use super::client::{Attempt, DeliveryClient};
+use super::readers::Readers;
+use crate::domain::clock::Clock;
+use crate::domain::subscription::{EndNotice, SubscriptionId};
+use crate::metrics::{EndNoticeLabels, Metrics};
+use crate::store::Store;
 
 /// How often the outbox is looked at without being woken.
 const POLL: Duration = Duration::from_secs(1);
 
-pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
+/// The outbox sender's state and what it uses.
+pub(super) struct Outbox {
+    pub store: Arc<dyn Store>,
+    pub envelopes: Arc<dyn Envelopes>,
+    pub client: DeliveryClient,
+    pub permits: Arc<Semaphore>,
+    /// For each log's retry policy.
+    pub readers: Arc<Readers>,
+    /// Attempts at a notice before giving up.
+    pub attempts: u32,
+    /// How long a node that took a notice keeps others off it.
+    pub claim: Duration,
+    pub wake: Notify,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub stop: CancellationToken,
+}
+
+impl Outbox {
+    /// A notice may be pending: look now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+pub(super) async fn run(outbox: Arc<Outbox>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = dispatcher.end_wake.notified() => {}
-            () = dispatcher.stop.cancelled() => return,
+            _ = outbox.wake.notified() => {}
+            () = outbox.stop.cancelled() => return,
         }
         loop {
-            if dispatcher.stopping() {
+            if outbox.stop.is_cancelled() {
                 return;
             }
-            let now = dispatcher.clock.now();
-            let due = match dispatcher
-                .store
-                .due_end_notices(now, 100, dispatcher.settings.end_notice_claim)
-                .await
-            {
+            let now = outbox.clock.now();
+            let due = match outbox.store.due_end_notices(now, 100, outbox.claim).await {
                 Ok(due) => due,
                 Err(err) => {
                     tracing::warn!(error = %err, "reading pending SubscriptionEnd notices failed");
@@ -42,17 +68,16 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
             }
             for (subscription, reason, attempts) in due {
                 let count = |outcome: &'static str| {
-                    dispatcher
+                    outbox
                         .metrics
                         .subscription_ends
                         .get_or_create(&EndNoticeLabels { outcome })
                         .inc();
                 };
-                let Some(message) = dispatcher.envelopes.subscription_end(&subscription, reason)
-                else {
+                let Some(message) = outbox.envelopes.subscription_end(&subscription, reason) else {
                     count("skipped");
                     record(
-                        &dispatcher,
+                        &outbox,
                         &subscription.id,
                         EndNotice::Skipped,
                         attempts,
@@ -63,16 +88,16 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
                     continue;
                 };
                 let attempt = {
-                    let Ok(_permit) = dispatcher.permits.acquire().await else {
+                    let Ok(_permit) = outbox.permits.acquire().await else {
                         return;
                     };
-                    dispatcher.client.send(&message).await
+                    outbox.client.send(&message).await
                 };
                 match attempt {
                     Attempt::Delivered => {
                         count("sent");
                         record(
-                            &dispatcher,
+                            &outbox,
                             &subscription.id,
                             EndNotice::Sent,
                             attempts + 1,
@@ -87,11 +112,11 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
                         gone,
                     } => {
                         let attempts = attempts + 1;
-                        if gone || attempts >= dispatcher.settings.end_notice_attempts {
+                        if gone || attempts >= outbox.attempts {
                             count("gave_up");
                             tracing::info!(id = %subscription.id, error, "SubscriptionEnd not delivered; given up");
                             record(
-                                &dispatcher,
+                                &outbox,
                                 &subscription.id,
                                 EndNotice::Failed,
                                 attempts,
@@ -102,16 +127,14 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
                             continue;
                         }
                         count("failed");
-                        let policy: RetryPolicy = dispatcher
-                            .source(&subscription.source)
-                            .map_or_else(RetryPolicy::default, |state| state.retry);
+                        let policy = outbox.readers.retry(&subscription.source);
                         let delay = policy.delay(attempts, retry_after, fastrand::f64());
                         let next = jiff::SignedDuration::try_from(delay)
                             .ok()
                             .and_then(|d| now.checked_add(d).ok())
                             .unwrap_or(now);
                         record(
-                            &dispatcher,
+                            &outbox,
                             &subscription.id,
                             EndNotice::Pending,
                             attempts,
@@ -127,14 +150,14 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>) {
 }
 
 async fn record(
-    dispatcher: &Dispatcher,
-    id: &crate::domain::subscription::SubscriptionId,
+    outbox: &Outbox,
+    id: &SubscriptionId,
     notice: EndNotice,
     attempts: u32,
     next_at: Option<jiff::Timestamp>,
     error: Option<&str>,
 ) {
-    if let Err(err) = dispatcher
+    if let Err(err) = outbox
         .store
         .record_end_notice(*id, notice, attempts, next_at, error)
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Dispatcher;
+use super::readers::Readers;
 use crate::domain::subscription::{DeliveryProgress, SubscriptionId};
 use crate::store::{NodeId, Store};
 
@@ -18,7 +18,7 @@ const MAX_BATCH: usize = 5000;
 /// Writes progress until stopped. Subscriptions the store refuses progress for (they ended on
 /// another node, or another node owns them now) are taken out of this node's delivery.
 pub(super) async fn run(
-    dispatcher: Weak<Dispatcher>,
+    readers: Weak<Readers>,
     store: Arc<dyn Store>,
     node: NodeId,
     mut updates: mpsc::UnboundedReceiver<(SubscriptionId, DeliveryProgress)>,
@@ -53,11 +53,11 @@ pub(super) async fn run(
         }
         let rejected = flush(store.as_ref(), &node, &mut pending).await;
         if !rejected.is_empty()
-            && let Some(dispatcher) = dispatcher.upgrade()
+            && let Some(readers) = readers.upgrade()
         {
             for id in rejected {
                 tracing::info!(%id, "subscription ended or owned elsewhere; delivery stopped here");
-                dispatcher.remove_id(id);
+                readers.remove_id(id);
             }
         }
         if stopping {

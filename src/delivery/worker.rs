@@ -1,15 +1,22 @@
-//! One subscription's delivery worker: in order, one event in flight, retried with back-off.
+//! One reader's delivery worker: in order, one event in flight, retried with back-off. What a
+//! worker needs from its siblings it is handed in [`Sending`]: the log to read, the lease that
+//! fences sends, the client, the message builder, and the engine to tell when it gives up.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::client::Attempt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Attempt, DeliveryClient};
+use super::lease::Lease;
+use super::log::EventLog;
+use super::reader::Reader;
 use super::retry::RetryPolicy;
-use super::{Dispatcher, Entry, lock};
+use super::{EngineLink, Envelopes, lock};
 use crate::domain::clock::Clock;
-use crate::domain::subscription::{DeliveryProgress, EndReason};
-use crate::metrics::DeliveryLabels;
+use crate::domain::subscription::{DeliveryProgress, SubscriptionId};
+use crate::metrics::{DeliveryLabels, Metrics};
 
 /// Events fetched per step.
 const BATCH: usize = 64;
@@ -18,49 +25,90 @@ const BATCH: usize = 64;
 /// once per this interval (each attempt at most once), so a dead sink does not flood the log.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Runs until the subscription is caught up, ends, or herald stops; then hands the entry back
-/// (and starts again if work arrived meanwhile).
-pub(super) async fn run(dispatcher: Arc<Dispatcher>, entry: Arc<Entry>) {
+/// Everything a worker uses besides its reader.
+pub(super) struct Sending {
+    pub log: Arc<EventLog>,
+    pub lease: Arc<Lease>,
+    pub client: DeliveryClient,
+    pub envelopes: Arc<dyn Envelopes>,
+    /// Notifications in flight at once, over all readers (SubscriptionEnd messages included).
+    pub permits: Arc<Semaphore>,
+    /// To the progress writer.
+    pub progress: mpsc::UnboundedSender<(SubscriptionId, DeliveryProgress)>,
+    /// The engine, told when delivery gives up.
+    pub engine: Arc<EngineLink>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub stop: CancellationToken,
+}
+
+impl Sending {
+    /// Whether a worker should run for the reader now: it has not ended, herald is not
+    /// stopping, the lease holds, and its log has events past its cursor.
+    pub fn runnable(&self, reader: &Reader) -> bool {
+        !reader.is_ended()
+            && !self.stop.is_cancelled()
+            && self.lease.permits_sending()
+            && self
+                .log
+                .head(&reader.subscription().source)
+                .is_some_and(|head| reader.cursor() < head)
+    }
+
+    fn report(&self, id: SubscriptionId, progress: DeliveryProgress) {
+        let _ = self.progress.send((id, progress));
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics
+            .deliveries
+            .get_or_create(&DeliveryLabels { outcome })
+            .inc();
+    }
+}
+
+/// Runs until the reader is caught up, ends, or herald stops; then hands it back (and starts
+/// again if work arrived meanwhile). The caller has claimed it with [`Reader::try_start`].
+pub(super) async fn run(sending: Arc<Sending>, reader: Arc<Reader>) {
     loop {
-        deliver(&dispatcher, &entry).await;
-        entry.running.store(false, Ordering::Release);
-        // Work published between the last read and clearing `running` would otherwise wait
-        // for the next publish: look again, and take the entry back if so.
-        let head = lock(&entry.source.ring).head;
-        let behind = lock(&entry.progress).cursor < head;
-        let runnable = behind
-            && !entry.ended.load(Ordering::Acquire)
-            && !dispatcher.stopping()
-            && dispatcher.lease_holds();
-        if !runnable || entry.running.swap(true, Ordering::AcqRel) {
+        deliver(&sending, &reader).await;
+        reader.stopped();
+        // Work published between the last read and `stopped` would otherwise wait for the
+        // next publish: look again, and take the reader back if so.
+        if !sending.runnable(&reader) || !reader.try_start() {
             break;
         }
     }
 }
 
-async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
+async fn deliver(sending: &Sending, reader: &Reader) {
     // A retry scheduled before a restart waits for its time.
-    let due = lock(&entry.progress).next_attempt_at;
+    let due = lock(reader.progress()).next_attempt_at;
     if let Some(due) = due {
-        let wait = due.duration_since(dispatcher.clock.now());
+        let wait = due.duration_since(sending.clock.now());
         if let Ok(wait) = Duration::try_from(wait)
-            && !pause(dispatcher, entry, wait).await
+            && !reader.pause(wait, &sending.stop).await
         {
             return;
         }
     }
     let last_warned = std::sync::Mutex::new(None::<tokio::time::Instant>);
     let last_warned = &last_warned;
+    let id = reader.id();
     loop {
-        if entry.ended.load(Ordering::Acquire) || dispatcher.stopping() {
+        if reader.is_ended() || sending.stop.is_cancelled() {
             return;
         }
-        let cursor = lock(&entry.progress).cursor;
-        let events = match dispatcher.events_after(&entry.source, cursor, BATCH).await {
+        let source = &reader.subscription().source;
+        let events = match sending
+            .log
+            .events_after(source, reader.cursor(), BATCH)
+            .await
+        {
             Ok(events) => events,
             Err(err) => {
-                tracing::warn!(id = %entry.subscription.id, error = %err, "reading the event log failed; retrying");
-                if !pause(dispatcher, entry, Duration::from_secs(1)).await {
+                tracing::warn!(%id, error = %err, "reading the event log failed; retrying");
+                if !reader.pause(Duration::from_secs(1), &sending.stop).await {
                     return;
                 }
                 continue;
@@ -71,62 +119,63 @@ async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
         }
         for view in events {
             let seq = view.event().seq;
-            let wanted = entry
-                .matcher
-                .as_ref()
-                .is_none_or(|matcher| matcher.matches(&view));
-            if !wanted {
-                advance(dispatcher, entry, seq);
+            if !reader.wants(&view) {
+                sending.report(id, reader.advance(seq));
                 continue;
             }
-            let message = dispatcher
+            let message = sending
                 .envelopes
-                .notification(&entry.subscription, view.event());
-            let id = entry.subscription.id;
+                .notification(reader.subscription(), view.event());
             let outcome = until_delivered(
-                &entry.source.retry,
-                &dispatcher.clock,
-                &entry.progress,
+                reader.retry(),
+                &sending.clock,
+                reader.progress(),
                 || async {
-                    if entry.ended.load(Ordering::Acquire) || dispatcher.stopping() {
+                    if reader.is_ended() || sending.stop.is_cancelled() {
                         return None;
                     }
-                    let _permit = dispatcher.permits.acquire().await.ok()?;
+                    let _permit = sending.permits.acquire().await.ok()?;
                     // Another node may own it once the lease is in doubt: send nothing then.
-                    if !dispatcher.lease_holds() {
+                    if !sending.lease.permits_sending() {
                         return None;
                     }
-                    Some(dispatcher.client.send(&message).await)
+                    Some(sending.client.send(&message).await)
                 },
                 |delay, snapshot| async move {
-                    count(dispatcher, "failed");
-                    dispatcher.metrics.retries.inc();
-                    log_failure(entry, seq, delay, &snapshot, last_warned);
-                    let _ = dispatcher.progress.send((id, snapshot));
-                    pause(dispatcher, entry, delay).await
+                    sending.count("failed");
+                    sending.metrics.retries.inc();
+                    log_failure(reader, seq, delay, &snapshot, last_warned);
+                    sending.report(id, snapshot);
+                    reader.pause(delay, &sending.stop).await
                 },
             )
             .await;
             match outcome {
                 Outcome::Delivered => {
-                    let attempts = lock(&entry.progress).attempts;
+                    let attempts = lock(reader.progress()).attempts;
                     if attempts > 0 {
                         tracing::info!(%id, seq, failed_attempts = attempts, "delivering again");
                     }
-                    let latency = dispatcher
+                    let latency = sending
                         .clock
                         .now()
                         .duration_since(view.event().published_at);
-                    dispatcher
+                    sending
                         .metrics
                         .delivery_latency
                         .observe(latency.as_secs_f64().max(0.0));
-                    count(dispatcher, "delivered");
-                    advance(dispatcher, entry, seq);
+                    sending.count("delivered");
+                    sending.report(id, reader.advance(seq));
                 }
                 Outcome::GaveUp(error) => {
-                    count(dispatcher, "gave_up");
-                    give_up(dispatcher, entry, &error).await;
+                    sending.count("gave_up");
+                    // The engine ends it (DeliveryFailure), which takes it out of delivery.
+                    match sending.engine.get() {
+                        Some(engine) => engine.gave_up(reader.subscription(), &error).await,
+                        None => {
+                            tracing::warn!(%id, "delivery given up while herald stops; the next start retries")
+                        }
+                    }
                     return;
                 }
                 Outcome::Abandoned => return,
@@ -138,14 +187,14 @@ async fn deliver(dispatcher: &Arc<Dispatcher>, entry: &Arc<Entry>) {
 /// Logs a failed attempt: at `warn` the first time and then at most once per
 /// [`FAILURE_LOG_INTERVAL`], at `debug` otherwise.
 fn log_failure(
-    entry: &Entry,
+    reader: &Reader,
     seq: u64,
     delay: Duration,
     progress: &DeliveryProgress,
     last_warned: &std::sync::Mutex<Option<tokio::time::Instant>>,
 ) {
-    let id = entry.subscription.id;
-    let address = entry.subscription.notify_to.address.as_str();
+    let id = reader.id();
+    let address = reader.subscription().notify_to.address.as_str();
     let attempts = progress.attempts;
     let error = progress.last_error.as_deref().unwrap_or("");
     let now = tokio::time::Instant::now();
@@ -221,61 +270,6 @@ where
         };
         if !retry(delay, snapshot).await {
             return Outcome::Abandoned;
-        }
-    }
-}
-
-fn count(dispatcher: &Dispatcher, outcome: &'static str) {
-    dispatcher
-        .metrics
-        .deliveries
-        .get_or_create(&DeliveryLabels { outcome })
-        .inc();
-}
-
-/// Moves the cursor past `seq` and clears the retry state.
-fn advance(dispatcher: &Dispatcher, entry: &Entry, seq: u64) {
-    let snapshot = {
-        let mut progress = lock(&entry.progress);
-        *progress = DeliveryProgress {
-            cursor: seq,
-            ..DeliveryProgress::default()
-        };
-        progress.clone()
-    };
-    let _ = dispatcher.progress.send((entry.subscription.id, snapshot));
-}
-
-/// Sleeps for `delay` unless the subscription ends or herald stops first; true when the sleep
-/// ran its course.
-async fn pause(dispatcher: &Dispatcher, entry: &Entry, delay: Duration) -> bool {
-    if dispatcher.stop.is_cancelled() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => {}
-        _ = entry.wake.notified() => {}
-        () = dispatcher.stop.cancelled() => {}
-    }
-    !entry.ended.load(Ordering::Acquire) && !dispatcher.stopping()
-}
-
-/// Ends the subscription with DeliveryFailure; its SubscriptionEnd goes to EndTo.
-async fn give_up(dispatcher: &Dispatcher, entry: &Entry, error: &str) {
-    let id = entry.subscription.id;
-    let now = dispatcher.clock.now();
-    match dispatcher
-        .store
-        .end_subscription(id, EndReason::DeliveryFailure, now)
-        .await
-    {
-        Ok(_) => {
-            tracing::warn!(%id, error, "delivery given up; subscription ended (DeliveryFailure)");
-            dispatcher.remove(&entry.subscription.source, id);
-        }
-        Err(err) => {
-            // Leave it in place: the next start retries from the stored cursor.
-            tracing::error!(%id, error = %err, "could not end the failing subscription");
         }
     }
 }

@@ -1,27 +1,33 @@
-//! Domain operations and their rules: subscribe, renew, status, unsubscribe, expire.
+//! The `Engine` service: every front door calls it, and it holds every lifecycle rule, once
+//! (`lifecycle.rs`: create, renew, end for any reason, adopt, expire; `capacity.rs`: how many
+//! subscriptions a source takes).
 //!
 //! The engine sees neither XML nor HTTP: protocol modules decode requests into the types here,
 //! and the engine validates them against the source's policy and writes through the [`Store`].
+//! It reaches delivery through the [`Dispatcher`] handle, filters through [`FilterEngine`], and
+//! endpoints through the [`EndpointPolicy`]; delivery reaches it back through the
+//! [`Lifecycle`](crate::delivery::Lifecycle) port.
+
+mod capacity;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio_util::sync::CancellationToken;
 
+use crate::delivery::policy::EndpointPolicy;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{Dispatcher, PublishError};
 use crate::domain::clock::Clock;
 use crate::domain::event::{Event, NewEvent};
-use crate::domain::expiry::{
-    self, ExpiryError, ExpiryPolicy, ExpiryRules, GrantedExpiry, RequestedExpiry,
-};
+use crate::domain::expiry::{ExpiryError, ExpiryPolicy, ExpiryRules, RequestedExpiry};
 use crate::domain::subscription::{
-    DeliveryProgress, EndReason, EndpointRef, Filter, LogKind, NotificationFormat, ReaderDelivery,
-    SourceName, Subscription, SubscriptionId, SubscriptionRecord, SubscriptionStatus, WireDialect,
+    EndpointRef, Filter, NotificationFormat, SourceName, Subscription, SubscriptionId,
+    SubscriptionRecord, SubscriptionStatus, WireDialect,
 };
-use crate::filter::FilterError;
+use crate::filter::{FilterEngine, FilterError};
 use crate::store::{Store, StoreError};
 
 /// An event source's configuration.
@@ -113,24 +119,39 @@ pub struct SubscribeRequest {
 pub struct Engine {
     store: Arc<dyn Store>,
     sources: BTreeMap<SourceName, SourcePolicy>,
-    dispatcher: Arc<Dispatcher>,
+    delivery: Arc<Dispatcher>,
+    filters: Arc<dyn FilterEngine>,
+    endpoints: Arc<EndpointPolicy>,
+    capacity: capacity::Capacity,
     clock: Clock,
 }
 
 impl Engine {
-    /// Builds the engine over a started dispatcher.
+    /// Builds the engine over delivery (not started yet: [`Engine::start`] starts it).
     pub fn new(
         store: Arc<dyn Store>,
         sources: Vec<SourcePolicy>,
-        dispatcher: Arc<Dispatcher>,
+        delivery: Arc<Dispatcher>,
+        filters: Arc<dyn FilterEngine>,
+        endpoints: Arc<EndpointPolicy>,
         clock: Clock,
-    ) -> Engine {
-        Engine {
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
             store,
             sources: sources.into_iter().map(|s| (s.name.clone(), s)).collect(),
-            dispatcher,
+            delivery,
+            filters,
+            endpoints,
+            capacity: capacity::Capacity::default(),
             clock,
-        }
+        })
+    }
+
+    /// Starts delivery: this node joins, and each subscription it owns is adopted (or ended)
+    /// under the rules here.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        let engine: std::sync::Weak<Engine> = Arc::downgrade(self);
+        self.delivery.start(engine).await
     }
 
     /// The configured source with this name.
@@ -147,24 +168,24 @@ impl Engine {
 
     /// Refreshes the gauges read at a scrape (backlog per source).
     pub fn refresh_metrics(&self) {
-        self.dispatcher.update_backlog_metrics();
+        self.delivery.update_backlog_metrics();
     }
 
     /// Active subscriptions per configured source.
     pub fn active_counts(&self) -> Vec<(SourceName, u64)> {
-        self.dispatcher.active_counts()
+        self.delivery.reader_counts()
     }
 
     /// Whether this node can take requests now: its store can be written (within 2 s) and its
     /// lease holds. `Err` says why not.
     pub async fn readiness(&self) -> Result<(), String> {
-        let check = self.store.check_writable(self.dispatcher.node());
+        let check = self.store.check_writable(self.delivery.node());
         match tokio::time::timeout(Duration::from_secs(2), check).await {
             Err(_) => return Err("the store did not answer within 2 s".into()),
             Ok(Err(err)) => return Err(format!("the store cannot be written: {err}")),
             Ok(Ok(())) => {}
         }
-        if !self.dispatcher.lease_confirmed() {
+        if !self.delivery.lease_confirmed() {
             return Err("this node's lease is not confirmed".into());
         }
         Ok(())
@@ -175,148 +196,12 @@ impl Engine {
         self.clock.now()
     }
 
-    /// Creates a subscription. It is durable when this returns, and delivery starts with the
-    /// next event published.
-    pub async fn subscribe(
-        &self,
-        request: SubscribeRequest,
-    ) -> Result<(Subscription, GrantedExpiry), EngineError> {
-        let policy = self
-            .sources
-            .get(&request.source)
-            .ok_or_else(|| EngineError::UnknownSource(request.source.to_string()))?;
-        let now = self.clock.now();
-        let granted = expiry::grant(
-            request.expires.as_ref(),
-            &policy.expiry,
-            request.expiry_rules,
-            now,
-        )?;
-        let matcher = request
-            .filter
-            .as_ref()
-            .map(|filter| {
-                self.dispatcher.filters().compile(
-                    filter,
-                    request.dialect.eventing,
-                    request.dialect.soap,
-                    request.dialect.addressing,
-                )
-            })
-            .transpose()?;
-        for endpoint in std::iter::once(&request.notify_to).chain(request.end_to.as_ref()) {
-            self.dispatcher
-                .client()
-                .policy()
-                .check_url(&endpoint.address)
-                .await
-                .map_err(|err| EngineError::EndpointRefused(err.to_string()))?;
-        }
-        if !self
-            .dispatcher
-            .reserve(&policy.name, policy.max_subscriptions)
-        {
-            return Err(EngineError::SourceFull {
-                source_name: policy.name.clone(),
-                limit: policy.max_subscriptions.unwrap_or(0),
-            });
-        }
-        let subscription = Subscription {
-            id: SubscriptionId::new_random(),
-            source: request.source,
-            log: LogKind::Source,
-            delivery: ReaderDelivery::SoapPush,
-            dialect: request.dialect,
-            notify_to: request.notify_to,
-            end_to: request.end_to,
-            delivery_mode: request.delivery_mode,
-            format: request.format,
-            filter: request.filter,
-            expires_at: granted.expires_at,
-            expiry_kind: granted.kind,
-            created_at: now,
-            manager_address: request.manager_address,
-        };
-        let cursor = match self
-            .store
-            .insert_subscription(&subscription, self.dispatcher.node())
-            .await
-        {
-            Ok(cursor) => cursor,
-            Err(err) => {
-                self.dispatcher.release_place(&subscription.source);
-                return Err(err.into());
-            }
-        };
-        let progress = DeliveryProgress {
-            cursor,
-            ..Default::default()
-        };
-        self.dispatcher
-            .register(subscription.clone(), progress, matcher);
-        Ok((subscription, granted))
-    }
-
     /// The subscription, if active and unexpired.
     pub async fn status(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
         self.store
             .active_subscription(id, self.clock.now())
             .await?
             .ok_or(EngineError::UnknownSubscription)
-    }
-
-    /// Sets a new expiry under the subscription's source policy.
-    pub async fn renew(
-        &self,
-        id: SubscriptionId,
-        expires: Option<&RequestedExpiry>,
-        rules: ExpiryRules,
-    ) -> Result<GrantedExpiry, EngineError> {
-        let now = self.clock.now();
-        let subscription = self
-            .store
-            .active_subscription(id, now)
-            .await?
-            .ok_or(EngineError::UnknownSubscription)?;
-        let policy = self
-            .sources
-            .get(&subscription.source)
-            .ok_or_else(|| EngineError::SourceGone(subscription.source.clone()))?;
-        let granted = expiry::grant(expires, &policy.expiry, rules, now)?;
-        let renewed = self
-            .store
-            .renew_subscription(id, granted.expires_at, granted.kind, now)
-            .await?;
-        if renewed {
-            Ok(granted)
-        } else {
-            // It expired or was ended between the read and the write.
-            Err(EngineError::UnknownSubscription)
-        }
-    }
-
-    /// Ends the subscription at the subscriber's request.
-    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
-        self.end(id, EndReason::Unsubscribed).await
-    }
-
-    /// Ends the subscription on an operator's order (SubscriptionEnd: SourceCancelling).
-    pub async fn cancel(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
-        self.end(id, EndReason::SourceCancelling).await
-    }
-
-    async fn end(
-        &self,
-        id: SubscriptionId,
-        reason: EndReason,
-    ) -> Result<Subscription, EngineError> {
-        let ended = self
-            .store
-            .end_subscription(id, reason, self.clock.now())
-            .await?
-            .ok_or(EngineError::UnknownSubscription)?;
-        self.dispatcher.remove(&ended.source, ended.id);
-        Ok(ended)
     }
 
     /// Appends events to a source's log; returns them once durable.
@@ -335,7 +220,7 @@ impl Engine {
                 limit: policy.max_event_bytes,
             });
         }
-        Ok(self.dispatcher.publish(&policy.name, events).await?)
+        Ok(self.delivery.publish(&policy.name, events).await?)
     }
 
     /// Everything known about a subscription: the store's record with delivery progress from
@@ -351,47 +236,10 @@ impl Engine {
             .ok_or(EngineError::UnknownSubscription)?;
         let source = record.subscription.source.clone();
         if record.status == SubscriptionStatus::Active
-            && let Some((progress, _)) = self.dispatcher.progress(&source, id)
+            && let Some(progress) = self.delivery.progress(&source, id)
         {
             record.progress = progress;
         }
-        Ok((record, self.dispatcher.head(&source)))
-    }
-
-    /// Ends every subscription that has expired by `now`, in batches, and returns them.
-    pub async fn sweep_expired(&self, now: Timestamp) -> Result<Vec<Subscription>, StoreError> {
-        const BATCH: u32 = 1000;
-        let mut ended = Vec::new();
-        loop {
-            let batch = self.store.end_expired(now, BATCH).await?;
-            let full = batch.len() == BATCH as usize;
-            for subscription in &batch {
-                self.dispatcher
-                    .remove(&subscription.source, subscription.id);
-            }
-            ended.extend(batch);
-            if !full {
-                return Ok(ended);
-            }
-        }
-    }
-
-    /// Runs the expiry sweeper until `shutdown` fires: every `interval`, ends what has expired.
-    pub async fn run_sweeper(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            match self.sweep_expired(self.clock.now()).await {
-                Ok(ended) if !ended.is_empty() => {
-                    tracing::debug!(count = ended.len(), "expired subscriptions ended");
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "expiry sweep failed; retrying"),
-            }
-        }
+        Ok((record, self.delivery.head(&source)))
     }
 }

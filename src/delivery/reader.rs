@@ -1,0 +1,128 @@
+//! One reader in delivery: an active subscription this node delivers, with its cursor and
+//! retry state, whether a worker runs for it, and whether it has ended.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::lock;
+use super::retry::RetryPolicy;
+use crate::domain::subscription::{DeliveryProgress, Subscription, SubscriptionId};
+use crate::filter::{EventView, Matcher};
+
+/// One active subscription in delivery.
+pub(super) struct Reader {
+    subscription: Subscription,
+    matcher: Option<Arc<dyn Matcher>>,
+    retry: RetryPolicy,
+    progress: Mutex<DeliveryProgress>,
+    /// A worker is running for it.
+    running: AtomicBool,
+    /// It has ended; its worker stops at the next step.
+    ended: AtomicBool,
+    /// Interrupts a back-off sleep when it ends.
+    wake: Notify,
+}
+
+impl Reader {
+    pub fn new(
+        subscription: Subscription,
+        progress: DeliveryProgress,
+        matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
+    ) -> Reader {
+        Reader {
+            subscription,
+            matcher,
+            retry,
+            progress: Mutex::new(progress),
+            running: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn subscription(&self) -> &Subscription {
+        &self.subscription
+    }
+
+    pub fn id(&self) -> SubscriptionId {
+        self.subscription.id
+    }
+
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Whether its filter lets the event through (no filter: every event).
+    pub fn wants(&self, event: &EventView) -> bool {
+        self.matcher
+            .as_ref()
+            .is_none_or(|matcher| matcher.matches(event))
+    }
+
+    /// Its delivery state.
+    pub fn progress(&self) -> &Mutex<DeliveryProgress> {
+        &self.progress
+    }
+
+    pub fn cursor(&self) -> u64 {
+        lock(&self.progress).cursor
+    }
+
+    /// Moves the cursor past `seq`, clears the retry state, and returns the new state.
+    pub fn advance(&self, seq: u64) -> DeliveryProgress {
+        let mut progress = lock(&self.progress);
+        *progress = DeliveryProgress {
+            cursor: seq,
+            ..DeliveryProgress::default()
+        };
+        progress.clone()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Marks it ended and wakes its worker, which then stops.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Wakes its worker from a back-off sleep (herald is stopping).
+    pub fn interrupt(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Claims the right to run its worker; false when one runs already.
+    pub fn try_start(&self) -> bool {
+        !self.running.swap(true, Ordering::AcqRel)
+    }
+
+    /// Its worker has stopped.
+    pub fn stopped(&self) {
+        self.running.store(false, Ordering::Release);
+    }
+
+    /// Sleeps for `delay` unless it ends or `stop` fires first; true when the sleep ran its
+    /// course.
+    pub async fn pause(&self, delay: Duration, stop: &CancellationToken) -> bool {
+        if stop.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.wake.notified() => {}
+            () = stop.cancelled() => {}
+        }
+        !self.is_ended() && !stop.is_cancelled()
+    }
+}

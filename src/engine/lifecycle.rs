@@ -1,0 +1,259 @@
+//! The lifecycle rules, each in one place: a subscription is created (policy, filter compile,
+//! endpoint check, capacity), renewed, adopted by this node, and ended for any reason —
+//! unsubscribe, cancellation, expiry, delivery failure, its source removed, its stored filter no
+//! longer compiling — through [`Engine::end`] (or, for expiry's batches, the same
+//! [`Engine::forget`] step after the store's write).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, EngineError, SubscribeRequest};
+use crate::delivery::Lifecycle;
+use crate::domain::expiry::{self, ExpiryRules, GrantedExpiry, RequestedExpiry};
+use crate::domain::subscription::{
+    DeliveryProgress, EndReason, LogKind, ReaderDelivery, Subscription, SubscriptionId,
+};
+use crate::filter::{FilterError, Matcher};
+use crate::store::StoreError;
+
+impl Engine {
+    /// Creates a subscription. It is durable when this returns, and delivery starts with the
+    /// next event published.
+    pub async fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<(Subscription, GrantedExpiry), EngineError> {
+        let policy = self
+            .sources
+            .get(&request.source)
+            .ok_or_else(|| EngineError::UnknownSource(request.source.to_string()))?;
+        let now = self.clock.now();
+        let granted = expiry::grant(
+            request.expires.as_ref(),
+            &policy.expiry,
+            request.expiry_rules,
+            now,
+        )?;
+        let subscription = Subscription {
+            id: SubscriptionId::new_random(),
+            source: request.source,
+            log: LogKind::Source,
+            delivery: ReaderDelivery::SoapPush,
+            dialect: request.dialect,
+            notify_to: request.notify_to,
+            end_to: request.end_to,
+            delivery_mode: request.delivery_mode,
+            format: request.format,
+            filter: request.filter,
+            expires_at: granted.expires_at,
+            expiry_kind: granted.kind,
+            created_at: now,
+            manager_address: request.manager_address,
+        };
+        let matcher = self.compile(&subscription)?;
+        for endpoint in std::iter::once(&subscription.notify_to).chain(&subscription.end_to) {
+            self.endpoints
+                .check_url(&endpoint.address)
+                .await
+                .map_err(|err| EngineError::EndpointRefused(err.to_string()))?;
+        }
+        let source = &subscription.source;
+        let taken = self.capacity.take(source, policy.max_subscriptions, || {
+            self.delivery.reader_count(source)
+        });
+        if !taken {
+            return Err(EngineError::SourceFull {
+                source_name: policy.name.clone(),
+                limit: policy.max_subscriptions.unwrap_or(0),
+            });
+        }
+        let stored = self
+            .store
+            .insert_subscription(&subscription, self.delivery.node())
+            .await;
+        if let Ok(cursor) = stored {
+            let progress = DeliveryProgress {
+                cursor,
+                ..Default::default()
+            };
+            self.delivery
+                .start_reading(subscription.clone(), progress, matcher);
+        }
+        // In delivery now, which counts it, or not stored: the place goes back either way.
+        self.capacity.give_back(&subscription.source);
+        stored?;
+        Ok((subscription, granted))
+    }
+
+    /// The subscription's filter, compiled for its dialect.
+    fn compile(
+        &self,
+        subscription: &Subscription,
+    ) -> Result<Option<Arc<dyn Matcher>>, FilterError> {
+        let dialect = &subscription.dialect;
+        subscription
+            .filter
+            .as_ref()
+            .map(|filter| {
+                self.filters
+                    .compile(filter, dialect.eventing, dialect.soap, dialect.addressing)
+            })
+            .transpose()
+    }
+
+    /// Sets a new expiry under the subscription's source policy.
+    pub async fn renew(
+        &self,
+        id: SubscriptionId,
+        expires: Option<&RequestedExpiry>,
+        rules: ExpiryRules,
+    ) -> Result<GrantedExpiry, EngineError> {
+        let now = self.clock.now();
+        let subscription = self
+            .store
+            .active_subscription(id, now)
+            .await?
+            .ok_or(EngineError::UnknownSubscription)?;
+        let policy = self
+            .sources
+            .get(&subscription.source)
+            .ok_or_else(|| EngineError::SourceGone(subscription.source.clone()))?;
+        let granted = expiry::grant(expires, &policy.expiry, rules, now)?;
+        let renewed = self
+            .store
+            .renew_subscription(id, granted.expires_at, granted.kind, now)
+            .await?;
+        if renewed {
+            Ok(granted)
+        } else {
+            // It expired or was ended between the read and the write.
+            Err(EngineError::UnknownSubscription)
+        }
+    }
+
+    /// Ends the subscription at the subscriber's request.
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
+        self.end(id, EndReason::Unsubscribed)
+            .await?
+            .ok_or(EngineError::UnknownSubscription)
+    }
+
+    /// Ends the subscription on an operator's order (SubscriptionEnd: SourceCancelling).
+    pub async fn cancel(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
+        self.end(id, EndReason::SourceCancelling)
+            .await?
+            .ok_or(EngineError::UnknownSubscription)
+    }
+
+    /// Ends an active subscription for `reason`: the store records the end (and queues its
+    /// SubscriptionEnd) in one step, then delivery forgets it. `None` when it was not active.
+    async fn end(
+        &self,
+        id: SubscriptionId,
+        reason: EndReason,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let ended = self
+            .store
+            .end_subscription(id, reason, self.clock.now())
+            .await?;
+        if let Some(subscription) = &ended {
+            self.forget(subscription);
+            tracing::debug!(%id, reason = reason.as_str(), "subscription ended");
+        }
+        Ok(ended)
+    }
+
+    /// What follows the store's record of an end: delivery stops and sends the SubscriptionEnd.
+    fn forget(&self, subscription: &Subscription) {
+        self.delivery
+            .stop_reading(&subscription.source, subscription.id);
+    }
+
+    /// Ends every subscription that has expired by `now`, in batches, and returns them.
+    pub async fn sweep_expired(&self, now: Timestamp) -> Result<Vec<Subscription>, StoreError> {
+        const BATCH: u32 = 1000;
+        let mut ended = Vec::new();
+        loop {
+            let batch = self.store.end_expired(now, BATCH).await?;
+            let full = batch.len() == BATCH as usize;
+            for subscription in &batch {
+                self.forget(subscription);
+            }
+            ended.extend(batch);
+            if !full {
+                return Ok(ended);
+            }
+        }
+    }
+
+    /// Runs the expiry sweeper until `shutdown` fires: every `interval`, ends what has expired.
+    pub async fn run_sweeper(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            match self.sweep_expired(self.clock.now()).await {
+                Ok(ended) if !ended.is_empty() => {
+                    tracing::debug!(count = ended.len(), "expired subscriptions ended");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "expiry sweep failed; retrying"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Lifecycle for Engine {
+    /// A subscription whose source is no longer configured ends (SourceShuttingDown); one
+    /// whose stored filter no longer compiles is cancelled (SourceCancelling); the rest are
+    /// delivered from their stored progress.
+    async fn adopt(
+        &self,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+    ) -> Result<(), StoreError> {
+        let id = subscription.id;
+        if !self.sources.contains_key(&subscription.source)
+            || !self.delivery.serves(&subscription.source)
+        {
+            self.end(id, EndReason::SourceShuttingDown).await?;
+            tracing::info!(%id, source = %subscription.source, "source removed; subscription ended");
+            return Ok(());
+        }
+        match self.compile(&subscription) {
+            Ok(matcher) => {
+                self.delivery.start_reading(subscription, progress, matcher);
+            }
+            Err(err) => {
+                tracing::warn!(%id, error = %err, "stored filter no longer compiles; subscription cancelled");
+                self.end(id, EndReason::SourceCancelling).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn gave_up(&self, subscription: &Subscription, error: &str) {
+        let id = subscription.id;
+        match self.end(id, EndReason::DeliveryFailure).await {
+            Ok(Some(_)) => {
+                tracing::warn!(%id, error, "delivery given up; subscription ended (DeliveryFailure)");
+            }
+            Ok(None) => {
+                // It had ended already (elsewhere, or it expired): delivery lets go of it too.
+                self.forget(subscription);
+            }
+            Err(err) => {
+                // Left in place: the next start retries from the stored cursor.
+                tracing::error!(%id, error = %err, "could not end the failing subscription");
+            }
+        }
+    }
+}
