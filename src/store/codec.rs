@@ -12,7 +12,8 @@ use crate::domain::subscription::{
     SubscriptionRecord, SubscriptionStatus, WireDialect, WsaVersion,
 };
 
-/// A subscription row as plain column values, in the order of [`COLUMNS`].
+/// A subscription row as plain column values, in the order of [`subscription_columns`].
+#[derive(Clone)]
 pub struct SubscriptionRow {
     pub id: String,
     pub source: String,
@@ -82,9 +83,9 @@ impl ProgressRow {
     /// The progress value the columns hold.
     pub fn decode(self) -> Result<DeliveryProgress, StoreError> {
         Ok(DeliveryProgress {
-            cursor: u64::try_from(self.cursor)
-                .map_err(|_| corrupt("cursor", &self.cursor.to_string()))?,
-            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            cursor: stored_seq("cursor", self.cursor)?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| corrupt("attempts", &self.attempts.to_string()))?,
             next_attempt_at: optional_timestamp(self.next_attempt_at)?,
             failing_since: optional_timestamp(self.failing_since)?,
             last_error: self.last_error,
@@ -108,7 +109,7 @@ impl EventRow {
         Ok(Event {
             source: SourceName::parse(&self.source)
                 .ok_or_else(|| corrupt("source", &self.source))?,
-            seq: u64::try_from(self.seq).map_err(|_| corrupt("seq", &self.seq.to_string()))?,
+            seq: stored_seq("seq", self.seq)?,
             id: EventId::parse(&self.id).ok_or_else(|| corrupt("event id", &self.id))?,
             action: self.action,
             payload: self.payload,
@@ -117,7 +118,17 @@ impl EventRow {
     }
 }
 
-fn corrupt(what: &str, value: &str) -> StoreError {
+/// A stored sequence number or cursor; a negative one is corrupt.
+pub fn stored_seq(what: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(what, &value.to_string()))
+}
+
+/// A stored attempt count; a negative or huge one is corrupt.
+pub fn stored_count(what: &str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| corrupt(what, &value.to_string()))
+}
+
+pub(super) fn corrupt(what: &str, value: &str) -> StoreError {
     let value: String = value.chars().take(80).collect();
     StoreError::Corrupt(format!("{what} = {value:?}"))
 }
@@ -208,7 +219,7 @@ impl SubscriptionRow {
 
 /// The columns of a result row, whatever the database: every backend stores text and 64-bit
 /// integers only, so one decoder serves them all.
-pub trait Columns: Row {
+pub trait Columns {
     /// A text column.
     fn text(&self, name: &str) -> Result<String, StoreError>;
     /// A nullable text column.
@@ -226,14 +237,17 @@ where
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
 {
+    // A NULL where a value must be is corrupt (some drivers would decode it as "" or 0).
     fn text(&self, name: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(name)?)
+        self.optional_text(name)?
+            .ok_or_else(|| corrupt(name, "NULL"))
     }
     fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self.try_get(name)?)
     }
     fn int(&self, name: &str) -> Result<i64, StoreError> {
-        Ok(self.try_get(name)?)
+        self.optional_int(name)?
+            .ok_or_else(|| corrupt(name, "NULL"))
     }
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.try_get(name)?)
@@ -319,17 +333,24 @@ pub fn decode_end_reason(row: &impl Columns) -> Result<EndReason, StoreError> {
 pub fn decode_record(row: &impl Columns) -> Result<SubscriptionRecord, StoreError> {
     let status = match row.text("status")?.as_str() {
         "active" => SubscriptionStatus::Active,
-        _ => SubscriptionStatus::Ended {
+        "ended" => SubscriptionStatus::Ended {
             reason: decode_end_reason(row)?,
-            at: timestamp(row.optional_int("ended_at")?.unwrap_or(0))?,
+            at: timestamp(
+                row.optional_int("ended_at")?
+                    .ok_or_else(|| corrupt("ended_at", "NULL"))?,
+            )?,
         },
+        other => return Err(corrupt("status", other)),
     };
-    let notice = row.optional_text("end_notice")?;
+    let end_notice = row
+        .optional_text("end_notice")?
+        .map(|notice| EndNotice::from_name(&notice).ok_or_else(|| corrupt("end_notice", &notice)))
+        .transpose()?;
     Ok(SubscriptionRecord {
         subscription: decode_subscription(row)?,
         status,
         progress: decode_progress(row)?,
-        end_notice: notice.as_deref().and_then(EndNotice::from_name),
+        end_notice,
         owner: row.optional_text("owner")?,
     })
 }
@@ -350,4 +371,72 @@ pub fn seq_column(value: u64) -> i64 {
 /// A duration as milliseconds for a column.
 pub fn duration_millis(value: std::time::Duration) -> i64 {
     i64::try_from(value.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A row that came back inside one JSON value (an array per row, columns in the order of
+/// [`subscription_columns`] then [`progress_columns`]), read by column name like any other.
+pub struct JsonRow<'a> {
+    values: &'a [serde_json::Value],
+}
+
+/// The columns a [`JsonRow`] holds, in order: the one column list, split.
+fn json_row_columns() -> &'static [&'static str] {
+    static COLUMNS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    COLUMNS.get_or_init(|| {
+        concat!(subscription_columns!(), ", ", progress_columns!())
+            .split(',')
+            .map(str::trim)
+            .collect()
+    })
+}
+
+impl JsonRow<'_> {
+    fn value(&self, name: &str) -> Result<&serde_json::Value, StoreError> {
+        let index = json_row_columns()
+            .iter()
+            .position(|column| *column == name)
+            .ok_or_else(|| corrupt("column", name))?;
+        self.values
+            .get(index)
+            .ok_or_else(|| corrupt("missing column", name))
+    }
+}
+
+impl Columns for JsonRow<'_> {
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        self.optional_text(name)?
+            .ok_or_else(|| corrupt(name, "NULL"))
+    }
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self.value(name)? {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(text) => Ok(Some(text.clone())),
+            other => Err(corrupt(name, &other.to_string())),
+        }
+    }
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        self.optional_int(name)?
+            .ok_or_else(|| corrupt(name, "NULL"))
+    }
+    fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        match self.value(name)? {
+            serde_json::Value::Null => Ok(None),
+            value => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| corrupt(name, &value.to_string())),
+        }
+    }
+}
+
+/// A page of subscriptions with their progress sent as one JSON array of [`JsonRow`]s.
+pub fn decode_json_page(page: &str) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+    let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(page)
+        .map_err(|err| StoreError::Corrupt(format!("owned page: {err}")))?;
+    rows.iter()
+        .map(|values| {
+            let row = JsonRow { values };
+            Ok((decode_subscription(&row)?, decode_progress(&row)?))
+        })
+        .collect()
 }

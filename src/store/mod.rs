@@ -12,6 +12,7 @@
 
 mod codec;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::fmt;
@@ -314,6 +315,6 @@ fn decode_end_notice(
     Ok((
         codec::decode_subscription(row)?,
         codec::decode_end_reason(row)?,
-        u32::try_from(row.int("end_attempts")?).unwrap_or(u32::MAX),
+        codec::stored_count("end_attempts", row.int("end_attempts")?)?,
     ))
 }

@@ -15,17 +15,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::Executor;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::codec::Columns;
 use super::codec::{
-    ProgressRow, SubscriptionRow, decode_event, decode_record, decode_source_count,
+    Columns, ProgressRow, SubscriptionRow, decode_event, decode_record, decode_source_count,
     decode_subscription, decode_with_progress, duration_millis, millis, progress_columns,
-    seq_column, subscription_columns,
+    seq_column, stored_seq, subscription_columns,
 };
+use super::sql::{self, bind_subscription};
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
@@ -34,13 +34,15 @@ use crate::domain::subscription::{
     SubscriptionRecord,
 };
 
+mod signals;
+
 /// Schema migrations, applied in order at start, under an advisory lock so that nodes starting
 /// together apply each once.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/postgres/0001_herald.sql")),
+    (1, include_str!("../migrations/postgres/0001_herald.sql")),
     (
         2,
-        include_str!("migrations/postgres/0002_logs_and_readers.sql"),
+        include_str!("../migrations/postgres/0002_logs_and_readers.sql"),
     ),
 ];
 
@@ -138,21 +140,6 @@ impl PostgresStore {
     }
 }
 
-fn parse_signal(payload: &str) -> Option<Signal> {
-    match payload.split_once(':') {
-        Some(("a", rest)) => {
-            let (source, head) = rest.rsplit_once(':')?;
-            Some(Signal::Appended(
-                SourceName::parse(source)?,
-                head.parse().ok()?,
-            ))
-        }
-        Some(("e", id)) => SubscriptionId::parse(id).map(Signal::Ended),
-        _ if payload == "r" => Some(Signal::Released),
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_subscription(
@@ -161,35 +148,11 @@ impl Store for PostgresStore {
         owner: &NodeId,
     ) -> Result<u64, StoreError> {
         let row = SubscriptionRow::encode(subscription);
-        let cursor: i64 = sqlx::query_scalar(concat!(
-            "INSERT INTO subscriptions (",
-            subscription_columns!(),
-            ", status, owner, cursor)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     'active', $17,
-                     COALESCE((SELECT last_seq FROM source_heads WHERE source = $2), 0))
-             RETURNING cursor"
-        ))
-        .bind(row.id)
-        .bind(row.source)
-        .bind(row.eventing)
-        .bind(row.soap)
-        .bind(row.addressing)
-        .bind(row.notify_to)
-        .bind(row.end_to)
-        .bind(row.delivery_mode)
-        .bind(row.format)
-        .bind(row.filter)
-        .bind(row.expires_at)
-        .bind(row.expiry_kind)
-        .bind(row.created_at)
-        .bind(row.manager_address)
-        .bind(row.log_kind)
-        .bind(row.delivery)
-        .bind(owner.as_str())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u64::try_from(cursor).unwrap_or(0))
+        let inserted = bind_subscription(sqlx::query(sql::INSERT_SUBSCRIPTION.postgres()), row)
+            .bind(owner.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        stored_seq("cursor", inserted.int("cursor")?)
     }
 
     async fn active_subscription(
@@ -197,16 +160,11 @@ impl Store for PostgresStore {
         id: SubscriptionId,
         now: Timestamp,
     ) -> Result<Option<Subscription>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            subscription_columns!(),
-            " FROM subscriptions
-             WHERE id = $1 AND status = 'active' AND (expires_at IS NULL OR expires_at > $2)"
-        ))
-        .bind(id.key())
-        .bind(millis(now))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::ACTIVE_SUBSCRIPTION.postgres())
+            .bind(id.key())
+            .bind(millis(now))
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(decode_subscription).transpose()
     }
 
@@ -217,16 +175,13 @@ impl Store for PostgresStore {
         kind: ExpiryKind,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE subscriptions SET expires_at = $1, expiry_kind = $2
-             WHERE id = $3 AND status = 'active' AND (expires_at IS NULL OR expires_at > $4)",
-        )
-        .bind(expires_at.map(millis))
-        .bind(kind.as_str())
-        .bind(id.key())
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(sql::RENEW.postgres())
+            .bind(expires_at.map(millis))
+            .bind(kind.as_str())
+            .bind(id.key())
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -237,19 +192,12 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<Option<Subscription>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE subscriptions SET status = 'ended', end_reason = $1, ended_at = $2,
-                 end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
-                 end_next_at = $2
-             WHERE id = $3 AND status = 'active' AND (expires_at IS NULL OR expires_at > $2)
-             RETURNING ",
-            subscription_columns!()
-        ))
-        .bind(reason.as_str())
-        .bind(millis(now))
-        .bind(id.key())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = sqlx::query(sql::END_SUBSCRIPTION.postgres())
+            .bind(reason.as_str())
+            .bind(millis(now))
+            .bind(id.key())
+            .fetch_optional(&mut *tx)
+            .await?;
         let ended = row.as_ref().map(decode_subscription).transpose()?;
         if let Some(subscription) = &ended {
             self.notify(&mut *tx, &format!("e:{}", subscription.id))
@@ -265,22 +213,11 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<Subscription>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(concat!(
-            "UPDATE subscriptions SET status = 'ended', end_reason = 'expired', ended_at = $1,
-                 end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
-                 end_next_at = $1
-             WHERE id IN (
-                 SELECT id FROM subscriptions
-                 WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= $1
-                 ORDER BY expires_at LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING ",
-            subscription_columns!()
-        ))
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(sql::END_EXPIRED_POSTGRES.postgres())
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
         let ended = rows
             .iter()
             .map(decode_subscription)
@@ -309,15 +246,11 @@ impl Store for PostgresStore {
         let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
         // The head row stays locked until commit: appends to one source commit in order.
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO source_heads (source, last_seq) VALUES ($1, $2)
-             ON CONFLICT (source) DO UPDATE SET last_seq = source_heads.last_seq + $2
-             RETURNING last_seq",
-        )
-        .bind(source.as_str())
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await?;
+        let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.postgres())
+            .bind(source.as_str())
+            .bind(count)
+            .fetch_one(&mut *tx)
+            .await?;
         let appended = super::number_events(source, events, last - count + 1, now);
         let seqs: Vec<i64> = appended.iter().map(|e| seq_column(e.seq)).collect();
         let ids: Vec<String> = appended.iter().map(|e| e.id.to_string()).collect();
@@ -348,20 +281,17 @@ impl Store for PostgresStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT source, seq, id, action, payload, published_at FROM events
-             WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(source.as_str())
-        .bind(seq_column(after))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::EVENTS_AFTER.postgres())
+            .bind(source.as_str())
+            .bind(seq_column(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode_event).collect()
     }
 
     async fn source_heads(&self) -> Result<Vec<(SourceName, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT source, last_seq FROM source_heads")
+        let rows = sqlx::query(sql::SOURCE_HEADS.postgres())
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -384,7 +314,7 @@ impl Store for PostgresStore {
     }
 
     async fn check_writable(&self, node: &NodeId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE nodes SET lease_until = lease_until WHERE id = $1")
+        sqlx::query(sql::CHECK_WRITABLE.postgres())
             .bind(node.as_str())
             .execute(&self.pool)
             .await?;
@@ -407,7 +337,7 @@ impl Store for PostgresStore {
 
     async fn release_node(&self, node: &NodeId) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE nodes SET lease_until = 0 WHERE id = $1")
+        sqlx::query(sql::RELEASE_NODE.postgres())
             .bind(node.as_str())
             .execute(&mut *tx)
             .await?;
@@ -556,16 +486,10 @@ impl Store for PostgresStore {
         &self,
         id: SubscriptionId,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            subscription_columns!(),
-            ", ",
-            progress_columns!(),
-            ", status, end_reason, ended_at, end_notice, owner FROM subscriptions WHERE id = $1"
-        ))
-        .bind(id.key())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::SUBSCRIPTION_RECORD.postgres())
+            .bind(id.key())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(decode_record).transpose()
     }
 
@@ -575,22 +499,12 @@ impl Store for PostgresStore {
         limit: u32,
         claim_for: Duration,
     ) -> Result<Vec<(Subscription, EndReason, u32)>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "UPDATE subscriptions SET end_next_at = $2
-             WHERE id IN (
-                 SELECT id FROM subscriptions
-                 WHERE end_notice = 'pending' AND end_next_at <= $1
-                 ORDER BY end_next_at LIMIT $3
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING ",
-            subscription_columns!(),
-            ", end_reason, end_attempts"
-        ))
-        .bind(millis(now))
-        .bind(millis(now).saturating_add(duration_millis(claim_for)))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::DUE_END_NOTICES_POSTGRES.postgres())
+            .bind(millis(now))
+            .bind(millis(now).saturating_add(duration_millis(claim_for)))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(super::decode_end_notice).collect()
     }
 
@@ -602,18 +516,14 @@ impl Store for PostgresStore {
         next_at: Option<Timestamp>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE subscriptions SET end_notice = $1, end_attempts = $2, end_next_at = $3,
-                 end_error = $4
-             WHERE id = $5 AND end_notice = 'pending'",
-        )
-        .bind(notice.as_str())
-        .bind(i64::from(attempts))
-        .bind(next_at.map(millis))
-        .bind(error)
-        .bind(id.key())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::RECORD_END_NOTICE.postgres())
+            .bind(notice.as_str())
+            .bind(i64::from(attempts))
+            .bind(next_at.map(millis))
+            .bind(error)
+            .bind(id.key())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -622,59 +532,21 @@ impl Store for PostgresStore {
         source: &SourceName,
         published_before: Timestamp,
     ) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM events WHERE source = $1 AND published_at < $2
-                 AND seq <= COALESCE(
-                     (SELECT MIN(cursor) FROM subscriptions
-                      WHERE source = $1 AND status = 'active'),
-                     (SELECT last_seq FROM source_heads WHERE source = $1),
-                     0)",
-        )
-        .bind(source.as_str())
-        .bind(millis(published_before))
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(sql::COMPACT_EVENTS.postgres())
+            .bind(source.as_str())
+            .bind(millis(published_before))
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected())
     }
 
     async fn signals(&self) -> Result<Option<mpsc::Receiver<Signal>>, StoreError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(&self.channel).await?;
-        let (tx, rx) = mpsc::channel(1024);
-        let closing = self.closing.clone();
-        self.tasks.spawn(async move {
-            loop {
-                let received = tokio::select! {
-                    received = listener.try_recv() => received,
-                    () = closing.cancelled() => return,
-                };
-                match received {
-                    Ok(Some(notification)) => {
-                        if let Some(signal) = parse_signal(notification.payload())
-                            && tx.send(signal).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    // The connection was lost and is being re-established: what was announced
-                    // meanwhile is gone, so have the node look at everything.
-                    Ok(None) => {
-                        if tx.send(Signal::Released).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(sqlx::Error::PoolClosed) => return,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "listening for other nodes failed; polling");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        if tx.is_closed() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Some(rx))
+        let listener = signals::listen(&self.pool, &self.channel).await?;
+        Ok(Some(signals::forward(
+            listener,
+            self.closing.clone(),
+            &self.tasks,
+        )))
     }
 
     async fn close(&self) {
@@ -682,24 +554,5 @@ impl Store for PostgresStore {
         self.tasks.close();
         self.tasks.wait().await;
         self.pool.close().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_are_read_from_their_payloads() {
-        assert_eq!(
-            parse_signal("a:orders:42"),
-            Some(Signal::Appended(SourceName::parse("orders").unwrap(), 42))
-        );
-        assert_eq!(parse_signal("a:orders"), None);
-        let id = SubscriptionId::new_random();
-        assert_eq!(parse_signal(&format!("e:{id}")), Some(Signal::Ended(id)));
-        assert_eq!(parse_signal("r"), Some(Signal::Released));
-        assert_eq!(parse_signal("a:bad/name"), None);
-        assert_eq!(parse_signal("zzz"), None);
     }
 }

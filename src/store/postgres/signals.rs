@@ -1,0 +1,96 @@
+//! Other nodes' signals: appends, ends and releases are announced with `NOTIFY` on the
+//! schema's channel, and a listener task forwards them to this node's delivery.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::super::{Signal, StoreError};
+use crate::domain::subscription::{SourceName, SubscriptionId};
+
+/// A listener on `channel`.
+pub(super) async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, StoreError> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// Forwards what `listener` hears as signals, from a task tracked by `tasks` that ends when
+/// `closing` fires, the pool closes, or the receiver is dropped.
+pub(super) fn forward(
+    mut listener: PgListener,
+    closing: CancellationToken,
+    tasks: &TaskTracker,
+) -> mpsc::Receiver<Signal> {
+    let (tx, rx) = mpsc::channel(1024);
+    tasks.spawn(async move {
+        loop {
+            let received = tokio::select! {
+                received = listener.try_recv() => received,
+                () = closing.cancelled() => return,
+            };
+            match received {
+                Ok(Some(notification)) => {
+                    if let Some(signal) = parse_signal(notification.payload())
+                        && tx.send(signal).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                // The connection was lost and is being re-established: what was announced
+                // meanwhile is gone, so have the node look at everything.
+                Ok(None) => {
+                    if tx.send(Signal::Released).await.is_err() {
+                        return;
+                    }
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "listening for other nodes failed; polling");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn parse_signal(payload: &str) -> Option<Signal> {
+    match payload.split_once(':') {
+        Some(("a", rest)) => {
+            let (source, head) = rest.rsplit_once(':')?;
+            Some(Signal::Appended(
+                SourceName::parse(source)?,
+                head.parse().ok()?,
+            ))
+        }
+        Some(("e", id)) => SubscriptionId::parse(id).map(Signal::Ended),
+        _ if payload == "r" => Some(Signal::Released),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_read_from_their_payloads() {
+        assert_eq!(
+            parse_signal("a:orders:42"),
+            Some(Signal::Appended(SourceName::parse("orders").unwrap(), 42))
+        );
+        assert_eq!(parse_signal("a:orders"), None);
+        let id = SubscriptionId::new_random();
+        assert_eq!(parse_signal(&format!("e:{id}")), Some(Signal::Ended(id)));
+        assert_eq!(parse_signal("r"), Some(Signal::Released));
+        assert_eq!(parse_signal("a:bad/name"), None);
+        assert_eq!(parse_signal("zzz"), None);
+    }
+}

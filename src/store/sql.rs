@@ -1,0 +1,229 @@
+//! The SQL both stores run, where their dialects agree. Statements are written once with
+//! PostgreSQL's numbered parameters (`$1`); SQLite reads the same text with its own numbered
+//! parameters (`?1`), converted once, on first use. Statements that differ (locking, bulk
+//! inserts, the lease clock) stay in each backend.
+
+use std::sync::OnceLock;
+
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
+
+use super::codec::{SubscriptionRow, progress_columns, subscription_columns};
+
+/// One statement in both dialects.
+pub struct Sql {
+    postgres: &'static str,
+    sqlite: OnceLock<String>,
+}
+
+impl Sql {
+    const fn new(postgres: &'static str) -> Sql {
+        Sql {
+            postgres,
+            sqlite: OnceLock::new(),
+        }
+    }
+
+    /// The statement for PostgreSQL.
+    pub fn postgres(&self) -> &'static str {
+        self.postgres
+    }
+
+    /// The statement for SQLite: each `$N` becomes `?N`.
+    pub fn sqlite(&'static self) -> &'static str {
+        self.sqlite.get_or_init(|| to_sqlite(self.postgres))
+    }
+}
+
+/// `$N` → `?N`. No statement here has a `$` anywhere else (no dollar quoting, no JSON paths).
+fn to_sqlite(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Inserts an active subscription owned by `$17`, its cursor at its source's head.
+pub static INSERT_SUBSCRIPTION: Sql = Sql::new(concat!(
+    "INSERT INTO subscriptions (",
+    subscription_columns!(),
+    ", status, owner, cursor)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'active', $17,
+             COALESCE((SELECT last_seq FROM source_heads WHERE source = $2), 0))
+     RETURNING cursor"
+));
+
+/// Binds a subscription row to [`INSERT_SUBSCRIPTION`]'s `$1`–`$16`, in column order.
+pub fn bind_subscription<'q, DB>(
+    query: Query<'q, DB, <DB as Database>::Arguments>,
+    row: SubscriptionRow,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    query
+        .bind(row.id)
+        .bind(row.source)
+        .bind(row.eventing)
+        .bind(row.soap)
+        .bind(row.addressing)
+        .bind(row.notify_to)
+        .bind(row.end_to)
+        .bind(row.delivery_mode)
+        .bind(row.format)
+        .bind(row.filter)
+        .bind(row.expires_at)
+        .bind(row.expiry_kind)
+        .bind(row.created_at)
+        .bind(row.manager_address)
+        .bind(row.log_kind)
+        .bind(row.delivery)
+}
+
+/// The subscription `$1` if active and unexpired at `$2`.
+pub static ACTIVE_SUBSCRIPTION: Sql = Sql::new(concat!(
+    "SELECT ",
+    subscription_columns!(),
+    " FROM subscriptions
+     WHERE id = $1 AND status = 'active' AND (expires_at IS NULL OR expires_at > $2)"
+));
+
+/// Sets subscription `$3`'s expiry to `$1` (kind `$2`) if it is active and unexpired at `$4`.
+pub static RENEW: Sql = Sql::new(
+    "UPDATE subscriptions SET expires_at = $1, expiry_kind = $2
+     WHERE id = $3 AND status = 'active' AND (expires_at IS NULL OR expires_at > $4)",
+);
+
+/// Ends subscription `$3` for reason `$1` at `$2` if it is active and unexpired, queueing its
+/// SubscriptionEnd when it has an EndTo.
+pub static END_SUBSCRIPTION: Sql = Sql::new(concat!(
+    "UPDATE subscriptions SET status = 'ended', end_reason = $1, ended_at = $2,
+         end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
+         end_next_at = $2
+     WHERE id = $3 AND status = 'active' AND (expires_at IS NULL OR expires_at > $2)
+     RETURNING ",
+    subscription_columns!()
+));
+
+/// Ends up to `$2` subscriptions expired at `$1`, oldest first; `$lock` is the backend's row
+/// locking clause for the inner SELECT.
+macro_rules! end_expired {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE subscriptions SET status = 'ended', end_reason = 'expired', ended_at = $1,
+                 end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
+                 end_next_at = $1
+             WHERE id IN (
+                 SELECT id FROM subscriptions
+                 WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= $1
+                 ORDER BY expires_at LIMIT $2 ",
+            $lock,
+            ")
+             RETURNING ",
+            subscription_columns!()
+        )
+    };
+}
+
+/// [`end_expired!`] for SQLite (one writer: no locking clause).
+pub static END_EXPIRED_SQLITE: Sql = Sql::new(end_expired!(""));
+/// [`end_expired!`] for PostgreSQL: each row goes to one node.
+pub static END_EXPIRED_POSTGRES: Sql = Sql::new(end_expired!("FOR UPDATE SKIP LOCKED"));
+
+/// Moves source `$1`'s head on by `$2` and returns the new head.
+pub static ADVANCE_HEAD: Sql = Sql::new(
+    "INSERT INTO source_heads (source, last_seq) VALUES ($1, $2)
+     ON CONFLICT (source) DO UPDATE SET last_seq = source_heads.last_seq + $2
+     RETURNING last_seq",
+);
+
+/// Up to `$3` events of source `$1` after sequence number `$2`, in order.
+pub static EVENTS_AFTER: Sql = Sql::new(
+    "SELECT source, seq, id, action, payload, published_at FROM events
+     WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+);
+
+/// Every source's head.
+pub static SOURCE_HEADS: Sql = Sql::new("SELECT source, last_seq FROM source_heads");
+
+/// A write that changes nothing, to learn whether the store can be written.
+pub static CHECK_WRITABLE: Sql =
+    Sql::new("UPDATE nodes SET lease_until = lease_until WHERE id = $1");
+
+/// Ends node `$1`'s lease now.
+pub static RELEASE_NODE: Sql = Sql::new("UPDATE nodes SET lease_until = 0 WHERE id = $1");
+
+/// Everything about subscription `$1`.
+pub static SUBSCRIPTION_RECORD: Sql = Sql::new(concat!(
+    "SELECT ",
+    subscription_columns!(),
+    ", ",
+    progress_columns!(),
+    ", status, end_reason, ended_at, end_notice, owner FROM subscriptions WHERE id = $1"
+));
+
+/// Takes up to `$3` SubscriptionEnd notices due at `$1`, keeping others off them until `$2`;
+/// `$lock` is the backend's row locking clause.
+macro_rules! due_end_notices {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE subscriptions SET end_next_at = $2
+             WHERE id IN (
+                 SELECT id FROM subscriptions
+                 WHERE end_notice = 'pending' AND end_next_at <= $1
+                 ORDER BY end_next_at LIMIT $3 ",
+            $lock,
+            ")
+             RETURNING ",
+            subscription_columns!(),
+            ", end_reason, end_attempts"
+        )
+    };
+}
+
+/// [`due_end_notices!`] for SQLite.
+pub static DUE_END_NOTICES_SQLITE: Sql = Sql::new(due_end_notices!(""));
+/// [`due_end_notices!`] for PostgreSQL: each notice goes to one node.
+pub static DUE_END_NOTICES_POSTGRES: Sql = Sql::new(due_end_notices!("FOR UPDATE SKIP LOCKED"));
+
+/// Records the outcome `$1` of subscription `$5`'s pending SubscriptionEnd.
+pub static RECORD_END_NOTICE: Sql = Sql::new(
+    "UPDATE subscriptions SET end_notice = $1, end_attempts = $2, end_next_at = $3,
+         end_error = $4
+     WHERE id = $5 AND end_notice = 'pending'",
+);
+
+/// Deletes source `$1`'s events published before `$2` that every cursor has passed.
+pub static COMPACT_EVENTS: Sql = Sql::new(
+    "DELETE FROM events WHERE source = $1 AND published_at < $2
+         AND seq <= COALESCE(
+             (SELECT MIN(cursor) FROM subscriptions WHERE source = $1 AND status = 'active'),
+             (SELECT last_seq FROM source_heads WHERE source = $1),
+             0)",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_parameters_are_converted_for_sqlite() {
+        assert_eq!(
+            to_sqlite("WHERE a = $1 AND b > $12 AND c = '$x'"),
+            "WHERE a = ?1 AND b > ?12 AND c = '$x'"
+        );
+        assert!(END_SUBSCRIPTION.sqlite().contains("ended_at = ?2"));
+        assert!(!END_EXPIRED_SQLITE.sqlite().contains('$'));
+        assert!(END_EXPIRED_POSTGRES.postgres().contains("SKIP LOCKED"));
+    }
+}

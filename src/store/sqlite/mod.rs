@@ -1,0 +1,556 @@
+//! The embedded store: one SQLite database file in WAL mode with `synchronous=FULL`, so a
+//! commit has reached the disk before the call returns.
+
+use std::fs::File;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::Executor;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{
+    Columns, ProgressRow, SubscriptionRow, decode_event, decode_json_page, decode_record,
+    decode_source_count, decode_subscription, decode_with_progress, duration_millis, millis,
+    progress_columns, seq_column, subscription_columns,
+};
+use super::sql;
+use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::expiry::ExpiryKind;
+use crate::domain::subscription::{
+    DeliveryProgress, EndNotice, EndReason, SourceName, Subscription, SubscriptionId,
+    SubscriptionRecord,
+};
+
+/// Schema migrations, applied in order at start; each runs once, in a transaction.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/sqlite/0001_subscriptions.sql"),
+    ),
+    (2, include_str!("../migrations/sqlite/0002_event_log.sql")),
+    (3, include_str!("../migrations/sqlite/0003_nodes.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_logs_and_readers.sql"),
+    ),
+];
+
+mod inserts;
+
+use inserts::{InsertRequest, MAX_INSERT_BATCH, insert_batches};
+
+/// The embedded SQLite store.
+///
+/// SQLite has one writer at a time. Writers here take turns on an in-process lock instead of
+/// colliding on the database lock (whose busy handler sleeps), and new subscriptions arriving
+/// together share one transaction and one fsync (group commit), as published events do.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write: Arc<Mutex<()>>,
+    inserts: mpsc::Sender<InsertRequest>,
+    /// Ends the group-commit task, which [`Store::close`] then awaits.
+    closing: CancellationToken,
+    tasks: TaskTracker,
+    /// An exclusive lock on `herald.lock` in the data directory, held while the store is open,
+    /// so that two herald processes never share one embedded store.
+    lock: Arc<std::sync::Mutex<Option<File>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `herald.db` in `data_dir` and applies pending migrations.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let lock_path = data_dir.join("herald.lock");
+        let lock = File::create(&lock_path).map_err(|source| StoreError::DataDir {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+        lock.try_lock().map_err(|_| StoreError::InUse {
+            path: data_dir.display().to_string(),
+        })?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join("herald.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let write = Arc::new(Mutex::new(()));
+        let (inserts, requests) = mpsc::channel(4 * MAX_INSERT_BATCH);
+        let closing = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(insert_batches(
+            pool.clone(),
+            write.clone(),
+            requests,
+            closing.clone(),
+        ));
+        let store = SqliteStore {
+            pool,
+            write,
+            inserts,
+            closing,
+            tasks,
+            lock: Arc::new(std::sync::Mutex::new(Some(lock))),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.pool
+            .execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if applied.is_none() {
+                tx.execute(*sql).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                    .bind(version)
+                    .bind(millis(Timestamp::now()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The embedded store's clock for node leases (it has one node; the lease only guards against
+/// a second process, which the lock file already refuses).
+fn wall_clock_millis() -> i64 {
+    millis(Timestamp::now())
+}
+
+/// Claims orphans: no owner, or an owner whose lease has lapsed.
+const CLAIM_ORPHANS: &str = concat!(
+    "UPDATE subscriptions SET owner = ?1
+             WHERE id IN (
+                 SELECT id FROM subscriptions WHERE status = 'active' AND owner IS NULL
+                 UNION ALL
+                 SELECT s.id FROM nodes n CROSS JOIN subscriptions s
+                     ON s.owner = n.id AND s.status = 'active'
+                 WHERE n.lease_until < ?2 AND n.id <> ?1
+                 LIMIT ?4)
+             AND (expires_at IS NULL OR expires_at > ?3)
+             RETURNING ",
+    subscription_columns!(),
+    ", ",
+    progress_columns!()
+);
+
+/// A page of owned subscriptions as one JSON value.
+const OWNED_PAGE: &str = concat!(
+    "SELECT json_group_array(json_array(",
+    subscription_columns!(),
+    ", ",
+    progress_columns!(),
+    ")) AS page, MAX(id) AS last_id, COUNT(*) AS n FROM (
+                 SELECT * FROM subscriptions
+                 WHERE +owner = ? AND status = 'active'
+                   AND (expires_at IS NULL OR expires_at > ?) AND id > ?
+                 ORDER BY id LIMIT ?)"
+);
+
+/// Saves a batch of progress given as a JSON array; returns the ids saved.
+const SAVE_PROGRESS: &str = "UPDATE subscriptions SET cursor = u.cursor, attempts = u.attempts,
+                 next_attempt_at = u.next_at, failing_since = u.failing, last_error = u.error
+             FROM (SELECT json_extract(value, '$[0]') AS uid,
+                          json_extract(value, '$[1]') AS cursor,
+                          json_extract(value, '$[2]') AS attempts,
+                          json_extract(value, '$[3]') AS next_at,
+                          json_extract(value, '$[4]') AS failing,
+                          json_extract(value, '$[5]') AS error
+                   FROM json_each(?)) AS u
+             WHERE subscriptions.id = u.uid AND subscriptions.status = 'active'
+               AND +subscriptions.owner = ?
+             RETURNING id";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_subscription(
+        &self,
+        subscription: &Subscription,
+        owner: &NodeId,
+    ) -> Result<u64, StoreError> {
+        let (reply, response) = oneshot::channel();
+        let request = InsertRequest {
+            row: SubscriptionRow::encode(subscription),
+            owner: owner.as_str().to_owned(),
+            reply,
+        };
+        self.inserts
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        response.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn active_subscription(
+        &self,
+        id: SubscriptionId,
+        now: Timestamp,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let row = sqlx::query(sql::ACTIVE_SUBSCRIPTION.sqlite())
+            .bind(id.key())
+            .bind(millis(now))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_subscription).transpose()
+    }
+
+    async fn renew_subscription(
+        &self,
+        id: SubscriptionId,
+        expires_at: Option<Timestamp>,
+        kind: ExpiryKind,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write.lock().await;
+        let result = sqlx::query(sql::RENEW.sqlite())
+            .bind(expires_at.map(millis))
+            .bind(kind.as_str())
+            .bind(id.key())
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn end_subscription(
+        &self,
+        id: SubscriptionId,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let _writing = self.write.lock().await;
+        let row = sqlx::query(sql::END_SUBSCRIPTION.sqlite())
+            .bind(reason.as_str())
+            .bind(millis(now))
+            .bind(id.key())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_subscription).transpose()
+    }
+
+    async fn end_expired(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let _writing = self.write.lock().await;
+        // The inner SELECT walks the partial index on expires_at from its start and stops at
+        // `now`: the cost is the number of expired rows, not the table size.
+        let rows = sqlx::query(sql::END_EXPIRED_SQLITE.sqlite())
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_subscription).collect()
+    }
+
+    async fn append_events(
+        &self,
+        source: &SourceName,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<Vec<Event>, StoreError> {
+        let _writing = self.write.lock().await;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.sqlite())
+            .bind(source.as_str())
+            .bind(count)
+            .fetch_one(&mut *tx)
+            .await?;
+        let appended = super::number_events(source, events, last - count + 1, now);
+        for event in &appended {
+            sqlx::query(
+                "INSERT INTO events (source, seq, id, action, payload, published_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(source.as_str())
+            .bind(seq_column(event.seq))
+            .bind(event.id.to_string())
+            .bind(&event.action)
+            .bind(&event.payload)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn events_after(
+        &self,
+        source: &SourceName,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(sql::EVENTS_AFTER.sqlite())
+            .bind(source.as_str())
+            .bind(seq_column(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn source_heads(&self) -> Result<Vec<(SourceName, u64)>, StoreError> {
+        let rows = sqlx::query(sql::SOURCE_HEADS.sqlite())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| decode_source_count(row, "last_seq"))
+            .collect()
+    }
+
+    async fn register_node(&self, node: &NodeId, ttl: Duration) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO nodes (id, lease_until) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET lease_until = ?2",
+        )
+        .bind(node.as_str())
+        .bind(wall_clock_millis().saturating_add(duration_millis(ttl)))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn check_writable(&self, node: &NodeId) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
+        sqlx::query(sql::CHECK_WRITABLE.sqlite())
+            .bind(node.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn renew_node(&self, node: &NodeId, ttl: Duration) -> Result<bool, StoreError> {
+        let _writing = self.write.lock().await;
+        let now = wall_clock_millis();
+        let result =
+            sqlx::query("UPDATE nodes SET lease_until = ? WHERE id = ? AND lease_until >= ?")
+                .bind(now.saturating_add(duration_millis(ttl)))
+                .bind(node.as_str())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_node(&self, node: &NodeId) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
+        sqlx::query(sql::RELEASE_NODE.sqlite())
+            .bind(node.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn forget_dead_nodes(&self, after: Duration) -> Result<u64, StoreError> {
+        let _writing = self.write.lock().await;
+        let result = sqlx::query(
+            "DELETE FROM nodes WHERE lease_until < ?
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions
+                                 WHERE owner = nodes.id AND status = 'active')",
+        )
+        .bind(wall_clock_millis().saturating_sub(duration_millis(after)))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn claim_orphans(
+        &self,
+        node: &NodeId,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+        let _writing = self.write.lock().await;
+        // Two index lookups (no owner; owners whose lease lapsed), never a scan of every row:
+        // CROSS JOIN makes SQLite walk the few nodes and look their subscriptions up, rather
+        // than walk every subscription and look its node up.
+        let rows = sqlx::query(CLAIM_ORPHANS)
+            .bind(node.as_str())
+            .bind(wall_clock_millis())
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        decode_with_progress(&rows)
+    }
+
+    async fn owned_subscriptions(
+        &self,
+        node: &NodeId,
+        now: Timestamp,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        // A page comes back as one JSON value rather than one row per subscription: the SQLite
+        // driver hands each row across threads, which dominated a start with a million. The
+        // unary + keeps SQLite off the owner index (every row has the one owner here), which
+        // would read and sort every owned row for each page instead of walking the primary key.
+        let row = sqlx::query(OWNED_PAGE)
+            .bind(node.as_str())
+            .bind(millis(now))
+            .bind(after.map(|token| token.0).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
+            .await?;
+        let count = row.int("n")?;
+        let items = decode_json_page(&row.text("page")?)?;
+        let next = match row.optional_text("last_id")? {
+            Some(last) if count == i64::from(limit) => Some(PageToken(last)),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn save_progress(
+        &self,
+        node: &NodeId,
+        updates: &[(SubscriptionId, DeliveryProgress)],
+    ) -> Result<Vec<SubscriptionId>, StoreError> {
+        let _writing = self.write.lock().await;
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement for the whole batch, its rows passed as one JSON array; the unary +
+        // keeps SQLite looking rows up by id rather than scanning the owner index.
+        let rows: Vec<serde_json::Value> = updates
+            .iter()
+            .map(|(id, progress)| {
+                let row = ProgressRow::encode(progress);
+                serde_json::json!([
+                    id.key(),
+                    row.cursor,
+                    row.attempts,
+                    row.next_attempt_at,
+                    row.failing_since,
+                    row.last_error
+                ])
+            })
+            .collect();
+        let saved: Vec<String> = sqlx::query_scalar(SAVE_PROGRESS)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(node.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let saved: std::collections::HashSet<String> = saved.into_iter().collect();
+        Ok(updates
+            .iter()
+            .filter(|(id, _)| !saved.contains(&id.key()))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    async fn subscription_record(
+        &self,
+        id: SubscriptionId,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let row = sqlx::query(sql::SUBSCRIPTION_RECORD.sqlite())
+            .bind(id.key())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_record).transpose()
+    }
+
+    async fn due_end_notices(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        claim_for: Duration,
+    ) -> Result<Vec<(Subscription, EndReason, u32)>, StoreError> {
+        let _writing = self.write.lock().await;
+        let rows = sqlx::query(sql::DUE_END_NOTICES_SQLITE.sqlite())
+            .bind(millis(now))
+            .bind(millis(now).saturating_add(duration_millis(claim_for)))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::decode_end_notice).collect()
+    }
+
+    async fn record_end_notice(
+        &self,
+        id: SubscriptionId,
+        notice: EndNotice,
+        attempts: u32,
+        next_at: Option<Timestamp>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _writing = self.write.lock().await;
+        sqlx::query(sql::RECORD_END_NOTICE.sqlite())
+            .bind(notice.as_str())
+            .bind(i64::from(attempts))
+            .bind(next_at.map(millis))
+            .bind(error)
+            .bind(id.key())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn compact_events(
+        &self,
+        source: &SourceName,
+        published_before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let _writing = self.write.lock().await;
+        let result = sqlx::query(sql::COMPACT_EVENTS.sqlite())
+            .bind(source.as_str())
+            .bind(millis(published_before))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn signals(&self) -> Result<Option<mpsc::Receiver<Signal>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn close(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.pool.close().await;
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(lock);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! The embedded store's own tests: its hot statements, paging and orphan claims.
+
+use super::*;
+use crate::domain::subscription::{
+    EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
+    WireDialect, WsaVersion,
+};
+
+fn subscription() -> Subscription {
+    Subscription {
+        id: SubscriptionId::new_random(),
+        source: SourceName::parse("default").unwrap(),
+        log: LogKind::Source,
+        delivery: ReaderDelivery::SoapPush,
+        dialect: WireDialect {
+            eventing: EventingVersion::W3c2011,
+            soap: SoapVersion::Soap12,
+            addressing: WsaVersion::W3c2005,
+        },
+        notify_to: EndpointRef {
+            address: "http://127.0.0.1:1/n".into(),
+            reference_parameters: Vec::new(),
+            reference_properties: Vec::new(),
+        },
+        end_to: None,
+        delivery_mode: "push".into(),
+        format: NotificationFormat::Unwrap,
+        filter: None,
+        expires_at: None,
+        expiry_kind: ExpiryKind::Duration,
+        // Stored to the millisecond.
+        created_at: Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap(),
+        manager_address: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn orphans_of_a_lapsed_node_are_claimed_once_and_the_node_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let (a, b) = (NodeId::parse("a").unwrap(), NodeId::parse("b").unwrap());
+    store
+        .register_node(&a, Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .register_node(&b, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let owned = subscription();
+    store.insert_subscription(&owned, &a).await.unwrap();
+    let now = Timestamp::now();
+    assert!(
+        store.claim_orphans(&b, now, 10).await.unwrap().is_empty(),
+        "a is alive"
+    );
+    assert_eq!(store.forget_dead_nodes(Duration::ZERO).await.unwrap(), 0);
+
+    store.release_node(&a).await.unwrap();
+    assert!(
+        !store.renew_node(&a, Duration::from_secs(60)).await.unwrap(),
+        "lapsed"
+    );
+    assert_eq!(
+        store.forget_dead_nodes(Duration::ZERO).await.unwrap(),
+        0,
+        "owns one"
+    );
+    let claimed = store.claim_orphans(&b, now, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].0.id, owned.id);
+    assert!(
+        store.claim_orphans(&b, now, 10).await.unwrap().is_empty(),
+        "claimed once"
+    );
+    // Progress from the old owner is refused now; the new owner's is kept.
+    let progress = DeliveryProgress {
+        cursor: 7,
+        ..DeliveryProgress::default()
+    };
+    let update = [(owned.id, progress)];
+    assert_eq!(store.save_progress(&a, &update).await.unwrap(), [owned.id]);
+    assert!(store.save_progress(&b, &update).await.unwrap().is_empty());
+    let page = store.owned_subscriptions(&b, now, None, 10).await.unwrap();
+    assert_eq!(page.items[0].1.cursor, 7);
+    assert_eq!(page.next, None, "one page");
+    assert_eq!(
+        store.forget_dead_nodes(Duration::ZERO).await.unwrap(),
+        1,
+        "a owns nothing"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn owned_subscriptions_come_in_pages_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let node = NodeId::parse("n").unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..25 {
+        let mut owned = subscription();
+        owned.end_to = Some(owned.notify_to.clone());
+        store.insert_subscription(&owned, &node).await.unwrap();
+        ids.push(owned);
+    }
+    let mut loaded = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .owned_subscriptions(&node, Timestamp::now(), after, 10)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 10);
+        loaded.extend(page.items.into_iter().map(|(s, _)| s));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    ids.sort_by_key(|s| s.id.key());
+    assert_eq!(loaded, ids, "every subscription once, whole, in id order");
+    store.close().await;
+}
+
+/// The statements that run per page at start, per progress batch and per poll must use the
+/// indexes that keep them proportional to their work, not to the table.
+#[tokio::test]
+async fn hot_statements_use_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    for (name, sql, args, wanted, refused) in [
+        (
+            "owned page",
+            OWNED_PAGE,
+            4,
+            "sqlite_autoindex_subscriptions_1 (id>?)",
+            "TEMP B-TREE",
+        ),
+        (
+            "save progress",
+            SAVE_PROGRESS,
+            2,
+            "sqlite_autoindex_subscriptions_1 (id=?)",
+            "subscriptions_owner",
+        ),
+        (
+            "claim orphans",
+            CLAIM_ORPHANS,
+            4,
+            "SEARCH s USING INDEX subscriptions_owner (owner=?)",
+            "SCAN s",
+        ),
+    ] {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for _ in 0..args {
+            query = query.bind(Option::<String>::None);
+        }
+        let plan: Vec<String> = query
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.text("detail").unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains(wanted), "{name}: {plan}");
+        assert!(!plan.contains(refused), "{name}: {plan}");
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert!(matches!(
+        SqliteStore::open(dir.path()).await,
+        Err(StoreError::InUse { .. })
+    ));
+    store.close().await;
+    SqliteStore::open(dir.path()).await.unwrap().close().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_an_error_on_every_read_never_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let node = NodeId::parse("embedded").unwrap();
+    store
+        .register_node(&node, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let corruptions = [
+        ("cursor = -1", "cursor"),
+        ("attempts = -3", "attempts"),
+        ("log_kind = 'lake'", "log_kind"),
+        ("status = 'paused'", "status"),
+        (
+            "status = 'ended', end_reason = 'expired', ended_at = NULL",
+            "ended_at",
+        ),
+        (
+            "status = 'ended', end_reason = NULL, ended_at = 1",
+            "end_reason",
+        ),
+        (
+            "status = 'ended', end_reason = 'expired', ended_at = 1, end_notice = 'lost'",
+            "end_notice",
+        ),
+    ];
+    for (damage, column) in corruptions {
+        let subscription = subscription();
+        store
+            .insert_subscription(&subscription, &node)
+            .await
+            .unwrap();
+        let statement = format!("UPDATE subscriptions SET {damage} WHERE id = ?");
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(subscription.id.key())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let record = store.subscription_record(subscription.id).await;
+        assert!(
+            matches!(&record, Err(StoreError::Corrupt(what)) if what.starts_with(column)),
+            "{damage}: {record:?}"
+        );
+        if damage.starts_with("status") {
+            continue;
+        }
+        // The start reads owned subscriptions in pages of JSON: the same column is refused.
+        let page = store.owned_subscriptions(&node, now, None, 100).await;
+        assert!(
+            matches!(&page, Err(StoreError::Corrupt(what)) if what.starts_with(column)),
+            "{damage}: {:?}",
+            page.map(|page| page.items.len())
+        );
+        sqlx::query("DELETE FROM subscriptions")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+}
