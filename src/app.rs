@@ -87,7 +87,7 @@ impl Application {
         ));
         let engine = Engine::new(
             store.clone(),
-            config.sources.clone(),
+            (config.sources.clone(), config.contexts.clone()),
             dispatcher.clone(),
             Arc::new(StandardFilters::new(Arc::new(EventingEnvelopes))),
             policy,
@@ -109,6 +109,7 @@ impl Application {
             body_timeout: config.connections.body_timeout,
             limits: config.limits,
             api_token: config.api_token.as_deref().map(Arc::from),
+            gateway: crate::context::gateway::Gateway::new(config.client)?,
         };
         Ok(Application {
             listener,

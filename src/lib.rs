@@ -26,6 +26,7 @@
 
 pub mod app;
 pub mod config;
+pub mod context;
 pub mod delivery;
 pub mod domain;
 pub mod engine;

@@ -38,6 +38,23 @@ pub struct EndNoticeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of `herald_callbacks_queued`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContextLabels {
+    /// The context service.
+    pub context: String,
+}
+
+/// Labels of `herald_callbacks_refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    /// The context service.
+    pub context: String,
+    /// `no_callback_endpoint`, `instance_ended`, `unknown_instance`, `too_large` or
+    /// `unavailable`.
+    pub reason: &'static str,
+}
+
 /// herald's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
@@ -60,6 +77,10 @@ pub struct Metrics {
     pub subscription_ends: Family<EndNoticeLabels, Counter>,
     /// Connections closed at once because `max_connections` were open.
     pub connections_refused: Counter,
+    /// Callbacks queued per context service.
+    pub callbacks_queued: Family<ContextLabels, Counter>,
+    /// Callbacks refused per context service and reason.
+    pub callbacks_refused: Family<CallbackLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,8 +139,22 @@ impl Default for Metrics {
             "Connections closed at once because max_connections were open",
             connections_refused.clone(),
         );
+        let callbacks_queued = Family::<ContextLabels, Counter>::default();
+        registry.register(
+            "callbacks_queued",
+            "Callbacks queued for context instances",
+            callbacks_queued.clone(),
+        );
+        let callbacks_refused = Family::<CallbackLabels, Counter>::default();
+        registry.register(
+            "callbacks_refused",
+            "Callbacks refused, by reason",
+            callbacks_refused.clone(),
+        );
         Metrics {
             registry,
+            callbacks_queued,
+            callbacks_refused,
             connections_refused,
             requests,
             active_subscriptions,

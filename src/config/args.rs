@@ -93,6 +93,7 @@ pub(super) struct FileConfig {
     pub(super) cluster: Option<ClusterFile>,
     pub(super) delivery: Option<DeliveryFile>,
     pub(super) sources: Option<BTreeMap<String, SourceFile>>,
+    pub(super) contexts: Option<BTreeMap<String, super::contexts::ContextFile>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -2,6 +2,7 @@
 //! file, then `HERALD_*` environment variables, then flags.
 
 mod args;
+mod contexts;
 mod sources;
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use crate::delivery::DeliverySettings;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::policy::{HostPattern, Network};
 use crate::domain::clock::Clock;
-use crate::engine::SourcePolicy;
+use crate::engine::{ContextPolicy, SourcePolicy};
 use crate::http::server::ConnectionLimits;
 use crate::soap::envelope::Limits;
 use crate::store::NodeId;
@@ -68,6 +69,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Event sources.
     pub sources: Vec<SourcePolicy>,
+    /// Callback context services (none unless configured).
+    pub contexts: Vec<ContextPolicy>,
     /// Bearer token for publishing and the JSON API.
     pub api_token: Option<String>,
     /// PostgreSQL URL; `None` for the embedded store in `data_dir`.
@@ -354,6 +357,12 @@ impl Config {
             .into_iter()
             .map(|(name, source)| source_policy(&name, source, &base))
             .collect::<Result<Vec<_>, _>>()?;
+        let contexts = file
+            .contexts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, context)| contexts::context_policy(&name, context, &base))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             listen,
             data_dir,
@@ -364,6 +373,7 @@ impl Config {
             limits: Limits::default(),
             connections,
             sources,
+            contexts,
             api_token,
             database,
             node_id,

@@ -162,6 +162,10 @@ impl Node {
                     Some(Signal::Ended(id)) => {
                         self.readers.remove_id(id);
                     }
+                    Some(Signal::Moved(id, node)) if node != self.id => {
+                        self.readers.remove_id(id);
+                    }
+                    Some(Signal::Moved(..)) => {}
                     Some(Signal::Released) => {
                         self.claim().await;
                         self.poll_heads().await;

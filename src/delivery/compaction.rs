@@ -8,14 +8,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::Clock;
-use crate::domain::subscription::SourceName;
 use crate::store::Store;
 
-/// Deletes events every cursor has passed once they are older than `retention`, every
-/// `interval`, until `stop`.
+/// Deletes events every cursor has passed once they are older than `retention`, from every
+/// log in the store, every `interval`, until `stop`.
 pub(super) async fn run(
     store: Arc<dyn Store>,
-    logs: Vec<SourceName>,
     (retention, interval): (Duration, Duration),
     clock: Clock,
     stop: CancellationToken,
@@ -33,7 +31,14 @@ pub(super) async fn run(
         if let Err(err) = store.forget_dead_nodes(retention).await {
             tracing::warn!(error = %err, "forgetting dead nodes failed");
         }
-        for source in &logs {
+        let logs = match store.source_heads().await {
+            Ok(heads) => heads,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing the logs to compact failed");
+                continue;
+            }
+        };
+        for (source, _) in &logs {
             match store.compact_events(source, cutoff).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(%source, removed, "events compacted"),

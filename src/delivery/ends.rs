@@ -2,6 +2,7 @@
 //! EndTo, retrying with the source's back-off. Its own failure only marks the notice failed: it
 //! never ends anything, so it cannot loop.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Envelopes;
 use super::client::{Attempt, DeliveryClient};
-use super::readers::Readers;
+use super::retry::RetryPolicy;
 use crate::domain::clock::Clock;
-use crate::domain::subscription::{EndNotice, SubscriptionId};
+use crate::domain::subscription::{EndNotice, SourceName, SubscriptionId};
 use crate::metrics::{EndNoticeLabels, Metrics};
 use crate::store::Store;
 
@@ -25,8 +26,8 @@ pub(super) struct Outbox {
     pub envelopes: Arc<dyn Envelopes>,
     pub client: DeliveryClient,
     pub permits: Arc<Semaphore>,
-    /// For each log's retry policy.
-    pub readers: Arc<Readers>,
+    /// Each configured source's retry policy (others' notices use the default).
+    pub retry: HashMap<SourceName, RetryPolicy>,
     /// Attempts at a notice before giving up.
     pub attempts: u32,
     /// How long a node that took a notice keeps others off it.
@@ -127,7 +128,11 @@ pub(super) async fn run(outbox: Arc<Outbox>) {
                             continue;
                         }
                         count("failed");
-                        let policy = outbox.readers.retry(&subscription.source);
+                        let policy = outbox
+                            .retry
+                            .get(&subscription.source)
+                            .copied()
+                            .unwrap_or_default();
                         let delay = policy.delay(attempts, retry_after, fastrand::f64());
                         let next = jiff::SignedDuration::try_from(delay)
                             .ok()

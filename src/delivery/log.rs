@@ -2,9 +2,13 @@
 //! the store in one transaction per log (requests that arrive together share it), then keeps
 //! them in the log's ring of recent events, so readers read the store only for backlog older
 //! than the ring. Events other nodes append are read in by [`EventLog::catch_up`].
+//!
+//! A configured source's log lives as long as herald. Other logs (a callback context's
+//! instance) come and go: this node opens a tail for one while it delivers its reader, with a
+//! small ring, and appends to one without a tail straight to the store, one transaction each.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -46,8 +50,16 @@ struct Tail {
     ring: Mutex<Ring>,
     /// Held while the ring is extended, so that events are added in order, once.
     extend: tokio::sync::Mutex<()>,
-    publisher: mpsc::Sender<PublishRequest>,
+    /// The group-commit appender's queue; `None` for a log that comes and goes.
+    publisher: Option<mpsc::Sender<PublishRequest>>,
+    limits: RingLimits,
 }
+
+/// The ring of a log that comes and goes: many may be open at once.
+const SMALL_RING: RingLimits = RingLimits {
+    events: 64,
+    bytes: 1024 * 1024,
+};
 
 /// Called with a log's name once events were added to its tail (to wake its readers).
 pub(super) type OnAppend = Arc<dyn Fn(&SourceName) + Send + Sync>;
@@ -55,9 +67,10 @@ pub(super) type OnAppend = Arc<dyn Fn(&SourceName) + Send + Sync>;
 /// The logs this node serves: their tails in memory and their appenders.
 pub(super) struct EventLog {
     store: Arc<dyn Store>,
-    tails: HashMap<SourceName, Arc<Tail>>,
+    tails: RwLock<HashMap<SourceName, Arc<Tail>>>,
+    /// Called after events were added to a tail; set when the appenders start.
+    on_append: OnceLock<OnAppend>,
     queues: Mutex<Vec<(Arc<Tail>, mpsc::Receiver<PublishRequest>)>>,
-    limits: RingLimits,
     clock: Clock,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -81,7 +94,8 @@ impl EventLog {
                     name: name.clone(),
                     ring: Mutex::new(Ring::default()),
                     extend: tokio::sync::Mutex::new(()),
-                    publisher,
+                    publisher: Some(publisher),
+                    limits,
                 });
                 queues.push((tail.clone(), rx));
                 (name, tail)
@@ -89,29 +103,73 @@ impl EventLog {
             .collect();
         EventLog {
             store,
-            tails,
+            tails: RwLock::new(tails),
+            on_append: OnceLock::new(),
             queues: Mutex::new(queues),
-            limits,
             clock,
             metrics,
             stop,
         }
     }
 
-    /// Whether this log is served here.
-    pub fn has(&self, name: &SourceName) -> bool {
-        self.tails.contains_key(name)
+    fn tail(&self, name: &SourceName) -> Option<Arc<Tail>> {
+        self.tails
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
-    /// The logs served here.
-    pub fn names(&self) -> impl Iterator<Item = &SourceName> {
-        self.tails.keys()
+    /// Whether this is a configured source's log, served for as long as herald runs.
+    pub fn is_lasting(&self, name: &SourceName) -> bool {
+        self.tail(name).is_some_and(|tail| tail.publisher.is_some())
     }
 
-    /// Reads every log's head from the store.
+    /// The configured sources' logs.
+    pub fn lasting_names(&self) -> Vec<SourceName> {
+        let tails = self.tails.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<SourceName> = tails
+            .values()
+            .filter(|tail| tail.publisher.is_some())
+            .map(|tail| tail.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Opens a tail for a log that comes and goes (nothing when it is open), its head at
+    /// `cursor` until it has read what the store holds after it.
+    pub async fn open(&self, name: &SourceName, cursor: u64) {
+        if self.tail(name).is_some() {
+            return;
+        }
+        {
+            let mut tails = self.tails.write().unwrap_or_else(|e| e.into_inner());
+            tails.entry(name.clone()).or_insert_with(|| {
+                Arc::new(Tail {
+                    name: name.clone(),
+                    ring: Mutex::new(Ring::starting_at(cursor)),
+                    extend: tokio::sync::Mutex::new(()),
+                    publisher: None,
+                    limits: SMALL_RING,
+                })
+            });
+        }
+        self.catch_up(name).await;
+    }
+
+    /// Closes the tail of a log that comes and goes (a configured source's stays).
+    pub fn close(&self, name: &SourceName) {
+        let mut tails = self.tails.write().unwrap_or_else(|e| e.into_inner());
+        if tails.get(name).is_some_and(|tail| tail.publisher.is_none()) {
+            tails.remove(name);
+        }
+    }
+
+    /// Reads every open log's head from the store.
     pub async fn load_heads(&self) -> Result<(), StoreError> {
         for (name, head) in self.store.source_heads().await? {
-            if let Some(tail) = self.tails.get(&name) {
+            if let Some(tail) = self.tail(&name) {
                 lock(&tail.ring).head = head;
             }
         }
@@ -124,6 +182,7 @@ impl EventLog {
         self: &Arc<Self>,
         on_append: OnAppend,
     ) -> Vec<impl std::future::Future<Output = ()> + Send + 'static> {
+        let _ = self.on_append.set(on_append.clone());
         lock(&self.queues)
             .drain(..)
             .map(|(tail, queue)| appender(self.clone(), tail, queue, on_append.clone()))
@@ -132,29 +191,54 @@ impl EventLog {
 
     /// The last sequence number of a log.
     pub fn head(&self, name: &SourceName) -> Option<u64> {
-        self.tails.get(name).map(|tail| lock(&tail.ring).head)
+        self.tail(name).map(|tail| lock(&tail.ring).head)
     }
 
-    /// Appends events to a log; returns them once durable. Concurrent calls for the same log
-    /// share one transaction.
+    /// Appends events to a configured source's log; returns them once durable. Concurrent
+    /// calls for the same log share one transaction.
     pub async fn publish(
         &self,
         name: &SourceName,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<Event>>, PublishError> {
-        let tail = self
-            .tails
-            .get(name)
+        let publisher = self
+            .tail(name)
+            .and_then(|tail| tail.publisher.clone())
             .ok_or_else(|| PublishError::UnknownSource(name.to_string()))?;
         if self.stop.is_cancelled() {
             return Err(PublishError::Stopping);
         }
         let (reply, response) = oneshot::channel();
-        tail.publisher
+        publisher
             .send(PublishRequest { events, reply })
             .await
             .map_err(|_| PublishError::Stopping)?;
         response.await.map_err(|_| PublishError::Stopping)?
+    }
+
+    /// Appends events to a log that comes and goes, in one transaction of its own; returns
+    /// them once durable. When this node has its tail open they join it and its reader wakes.
+    pub async fn append(
+        &self,
+        name: &SourceName,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<Event>>, PublishError> {
+        if self.stop.is_cancelled() {
+            return Err(PublishError::Stopping);
+        }
+        let appended = self
+            .store
+            .append_events(name, &events, self.clock.now())
+            .await
+            .map_err(|err| PublishError::Store(err.to_string()))?;
+        let appended: Vec<Arc<Event>> = appended.into_iter().map(Arc::new).collect();
+        if let Some(tail) = self.tail(name) {
+            self.add(&tail, &appended).await;
+            if let Some(on_append) = self.on_append.get() {
+                on_append(name);
+            }
+        }
+        Ok(appended)
     }
 
     /// Up to `limit` events after `cursor`: from memory when the ring reaches back that far,
@@ -166,8 +250,7 @@ impl EventLog {
         limit: usize,
     ) -> Result<Vec<Arc<EventView>>, StoreError> {
         if let Some(recent) = self
-            .tails
-            .get(name)
+            .tail(name)
             .and_then(|tail| lock(&tail.ring).after(cursor, limit))
         {
             return Ok(recent);
@@ -182,11 +265,11 @@ impl EventLog {
 
     /// Reads events appended by other nodes into the tail; true when it moved.
     pub async fn catch_up(&self, name: &SourceName) -> bool {
-        let Some(tail) = self.tails.get(name) else {
+        let Some(tail) = self.tail(name) else {
             return false;
         };
         // Read in pages: a page of large events must not take much more than the ring holds.
-        let batch = u32::try_from(self.limits.events.min(256)).unwrap_or(256);
+        let batch = u32::try_from(tail.limits.events.min(256)).unwrap_or(256);
         let _extending = tail.extend.lock().await;
         let before = lock(&tail.ring).head;
         loop {
@@ -200,7 +283,7 @@ impl EventLog {
             };
             let full = events.len() == batch as usize;
             let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-            lock(&tail.ring).extend(&events, self.limits);
+            lock(&tail.ring).extend(&events, tail.limits);
             if !full {
                 break;
             }
@@ -237,14 +320,14 @@ impl EventLog {
             match self.store.events_after(&tail.name, head, missing).await {
                 Ok(between) => {
                     let between: Vec<Arc<Event>> = between.into_iter().map(Arc::new).collect();
-                    lock(&tail.ring).extend(&between, self.limits);
+                    lock(&tail.ring).extend(&between, tail.limits);
                 }
                 Err(err) => {
                     tracing::warn!(source = %tail.name, error = %err, "reading other nodes' events failed; they will be read as backlog");
                 }
             }
         }
-        lock(&tail.ring).extend(appended, self.limits);
+        lock(&tail.ring).extend(appended, tail.limits);
     }
 }
 

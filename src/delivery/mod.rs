@@ -212,7 +212,11 @@ impl Dispatcher {
             metrics: metrics.clone(),
             stop: stop.clone(),
         });
-        let readers = Arc::new(Readers::new(logs, sending));
+        let readers = Arc::new(Readers::new(
+            logs.iter().map(|(name, _)| name.clone()),
+            log.clone(),
+            sending,
+        ));
         let node = Arc::new(Node::new(
             node,
             store.clone(),
@@ -229,7 +233,7 @@ impl Dispatcher {
             envelopes,
             client,
             permits,
-            readers: readers.clone(),
+            retry: logs.into_iter().collect(),
             attempts: settings.end_notice_attempts,
             claim: settings.end_notice_claim,
             wake: Notify::new(),
@@ -289,7 +293,6 @@ impl Dispatcher {
         self.tasks.spawn(ends::run(self.outbox.clone()));
         self.tasks.spawn(compaction::run(
             self.store.clone(),
-            self.log.names().cloned().collect(),
             (self.settings.retention, self.settings.compaction_interval),
             self.clock,
             self.stop.clone(),
@@ -323,14 +326,21 @@ impl Dispatcher {
         self.tasks.wait().await;
     }
 
-    /// Whether this log is served here.
+    /// Whether this is a configured source's log.
     pub fn serves(&self, source: &SourceName) -> bool {
-        self.log.has(source)
+        self.log.is_lasting(source)
     }
 
-    /// Readers per log.
+    /// Readers per configured source's log.
     pub fn reader_counts(&self) -> Vec<(SourceName, u64)> {
-        self.readers.counts()
+        self.log
+            .lasting_names()
+            .into_iter()
+            .map(|name| {
+                let count = self.readers.count(&name);
+                (name, count)
+            })
+            .collect()
     }
 
     /// Readers of one log.
@@ -338,14 +348,19 @@ impl Dispatcher {
         self.readers.count(source)
     }
 
-    /// Starts delivering a stored, active subscription (nothing when it is delivered already).
-    pub fn start_reading(
+    /// Starts delivering a stored, active subscription, retried under `retry` (nothing when
+    /// it is delivered already); a log that comes and goes gets its tail opened here.
+    pub async fn start_reading(
         &self,
         subscription: Subscription,
         progress: DeliveryProgress,
         matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
     ) {
-        self.readers.add(subscription, progress, matcher);
+        if !self.log.is_lasting(&subscription.source) {
+            self.log.open(&subscription.source, progress.cursor).await;
+        }
+        self.readers.add(subscription, progress, matcher, retry);
     }
 
     /// Stops delivering a subscription the store has ended; its SubscriptionEnd, if any, is
@@ -365,9 +380,9 @@ impl Dispatcher {
         self.log.head(source)
     }
 
-    /// Refreshes the backlog gauge.
+    /// Refreshes the backlog gauge of each configured source.
     pub fn update_backlog_metrics(&self) {
-        for source in self.log.names() {
+        for source in &self.log.lasting_names() {
             let head = self.log.head(source).unwrap_or(0);
             let backlog = self.readers.backlog(source, head);
             self.metrics
@@ -387,5 +402,29 @@ impl Dispatcher {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<Event>>, PublishError> {
         self.log.publish(source, events).await
+    }
+
+    /// Appends events to a log that comes and goes (a context instance's), one transaction
+    /// each; returns them once durable. Its reader wakes wherever it is delivered.
+    pub async fn append(
+        &self,
+        log: &SourceName,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<Event>>, PublishError> {
+        self.log.append(log, events).await
+    }
+
+    /// The last sequence number of any log, read from the store when its tail is not open here.
+    pub async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {
+        if let Some(head) = self.log.head(log) {
+            return Ok(head);
+        }
+        Ok(self
+            .store
+            .source_heads()
+            .await?
+            .into_iter()
+            .find(|(name, _)| name == log)
+            .map_or(0, |(_, head)| head))
     }
 }

@@ -1,13 +1,15 @@
 //! The reader registry: the active subscriptions this node delivers, per log, and the worker
 //! tasks it starts for those that are behind. It counts readers; the rules about how many a
-//! log may have are the engine's.
+//! log may have are the engine's. When the last reader of a log that comes and goes leaves,
+//! its tail is closed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_util::task::TaskTracker;
 
 use super::lock;
+use super::log::EventLog;
 use super::reader::Reader;
 use super::retry::RetryPolicy;
 use super::worker::{self, Sending};
@@ -15,47 +17,69 @@ use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription, Su
 use crate::filter::Matcher;
 
 /// The readers of one log.
+#[derive(Default)]
 struct LogReaders {
-    retry: RetryPolicy,
     readers: Mutex<HashMap<SubscriptionId, Arc<Reader>>>,
 }
 
 /// Every reader this node delivers.
 pub(super) struct Readers {
-    logs: HashMap<SourceName, LogReaders>,
+    logs: RwLock<HashMap<SourceName, Arc<LogReaders>>>,
+    log: Arc<EventLog>,
     sending: Arc<Sending>,
     /// The workers, each tracked until it returns.
     workers: TaskTracker,
 }
 
 impl Readers {
+    /// The registry, with an (empty) entry for each configured source's log.
     pub fn new(
-        logs: impl IntoIterator<Item = (SourceName, RetryPolicy)>,
+        lasting: impl IntoIterator<Item = SourceName>,
+        log: Arc<EventLog>,
         sending: Arc<Sending>,
     ) -> Readers {
         Readers {
-            logs: logs
-                .into_iter()
-                .map(|(name, retry)| {
-                    let readers = Mutex::new(HashMap::new());
-                    (name, LogReaders { retry, readers })
-                })
-                .collect(),
+            logs: RwLock::new(
+                lasting
+                    .into_iter()
+                    .map(|name| (name, Arc::default()))
+                    .collect(),
+            ),
+            log,
             sending,
             workers: TaskTracker::new(),
         }
     }
 
-    /// Starts delivering a stored, active subscription to its reader; nothing when it is
-    /// delivered already or its log is not served here.
+    fn entry(&self, source: &SourceName) -> Option<Arc<LogReaders>> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source)
+            .cloned()
+    }
+
+    fn entries(&self) -> Vec<(SourceName, Arc<LogReaders>)> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, log)| (name.clone(), log.clone()))
+            .collect()
+    }
+
+    /// Starts delivering a stored, active subscription to its reader, retried under `retry`;
+    /// nothing when it is delivered already. The log's tail must be open.
     pub fn add(
         &self,
         subscription: Subscription,
         progress: DeliveryProgress,
         matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
     ) {
-        let Some(log) = self.logs.get(&subscription.source) else {
-            return;
+        let log = {
+            let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
+            logs.entry(subscription.source.clone()).or_default().clone()
         };
         let id = subscription.id;
         let reader = {
@@ -63,7 +87,7 @@ impl Readers {
             if readers.contains_key(&id) {
                 return;
             }
-            let reader = Arc::new(Reader::new(subscription, progress, matcher, log.retry));
+            let reader = Arc::new(Reader::new(subscription, progress, matcher, retry));
             readers.insert(id, reader.clone());
             reader
         };
@@ -71,11 +95,26 @@ impl Readers {
     }
 
     /// Stops delivering it; its worker stops at its next step. True when it was delivered here.
+    /// The last reader of a log that comes and goes takes its tail with it.
     pub fn remove(&self, source: &SourceName, id: SubscriptionId) -> bool {
-        let removed = self
-            .logs
-            .get(source)
-            .and_then(|log| lock(&log.readers).remove(&id));
+        let Some(log) = self.entry(source) else {
+            return false;
+        };
+        let (removed, now_unread) = {
+            let mut readers = lock(&log.readers);
+            let removed = readers.remove(&id);
+            (removed, readers.is_empty())
+        };
+        if now_unread && !self.log.is_lasting(source) {
+            let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
+            if logs
+                .get(source)
+                .is_some_and(|log| lock(&log.readers).is_empty())
+            {
+                logs.remove(source);
+                self.log.close(source);
+            }
+        }
         match removed {
             Some(reader) => {
                 reader.end();
@@ -88,25 +127,26 @@ impl Readers {
     /// Stops delivering it, whichever log it reads.
     pub fn remove_id(&self, id: SubscriptionId) -> bool {
         let source = self
-            .logs
-            .iter()
+            .entries()
+            .into_iter()
             .find(|(_, log)| lock(&log.readers).contains_key(&id))
-            .map(|(name, _)| name.clone());
+            .map(|(name, _)| name);
         source.is_some_and(|source| self.remove(&source, id))
     }
 
     /// Stops delivering everything (the lease lapsed: other nodes may own it all by now).
     pub fn remove_all(&self) {
-        for log in self.logs.values() {
-            for (_, reader) in lock(&log.readers).drain() {
-                reader.end();
+        for (source, log) in self.entries() {
+            let ids: Vec<SubscriptionId> = lock(&log.readers).keys().copied().collect();
+            for id in ids {
+                self.remove(&source, id);
             }
         }
     }
 
     /// Starts a worker for each reader of the log that is behind and has none.
     pub fn wake(&self, source: &SourceName) {
-        let Some(log) = self.logs.get(source) else {
+        let Some(log) = self.entry(source) else {
             return;
         };
         let readers: Vec<Arc<Reader>> = lock(&log.readers).values().cloned().collect();
@@ -119,8 +159,8 @@ impl Readers {
 
     /// Wakes every log's readers.
     pub fn wake_all(&self) {
-        for source in self.logs.keys() {
-            self.wake(source);
+        for (source, _) in self.entries() {
+            self.wake(&source);
         }
     }
 
@@ -131,34 +171,22 @@ impl Readers {
         }
     }
 
-    /// Readers per log.
-    pub fn counts(&self) -> Vec<(SourceName, u64)> {
-        let mut counts: Vec<_> = self
-            .logs
-            .iter()
-            .map(|(name, log)| (name.clone(), lock(&log.readers).len() as u64))
-            .collect();
-        counts.sort();
-        counts
-    }
-
     /// Readers of one log.
     pub fn count(&self, source: &SourceName) -> u64 {
-        self.logs
-            .get(source)
+        self.entry(source)
             .map_or(0, |log| lock(&log.readers).len() as u64)
     }
 
     /// A reader's delivery state, fresher than the store's.
     pub fn progress(&self, source: &SourceName, id: SubscriptionId) -> Option<DeliveryProgress> {
-        let reader = lock(&self.logs.get(source)?.readers).get(&id).cloned()?;
+        let reader = lock(&self.entry(source)?.readers).get(&id).cloned()?;
         let progress = lock(reader.progress()).clone();
         Some(progress)
     }
 
     /// The sum of a log's readers' distance from `head`.
     pub fn backlog(&self, source: &SourceName, head: u64) -> u64 {
-        self.logs.get(source).map_or(0, |log| {
+        self.entry(source).map_or(0, |log| {
             lock(&log.readers)
                 .values()
                 .map(|reader| head.saturating_sub(reader.cursor()))
@@ -166,17 +194,10 @@ impl Readers {
         })
     }
 
-    /// The retry policy of a log's deliveries.
-    pub fn retry(&self, source: &SourceName) -> RetryPolicy {
-        self.logs
-            .get(source)
-            .map_or_else(RetryPolicy::default, |log| log.retry)
-    }
-
     /// Wakes sleeping workers (herald is stopping: they leave) and waits up to `grace` for
     /// sends in flight; false when some were still running.
     pub async fn stop(&self, grace: std::time::Duration) -> bool {
-        for log in self.logs.values() {
+        for (_, log) in self.entries() {
             for reader in lock(&log.readers).values() {
                 reader.interrupt();
             }

@@ -33,6 +33,14 @@ fn size_of(event: &Event) -> usize {
 }
 
 impl Ring {
+    /// An empty ring whose head is `head`.
+    pub fn starting_at(head: u64) -> Ring {
+        Ring {
+            head,
+            ..Ring::default()
+        }
+    }
+
     /// Appends events in sequence order, then drops the oldest beyond `limits`. Events already
     /// there are skipped; when the next one is not the one after the head (others were
     /// compacted before this node read them), the ring starts over, since it must hold a

@@ -7,6 +7,7 @@
 pub const HERALD_NS: &str = "urn:herald:eventing";
 
 pub mod clock;
+pub mod context;
 pub mod event;
 pub mod expiry;
 pub mod subscription;

@@ -120,6 +120,8 @@ macro_rules! storage_names {
 pub enum LogKind {
     /// A WS-Eventing event source: its events.
     Source,
+    /// A callback context's instance: the callbacks addressed to it (see `domain::context`).
+    Context,
 }
 
 /// How a reader of a log is delivered to. SOAP push is the first; plain HTTP push (webhooks),
@@ -130,7 +132,7 @@ pub enum ReaderDelivery {
     SoapPush,
 }
 
-storage_names!(LogKind { Source => "source" });
+storage_names!(LogKind { Source => "source", Context => "context" });
 storage_names!(ReaderDelivery { SoapPush => "soap-push" });
 
 storage_names!(EventingVersion { Jan2004 => "2004/01", Aug2004 => "2004/08", W3c2011 => "2011" });

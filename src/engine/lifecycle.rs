@@ -81,7 +81,8 @@ impl Engine {
                 ..Default::default()
             };
             self.delivery
-                .start_reading(subscription.clone(), progress, matcher);
+                .start_reading(subscription.clone(), progress, matcher, policy.retry)
+                .await;
         }
         // In delivery now, which counts it, or not stored: the place goes back either way.
         self.capacity.give_back(&subscription.source);
@@ -151,7 +152,7 @@ impl Engine {
 
     /// Ends an active subscription for `reason`: the store records the end (and queues its
     /// SubscriptionEnd) in one step, then delivery forgets it. `None` when it was not active.
-    async fn end(
+    pub(super) async fn end(
         &self,
         id: SubscriptionId,
         reason: EndReason,
@@ -221,16 +222,26 @@ impl Lifecycle for Engine {
         progress: DeliveryProgress,
     ) -> Result<(), StoreError> {
         let id = subscription.id;
-        if !self.sources.contains_key(&subscription.source)
-            || !self.delivery.serves(&subscription.source)
-        {
+        let retry = match subscription.log {
+            LogKind::Source if self.delivery.serves(&subscription.source) => self
+                .sources
+                .get(&subscription.source)
+                .map(|policy| policy.retry),
+            LogKind::Source => None,
+            LogKind::Context => self
+                .instance_policy(&subscription)
+                .map(|policy| policy.retry),
+        };
+        let Some(retry) = retry else {
             self.end(id, EndReason::SourceShuttingDown).await?;
-            tracing::info!(%id, source = %subscription.source, "source removed; subscription ended");
+            tracing::info!(%id, log = %subscription.source, "source or context service removed; ended");
             return Ok(());
-        }
+        };
         match self.compile(&subscription) {
             Ok(matcher) => {
-                self.delivery.start_reading(subscription, progress, matcher);
+                self.delivery
+                    .start_reading(subscription, progress, matcher, retry)
+                    .await;
             }
             Err(err) => {
                 tracing::warn!(%id, error = %err, "stored filter no longer compiles; subscription cancelled");

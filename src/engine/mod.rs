@@ -9,7 +9,10 @@
 //! [`Lifecycle`](crate::delivery::Lifecycle) port.
 
 mod capacity;
+mod contexts;
 mod lifecycle;
+
+pub use contexts::{ContextCarrier, ContextPolicy, Participation, UnknownInstance};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,6 +82,15 @@ pub enum EngineError {
         /// Its limit.
         limit: usize,
     },
+    /// No context service with this name is configured.
+    #[error("no context service named '{0}'")]
+    UnknownContext(String),
+    /// The instance has no callback endpoint: no CallbackContext has named one.
+    #[error("the instance has no callback endpoint: no request has carried a CallbackContext")]
+    NoCallbackEndpoint,
+    /// The instance has ended, for this reason; its callbacks are refused.
+    #[error("the instance has ended ({})", .0.as_str())]
+    InstanceEnded(crate::domain::subscription::EndReason),
     /// NotifyTo or EndTo is refused by the endpoint policy.
     #[error("{0}")]
     EndpointRefused(String),
@@ -119,6 +131,7 @@ pub struct SubscribeRequest {
 pub struct Engine {
     store: Arc<dyn Store>,
     sources: BTreeMap<SourceName, SourcePolicy>,
+    contexts: BTreeMap<SourceName, ContextPolicy>,
     delivery: Arc<Dispatcher>,
     filters: Arc<dyn FilterEngine>,
     endpoints: Arc<EndpointPolicy>,
@@ -130,7 +143,7 @@ impl Engine {
     /// Builds the engine over delivery (not started yet: [`Engine::start`] starts it).
     pub fn new(
         store: Arc<dyn Store>,
-        sources: Vec<SourcePolicy>,
+        (sources, contexts): (Vec<SourcePolicy>, Vec<ContextPolicy>),
         delivery: Arc<Dispatcher>,
         filters: Arc<dyn FilterEngine>,
         endpoints: Arc<EndpointPolicy>,
@@ -139,6 +152,7 @@ impl Engine {
         Arc::new(Engine {
             store,
             sources: sources.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            contexts: contexts.into_iter().map(|c| (c.name.clone(), c)).collect(),
             delivery,
             filters,
             endpoints,

@@ -329,6 +329,10 @@ impl From<EngineError> for Problem {
             EngineError::EventTooLarge { .. } => Problem::InvalidMessage(err.to_string()),
             EngineError::Publish(PublishError::UnknownSource(name)) => Problem::UnknownSource(name),
             EngineError::Publish(err) => Problem::UnableToProcess(err.to_string()),
+            // Context services' errors never come from an eventing operation.
+            EngineError::UnknownContext(_)
+            | EngineError::NoCallbackEndpoint
+            | EngineError::InstanceEnded(_) => Problem::UnableToProcess(err.to_string()),
             EngineError::Store(ref source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
                 Problem::UnableToProcess("the subscription store is unavailable".into())

@@ -21,7 +21,7 @@ use crate::soap::xml;
 pub const PUBLISH_NS: &str = "urn:herald:publish";
 
 /// An RFC 9457 problem response.
-pub fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {
+pub(super) fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {
     let body = views::Problem {
         kind: "about:blank",
         title,
@@ -36,7 +36,7 @@ pub fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Re
     response
 }
 
-fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+pub(super) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let text = serde_json::to_string(value).unwrap_or_else(|err| {
         tracing::error!(error = %err, "a JSON answer could not be written");
         String::from("{}")
@@ -63,8 +63,13 @@ pub(super) fn unauthorized() -> Response {
     response
 }
 
-fn engine_problem(err: EngineError) -> Response {
+pub(super) fn engine_problem(err: EngineError) -> Response {
     match err {
+        EngineError::UnknownContext(name) => problem(
+            StatusCode::NOT_FOUND,
+            "Unknown context service",
+            format!("no context service named '{name}'"),
+        ),
         EngineError::UnknownSource(name) => problem(
             StatusCode::NOT_FOUND,
             "Unknown source",
@@ -87,7 +92,7 @@ fn engine_problem(err: EngineError) -> Response {
     }
 }
 
-fn body_problem(err: BodyError, limit: usize) -> Response {
+pub(super) fn body_problem(err: BodyError, limit: usize) -> Response {
     match err {
         BodyError::TooLarge => problem(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,6 +1,7 @@
 //! The front doors: axum routers. Each file owns one resource and ends in `router()`.
 
 mod api;
+mod contexts;
 mod views;
 
 pub use api::{BadBatch, batch_events};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Bearer token for publishing and the JSON API, if one is configured.
     pub api_token: Option<Arc<str>>,
+    /// The client that forwards context services' requests to their backends.
+    pub gateway: crate::context::gateway::Gateway,
 }
 
 impl AppState {
@@ -118,12 +121,12 @@ async fn require_token(
 
 /// The complete router.
 pub fn router(state: AppState) -> Router {
-    let api = api::router().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        require_token,
-    ));
+    let api = api::router().merge(contexts::api_router()).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), require_token),
+    );
     Router::new()
         .merge(soap::router())
+        .merge(contexts::router())
         .merge(api)
         .merge(operations::router())
         .with_state(state)

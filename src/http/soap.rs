@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 /// The SOAP version a media type names, and its `action` parameter (SOAP 1.2).
-fn media_type(headers: &HeaderMap) -> (Option<SoapVersion>, Option<String>) {
+pub(super) fn media_type(headers: &HeaderMap) -> (Option<SoapVersion>, Option<String>) {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return (None, None);
     };
@@ -35,7 +35,7 @@ fn media_type(headers: &HeaderMap) -> (Option<SoapVersion>, Option<String>) {
 }
 
 /// The action of a SOAP 1.1 request: the `SOAPAction` header, quotes removed.
-fn soap_action(headers: &HeaderMap) -> Option<String> {
+pub(super) fn soap_action(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("soapaction")?.to_str().ok()?;
     Some(value.trim().trim_matches('"').to_owned())
 }

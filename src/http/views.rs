@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::domain::event::Event;
 use crate::domain::expiry::format_datetime;
-use crate::domain::subscription::{SubscriptionRecord, SubscriptionStatus};
+use crate::domain::subscription::{SourceName, SubscriptionRecord, SubscriptionStatus};
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize)]
@@ -47,6 +47,104 @@ impl Published {
                     seq: event.seq,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// `202` to a queued callback.
+#[derive(Debug, Serialize)]
+pub struct QueuedCallback {
+    /// The instance's id (its `instanceId`).
+    pub instance: String,
+    /// The callback's sequence number in the instance's log.
+    pub seq: u64,
+    /// The `wsa:MessageID` it is sent with, the same on every attempt.
+    pub message_id: String,
+}
+
+/// `GET /api/v1/contexts/{name}/instances/{id}`.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    /// The `instanceId`.
+    pub id: String,
+    /// The context service.
+    pub context: String,
+    /// `active` or `ended`.
+    pub status: &'static str,
+    pub end_reason: Option<&'static str>,
+    pub ended_at: Option<String>,
+    /// The context the client sends: its properties.
+    pub properties: std::collections::BTreeMap<&'static str, String>,
+    /// Where callbacks go, once a CallbackContext named it.
+    pub callback: Option<CallbackView>,
+    /// The node delivering its callbacks.
+    pub node: Option<String>,
+    pub created_at: String,
+    /// When it ends unless a request participates in it first.
+    pub idle_until: Option<String>,
+    /// The last callback handled.
+    pub cursor: u64,
+    /// The last callback queued.
+    pub head: u64,
+    /// Callbacks queued and not yet delivered.
+    pub backlog: u64,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub failing_since: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// An instance's callback endpoint reference.
+#[derive(Debug, Serialize)]
+pub struct CallbackView {
+    pub address: String,
+    /// Its reference parameters, each a self-contained XML element (the client's Context).
+    pub reference_parameters: Vec<String>,
+    pub soap: &'static str,
+    pub addressing: &'static str,
+}
+
+impl InstanceView {
+    /// The view of an instance's record, with its log's head.
+    pub fn of(service: &SourceName, record: SubscriptionRecord, head: u64) -> InstanceView {
+        let subscription = record.subscription;
+        let (status, end_reason, ended_at) = match record.status {
+            SubscriptionStatus::Active => ("active", None, None),
+            SubscriptionStatus::Ended { reason, at } => {
+                ("ended", Some(reason.as_str()), Some(format_datetime(at)))
+            }
+        };
+        let progress = record.progress;
+        let notify_to = subscription.notify_to;
+        InstanceView {
+            id: subscription.id.key(),
+            context: service.to_string(),
+            status,
+            end_reason,
+            ended_at,
+            properties: [("instanceId", subscription.id.key())]
+                .into_iter()
+                .collect(),
+            callback: (!notify_to.address.is_empty()).then(|| CallbackView {
+                address: notify_to.address,
+                reference_parameters: notify_to.reference_parameters,
+                soap: subscription.dialect.soap.as_str(),
+                addressing: subscription.dialect.addressing.as_str(),
+            }),
+            node: record.owner,
+            created_at: format_datetime(subscription.created_at),
+            idle_until: subscription.expires_at.map(format_datetime),
+            cursor: progress.cursor,
+            head,
+            backlog: if status == "active" {
+                head.saturating_sub(progress.cursor)
+            } else {
+                0
+            },
+            attempts: progress.attempts,
+            next_attempt_at: progress.next_attempt_at.map(format_datetime),
+            failing_since: progress.failing_since.map(format_datetime),
+            last_error: progress.last_error,
         }
     }
 }

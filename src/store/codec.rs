@@ -133,6 +133,11 @@ pub(super) fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} = {value:?}"))
 }
 
+/// An endpoint reference as its column holds it.
+pub fn encode_endpoint(endpoint: &EndpointRef) -> String {
+    json(endpoint)
+}
+
 fn json<T: serde::Serialize>(value: &T) -> String {
     // Serializing plain structs of strings cannot fail.
     serde_json::to_string(value).unwrap_or_default()

@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, SourceName, Subscription, SubscriptionId,
-    SubscriptionRecord,
+    DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
+    SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
 pub use postgres::PostgresStore;
@@ -90,6 +90,8 @@ pub enum Signal {
     Appended(SourceName, u64),
     /// This subscription ended.
     Ended(SubscriptionId),
+    /// This reader is delivered by the named node now: every other node lets go of it.
+    Moved(SubscriptionId, NodeId),
     /// A node stopped and gave its subscriptions up, or announcements may have been missed:
     /// look for orphans and new events now.
     Released,
@@ -167,6 +169,18 @@ pub trait Store: Send + Sync + 'static {
         reason: EndReason,
         now: Timestamp,
     ) -> Result<Option<Subscription>, StoreError>;
+
+    /// Points an active reader, unexpired at `now`, at a new endpoint (in `soap` and
+    /// `addressing`), and makes `owner` the node that delivers it; returns it with its delivery
+    /// progress, or `None` when there is no such reader. Other nodes are told to let go of it.
+    async fn redirect(
+        &self,
+        id: SubscriptionId,
+        endpoint: &EndpointRef,
+        dialect: (SoapVersion, WsaVersion),
+        owner: &NodeId,
+        now: Timestamp,
+    ) -> Result<Option<(Subscription, DeliveryProgress)>, StoreError>;
 
     /// Ends up to `limit` active subscriptions whose expiry is at or before `now`, earliest
     /// first, and returns them. Costs time in proportion to what expired, not to what exists.

@@ -115,6 +115,17 @@ pub static END_SUBSCRIPTION: Sql = Sql::new(concat!(
     subscription_columns!()
 ));
 
+/// Points active reader `$5` (unexpired at `$6`) at endpoint `$1` in SOAP `$2` and
+/// WS-Addressing `$3`, owned by node `$4` from now on.
+pub static REDIRECT: Sql = Sql::new(concat!(
+    "UPDATE subscriptions SET notify_to = $1, soap = $2, addressing = $3, owner = $4
+     WHERE id = $5 AND status = 'active' AND (expires_at IS NULL OR expires_at > $6)
+     RETURNING ",
+    subscription_columns!(),
+    ", ",
+    progress_columns!()
+));
+
 /// Ends up to `$2` subscriptions expired at `$1`, oldest first; `$lock` is the backend's row
 /// locking clause for the inner SELECT.
 macro_rules! end_expired {

@@ -5,6 +5,7 @@
 mod cluster;
 mod config;
 mod connections;
+mod contexts;
 mod delivery;
 mod endpoint_policy;
 mod expiry;

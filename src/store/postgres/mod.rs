@@ -21,17 +21,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{
-    Columns, ProgressRow, SubscriptionRow, decode_event, decode_record, decode_source_count,
-    decode_subscription, decode_with_progress, duration_millis, millis, progress_columns,
-    seq_column, stored_seq, subscription_columns,
+    Columns, ProgressRow, SubscriptionRow, decode_event, decode_progress, decode_record,
+    decode_source_count, decode_subscription, decode_with_progress, duration_millis,
+    encode_endpoint, millis, progress_columns, seq_column, stored_seq, subscription_columns,
 };
 use super::sql::{self, bind_subscription};
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, SourceName, Subscription, SubscriptionId,
-    SubscriptionRecord,
+    DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
+    SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
 mod signals;
@@ -205,6 +205,36 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(ended)
+    }
+
+    async fn redirect(
+        &self,
+        id: SubscriptionId,
+        endpoint: &EndpointRef,
+        (soap, addressing): (SoapVersion, WsaVersion),
+        owner: &NodeId,
+        now: Timestamp,
+    ) -> Result<Option<(Subscription, DeliveryProgress)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sql::REDIRECT.postgres())
+            .bind(encode_endpoint(endpoint))
+            .bind(soap.as_str())
+            .bind(addressing.as_str())
+            .bind(owner.as_str())
+            .bind(id.key())
+            .bind(millis(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let redirected = row
+            .as_ref()
+            .map(|row| Ok::<_, StoreError>((decode_subscription(row)?, decode_progress(row)?)))
+            .transpose()?;
+        if redirected.is_some() {
+            self.notify(&mut *tx, &format!("m:{}:{owner}", id.key()))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(redirected)
     }
 
     async fn end_expired(

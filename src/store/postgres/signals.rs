@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::super::{Signal, StoreError};
+use super::super::{NodeId, Signal, StoreError};
 use crate::domain::subscription::{SourceName, SubscriptionId};
 
 /// A listener on `channel`.
@@ -71,6 +71,13 @@ fn parse_signal(payload: &str) -> Option<Signal> {
             ))
         }
         Some(("e", id)) => SubscriptionId::parse(id).map(Signal::Ended),
+        Some(("m", rest)) => {
+            let (id, node) = rest.split_once(':')?;
+            Some(Signal::Moved(
+                SubscriptionId::parse(id)?,
+                NodeId::parse(node)?,
+            ))
+        }
         _ if payload == "r" => Some(Signal::Released),
         _ => None,
     }
@@ -90,6 +97,10 @@ mod tests {
         let id = SubscriptionId::new_random();
         assert_eq!(parse_signal(&format!("e:{id}")), Some(Signal::Ended(id)));
         assert_eq!(parse_signal("r"), Some(Signal::Released));
+        assert_eq!(
+            parse_signal(&format!("m:{}:node-2", id.key())),
+            Some(Signal::Moved(id, NodeId::parse("node-2").unwrap()))
+        );
         assert_eq!(parse_signal("a:bad/name"), None);
         assert_eq!(parse_signal("zzz"), None);
     }

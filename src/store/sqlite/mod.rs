@@ -18,17 +18,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{
-    Columns, ProgressRow, SubscriptionRow, decode_event, decode_json_page, decode_record,
-    decode_source_count, decode_subscription, decode_with_progress, duration_millis, millis,
-    progress_columns, seq_column, subscription_columns,
+    Columns, ProgressRow, SubscriptionRow, decode_event, decode_json_page, decode_progress,
+    decode_record, decode_source_count, decode_subscription, decode_with_progress, duration_millis,
+    encode_endpoint, millis, progress_columns, seq_column, subscription_columns,
 };
 use super::sql;
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, SourceName, Subscription, SubscriptionId,
-    SubscriptionRecord,
+    DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
+    SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
 /// Schema migrations, applied in order at start; each runs once, in a transaction.
@@ -257,6 +257,29 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(decode_subscription).transpose()
+    }
+
+    async fn redirect(
+        &self,
+        id: SubscriptionId,
+        endpoint: &EndpointRef,
+        (soap, addressing): (SoapVersion, WsaVersion),
+        owner: &NodeId,
+        now: Timestamp,
+    ) -> Result<Option<(Subscription, DeliveryProgress)>, StoreError> {
+        let _writing = self.write.lock().await;
+        let row = sqlx::query(sql::REDIRECT.sqlite())
+            .bind(encode_endpoint(endpoint))
+            .bind(soap.as_str())
+            .bind(addressing.as_str())
+            .bind(owner.as_str())
+            .bind(id.key())
+            .bind(millis(now))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
+            .transpose()
     }
 
     async fn end_expired(
