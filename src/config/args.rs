@@ -93,7 +93,7 @@ pub(super) struct FileConfig {
     pub(super) cluster: Option<ClusterFile>,
     pub(super) delivery: Option<DeliveryFile>,
     pub(super) sources: Option<BTreeMap<String, SourceFile>>,
-    pub(super) contexts: Option<BTreeMap<String, super::contexts::ContextFile>>,
+    pub(super) contexts: Option<BTreeMap<String, ContextFile>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -126,6 +126,21 @@ pub(super) struct SourceFile {
     pub(super) accept_datetime: Option<bool>,
     pub(super) max_subscriptions: Option<u64>,
     pub(super) max_event_bytes: Option<usize>,
+    pub(super) retry_initial: Option<String>,
+    pub(super) retry_max: Option<String>,
+    pub(super) retry_after_cap: Option<String>,
+    pub(super) give_up_after: Option<String>,
+}
+
+/// `[contexts.NAME]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ContextFile {
+    pub(super) backend: Option<String>,
+    pub(super) idle_ttl: Option<String>,
+    pub(super) unknown_instance: Option<String>,
+    pub(super) carrier: Option<String>,
+    pub(super) max_callback_bytes: Option<usize>,
     pub(super) retry_initial: Option<String>,
     pub(super) retry_max: Option<String>,
     pub(super) retry_after_cap: Option<String>,

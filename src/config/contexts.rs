@@ -3,30 +3,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::ConfigError;
-use super::args::SourceFile;
+use super::args::{ContextFile, SourceFile};
 use super::sources::std_duration;
 use crate::delivery::retry::RetryPolicy;
 use crate::domain::context::MAX_SERVICE_NAME;
 use crate::domain::subscription::SourceName;
 use crate::engine::{ContextCarrier, ContextPolicy, UnknownInstance};
-
-/// `[contexts.NAME]`.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ContextFile {
-    pub(super) backend: Option<String>,
-    pub(super) idle_ttl: Option<String>,
-    pub(super) unknown_instance: Option<String>,
-    pub(super) carrier: Option<String>,
-    pub(super) max_callback_bytes: Option<usize>,
-    pub(super) retry_initial: Option<String>,
-    pub(super) retry_max: Option<String>,
-    pub(super) retry_after_cap: Option<String>,
-    pub(super) give_up_after: Option<String>,
-}
 
 /// The policy of context service `name`; retry settings it leaves out come from `base` (the
 /// sources' defaults).

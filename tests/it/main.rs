@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod connections;
 mod contexts;
+mod contexts_cluster;
 mod delivery;
 mod endpoint_policy;
 mod expiry;
