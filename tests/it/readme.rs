@@ -121,3 +121,68 @@ async fn the_readme_walkthrough_works_as_written() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_readmes_context_service_and_callback_work_as_written() {
+    use herald::config::{Config, ServeArgs};
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = between(&readme, "## Callback contexts", "\n## ");
+    let backend = crate::contexts::Backend::start().await;
+    let sink = Sink::start().await;
+    // The configuration block, its backend swapped for the test's.
+    let toml = between(section, "```toml\n", "```")
+        .replace("http://127.0.0.1:9100/ShoppingCart", &backend.url);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, toml).unwrap();
+    let args = ServeArgs {
+        config: Some(path),
+        ..ServeArgs::default()
+    };
+    let contexts = Config::load(&args)
+        .expect("the README's configuration loads")
+        .contexts;
+    assert_eq!(contexts.len(), 1);
+    let server = TestServer::start_with(move |config| config.contexts = contexts).await;
+
+    // An instance with a callback endpoint (the sink), through the gateway.
+    let context_ns = "http://schemas.microsoft.com/ws/2008/02/context";
+    let request = format!(
+        "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><a:Action>urn:x:AddItem</a:Action><CallbackContext xmlns=\"{context_ns}\"><CallbackEndpointReference><a:Address>{}</a:Address></CallbackEndpointReference></CallbackContext></s:Header><s:Body><AddItem xmlns=\"urn:x\"/></s:Body></s:Envelope>",
+        sink.url("customer")
+    );
+    let response = server
+        .client
+        .post(server.url("/contexts/cart"))
+        .header("Content-Type", "application/soap+xml")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let instance = response.headers()["herald-instance-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    // The README's curl call: its path and its JSON body, as written.
+    let curl = between(section, "```sh\n", "```");
+    let path = between(curl, "http://127.0.0.1:8080", " ").replace("$INSTANCE", &instance);
+    let body = between(curl, "-d '", "'");
+    let response = server
+        .client
+        .post(server.url(&path))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let received = sink
+        .wait_accepted("customer", 1, Duration::from_secs(10))
+        .await;
+    assert!(received[0].body.contains("<customerId>571</customerId>"));
+    server.stop().await;
+}
