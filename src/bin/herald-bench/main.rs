@@ -22,6 +22,7 @@
 //! - [`report`]: the table.
 
 mod baseline;
+mod contexts;
 mod delivery;
 mod hostile;
 mod load;
@@ -164,6 +165,8 @@ pub enum Scenario {
     Postgres,
     /// 8: XML bombs refused in linear time, beside a benign event of the same size.
     Hostile,
+    /// 9: callback contexts: callbacks to one instance and across many, beside the baseline.
+    Contexts,
 }
 
 /// The sizes of a run, from `--quick` or the full defaults, then the flags.
@@ -187,6 +190,8 @@ pub struct Sizes {
     pub backlog_events: u64,
     /// Scenario 8 at four sizes, five tries each (else two sizes, two tries).
     pub hostile_full: bool,
+    /// Scenario 9's runs: (instances, callbacks to each).
+    pub context_runs: Vec<(u64, u64)>,
 }
 
 impl Sizes {
@@ -210,6 +215,7 @@ impl Sizes {
                 footprint_subscriptions: vec![1_000, 2_000],
                 backlog_events: 2_000,
                 hostile_full: false,
+                context_runs: vec![(1, 50), (20, 5)],
             }
         } else {
             Sizes {
@@ -230,6 +236,7 @@ impl Sizes {
                 footprint_subscriptions: vec![100_000, 1_000_000],
                 backlog_events: 100_000,
                 hostile_full: true,
+                context_runs: vec![(1, 2_000), (1_000, 10)],
             }
         };
         let mut footprint = args
@@ -305,6 +312,7 @@ impl Sizes {
                 .unwrap_or(defaults.backlog_events)
                 .max(1),
             hostile_full: !args.quick,
+            context_runs: defaults.context_runs,
         }
     }
 
@@ -481,6 +489,14 @@ async fn run(args: Args) -> ExitCode {
     if wanted(Scenario::Hostile)
         && let Some(rows) = report
             .run("8 hostile XML", hostile::hostile(&context))
+            .await
+    {
+        report.extend(rows);
+    }
+
+    if wanted(Scenario::Contexts)
+        && let Some(rows) = report
+            .run("9 callbacks", contexts::contexts(&context))
             .await
     {
         report.extend(rows);
