@@ -711,3 +711,78 @@ async fn instances_end_on_request_when_idle_and_when_callbacks_keep_failing() {
     assert_eq!(instance["end_reason"], "expired");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn soap_1_1_requests_keep_their_action_and_get_1_1_faults() {
+    let backend = Backend::start().await;
+    let server = start(&backend, |_| {}).await;
+    let soap11 = "http://schemas.xmlsoap.org/soap/envelope/";
+    let wsa2004 = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
+    let message = |headers: &str| {
+        format!(
+            "<s:Envelope xmlns:s=\"{soap11}\" xmlns:a=\"{wsa2004}\"><s:Header><a:Action>urn:x:AddItem</a:Action>{headers}</s:Header><s:Body><AddItem xmlns=\"urn:x\"/></s:Body></s:Envelope>"
+        )
+    };
+    let send = |body: String| {
+        server
+            .client
+            .post(server.url("/contexts/cart"))
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", "\"urn:x:AddItem\"")
+            .body(body)
+            .send()
+    };
+    // A WS-Addressing 2004/08 CallbackContext, in SOAP 1.1.
+    let callback = "<CallbackContext xmlns=\"http://schemas.microsoft.com/ws/2008/02/context\"><CallbackEndpointReference><a:Address>http://127.0.0.1:9/cb</a:Address></CallbackEndpointReference></CallbackContext>"
+    .to_owned();
+    let response = send(message(&callback)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let id = response.headers()["herald-instance-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let forwarded = &backend.requests()[0];
+    assert_eq!(forwarded.headers["soapaction"], "\"urn:x:AddItem\"");
+    assert!(
+        forwarded.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/xml")
+    );
+    let (_, instance) = json(
+        &server,
+        reqwest::Method::GET,
+        &format!("/api/v1/contexts/cart/instances/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(instance["callback"]["soap"], "1.1");
+    assert_eq!(instance["callback"]["addressing"], "2004/08");
+
+    // A bad Context in SOAP 1.1: a 1.1 fault (HTTP 500, faultcode hc:InvalidContext).
+    let duplicate = format!(
+        "<Context xmlns=\"{CONTEXT_NS}\"><Property name=\"a\">1</Property><Property name=\"a\">2</Property></Context>"
+    );
+    let response = send(message(&duplicate)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    let text = response.text().await.unwrap();
+    let document = roxmltree::Document::parse(&text).unwrap();
+    let code = document
+        .descendants()
+        .find(|n| n.has_tag_name("faultcode"))
+        .and_then(|n| n.text())
+        .unwrap();
+    let (prefix, local) = code.split_once(':').unwrap();
+    assert_eq!(local, "InvalidContext");
+    let fault = document
+        .descendants()
+        .find(|n| n.has_tag_name("faultcode"))
+        .unwrap();
+    assert_eq!(fault.lookup_namespace_uri(Some(prefix)), Some(HC));
+    assert_eq!(
+        backend.requests().len(),
+        1,
+        "the bad request was not forwarded"
+    );
+    server.stop().await;
+}
