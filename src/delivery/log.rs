@@ -5,7 +5,8 @@
 //!
 //! A configured source's log lives as long as herald. Other logs (a callback context's
 //! instance) come and go: this node opens a tail for one while it delivers its reader, with a
-//! small ring, and appends to one without a tail straight to the store, one transaction each.
+//! small ring. Appends to them share one group-commit appender: whatever queued while the last
+//! transaction ran goes into the next one, whichever logs it is for.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -44,6 +45,16 @@ struct PublishRequest {
     reply: oneshot::Sender<Result<Vec<Arc<Event>>, PublishError>>,
 }
 
+/// An append to a log that comes and goes, for the shared appender.
+struct AppendRequest {
+    log: SourceName,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Arc<Event>>, PublishError>>,
+}
+
+/// Most requests the shared appender commits at once.
+const MAX_APPEND_REQUESTS: usize = 512;
+
 /// One log's tail in memory and its appender's queue.
 struct Tail {
     name: SourceName,
@@ -71,6 +82,9 @@ pub(super) struct EventLog {
     /// Called after events were added to a tail; set when the appenders start.
     on_append: OnceLock<OnAppend>,
     queues: Mutex<Vec<(Arc<Tail>, mpsc::Receiver<PublishRequest>)>>,
+    /// The shared appender of the logs that come and go, and its queue until it starts.
+    appends: mpsc::Sender<AppendRequest>,
+    append_queue: Mutex<Option<mpsc::Receiver<AppendRequest>>>,
     clock: Clock,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -101,7 +115,10 @@ impl EventLog {
                 (name, tail)
             })
             .collect();
+        let (appends, append_queue) = mpsc::channel(4 * MAX_APPEND_REQUESTS);
         EventLog {
+            appends,
+            append_queue: Mutex::new(Some(append_queue)),
             store,
             tails: RwLock::new(tails),
             on_append: OnceLock::new(),
@@ -181,12 +198,19 @@ impl EventLog {
     pub fn appenders(
         self: &Arc<Self>,
         on_append: OnAppend,
-    ) -> Vec<impl std::future::Future<Output = ()> + Send + 'static> {
+    ) -> Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>> {
         let _ = self.on_append.set(on_append.clone());
-        lock(&self.queues)
-            .drain(..)
-            .map(|(tail, queue)| appender(self.clone(), tail, queue, on_append.clone()))
-            .collect()
+        let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+            lock(&self.queues)
+                .drain(..)
+                .map(|(tail, queue)| {
+                    Box::pin(appender(self.clone(), tail, queue, on_append.clone())) as _
+                })
+                .collect();
+        if let Some(queue) = lock(&self.append_queue).take() {
+            tasks.push(Box::pin(shared_appender(self.clone(), queue)));
+        }
+        tasks
     }
 
     /// The last sequence number of a log.
@@ -216,8 +240,8 @@ impl EventLog {
         response.await.map_err(|_| PublishError::Stopping)?
     }
 
-    /// Appends events to a log that comes and goes, in one transaction of its own; returns
-    /// them once durable. When this node has its tail open they join it and its reader wakes.
+    /// Appends events to a log that comes and goes through the shared appender; returns them
+    /// once durable. When this node has its tail open they join it and its reader wakes.
     pub async fn append(
         &self,
         name: &SourceName,
@@ -226,19 +250,16 @@ impl EventLog {
         if self.stop.is_cancelled() {
             return Err(PublishError::Stopping);
         }
-        let appended = self
-            .store
-            .append_events(name, &events, self.clock.now())
+        let (reply, response) = oneshot::channel();
+        self.appends
+            .send(AppendRequest {
+                log: name.clone(),
+                events,
+                reply,
+            })
             .await
-            .map_err(|err| PublishError::Store(err.to_string()))?;
-        let appended: Vec<Arc<Event>> = appended.into_iter().map(Arc::new).collect();
-        if let Some(tail) = self.tail(name) {
-            self.add(&tail, &appended).await;
-            if let Some(on_append) = self.on_append.get() {
-                on_append(name);
-            }
-        }
-        Ok(appended)
+            .map_err(|_| PublishError::Stopping)?;
+        response.await.map_err(|_| PublishError::Stopping)?
     }
 
     /// Up to `limit` events after `cursor`: from memory when the ring reaches back that far,
@@ -379,6 +400,50 @@ async fn appender(
             }
             Err(err) => {
                 tracing::error!(source = %tail.name, error = %err, "append failed; nothing was published");
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(PublishError::Store(err.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// The group-commit appender of the logs that come and go: one transaction for whatever
+/// queued meanwhile, whichever logs it is for.
+async fn shared_appender(log: Arc<EventLog>, mut requests: mpsc::Receiver<AppendRequest>) {
+    loop {
+        let first = tokio::select! {
+            request = requests.recv() => match request { Some(r) => r, None => return },
+            () = log.stop.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_APPEND_REQUESTS {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let logs: Vec<(SourceName, Vec<NewEvent>)> = batch
+            .iter()
+            .map(|request| (request.log.clone(), request.events.clone()))
+            .collect();
+        match log.store.append_to_logs(&logs, log.clock.now()).await {
+            Ok(appended) => {
+                for (request, events) in batch.into_iter().zip(appended) {
+                    let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+                    if let Some(tail) = log.tail(&request.log) {
+                        log.add(&tail, &events).await;
+                        if let Some(on_append) = log.on_append.get() {
+                            on_append(&request.log);
+                        }
+                    }
+                    let _ = request.reply.send(Ok(events));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, count = batch.len(), "append failed; nothing was appended");
                 for request in batch {
                     let _ = request
                         .reply

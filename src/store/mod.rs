@@ -200,6 +200,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<Event>, StoreError>;
 
+    /// Appends to several logs in one transaction (one commit for all): each batch's events
+    /// get the next sequence numbers of its log, batches of one log in the order given. Returns
+    /// the events per batch, in the order of `batches`. Returns once they are durable.
+    async fn append_to_logs(
+        &self,
+        batches: &[(SourceName, Vec<NewEvent>)],
+        now: Timestamp,
+    ) -> Result<Vec<Vec<Event>>, StoreError>;
+
     /// Up to `limit` events of a source with a sequence number above `after`, in order.
     async fn events_after(
         &self,

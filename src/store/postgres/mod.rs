@@ -127,6 +127,47 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Appends `events` to `source`'s log inside `tx`, and announces it at commit. The head
+    /// row stays locked until commit: appends to one log commit in order.
+    async fn append_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        source: &SourceName,
+        events: &[NewEvent],
+        now: Timestamp,
+    ) -> Result<Vec<Event>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.postgres())
+            .bind(source.as_str())
+            .bind(count)
+            .fetch_one(&mut *tx)
+            .await?;
+        let appended = super::number_events(source, events, last - count + 1, now);
+        let seqs: Vec<i64> = appended.iter().map(|e| seq_column(e.seq)).collect();
+        let ids: Vec<String> = appended.iter().map(|e| e.id.to_string()).collect();
+        let actions: Vec<&str> = appended.iter().map(|e| e.action.as_str()).collect();
+        let payloads: Vec<&str> = appended.iter().map(|e| e.payload.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO events (source, seq, id, action, payload, published_at)
+             SELECT $1, e.seq, e.id, e.action, e.payload, $2
+             FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])
+                 AS e(seq, id, action, payload)",
+        )
+        .bind(source.as_str())
+        .bind(millis(now))
+        .bind(seqs)
+        .bind(ids)
+        .bind(actions)
+        .bind(payloads)
+        .execute(&mut *tx)
+        .await?;
+        self.notify(&mut *tx, &format!("a:{source}:{last}")).await?;
+        Ok(appended)
+    }
+
     async fn notify<'c, E>(&self, executor: E, payload: &str) -> Result<(), StoreError>
     where
         E: sqlx::PgExecutor<'c>,
@@ -273,34 +314,27 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
-        // The head row stays locked until commit: appends to one source commit in order.
-        let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.postgres())
-            .bind(source.as_str())
-            .bind(count)
-            .fetch_one(&mut *tx)
-            .await?;
-        let appended = super::number_events(source, events, last - count + 1, now);
-        let seqs: Vec<i64> = appended.iter().map(|e| seq_column(e.seq)).collect();
-        let ids: Vec<String> = appended.iter().map(|e| e.id.to_string()).collect();
-        let actions: Vec<&str> = appended.iter().map(|e| e.action.as_str()).collect();
-        let payloads: Vec<&str> = appended.iter().map(|e| e.payload.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO events (source, seq, id, action, payload, published_at)
-             SELECT $1, e.seq, e.id, e.action, e.payload, $2
-             FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])
-                 AS e(seq, id, action, payload)",
-        )
-        .bind(source.as_str())
-        .bind(millis(now))
-        .bind(seqs)
-        .bind(ids)
-        .bind(actions)
-        .bind(payloads)
-        .execute(&mut *tx)
-        .await?;
-        self.notify(&mut *tx, &format!("a:{source}:{last}")).await?;
+        let appended = self.append_in(&mut tx, source, events, now).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn append_to_logs(
+        &self,
+        batches: &[(SourceName, Vec<NewEvent>)],
+        now: Timestamp,
+    ) -> Result<Vec<Vec<Event>>, StoreError> {
+        // Head rows are locked in name order, whatever the order of the batches, so that two
+        // nodes appending to the same logs cannot deadlock.
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by(|&a, &b| batches[a].0.cmp(&batches[b].0));
+        let mut appended: Vec<Vec<Event>> = vec![Vec::new(); batches.len()];
+        let mut tx = self.pool.begin().await?;
+        for index in order {
+            let (source, events) = &batches[index];
+            appended[index] = self.append_in(&mut tx, source, events, now).await?;
+        }
         tx.commit().await?;
         Ok(appended)
     }

@@ -142,6 +142,40 @@ impl SqliteStore {
     }
 }
 
+/// Appends `events` to `source`'s log inside `tx`.
+async fn append_in(
+    tx: &mut sqlx::SqliteConnection,
+    source: &SourceName,
+    events: &[NewEvent],
+    now: Timestamp,
+) -> Result<Vec<Event>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.sqlite())
+        .bind(source.as_str())
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?;
+    let appended = super::number_events(source, events, last - count + 1, now);
+    for event in &appended {
+        sqlx::query(
+            "INSERT INTO events (source, seq, id, action, payload, published_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(source.as_str())
+        .bind(seq_column(event.seq))
+        .bind(event.id.to_string())
+        .bind(&event.action)
+        .bind(&event.payload)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(appended)
+}
+
 /// The embedded store's clock for node leases (it has one node; the lease only guards against
 /// a second process, which the lock file already refuses).
 fn wall_clock_millis() -> i64 {
@@ -304,31 +338,26 @@ impl Store for SqliteStore {
         events: &[NewEvent],
         now: Timestamp,
     ) -> Result<Vec<Event>, StoreError> {
-        let _writing = self.write.lock().await;
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let _writing = self.write.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.sqlite())
-            .bind(source.as_str())
-            .bind(count)
-            .fetch_one(&mut *tx)
-            .await?;
-        let appended = super::number_events(source, events, last - count + 1, now);
-        for event in &appended {
-            sqlx::query(
-                "INSERT INTO events (source, seq, id, action, payload, published_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(source.as_str())
-            .bind(seq_column(event.seq))
-            .bind(event.id.to_string())
-            .bind(&event.action)
-            .bind(&event.payload)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
+        let appended = append_in(&mut tx, source, events, now).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn append_to_logs(
+        &self,
+        batches: &[(SourceName, Vec<NewEvent>)],
+        now: Timestamp,
+    ) -> Result<Vec<Vec<Event>>, StoreError> {
+        let _writing = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut appended = Vec::with_capacity(batches.len());
+        for (source, events) in batches {
+            appended.push(append_in(&mut tx, source, events, now).await?);
         }
         tx.commit().await?;
         Ok(appended)

@@ -243,3 +243,52 @@ async fn a_corrupt_row_is_an_error_on_every_read_never_a_default() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn appends_to_several_logs_share_one_transaction_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let (a, b) = (
+        SourceName::parse("a").unwrap(),
+        SourceName::parse("b").unwrap(),
+    );
+    let event = |action: &str| NewEvent {
+        action: action.into(),
+        payload: "<e/>".into(),
+    };
+    let now = Timestamp::now();
+    let appended = store
+        .append_to_logs(
+            &[
+                (a.clone(), vec![event("a1"), event("a2")]),
+                (b.clone(), vec![event("b1")]),
+                (a.clone(), vec![event("a3")]),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    let seqs: Vec<Vec<(String, u64)>> = appended
+        .iter()
+        .map(|events| events.iter().map(|e| (e.action.clone(), e.seq)).collect())
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            vec![("a1".to_owned(), 1), ("a2".to_owned(), 2)],
+            vec![("b1".to_owned(), 1)],
+            vec![("a3".to_owned(), 3)],
+        ]
+    );
+    let stored: Vec<u64> = store
+        .events_after(&a, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(stored, [1, 2, 3]);
+    let mut heads = store.source_heads().await.unwrap();
+    heads.sort();
+    assert_eq!(heads, [(a, 3), (b, 1)]);
+}
