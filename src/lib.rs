@@ -3,11 +3,14 @@
 //! The layers, each depending only on those below it (`farm-studio look` draws them):
 //!
 //! - [`http`]: the front doors: the accept loop with its connection limits, axum routers for
-//!   the SOAP endpoints, the JSON API (publishing, subscription status), health, readiness and
-//!   metrics.
+//!   the SOAP endpoints (eventing, context services), the JSON API (publishing, subscriptions,
+//!   context instances and their callbacks), health, readiness and metrics.
 //! - [`eventing`]: WS-Eventing 2004/01, 2004/08 and W3C 2011: decodes requests into engine calls,
 //!   writes responses, maps refusals to each version's faults, builds notifications and
 //!   SubscriptionEnd messages.
+//! - [`context`]: the .NET context exchange protocol (seed 000): the `Context` header, the
+//!   `WscContext` cookie and `CallbackContext` read and written, and the gateway that forwards a
+//!   context service's requests to its backend.
 //! - [`engine`]: the `Engine` service: every lifecycle rule, once (subscribe, renew, adopt, end
 //!   for any reason, expire, capacity, filter compile, endpoint check), over delivery, filters
 //!   and the store. No XML, no HTTP, no SQL.

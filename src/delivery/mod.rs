@@ -419,12 +419,6 @@ impl Dispatcher {
         if let Some(head) = self.log.head(log) {
             return Ok(head);
         }
-        Ok(self
-            .store
-            .source_heads()
-            .await?
-            .into_iter()
-            .find(|(name, _)| name == log)
-            .map_or(0, |(_, head)| head))
+        self.store.log_head(log).await
     }
 }

@@ -224,7 +224,13 @@ impl Engine {
                 limit: policy.max_callback_bytes,
             });
         }
-        let (record, _) = self.instance(service, id).await?;
+        self.context(service.as_str())?;
+        let record = self
+            .store
+            .subscription_record(id)
+            .await?
+            .filter(|record| is_instance_of(&record.subscription, service))
+            .ok_or(EngineError::UnknownSubscription)?;
         if let SubscriptionStatus::Ended { reason, .. } = record.status {
             return Err(EngineError::InstanceEnded(reason));
         }

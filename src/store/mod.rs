@@ -217,6 +217,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
 
+    /// The last sequence number handed out in one log (0 when it has none).
+    async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError>;
+
     /// The last sequence number handed out per source.
     async fn source_heads(&self) -> Result<Vec<(SourceName, u64)>, StoreError>;
 

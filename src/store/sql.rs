@@ -164,6 +164,9 @@ pub static EVENTS_AFTER: Sql = Sql::new(
      WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3",
 );
 
+/// Log `$1`'s head.
+pub static LOG_HEAD: Sql = Sql::new("SELECT last_seq FROM source_heads WHERE source = $1");
+
 /// Every source's head.
 pub static SOURCE_HEADS: Sql = Sql::new("SELECT source, last_seq FROM source_heads");
 

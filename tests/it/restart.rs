@@ -148,9 +148,11 @@ async fn sigterm_finishes_sends_in_flight_and_writes_the_cursors() {
         );
     }
     // Publish an event every 20 ms until herald stops taking them.
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let publisher = {
         let client = http_client();
         let url = server.url("/api/v1/sources/default/events");
+        let published = published.clone();
         tokio::spawn(async move {
             let mut acknowledged = 0u64;
             for n in 0..1000 {
@@ -162,7 +164,10 @@ async fn sigterm_finishes_sends_in_flight_and_writes_the_cursors() {
                     .send()
                     .await;
                 match sent {
-                    Ok(response) if response.status().as_u16() == 202 => acknowledged = n + 1,
+                    Ok(response) if response.status().as_u16() == 202 => {
+                        acknowledged = n + 1;
+                        published.store(acknowledged, std::sync::atomic::Ordering::Release);
+                    }
                     _ => break,
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -170,7 +175,14 @@ async fn sigterm_finishes_sends_in_flight_and_writes_the_cursors() {
             acknowledged
         })
     };
+    // At least 1.5 s and 20 events in (on a busy machine the events take longer than 1.5 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..600 {
+        if published.load(std::sync::atomic::Ordering::Acquire) >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let terminated = std::time::Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &process.child.id().to_string()])

@@ -354,6 +354,14 @@ impl Store for PostgresStore {
         rows.iter().map(decode_event).collect()
     }
 
+    async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(sql::LOG_HEAD.postgres())
+            .bind(log.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        head.map_or(Ok(0), |head| stored_seq("last_seq", head))
+    }
+
     async fn source_heads(&self) -> Result<Vec<(SourceName, u64)>, StoreError> {
         let rows = sqlx::query(sql::SOURCE_HEADS.postgres())
             .fetch_all(&self.pool)

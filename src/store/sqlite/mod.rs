@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::codec::{
     Columns, ProgressRow, SubscriptionRow, decode_event, decode_json_page, decode_progress,
     decode_record, decode_source_count, decode_subscription, decode_with_progress, duration_millis,
-    encode_endpoint, millis, progress_columns, seq_column, subscription_columns,
+    encode_endpoint, millis, progress_columns, seq_column, stored_seq, subscription_columns,
 };
 use super::sql;
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
@@ -376,6 +376,14 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode_event).collect()
+    }
+
+    async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(sql::LOG_HEAD.sqlite())
+            .bind(log.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        head.map_or(Ok(0), |head| stored_seq("last_seq", head))
     }
 
     async fn source_heads(&self) -> Result<Vec<(SourceName, u64)>, StoreError> {
