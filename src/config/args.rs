@@ -141,6 +141,7 @@ pub(super) struct ContextFile {
     pub(super) unknown_instance: Option<String>,
     pub(super) carrier: Option<String>,
     pub(super) max_callback_bytes: Option<usize>,
+    pub(super) max_instances: Option<u64>,
     pub(super) retry_initial: Option<String>,
     pub(super) retry_max: Option<String>,
     pub(super) retry_after_cap: Option<String>,

@@ -91,7 +91,12 @@ pub(super) fn context_policy(
     if !(64..=64 * 1024 * 1024).contains(&max_callback_bytes) {
         return Err(invalid("max_callback_bytes must be 64-67108864".into()));
     }
+    let max_instances = file.max_instances.unwrap_or(100_000);
+    if max_instances == 0 {
+        return Err(invalid("max_instances must be at least 1".into()));
+    }
     Ok(ContextPolicy {
+        max_instances: Some(max_instances),
         name: service,
         backend,
         idle_ttl,

@@ -153,6 +153,10 @@ fn bad_values_are_refused_with_the_reason() {
             "invalid configuration: context 'cart': unknown_instance = 'maybe': use \"refuse\" or \"pass\"",
         ),
         (
+            "[contexts.cart]\nbackend = \"http://b/\"\nmax_instances = 0",
+            "invalid configuration: context 'cart': max_instances must be at least 1",
+        ),
+        (
             "[contexts.cart]\nbackend = \"http://b/\"\nidle_ttl = \"PT0S\"",
             "invalid configuration: context 'cart': idle_ttl must be positive",
         ),
@@ -196,6 +200,7 @@ fn a_context_service_takes_its_keys_and_the_sources_retry_defaults() {
     );
     assert_eq!(cart.retry.initial, Duration::from_secs(1));
     assert_eq!(cart.retry.give_up_after, Duration::from_secs(86_400));
+    assert_eq!(cart.max_instances, Some(100_000));
     assert!(Config::defaults().contexts.is_empty());
 }
 

@@ -98,6 +98,14 @@ fn engine_fault(soap: SoapVersion, err: EngineError) -> ContextReply {
             "UnknownInstance",
             "the context names no active instance of this service".into(),
         ),
+        EngineError::SourceFull { limit, .. } => fault(
+            soap,
+            FaultCode::Receiver,
+            "TooManyInstances",
+            format!(
+                "the service has as many instances as it accepts ({limit}); end some or try later"
+            ),
+        ),
         EngineError::UnknownContext(name) => sender(
             soap,
             "UnknownContextService",

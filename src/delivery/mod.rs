@@ -348,6 +348,11 @@ impl Dispatcher {
         self.readers.count(source)
     }
 
+    /// Instances of a context service this node delivers.
+    pub fn instance_count(&self, service: &SourceName) -> u64 {
+        self.readers.instance_count(service)
+    }
+
     /// Starts delivering a stored, active subscription, retried under `retry` (nothing when
     /// it is delivered already); a log that comes and goes gets its tail opened here.
     pub async fn start_reading(

@@ -13,6 +13,7 @@ use super::log::EventLog;
 use super::reader::Reader;
 use super::retry::RetryPolicy;
 use super::worker::{self, Sending};
+use crate::domain::context::service_of;
 use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription, SubscriptionId};
 use crate::filter::Matcher;
 
@@ -25,6 +26,8 @@ struct LogReaders {
 /// Every reader this node delivers.
 pub(super) struct Readers {
     logs: RwLock<HashMap<SourceName, Arc<LogReaders>>>,
+    /// Open logs that come and go, per context service (an instance's log names its service).
+    instances: Mutex<HashMap<SourceName, u64>>,
     log: Arc<EventLog>,
     sending: Arc<Sending>,
     /// The workers, each tracked until it returns.
@@ -45,10 +48,36 @@ impl Readers {
                     .map(|name| (name, Arc::default()))
                     .collect(),
             ),
+            instances: Mutex::default(),
             log,
             sending,
             workers: TaskTracker::new(),
         }
+    }
+
+    /// Counts a log that comes and goes opening or closing here, under its service.
+    fn count_instance(&self, log: &SourceName, opened: bool) {
+        if self.log.is_lasting(log) {
+            return;
+        }
+        let Some(service) = service_of(log) else {
+            return;
+        };
+        let mut instances = lock(&self.instances);
+        let count = instances.entry(service.clone()).or_insert(0);
+        if opened {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                instances.remove(&service);
+            }
+        }
+    }
+
+    /// Instances of a context service delivered here.
+    pub fn instance_count(&self, service: &SourceName) -> u64 {
+        lock(&self.instances).get(service).copied().unwrap_or(0)
     }
 
     fn entry(&self, source: &SourceName) -> Option<Arc<LogReaders>> {
@@ -77,10 +106,20 @@ impl Readers {
         matcher: Option<Arc<dyn Matcher>>,
         retry: RetryPolicy,
     ) {
-        let log = {
+        let (log, opened) = {
             let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
-            logs.entry(subscription.source.clone()).or_default().clone()
+            match logs.get(&subscription.source) {
+                Some(log) => (log.clone(), false),
+                None => {
+                    let log: Arc<LogReaders> = Arc::default();
+                    logs.insert(subscription.source.clone(), log.clone());
+                    (log, true)
+                }
+            }
         };
+        if opened {
+            self.count_instance(&subscription.source, true);
+        }
         let id = subscription.id;
         let reader = {
             let mut readers = lock(&log.readers);
@@ -113,6 +152,7 @@ impl Readers {
             {
                 logs.remove(source);
                 self.log.close(source);
+                self.count_instance(source, false);
             }
         }
         match removed {

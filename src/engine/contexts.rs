@@ -55,6 +55,8 @@ pub struct ContextPolicy {
     pub retry: RetryPolicy,
     /// The largest callback body accepted, in bytes.
     pub max_callback_bytes: usize,
+    /// The most active instances, counted per node; `None` for no limit.
+    pub max_instances: Option<u64>,
 }
 
 /// The outcome of a request that named an instance.
@@ -129,17 +131,31 @@ impl Engine {
             created_at: now,
             manager_address: address,
         };
-        let cursor = self
+        let taken = self.capacity.take(service, policy.max_instances, || {
+            self.delivery.instance_count(service)
+        });
+        if !taken {
+            return Err(EngineError::SourceFull {
+                source_name: service.clone(),
+                limit: policy.max_instances.unwrap_or(0),
+            });
+        }
+        let stored = self
             .store
             .insert_subscription(&instance, self.delivery.node())
-            .await?;
-        let progress = DeliveryProgress {
-            cursor,
-            ..Default::default()
-        };
-        self.delivery
-            .start_reading(instance, progress, None, policy.retry)
             .await;
+        if let Ok(cursor) = stored {
+            let progress = DeliveryProgress {
+                cursor,
+                ..Default::default()
+            };
+            self.delivery
+                .start_reading(instance, progress, None, policy.retry)
+                .await;
+        }
+        // In delivery now, which counts it, or not stored: the place goes back either way.
+        self.capacity.give_back(service);
+        stored?;
         Ok(id)
     }
 

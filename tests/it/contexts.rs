@@ -102,6 +102,7 @@ pub fn context_service(name: &str, backend: &str) -> ContextPolicy {
             ..RetryPolicy::default()
         },
         max_callback_bytes: 64 * 1024,
+        max_instances: Some(1000),
     }
 }
 
@@ -784,5 +785,39 @@ async fn soap_1_1_requests_keep_their_action_and_get_1_1_faults() {
         1,
         "the bad request was not forwarded"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_takes_at_most_max_instances() {
+    let backend = Backend::start().await;
+    let server = start(&backend, |config| {
+        config.contexts[0].max_instances = Some(2);
+    })
+    .await;
+    let first = open_instance(&server).await;
+    open_instance(&server).await;
+    let (status, _, text) = post(
+        &server,
+        "/contexts/cart",
+        request("", "<AddItem xmlns=\"urn:x\"/>"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 500, "{text}");
+    assert_eq!(
+        fault_subcode(&text),
+        Some((HC.to_owned(), "TooManyInstances".to_owned()))
+    );
+    assert_eq!(backend.requests().len(), 2, "the third was not forwarded");
+    let (status, _) = json(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/contexts/cart/instances/{first}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    open_instance(&server).await;
     server.stop().await;
 }
