@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 
+use super::lifecycle::Admission;
 use super::{Engine, EngineError};
 use crate::delivery::retry::RetryPolicy;
 use crate::domain::context::{instance_log, service_of};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndReason, EndpointRef, EventingVersion, LogKind, NotificationFormat,
-    ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord,
-    SubscriptionStatus, WireDialect, WsaVersion,
+    EndReason, EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery,
+    SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord, SubscriptionStatus,
+    WireDialect, WsaVersion,
 };
 
 /// What a request naming an instance herald does not know gets.
@@ -131,31 +132,14 @@ impl Engine {
             created_at: now,
             manager_address: address,
         };
-        let taken = self.capacity.take(service, policy.max_instances, || {
-            self.delivery.instance_count(service)
-        });
-        if !taken {
-            return Err(EngineError::SourceFull {
-                source_name: service.clone(),
-                limit: policy.max_instances.unwrap_or(0),
-            });
-        }
-        let stored = self
-            .store
-            .insert_subscription(&instance, self.delivery.node())
-            .await;
-        if let Ok(cursor) = stored {
-            let progress = DeliveryProgress {
-                cursor,
-                ..Default::default()
-            };
-            self.delivery
-                .start_reading(instance, progress, None, policy.retry)
-                .await;
-        }
-        // In delivery now, which counts it, or not stored: the place goes back either way.
-        self.capacity.give_back(service);
-        stored?;
+        let admission = Admission {
+            counted_as: service,
+            limit: policy.max_instances,
+            count: &|| self.delivery.instance_count(service),
+            matcher: None,
+            retry: policy.retry,
+        };
+        self.admit(instance, admission).await?;
         Ok(id)
     }
 

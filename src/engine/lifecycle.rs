@@ -13,12 +13,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError, SubscribeRequest};
 use crate::delivery::Lifecycle;
+use crate::delivery::retry::RetryPolicy;
 use crate::domain::expiry::{self, ExpiryRules, GrantedExpiry, RequestedExpiry};
 use crate::domain::subscription::{
-    DeliveryProgress, EndReason, LogKind, ReaderDelivery, Subscription, SubscriptionId,
+    DeliveryProgress, EndReason, LogKind, ReaderDelivery, SourceName, Subscription, SubscriptionId,
 };
 use crate::filter::{FilterError, Matcher};
 use crate::store::StoreError;
+
+/// How a new reader is admitted: the name its capacity is counted under, the limit, what
+/// delivery counts already, its filter and its retry policy.
+pub(super) struct Admission<'a> {
+    pub counted_as: &'a SourceName,
+    pub limit: Option<u64>,
+    /// Read under the capacity lock, so that a reader registered meanwhile is counted.
+    pub count: &'a (dyn Fn() -> u64 + Send + Sync),
+    pub matcher: Option<Arc<dyn Matcher>>,
+    pub retry: RetryPolicy,
+}
 
 impl Engine {
     /// Creates a subscription. It is durable when this returns, and delivery starts with the
@@ -61,19 +73,41 @@ impl Engine {
                 .await
                 .map_err(|err| EngineError::EndpointRefused(err.to_string()))?;
         }
-        let source = &subscription.source;
-        let taken = self.capacity.take(source, policy.max_subscriptions, || {
-            self.delivery.reader_count(source)
-        });
-        if !taken {
+        let admission = Admission {
+            counted_as: &policy.name,
+            limit: policy.max_subscriptions,
+            count: &|| self.delivery.reader_count(&policy.name),
+            matcher,
+            retry: policy.retry,
+        };
+        self.admit(subscription.clone(), admission).await?;
+        Ok((subscription, granted))
+    }
+
+    /// Stores a new reader and starts delivering it, under the capacity rule: a place is taken
+    /// under `limit` (beside the `count` delivery already has), and given back once the reader
+    /// is in delivery (which counts it) or was not stored. Durable when this returns.
+    pub(super) async fn admit(
+        &self,
+        reader: Subscription,
+        admission: Admission<'_>,
+    ) -> Result<(), EngineError> {
+        let Admission {
+            counted_as,
+            limit,
+            count,
+            matcher,
+            retry,
+        } = admission;
+        if !self.capacity.take(counted_as, limit, count) {
             return Err(EngineError::SourceFull {
-                source_name: policy.name.clone(),
-                limit: policy.max_subscriptions.unwrap_or(0),
+                source_name: counted_as.clone(),
+                limit: limit.unwrap_or(0),
             });
         }
         let stored = self
             .store
-            .insert_subscription(&subscription, self.delivery.node())
+            .insert_subscription(&reader, self.delivery.node())
             .await;
         if let Ok(cursor) = stored {
             let progress = DeliveryProgress {
@@ -81,13 +115,12 @@ impl Engine {
                 ..Default::default()
             };
             self.delivery
-                .start_reading(subscription.clone(), progress, matcher, policy.retry)
+                .start_reading(reader, progress, matcher, retry)
                 .await;
         }
-        // In delivery now, which counts it, or not stored: the place goes back either way.
-        self.capacity.give_back(&subscription.source);
+        self.capacity.give_back(counted_as);
         stored?;
-        Ok((subscription, granted))
+        Ok(())
     }
 
     /// The subscription's filter, compiled for its dialect.

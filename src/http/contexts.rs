@@ -4,14 +4,14 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_TYPE, COOKIE, HOST};
+use axum::http::header::{CONTENT_TYPE, COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::api::{body_problem, engine_problem, json_response, problem};
-use super::soap::{media_type, soap_action};
+use super::soap::{base_url, media_type, soap_action};
 use super::{AppState, read_body, views};
 use crate::context::{self, ContextReply, ContextRequest};
 use crate::domain::subscription::{SourceName, SubscriptionId};
@@ -20,18 +20,6 @@ use crate::eventing::notify::notification_message_id;
 use crate::metrics::{CallbackLabels, RequestLabels};
 use crate::soap::envelope::parse_document;
 use crate::soap::xml;
-
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.public_url {
-        return url.to_string();
-    }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    format!("http://{host}")
-}
 
 /// `POST /contexts/{name}`: context exchange and forwarding to the service's backend.
 async fn gateway(

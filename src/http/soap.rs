@@ -40,7 +40,8 @@ pub(super) fn soap_action(headers: &HeaderMap) -> Option<String> {
     Some(value.trim().trim_matches('"').to_owned())
 }
 
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+/// herald's base URL as clients reach it: `public_url`, else from the Host header.
+pub(super) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.public_url {
         return url.to_string();
     }

@@ -108,12 +108,7 @@ impl InstanceView {
     /// The view of an instance's record, with its log's head.
     pub fn of(service: &SourceName, record: SubscriptionRecord, head: u64) -> InstanceView {
         let subscription = record.subscription;
-        let (status, end_reason, ended_at) = match record.status {
-            SubscriptionStatus::Active => ("active", None, None),
-            SubscriptionStatus::Ended { reason, at } => {
-                ("ended", Some(reason.as_str()), Some(format_datetime(at)))
-            }
-        };
+        let (status, end_reason, ended_at) = status_parts(&record.status);
         let progress = record.progress;
         let notify_to = subscription.notify_to;
         InstanceView {
@@ -145,6 +140,18 @@ impl InstanceView {
             next_attempt_at: progress.next_attempt_at.map(format_datetime),
             failing_since: progress.failing_since.map(format_datetime),
             last_error: progress.last_error,
+        }
+    }
+}
+
+/// `active` or `ended`, the end reason and when it ended.
+fn status_parts(
+    status: &SubscriptionStatus,
+) -> (&'static str, Option<&'static str>, Option<String>) {
+    match *status {
+        SubscriptionStatus::Active => ("active", None, None),
+        SubscriptionStatus::Ended { reason, at } => {
+            ("ended", Some(reason.as_str()), Some(format_datetime(at)))
         }
     }
 }
@@ -204,12 +211,7 @@ impl SubscriptionView {
     /// The view of a stored record, with the source's `head` when known.
     pub fn of(record: SubscriptionRecord, head: Option<u64>) -> SubscriptionView {
         let subscription = record.subscription;
-        let (status, end_reason, ended_at) = match record.status {
-            SubscriptionStatus::Active => ("active", None, None),
-            SubscriptionStatus::Ended { reason, at } => {
-                ("ended", Some(reason.as_str()), Some(format_datetime(at)))
-            }
-        };
+        let (status, end_reason, ended_at) = status_parts(&record.status);
         let progress = record.progress;
         let head = head.unwrap_or(progress.cursor);
         SubscriptionView {
