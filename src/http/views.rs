@@ -4,7 +4,9 @@ use serde::Serialize;
 
 use crate::domain::event::Event;
 use crate::domain::expiry::format_datetime;
-use crate::domain::subscription::{SourceName, SubscriptionRecord, SubscriptionStatus};
+use crate::domain::subscription::{
+    DeliveryProgress, SourceName, SubscriptionRecord, SubscriptionStatus,
+};
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize)]
@@ -82,16 +84,10 @@ pub struct InstanceView {
     pub created_at: String,
     /// When it ends unless a request participates in it first.
     pub idle_until: Option<String>,
-    /// The last callback handled.
-    pub cursor: u64,
-    /// The last callback queued.
-    pub head: u64,
-    /// Callbacks queued and not yet delivered.
-    pub backlog: u64,
-    pub attempts: u32,
-    pub next_attempt_at: Option<String>,
-    pub failing_since: Option<String>,
-    pub last_error: Option<String>,
+    /// Delivery of its callbacks: `cursor` (the last handled), `head` (the last queued),
+    /// `backlog`, and the retry state.
+    #[serde(flatten)]
+    pub progress: ProgressView,
 }
 
 /// An instance's callback endpoint reference.
@@ -129,17 +125,7 @@ impl InstanceView {
             node: record.owner,
             created_at: format_datetime(subscription.created_at),
             idle_until: subscription.expires_at.map(format_datetime),
-            cursor: progress.cursor,
-            head,
-            backlog: if status == "active" {
-                head.saturating_sub(progress.cursor)
-            } else {
-                0
-            },
-            attempts: progress.attempts,
-            next_attempt_at: progress.next_attempt_at.map(format_datetime),
-            failing_since: progress.failing_since.map(format_datetime),
-            last_error: progress.last_error,
+            progress: ProgressView::of(progress, head, status == "active"),
         }
     }
 }
@@ -180,16 +166,41 @@ pub struct SubscriptionView {
     pub filter: Option<FilterView>,
     pub created_at: String,
     pub expires_at: Option<String>,
+    #[serde(flatten)]
+    pub progress: ProgressView,
+}
+
+/// Where a reader is in its log, and its retry state.
+#[derive(Debug, Serialize)]
+pub struct ProgressView {
     /// The last sequence number handled.
     pub cursor: u64,
-    /// The source's last sequence number.
+    /// The log's last sequence number.
     pub head: u64,
-    /// Events after the cursor (0 once ended).
+    /// Entries after the cursor (0 once ended).
     pub backlog: u64,
     pub attempts: u32,
     pub next_attempt_at: Option<String>,
     pub failing_since: Option<String>,
     pub last_error: Option<String>,
+}
+
+impl ProgressView {
+    fn of(progress: DeliveryProgress, head: u64, active: bool) -> ProgressView {
+        ProgressView {
+            cursor: progress.cursor,
+            head,
+            backlog: if active {
+                head.saturating_sub(progress.cursor)
+            } else {
+                0
+            },
+            attempts: progress.attempts,
+            next_attempt_at: progress.next_attempt_at.map(format_datetime),
+            failing_since: progress.failing_since.map(format_datetime),
+            last_error: progress.last_error,
+        }
+    }
 }
 
 /// The versions a subscriber speaks.
@@ -238,17 +249,7 @@ impl SubscriptionView {
             }),
             created_at: format_datetime(subscription.created_at),
             expires_at: subscription.expires_at.map(format_datetime),
-            cursor: progress.cursor,
-            head,
-            backlog: if status == "active" {
-                head.saturating_sub(progress.cursor)
-            } else {
-                0
-            },
-            attempts: progress.attempts,
-            next_attempt_at: progress.next_attempt_at.map(format_datetime),
-            failing_since: progress.failing_since.map(format_datetime),
-            last_error: progress.last_error,
+            progress: ProgressView::of(progress, head, status == "active"),
         }
     }
 }
