@@ -168,11 +168,10 @@ async fn the_readmes_context_service_and_callback_work_as_written() {
         .to_owned();
 
     // The README's curl call: its path and its JSON body, as written.
-    let curl = between(
-        between(section, "queues a callback", "\n## "),
-        "```sh\n",
-        "```",
-    );
+    let after = &section[section
+        .find("queues a callback")
+        .expect("the callback paragraph")..];
+    let curl = between(after, "```sh\n", "```");
     let path = between(curl, "http://127.0.0.1:8080", " ").replace("$INSTANCE", &instance);
     let body = between(curl, "-d '", "'");
     let response = server
