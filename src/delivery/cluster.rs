@@ -138,6 +138,21 @@ impl Node {
         }
     }
 
+    /// Another node took a reader over: let go of it, unless the store says this node owns it
+    /// (signals carry no order: a later redirect to this node may have overtaken this one).
+    async fn let_go_unless_owned(&self, id: crate::domain::subscription::SubscriptionId) {
+        match self.store.subscription_record(id).await {
+            Ok(Some(record)) if record.owner.as_deref() == Some(self.id.as_str()) => {}
+            Ok(_) => {
+                self.readers.remove_id(id);
+            }
+            Err(err) => {
+                // The progress writer's fencing stops it here if another node owns it.
+                tracing::warn!(%id, error = %err, "could not read a moved reader's owner");
+            }
+        }
+    }
+
     /// Keeps the lease, claims orphans and follows the signals until delivery stops.
     pub async fn run(self: Arc<Self>, mut signals: Option<mpsc::Receiver<Signal>>) {
         let mut renew =
@@ -163,7 +178,7 @@ impl Node {
                         self.readers.remove_id(id);
                     }
                     Some(Signal::Moved(id, node)) if node != self.id => {
-                        self.readers.remove_id(id);
+                        self.let_go_unless_owned(id).await;
                     }
                     Some(Signal::Moved(..)) => {}
                     Some(Signal::Released) => {

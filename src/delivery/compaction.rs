@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::Clock;
+use crate::domain::context::service_of;
 use crate::store::Store;
 
 /// Deletes events every cursor has passed once they are older than `retention`, from every
@@ -43,6 +44,12 @@ pub(super) async fn run(
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(%source, removed, "events compacted"),
                 Err(err) => tracing::warn!(%source, error = %err, "compaction failed"),
+            }
+            // An ended context instance's log, once empty, is forgotten altogether.
+            if service_of(source).is_some()
+                && let Err(err) = store.forget_log(source).await
+            {
+                tracing::warn!(%source, error = %err, "forgetting an ended log failed");
             }
         }
     }

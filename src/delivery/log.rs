@@ -154,25 +154,31 @@ impl EventLog {
         names
     }
 
-    /// Opens a tail for a log that comes and goes (nothing when it is open), its head at
-    /// `cursor` until it has read what the store holds after it.
+    /// Opens a tail for a log that comes and goes (nothing when it is open), empty, at the
+    /// log's head in the store (its backlog is read from the store as a reader needs it).
     pub async fn open(&self, name: &SourceName, cursor: u64) {
         if self.tail(name).is_some() {
             return;
         }
+        let head = match self.store.log_head(name).await {
+            Ok(head) => head.max(cursor),
+            Err(err) => {
+                tracing::warn!(log = %name, error = %err, "reading a log's head failed; the next poll reads it");
+                cursor
+            }
+        };
         {
             let mut tails = self.tails.write().unwrap_or_else(|e| e.into_inner());
             tails.entry(name.clone()).or_insert_with(|| {
                 Arc::new(Tail {
                     name: name.clone(),
-                    ring: Mutex::new(Ring::starting_at(cursor)),
+                    ring: Mutex::new(Ring::starting_at(head)),
                     extend: tokio::sync::Mutex::new(()),
                     publisher: None,
                     limits: SMALL_RING,
                 })
             });
         }
-        self.catch_up(name).await;
     }
 
     /// Closes the tail of a log that comes and goes (a configured source's stays).

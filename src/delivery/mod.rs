@@ -362,10 +362,21 @@ impl Dispatcher {
         matcher: Option<Arc<dyn Matcher>>,
         retry: RetryPolicy,
     ) {
-        if !self.log.is_lasting(&subscription.source) {
-            self.log.open(&subscription.source, progress.cursor).await;
+        let mut subscription = subscription;
+        // A removal may close a transient log's tail between opening and adding: open again.
+        for _ in 0..3 {
+            if !self.log.is_lasting(&subscription.source) {
+                self.log.open(&subscription.source, progress.cursor).await;
+            }
+            match self
+                .readers
+                .add(subscription, progress.clone(), matcher.clone(), retry)
+            {
+                Ok(()) => return,
+                Err(back) => subscription = *back,
+            }
         }
-        self.readers.add(subscription, progress, matcher, retry);
+        tracing::warn!(id = %subscription.id, log = %subscription.source, "could not open the log's tail; the reader starts at the next join");
     }
 
     /// Stops delivering a subscription the store has ended; its SubscriptionEnd, if any, is

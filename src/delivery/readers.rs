@@ -98,39 +98,45 @@ impl Readers {
     }
 
     /// Starts delivering a stored, active subscription to its reader, retried under `retry`;
-    /// nothing when it is delivered already. The log's tail must be open.
+    /// nothing when it is delivered already. `Err` gives the subscription back when its log is
+    /// one that comes and goes and its tail is not open (closed meanwhile): open it and retry.
     pub fn add(
         &self,
         subscription: Subscription,
         progress: DeliveryProgress,
         matcher: Option<Arc<dyn Matcher>>,
         retry: RetryPolicy,
-    ) {
-        let (log, opened) = {
+    ) -> Result<(), Box<Subscription>> {
+        let source = subscription.source.clone();
+        let id = subscription.id;
+        // The entry and the reader go in under the registry's lock, so that a removal cannot
+        // close the tail between them.
+        let (reader, opened) = {
             let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
-            match logs.get(&subscription.source) {
+            if !self.log.is_lasting(&source) && self.log.head(&source).is_none() {
+                return Err(Box::new(subscription));
+            }
+            let (log, opened) = match logs.get(&source) {
                 Some(log) => (log.clone(), false),
                 None => {
                     let log: Arc<LogReaders> = Arc::default();
-                    logs.insert(subscription.source.clone(), log.clone());
+                    logs.insert(source.clone(), log.clone());
                     (log, true)
                 }
-            }
-        };
-        if opened {
-            self.count_instance(&subscription.source, true);
-        }
-        let id = subscription.id;
-        let reader = {
+            };
             let mut readers = lock(&log.readers);
             if readers.contains_key(&id) {
-                return;
+                return Ok(());
             }
             let reader = Arc::new(Reader::new(subscription, progress, matcher, retry));
             readers.insert(id, reader.clone());
-            reader
+            (reader, opened)
         };
+        if opened {
+            self.count_instance(&source, true);
+        }
         self.kick(&reader);
+        Ok(())
     }
 
     /// Stops delivering it; its worker stops at its next step. True when it was delivered here.
@@ -144,7 +150,7 @@ impl Readers {
             let removed = readers.remove(&id);
             (removed, readers.is_empty())
         };
-        if now_unread && !self.log.is_lasting(source) {
+        if removed.is_some() && now_unread && !self.log.is_lasting(source) {
             let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
             if logs
                 .get(source)

@@ -16,9 +16,9 @@ use crate::domain::context::{instance_log, service_of};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    EndReason, EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery,
-    SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord, SubscriptionStatus,
-    WireDialect, WsaVersion,
+    DeliveryProgress, EndReason, EndpointRef, EventingVersion, LogKind, NotificationFormat,
+    ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord,
+    SubscriptionStatus, WireDialect, WsaVersion,
 };
 
 /// What a request naming an instance herald does not know gets.
@@ -196,11 +196,15 @@ impl Engine {
             return Err(EngineError::UnknownSubscription);
         }
         // The reader delivered so far (here, or on another node told by the store) lets go;
-        // its progress here is fresher than the store's.
-        let progress = self
+        // its cursor here is fresher than the store's. A new endpoint starts with no failures.
+        let cursor = self
             .delivery
             .progress(&instance.source, id)
-            .unwrap_or(progress);
+            .map_or(progress.cursor, |here| here.cursor.max(progress.cursor));
+        let progress = DeliveryProgress {
+            cursor,
+            ..DeliveryProgress::default()
+        };
         self.delivery.stop_reading(&instance.source, id);
         self.delivery
             .start_reading(instance, progress, None, policy.retry)
@@ -233,6 +237,15 @@ impl Engine {
             .ok_or(EngineError::UnknownSubscription)?;
         if let SubscriptionStatus::Ended { reason, .. } = record.status {
             return Err(EngineError::InstanceEnded(reason));
+        }
+        // Idle past its time-to-live, the sweeper about to end it: refused, not accepted and
+        // then never delivered.
+        if record
+            .subscription
+            .expires_at
+            .is_some_and(|at| at <= self.clock.now())
+        {
+            return Err(EngineError::InstanceEnded(EndReason::Expired));
         }
         let instance = record.subscription;
         if instance.notify_to.address.is_empty() {

@@ -217,6 +217,10 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
 
+    /// Forgets a log's head once it holds no events and has no active reader; true when it was
+    /// forgotten. Only for logs that are never written again once ended (context instances').
+    async fn forget_log(&self, log: &SourceName) -> Result<bool, StoreError>;
+
     /// The last sequence number handed out in one log (0 when it has none).
     async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError>;
 

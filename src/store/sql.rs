@@ -118,7 +118,8 @@ pub static END_SUBSCRIPTION: Sql = Sql::new(concat!(
 /// Points active reader `$5` (unexpired at `$6`) at endpoint `$1` in SOAP `$2` and
 /// WS-Addressing `$3`, owned by node `$4` from now on.
 pub static REDIRECT: Sql = Sql::new(concat!(
-    "UPDATE subscriptions SET notify_to = $1, soap = $2, addressing = $3, owner = $4
+    "UPDATE subscriptions SET notify_to = $1, soap = $2, addressing = $3, owner = $4,
+         attempts = 0, next_attempt_at = NULL, failing_since = NULL, last_error = NULL
      WHERE id = $5 AND status = 'active' AND (expires_at IS NULL OR expires_at > $6)
      RETURNING ",
     subscription_columns!(),
@@ -166,6 +167,14 @@ pub static EVENTS_AFTER: Sql = Sql::new(
 
 /// Log `$1`'s head.
 pub static LOG_HEAD: Sql = Sql::new("SELECT last_seq FROM source_heads WHERE source = $1");
+
+/// Forgets log `$1`'s head once it holds no events and has no active reader (an ended
+/// context instance's log, compacted).
+pub static FORGET_LOG: Sql = Sql::new(
+    "DELETE FROM source_heads WHERE source = $1
+         AND NOT EXISTS (SELECT 1 FROM events WHERE source = $1)
+         AND NOT EXISTS (SELECT 1 FROM subscriptions WHERE source = $1 AND status = 'active')",
+);
 
 /// Every source's head.
 pub static SOURCE_HEADS: Sql = Sql::new("SELECT source, last_seq FROM source_heads");

@@ -821,3 +821,68 @@ async fn a_service_takes_at_most_max_instances() {
     open_instance(&server).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_callback_endpoint_starts_without_the_old_ones_failures() {
+    let backend = Backend::start().await;
+    let sink = Sink::start().await;
+    let server = start(&backend, |config| {
+        config.contexts[0].retry.give_up_after = Duration::from_secs(60);
+        config.contexts[0].retry.initial = Duration::from_millis(500);
+        config.contexts[0].retry.max = Duration::from_secs(30);
+    })
+    .await;
+    let path = |id: &str| format!("/api/v1/contexts/cart/instances/{id}");
+    let id = open_instance(&server).await;
+    sink.behave("dead", Behavior::AlwaysFail);
+    set_callback(&server, &id, &sink.url("dead"), "client").await;
+    assert_eq!(queue(&server, &id, 1).await.0, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, instance) = json(&server, reqwest::Method::GET, &path(&id), None).await;
+        if instance["attempts"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{instance}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client names a working endpoint: the callback goes there at once, not after the
+    // dead one's back-off.
+    let moved = Instant::now();
+    set_callback(&server, &id, &sink.url("alive"), "client").await;
+    let received = sink
+        .wait_accepted("alive", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(numbers(&received), [1]);
+    assert!(
+        moved.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        moved.elapsed()
+    );
+    let (_, instance) = json(&server, reqwest::Method::GET, &path(&id), None).await;
+    assert_eq!(instance["attempts"], 0, "{instance}");
+    assert_eq!(instance["last_error"], Value::Null, "{instance}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_to_an_instance_idle_past_its_time_is_refused() {
+    let backend = Backend::start().await;
+    let sink = Sink::start().await;
+    let server = start(&backend, |config| {
+        // The sweeper would end it soon after; here it does not run in time.
+        config.sweep_interval = Duration::from_secs(1000);
+        config.contexts[0].idle_ttl = Duration::from_secs(1);
+    })
+    .await;
+    let id = open_instance(&server).await;
+    set_callback(&server, &id, &sink.url("late"), "client").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, problem) = queue(&server, &id, 1).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("expired"),
+        "{problem}"
+    );
+    server.stop().await;
+}

@@ -314,6 +314,14 @@ impl Store for PostgresStore {
         rows.iter().map(decode_event).collect()
     }
 
+    async fn forget_log(&self, log: &SourceName) -> Result<bool, StoreError> {
+        let result = sqlx::query(sql::FORGET_LOG.postgres())
+            .bind(log.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {
         let head: Option<i64> = sqlx::query_scalar(sql::LOG_HEAD.postgres())
             .bind(log.as_str())

@@ -296,6 +296,15 @@ impl Store for SqliteStore {
         rows.iter().map(decode_event).collect()
     }
 
+    async fn forget_log(&self, log: &SourceName) -> Result<bool, StoreError> {
+        let _writing = self.write.lock().await;
+        let result = sqlx::query(sql::FORGET_LOG.sqlite())
+            .bind(log.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {
         let head: Option<i64> = sqlx::query_scalar(sql::LOG_HEAD.sqlite())
             .bind(log.as_str())

@@ -292,3 +292,48 @@ async fn appends_to_several_logs_share_one_transaction_in_order() {
     heads.sort();
     assert_eq!(heads, [(a, 3), (b, 1)]);
 }
+
+#[tokio::test]
+async fn an_ended_logs_head_is_forgotten_once_it_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let node = NodeId::parse("embedded").unwrap();
+    let log = SourceName::parse("cart.0123456789abcdef0123456789abcdef").unwrap();
+    let event = NewEvent {
+        action: "a".into(),
+        payload: "<e/>".into(),
+    };
+    store
+        .append_events(&log, std::slice::from_ref(&event), Timestamp::now())
+        .await
+        .unwrap();
+    assert!(!store.forget_log(&log).await.unwrap(), "it holds an event");
+    // An active reader keeps it too, events or not.
+    let reader = Subscription {
+        source: log.clone(),
+        ..subscription()
+    };
+    store.insert_subscription(&reader, &node).await.unwrap();
+    let later = Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+    store.compact_events(&log, later).await.unwrap();
+    assert_eq!(store.log_head(&log).await.unwrap(), 1);
+    assert!(
+        !store.forget_log(&log).await.unwrap(),
+        "it has an active reader"
+    );
+    store
+        .end_subscription(reader.id, EndReason::Unsubscribed, Timestamp::now())
+        .await
+        .unwrap();
+    store.compact_events(&log, later).await.unwrap();
+    assert!(store.forget_log(&log).await.unwrap());
+    assert_eq!(store.log_head(&log).await.unwrap(), 0);
+    assert!(
+        store
+            .source_heads()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(name, _)| name != &log)
+    );
+}
