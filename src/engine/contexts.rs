@@ -184,6 +184,7 @@ impl Engine {
             .check_url(&endpoint.address)
             .await
             .map_err(|err| EngineError::EndpointRefused(err.to_string()))?;
+        let _replacing = self.redirects.lock().await;
         let now = self.clock.now();
         let redirected = self
             .store

@@ -136,6 +136,9 @@ pub struct Engine {
     filters: Arc<dyn FilterEngine>,
     endpoints: Arc<EndpointPolicy>,
     capacity: capacity::Capacity,
+    /// Held while a callback endpoint is replaced (store, then delivery), so that two
+    /// replacements on this node cannot leave delivery on the older one. They are rare.
+    redirects: tokio::sync::Mutex<()>,
     clock: Clock,
 }
 
@@ -157,6 +160,7 @@ impl Engine {
             filters,
             endpoints,
             capacity: capacity::Capacity::default(),
+            redirects: tokio::sync::Mutex::new(()),
             clock,
         })
     }
