@@ -16,6 +16,7 @@ use crate::engine::Engine;
 use crate::eventing::notify::EventingEnvelopes;
 use crate::filter::StandardFilters;
 use crate::http::{self, AppState};
+use crate::invoke::bridge::AmqpBridges;
 use crate::metrics::Metrics;
 use crate::store::{NodeId, PostgresStore, SqliteStore, Store, StoreError};
 
@@ -45,6 +46,7 @@ pub struct Application {
     state: AppState,
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
+    client: DeliveryClient,
     config: Config,
 }
 
@@ -74,8 +76,14 @@ impl Application {
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             node,
-            client,
-            Arc::new(EventingEnvelopes),
+            client.clone(),
+            (
+                Arc::new(EventingEnvelopes),
+                AmqpBridges::new(config.invocations.agents.iter().filter_map(|agent| {
+                    let bridge = agent.bridge.clone()?;
+                    Some((agent.name.clone(), bridge))
+                })),
+            ),
             config.delivery.clone(),
             config
                 .sources
@@ -87,13 +95,27 @@ impl Application {
         ));
         let engine = Engine::new(
             store.clone(),
-            (config.sources.clone(), config.contexts.clone()),
+            (
+                config.sources.clone(),
+                config.contexts.clone(),
+                config.invocations.clone(),
+            ),
             dispatcher.clone(),
             Arc::new(StandardFilters::new(Arc::new(EventingEnvelopes))),
             policy,
             config.clock,
         );
         engine.start().await?;
+        match engine.recover_invocations().await {
+            Ok(0) => {}
+            Ok(resumed) => {
+                tracing::warn!(
+                    resumed,
+                    "invocations in flight at the last stop are called again"
+                )
+            }
+            Err(err) => tracing::error!(error = %err, "recovering invocations failed"),
+        }
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -116,6 +138,7 @@ impl Application {
             state,
             store,
             dispatcher,
+            client,
             config,
         })
     }
@@ -149,6 +172,18 @@ impl Application {
                 .clone()
                 .run_sweeper(self.config.sweep_interval, stop.clone()),
         );
+        let runners = tokio_util::task::TaskTracker::new();
+        for invoker in self.state.engine.invokers() {
+            runners.spawn(crate::invoke::runner::run(
+                self.state.engine.clone(),
+                invoker.clone(),
+                self.client.clone(),
+                self.state.metrics.clone(),
+                stop.clone(),
+                self.config.client.request_timeout,
+            ));
+        }
+        runners.close();
         let refused = self.state.metrics.connections_refused.clone();
         let router = http::router(self.state);
         let served = http::server::serve(
@@ -163,6 +198,7 @@ impl Application {
         if let Err(err) = sweeper.await {
             tracing::warn!(error = %err, "expiry sweeper ended abnormally");
         }
+        runners.wait().await;
         self.dispatcher
             .stop(self.config.client.request_timeout + std::time::Duration::from_secs(1))
             .await;

@@ -36,6 +36,7 @@ pub mod engine;
 pub mod eventing;
 pub mod filter;
 pub mod http;
+pub mod invoke;
 pub mod metrics;
 pub mod soap;
 pub mod store;

@@ -56,6 +56,23 @@ pub struct CallbackLabels {
 }
 
 /// herald's metrics and the registry that exposes them.
+/// Labels of invocation counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvocationLabels {
+    /// The invoker.
+    pub invoker: String,
+    /// `callback`, `kept`, `failed` (given up, refused or faulted), `retried` (a call failed and
+    /// is retried), `resumed` (taken over while running).
+    pub outcome: &'static str,
+}
+
+/// Labels of agent gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    /// The agent.
+    pub agent: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// SOAP requests by operation and outcome.
@@ -81,6 +98,16 @@ pub struct Metrics {
     pub callbacks_queued: Family<ContextLabels, Counter>,
     /// Callbacks refused per context service and reason.
     pub callbacks_refused: Family<CallbackLabels, Counter>,
+    /// Invocations by invoker and outcome.
+    pub invocations: Family<InvocationLabels, Counter>,
+    /// Seconds from a raise to its invocation's end (callback, kept or failed).
+    pub invocation_latency: Histogram,
+    /// Messages on an agent's pull queue not yet acknowledged.
+    pub agent_depth: Family<AgentLabels, Gauge>,
+    /// Of those, leased to a listener now.
+    pub agent_leased: Family<AgentLabels, Gauge>,
+    /// Messages of an agent its AMQP bridge has not had confirmed yet.
+    pub bridge_lag: Family<AgentLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -151,8 +178,46 @@ impl Default for Metrics {
             "Callbacks refused, by reason",
             callbacks_refused.clone(),
         );
+        let invocations = Family::<InvocationLabels, Counter>::default();
+        registry.register(
+            "invocations",
+            "Invocations by invoker and outcome",
+            invocations.clone(),
+        );
+        let invocation_latency = Histogram::new([
+            0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+            600.0,
+        ]);
+        registry.register(
+            "invocation_latency_seconds",
+            "Seconds from a raise to its invocation's end",
+            invocation_latency.clone(),
+        );
+        let agent_depth = Family::<AgentLabels, Gauge>::default();
+        registry.register(
+            "agent_depth",
+            "Messages on an agent's pull queue not yet acknowledged",
+            agent_depth.clone(),
+        );
+        let agent_leased = Family::<AgentLabels, Gauge>::default();
+        registry.register(
+            "agent_leased",
+            "Messages of an agent leased to a listener now",
+            agent_leased.clone(),
+        );
+        let bridge_lag = Family::<AgentLabels, Gauge>::default();
+        registry.register(
+            "bridge_lag_messages",
+            "Messages of an agent its AMQP bridge has not had confirmed yet",
+            bridge_lag.clone(),
+        );
         Metrics {
             registry,
+            invocations,
+            invocation_latency,
+            agent_depth,
+            agent_leased,
+            bridge_lag,
             callbacks_queued,
             callbacks_refused,
             connections_refused,

@@ -94,6 +94,46 @@ pub(super) struct FileConfig {
     pub(super) delivery: Option<DeliveryFile>,
     pub(super) sources: Option<BTreeMap<String, SourceFile>>,
     pub(super) contexts: Option<BTreeMap<String, ContextFile>>,
+    pub(super) invocations: Option<InvocationsFile>,
+    pub(super) invokers: Option<BTreeMap<String, InvokerFile>>,
+    pub(super) agents: Option<BTreeMap<String, AgentFile>>,
+}
+
+/// `[invocations]`: defaults of invokers and agents.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InvocationsFile {
+    pub(super) default_agent: Option<String>,
+    pub(super) error_agent: Option<String>,
+    pub(super) visibility_timeout: Option<String>,
+}
+
+/// `[invokers.NAME]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InvokerFile {
+    pub(super) url: Option<String>,
+    pub(super) soap: Option<String>,
+    pub(super) action: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) concurrency: Option<usize>,
+    pub(super) idempotency_window: Option<String>,
+    pub(super) max_payload_bytes: Option<usize>,
+    pub(super) retry_initial: Option<String>,
+    pub(super) retry_max: Option<String>,
+    pub(super) retry_after_cap: Option<String>,
+    pub(super) give_up_after: Option<String>,
+    pub(super) parameters: Option<BTreeMap<String, String>>,
+}
+
+/// `[agents.NAME]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AgentFile {
+    pub(super) pull: Option<bool>,
+    pub(super) amqp_url: Option<String>,
+    pub(super) amqp_queue: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

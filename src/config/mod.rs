@@ -3,6 +3,7 @@
 
 mod args;
 mod contexts;
+mod invocations;
 mod sources;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use crate::delivery::DeliverySettings;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::policy::{HostPattern, Network};
 use crate::domain::clock::Clock;
-use crate::engine::{ContextPolicy, SourcePolicy};
+use crate::engine::{ContextPolicy, InvocationPolicy, SourcePolicy};
 use crate::http::server::ConnectionLimits;
 use crate::soap::envelope::Limits;
 use crate::store::NodeId;
@@ -71,6 +72,8 @@ pub struct Config {
     pub sources: Vec<SourcePolicy>,
     /// Callback context services (none unless configured).
     pub contexts: Vec<ContextPolicy>,
+    /// Invokers and agents (none unless configured).
+    pub invocations: InvocationPolicy,
     /// Bearer token for publishing and the JSON API.
     pub api_token: Option<String>,
     /// PostgreSQL URL; `None` for the embedded store in `data_dir`.
@@ -363,6 +366,23 @@ impl Config {
             .into_iter()
             .map(|(name, context)| contexts::context_policy(&name, context, &base))
             .collect::<Result<Vec<_>, _>>()?;
+        let invocations = invocations::invocation_policy(
+            file.invocations,
+            file.invokers.unwrap_or_default(),
+            file.agents.unwrap_or_default(),
+            &base,
+        )?;
+        // A declared agent is also an event source: SOAP subscribers subscribe to it.
+        let mut sources = sources;
+        for agent in &invocations.agents {
+            if sources.iter().any(|source| source.name == agent.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "agent '{}' has the name of a source",
+                    agent.name
+                )));
+            }
+            sources.push(source_policy(agent.name.as_str(), base.clone(), &base)?);
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -374,6 +394,7 @@ impl Config {
             connections,
             sources,
             contexts,
+            invocations,
             api_token,
             database,
             node_id,

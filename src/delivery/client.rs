@@ -198,7 +198,101 @@ impl DeliveryClient {
     }
 }
 
+/// What came of a call whose answer matters (an invocation's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// The service answered.
+    Answered {
+        /// The HTTP status.
+        status: u16,
+        /// `Content-Type`, if any.
+        content_type: Option<String>,
+        /// `Retry-After`, if any.
+        retry_after: Option<Duration>,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// No answer: a transport error or a timeout (`refused`: the endpoint policy refused the
+    /// address, which calling again will not change; or the body was larger than allowed).
+    Failed {
+        /// What happened.
+        error: String,
+        /// Whether calling again is pointless.
+        refused: bool,
+    },
+}
+
 impl DeliveryClient {
+    /// POSTs `message` within `timeout` and returns the answer, its body read up to
+    /// `max_body` bytes (a longer one is a failure: nothing is cut silently).
+    pub async fn call(&self, message: &Outgoing, timeout: Duration, max_body: usize) -> Call {
+        let failed = |error: String, refused: bool| Call::Failed { error, refused };
+        let url = match parse_endpoint(&message.url) {
+            Ok(url) => url,
+            Err(err) => return failed(err.to_string(), true),
+        };
+        if let Err(err) = self.policy.check_literal(&url) {
+            return failed(err.to_string(), true);
+        }
+        let Ok(content_type) = HeaderValue::from_str(&message.content_type) else {
+            return failed("invalid content type".into(), true);
+        };
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(timeout)
+            .header(CONTENT_TYPE, content_type)
+            .body(message.body.clone());
+        if let Some(action) = &message.soap_action {
+            request = request.header("SOAPAction", format!("\"{action}\""));
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => {
+                let refused = cause::<PolicyError>(&err).is_some();
+                return failed(self.describe(&err), refused);
+            }
+        };
+        let status = response.status().as_u16();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value: &HeaderValue| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header(RETRY_AFTER).as_deref().and_then(parse_retry_after);
+        let content_type = header(CONTENT_TYPE);
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > max_body => {
+                    return failed(
+                        format!("HTTP {status}, with a body larger than {max_body} bytes"),
+                        true,
+                    );
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(err) => {
+                    return failed(
+                        format!(
+                            "HTTP {status}, then reading the response failed: {}",
+                            self.describe(&err)
+                        ),
+                        false,
+                    );
+                }
+            }
+        }
+        Call::Answered {
+            status,
+            content_type,
+            retry_after,
+            body,
+        }
+    }
+
     /// What went wrong with a request, in an operator's words: the endpoint policy's refusal
     /// (a name that does not resolve, a forbidden address), a refused or reset connection, a
     /// timeout, and otherwise the innermost cause.

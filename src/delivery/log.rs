@@ -318,6 +318,13 @@ impl EventLog {
         lock(&tail.ring).head != before
     }
 
+    /// Adds an event the store appended outside this log's appender to its tail, when open.
+    pub async fn appended(&self, event: Arc<Event>) {
+        if let Some(tail) = self.tail(&event.source) {
+            self.add(&tail, &[event]).await;
+        }
+    }
+
     /// The logs whose head in the store is past this node's tail.
     pub async fn behind(&self) -> Vec<SourceName> {
         let heads = match self.store.source_heads().await {

@@ -72,6 +72,14 @@ pub trait Envelopes: Send + Sync {
     fn subscription_end(&self, subscription: &Subscription, reason: EndReason) -> Option<Outgoing>;
 }
 
+/// Publishes an event for a reader delivered to a message broker (an agent's AMQP bridge).
+/// Implemented above delivery, which knows nothing of brokers' protocols.
+#[async_trait]
+pub trait Bridge: Send + Sync {
+    /// Publishes `event` for `reader`; delivered once the broker confirms it.
+    async fn publish(&self, reader: &Subscription, event: &Event) -> client::Attempt;
+}
+
 /// Tuning of delivery.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -177,7 +185,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         node: NodeId,
         client: DeliveryClient,
-        envelopes: Arc<dyn Envelopes>,
+        (envelopes, bridge): (Arc<dyn Envelopes>, Arc<dyn Bridge>),
         settings: DeliverySettings,
         logs: Vec<(SourceName, RetryPolicy)>,
         clock: Clock,
@@ -205,6 +213,7 @@ impl Dispatcher {
             lease: lease.clone(),
             client: client.clone(),
             envelopes: envelopes.clone(),
+            bridge,
             permits: permits.clone(),
             progress: progress_tx,
             engine: engine.clone(),
@@ -428,6 +437,14 @@ impl Dispatcher {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<Event>>, PublishError> {
         self.log.append(log, events).await
+    }
+
+    /// Takes note of an event the store appended in a caller's transaction (an agent's
+    /// message): its log's tail takes it, when open here, and its readers wake.
+    pub async fn appended(&self, event: Event) {
+        let source = event.source.clone();
+        self.log.appended(Arc::new(event)).await;
+        self.readers.wake(&source);
     }
 
     /// The last sequence number of any log, read from the store when its tail is not open here.

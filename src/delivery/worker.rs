@@ -13,9 +13,9 @@ use super::lease::Lease;
 use super::log::EventLog;
 use super::reader::Reader;
 use super::retry::RetryPolicy;
-use super::{EngineLink, Envelopes, lock};
+use super::{Bridge, EngineLink, Envelopes, lock};
 use crate::domain::clock::Clock;
-use crate::domain::subscription::{DeliveryProgress, SubscriptionId};
+use crate::domain::subscription::{DeliveryProgress, ReaderDelivery, SubscriptionId};
 use crate::metrics::{DeliveryLabels, Metrics};
 
 /// Events fetched per step.
@@ -31,6 +31,8 @@ pub(super) struct Sending {
     pub lease: Arc<Lease>,
     pub client: DeliveryClient,
     pub envelopes: Arc<dyn Envelopes>,
+    /// Publishes for readers delivered to a broker (agents' AMQP bridges).
+    pub bridge: Arc<dyn Bridge>,
     /// Notifications in flight at once, over all readers (SubscriptionEnd messages included).
     pub permits: Arc<Semaphore>,
     /// To the progress writer.
@@ -123,9 +125,13 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                 sending.report(id, reader.advance(seq));
                 continue;
             }
-            let message = sending
-                .envelopes
-                .notification(reader.subscription(), view.event());
+            let subscription = reader.subscription();
+            let message = match subscription.delivery {
+                ReaderDelivery::SoapPush => {
+                    Some(sending.envelopes.notification(subscription, view.event()))
+                }
+                ReaderDelivery::AmqpPublish => None,
+            };
             let outcome = until_delivered(
                 reader.retry(),
                 &sending.clock,
@@ -139,7 +145,10 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                     if !sending.lease.permits_sending() {
                         return None;
                     }
-                    Some(sending.client.send(&message).await)
+                    Some(match &message {
+                        Some(message) => sending.client.send(message).await,
+                        None => sending.bridge.publish(subscription, view.event()).await,
+                    })
                 },
                 |delay, snapshot| async move {
                     sending.count("failed");

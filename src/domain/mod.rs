@@ -10,4 +10,5 @@ pub mod clock;
 pub mod context;
 pub mod event;
 pub mod expiry;
+pub mod invocation;
 pub mod subscription;

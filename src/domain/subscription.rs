@@ -18,6 +18,12 @@ impl SubscriptionId {
         SubscriptionId(Uuid::new_v4())
     }
 
+    /// The identifier every node derives from `name` (a UUIDv5): for readers herald makes
+    /// itself, such as an agent's bridge.
+    pub fn derived(name: &str) -> SubscriptionId {
+        SubscriptionId(Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()))
+    }
+
     /// Reads an identifier as a client echoes it: `uuid:…` or a bare UUID, whitespace trimmed.
     /// Anything else cannot name a subscription herald issued.
     pub fn parse(text: &str) -> Option<SubscriptionId> {
@@ -122,6 +128,8 @@ pub enum LogKind {
     Source,
     /// A callback context's instance: the callbacks addressed to it (see `domain::context`).
     Context,
+    /// An agent: the callback events of invocations (see `domain::invocation`).
+    Agent,
 }
 
 /// How a reader of a log is delivered to. SOAP push is the first; plain HTTP push (webhooks),
@@ -130,10 +138,13 @@ pub enum LogKind {
 pub enum ReaderDelivery {
     /// SOAP messages pushed to the reader's endpoint, in its WS-Eventing dialect.
     SoapPush,
+    /// Published to an AMQP broker, the cursor moving once the broker confirms (an agent's
+    /// bridge).
+    AmqpPublish,
 }
 
-storage_names!(LogKind { Source => "source", Context => "context" });
-storage_names!(ReaderDelivery { SoapPush => "soap-push" });
+storage_names!(LogKind { Source => "source", Context => "context", Agent => "agent" });
+storage_names!(ReaderDelivery { SoapPush => "soap-push", AmqpPublish => "amqp-publish" });
 
 storage_names!(EventingVersion { Jan2004 => "2004/01", Aug2004 => "2004/08", W3c2011 => "2011" });
 storage_names!(SoapVersion { Soap11 => "1.1", Soap12 => "1.2" });

@@ -50,10 +50,15 @@ impl Engine {
             request.expiry_rules,
             now,
         )?;
+        let log_kind = if self.agents.contains_key(&request.source) {
+            LogKind::Agent
+        } else {
+            LogKind::Source
+        };
         let subscription = Subscription {
             id: SubscriptionId::new_random(),
             source: request.source,
-            log: LogKind::Source,
+            log: log_kind,
             delivery: ReaderDelivery::SoapPush,
             dialect: request.dialect,
             notify_to: request.notify_to,
@@ -261,6 +266,19 @@ impl Lifecycle for Engine {
                 .get(&subscription.source)
                 .map(|policy| policy.retry),
             LogKind::Source => None,
+            LogKind::Agent => match subscription.delivery {
+                // A bridge lasts while its agent declares it.
+                ReaderDelivery::AmqpPublish => self
+                    .agents
+                    .get(&subscription.source)
+                    .filter(|agent| agent.bridge.is_some())
+                    .map(|_| self.bridge_retry(&subscription.source)),
+                ReaderDelivery::SoapPush => self
+                    .sources
+                    .get(&subscription.source)
+                    .filter(|_| self.delivery.serves(&subscription.source))
+                    .map(|policy| policy.retry),
+            },
             LogKind::Context => self
                 .instance_policy(&subscription)
                 .map(|policy| policy.retry),

@@ -8,11 +8,17 @@
 //! endpoints through the [`EndpointPolicy`]; delivery reaches it back through the
 //! [`Lifecycle`](crate::delivery::Lifecycle) port.
 
+mod agents;
 mod capacity;
 mod contexts;
+mod invocations;
 mod lifecycle;
 
 pub use contexts::{ContextCarrier, ContextPolicy, Participation, UnknownInstance};
+pub use invocations::{
+    AgentMessages, AgentPolicy, AmqpBridge, Answer, Finished, InvocationPolicy, InvokeProtocol,
+    InvokerPolicy, MAX_KEY_CHARS, Reply,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,6 +103,24 @@ pub enum EngineError {
     /// Publishing failed; nothing was appended.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// No invoker with this name is configured.
+    #[error("no invoker named '{0}'")]
+    UnknownInvoker(String),
+    /// The name cannot name an agent.
+    #[error("'{0}' is not an agent name")]
+    UnknownAgent(String),
+    /// A raise was refused; nothing was stored.
+    #[error("{0}")]
+    InvalidRaise(String),
+    /// No invocation has this id.
+    #[error("the invocation is not known")]
+    UnknownInvocation,
+    /// Only a failed invocation can be retried.
+    #[error("the invocation is {}, not failed", .0.as_str())]
+    NotFailed(crate::domain::invocation::InvocationState),
+    /// Agents take callback events from invocations, not events from publishers.
+    #[error("'{0}' is an agent: it takes callback events, not published events")]
+    AgentNotPublishable(SourceName),
     /// The store failed; nothing was changed.
     #[error("the store failed")]
     Store(#[from] StoreError),
@@ -132,6 +156,13 @@ pub struct Engine {
     store: Arc<dyn Store>,
     sources: BTreeMap<SourceName, SourcePolicy>,
     contexts: BTreeMap<SourceName, ContextPolicy>,
+    invokers: BTreeMap<SourceName, InvokerPolicy>,
+    agents: BTreeMap<SourceName, AgentPolicy>,
+    invocation_policy: InvocationPolicy,
+    /// What wakes each invoker's runner on this node.
+    invoker_wakes: std::sync::Mutex<BTreeMap<SourceName, Arc<tokio::sync::Notify>>>,
+    /// What wakes pull listeners waiting on each agent on this node.
+    agent_wakes: std::sync::Mutex<BTreeMap<SourceName, Arc<tokio::sync::Notify>>>,
     delivery: Arc<Dispatcher>,
     filters: Arc<dyn FilterEngine>,
     endpoints: Arc<EndpointPolicy>,
@@ -146,7 +177,7 @@ impl Engine {
     /// Builds the engine over delivery (not started yet: [`Engine::start`] starts it).
     pub fn new(
         store: Arc<dyn Store>,
-        (sources, contexts): (Vec<SourcePolicy>, Vec<ContextPolicy>),
+        (sources, contexts, invocations): (Vec<SourcePolicy>, Vec<ContextPolicy>, InvocationPolicy),
         delivery: Arc<Dispatcher>,
         filters: Arc<dyn FilterEngine>,
         endpoints: Arc<EndpointPolicy>,
@@ -156,6 +187,15 @@ impl Engine {
             store,
             sources: sources.into_iter().map(|s| (s.name.clone(), s)).collect(),
             contexts: contexts.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            invokers: (invocations.invokers.iter())
+                .map(|i| (i.name.clone(), i.clone()))
+                .collect(),
+            agents: (invocations.agents.iter())
+                .map(|a| (a.name.clone(), a.clone()))
+                .collect(),
+            invocation_policy: invocations,
+            invoker_wakes: std::sync::Mutex::default(),
+            agent_wakes: std::sync::Mutex::default(),
             delivery,
             filters,
             endpoints,
@@ -169,7 +209,11 @@ impl Engine {
     /// under the rules here.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         let engine: std::sync::Weak<Engine> = Arc::downgrade(self);
-        self.delivery.start(engine).await
+        self.delivery.start(engine).await?;
+        if let Err(err) = self.ensure_bridges().await {
+            tracing::warn!(error = %err, "storing the agents' bridge readers failed; the next start tries again");
+        }
+        Ok(())
     }
 
     /// The configured source with this name.
@@ -229,6 +273,9 @@ impl Engine {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<Event>>, EngineError> {
         let policy = self.source(source)?;
+        if self.agents.contains_key(&policy.name) {
+            return Err(EngineError::AgentNotPublishable(policy.name.clone()));
+        }
         if events
             .iter()
             .any(|event| event.payload.len() > policy.max_event_bytes)

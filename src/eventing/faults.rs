@@ -330,9 +330,16 @@ impl From<EngineError> for Problem {
             EngineError::Publish(PublishError::UnknownSource(name)) => Problem::UnknownSource(name),
             EngineError::Publish(err) => Problem::UnableToProcess(err.to_string()),
             // Context services' errors never come from an eventing operation.
+            EngineError::AgentNotPublishable(_) => Problem::InvalidMessage(err.to_string()),
+            // Context services' and invokers' errors never come from an eventing operation.
             EngineError::UnknownContext(_)
             | EngineError::NoCallbackEndpoint
-            | EngineError::InstanceEnded(_) => Problem::UnableToProcess(err.to_string()),
+            | EngineError::InstanceEnded(_)
+            | EngineError::UnknownInvoker(_)
+            | EngineError::UnknownAgent(_)
+            | EngineError::InvalidRaise(_)
+            | EngineError::UnknownInvocation
+            | EngineError::NotFailed(_) => Problem::UnableToProcess(err.to_string()),
             EngineError::Store(ref source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
                 Problem::UnableToProcess("the subscription store is unavailable".into())

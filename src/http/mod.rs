@@ -1,7 +1,9 @@
 //! The front doors: axum routers. Each file owns one resource and ends in `router()`.
 
+mod agents;
 mod api;
 mod contexts;
+mod invocations;
 mod views;
 
 pub use api::{BadBatch, batch_events};
@@ -121,12 +123,17 @@ async fn require_token(
 
 /// The complete router.
 pub fn router(state: AppState) -> Router {
-    let api = api::router().merge(contexts::api_router()).route_layer(
-        axum::middleware::from_fn_with_state(state.clone(), require_token),
-    );
+    let api = (api::router().merge(contexts::api_router()))
+        .merge(invocations::api_router())
+        .merge(agents::api_router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .merge(soap::router())
         .merge(contexts::router())
+        .merge(invocations::router())
         .merge(api)
         .merge(operations::router())
         .with_state(state)

@@ -45,6 +45,38 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     state.engine.refresh_metrics();
+    match state.engine.queue_depths().await {
+        Ok(depths) => {
+            let names = state.engine.agents().map(|agent| agent.name.clone());
+            let names: std::collections::BTreeSet<_> =
+                names.chain(depths.keys().cloned()).collect();
+            for agent in names {
+                let depth = depths.get(&agent).copied().unwrap_or_default();
+                let labels = crate::metrics::AgentLabels {
+                    agent: agent.to_string(),
+                };
+                let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+                state
+                    .metrics
+                    .agent_depth
+                    .get_or_create(&labels)
+                    .set(gauge(depth.depth));
+                state
+                    .metrics
+                    .agent_leased
+                    .get_or_create(&labels)
+                    .set(gauge(depth.leased));
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "reading agents' queue depths failed"),
+    }
+    for (agent, lag) in state.engine.bridge_lags() {
+        let labels = crate::metrics::AgentLabels {
+            agent: agent.to_string(),
+        };
+        let lag = i64::try_from(lag).unwrap_or(i64::MAX);
+        state.metrics.bridge_lag.get_or_create(&labels).set(lag);
+    }
     (
         [(
             CONTENT_TYPE,

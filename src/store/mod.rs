@@ -12,6 +12,7 @@
 
 mod codec;
 pub mod postgres;
+pub mod queues;
 mod sql;
 pub mod sqlite;
 
@@ -31,6 +32,7 @@ use crate::domain::subscription::{
 };
 
 pub use postgres::PostgresStore;
+pub use queues::{Completed, Queues};
 pub use sqlite::SqliteStore;
 
 /// The name a herald node goes by in the store; unique among the nodes sharing a database.
@@ -134,7 +136,7 @@ pub enum StoreError {
 /// expired, owned by this node) is checked inside the statement that changes the row, never read
 /// first and written later.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: queues::Queues + Send + Sync + 'static {
     /// Stores a new subscription, owned by `owner`, with its cursor at its source's current head
     /// (it receives events published after it), and returns that cursor. Returns once durable.
     async fn insert_subscription(

@@ -17,7 +17,7 @@ pub struct Sql {
 }
 
 impl Sql {
-    const fn new(postgres: &'static str) -> Sql {
+    pub const fn new(postgres: &'static str) -> Sql {
         Sql {
             postgres,
             sqlite: OnceLock::new(),
@@ -232,7 +232,10 @@ pub static COMPACT_EVENTS: Sql = Sql::new(
          AND seq <= COALESCE(
              (SELECT MIN(cursor) FROM subscriptions WHERE source = $1 AND status = 'active'),
              (SELECT last_seq FROM source_heads WHERE source = $1),
-             0)",
+             0)
+         AND seq < COALESCE(
+             (SELECT MIN(seq) FROM agent_queue WHERE agent = $1),
+             9223372036854775807)",
 );
 
 #[cfg(test)]

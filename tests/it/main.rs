@@ -16,6 +16,7 @@ mod filter_conformance;
 mod filters;
 mod harness;
 mod hostile_xml;
+mod invocations;
 mod limits;
 mod operations;
 mod publish;

@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_logs_and_readers.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_invocations_and_agents.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).
@@ -56,6 +60,8 @@ macro_rules! db_now {
         "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
     };
 }
+
+mod queues;
 
 /// The PostgreSQL store.
 #[derive(Clone)]

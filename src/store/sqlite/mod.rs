@@ -43,9 +43,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_logs_and_readers.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_invocations_and_agents.sql"),
+    ),
 ];
 
 mod inserts;
+mod queues;
 mod statements;
 
 use inserts::{InsertRequest, MAX_INSERT_BATCH, insert_batches};

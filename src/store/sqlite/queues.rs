@@ -1,0 +1,306 @@
+//! Invocations and agents' queues in the embedded store. Writers take turns on the store's
+//! write lock, so each statement below sees no concurrent writer.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use super::super::codec::{decode_event, millis, seq_column};
+use super::super::queues::{
+    ACK, CLAIM_KEY, Completed, DEPTHS, ENQUEUE, FINISH, INSERT_INVOCATION, INVOCATION, KEY_OWNER,
+    NACK, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth, decode_invocation, encode_parameters,
+    invocation_columns, parse_receipt, receipt,
+};
+use super::super::{NodeId, StoreError};
+use super::SqliteStore;
+use super::statements::{append_in, wall_clock_millis};
+use crate::domain::invocation::{
+    Completion, Invocation, InvocationId, InvocationRecord, Leased, QueueDepth,
+};
+use crate::domain::subscription::SourceName;
+
+/// Due pending invocations and those of nodes whose lease lapsed, none whose key is running.
+const CLAIM: &str = concat!(
+    "UPDATE invocations SET owner = ?1,
+         resumed = resumed + CASE WHEN state = 'running' THEN 1 ELSE 0 END, state = 'running'
+     WHERE id IN (
+         SELECT i.id FROM invocations i
+         WHERE i.invoker = ?2
+           AND ((i.state = 'pending' AND i.next_at <= ?3)
+                OR (i.state = 'running' AND i.owner <> ?1 AND NOT EXISTS (
+                    SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ?4)))
+           AND NOT EXISTS (
+               SELECT 1 FROM invocations b
+               WHERE b.invoker = i.invoker AND b.event_key = i.event_key
+                 AND b.state = 'running' AND b.id <> i.id)
+         ORDER BY i.next_at, i.id LIMIT ?5)
+     RETURNING ",
+    invocation_columns!()
+);
+
+/// Leases visible entries: `?1` agent, `?2` now, `?3` correlation id or NULL, `?4` until,
+/// `?5` lease, `?6` limit.
+const RECEIVE: &str = "UPDATE agent_queue SET visible_at = ?4, receipt = ?5,
+                           deliveries = deliveries + 1
+     WHERE agent = ?1 AND seq IN (
+         SELECT seq FROM agent_queue
+         WHERE agent = ?1 AND visible_at <= ?2 AND (?3 IS NULL OR correlation_id = ?3)
+         ORDER BY seq LIMIT ?6)
+     RETURNING seq, deliveries";
+
+/// The events at the given sequence numbers (a JSON array) of one log.
+const EVENTS_AT: &str = "SELECT source, seq, id, action, payload, published_at FROM events
+     WHERE source = ?1 AND seq IN (SELECT value FROM json_each(?2)) ORDER BY seq";
+
+#[async_trait]
+impl Queues for SqliteStore {
+    async fn raise_invocation(
+        &self,
+        invocation: &Invocation,
+        window_start: Timestamp,
+    ) -> Result<(InvocationId, bool), StoreError> {
+        let _writing = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let id = invocation.id.to_string();
+        let claimed: Option<String> = sqlx::query_scalar(CLAIM_KEY.sqlite())
+            .bind(invocation.invoker.as_str())
+            .bind(&invocation.key)
+            .bind(&id)
+            .bind(millis(invocation.raised_at))
+            .bind(millis(window_start))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if claimed.is_none() {
+            let existing: String = sqlx::query_scalar(KEY_OWNER.sqlite())
+                .bind(invocation.invoker.as_str())
+                .bind(&invocation.key)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            let existing = InvocationId::parse(&existing)
+                .ok_or_else(|| super::super::codec::corrupt("invocation_id", &existing))?;
+            return Ok((existing, false));
+        }
+        sqlx::query(INSERT_INVOCATION.sqlite())
+            .bind(&id)
+            .bind(invocation.invoker.as_str())
+            .bind(&invocation.key)
+            .bind(&invocation.payload)
+            .bind(encode_parameters(&invocation.parameters))
+            .bind(millis(invocation.raised_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((invocation.id, true))
+    }
+
+    async fn recover_invocations(&self, node: &NodeId, now: Timestamp) -> Result<u64, StoreError> {
+        let _writing = self.write.lock().await;
+        let result = sqlx::query(RECOVER.sqlite())
+            .bind(node.as_str())
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn claim_invocations(
+        &self,
+        node: &NodeId,
+        invoker: &SourceName,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<InvocationRecord>, StoreError> {
+        let _writing = self.write.lock().await;
+        let rows = sqlx::query(CLAIM)
+            .bind(node.as_str())
+            .bind(invoker.as_str())
+            .bind(millis(now))
+            .bind(wall_clock_millis())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(decode_invocation)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|record| (record.next_at, record.invocation.id));
+        Ok(claimed)
+    }
+
+    async fn retry_invocation_later(
+        &self,
+        id: InvocationId,
+        node: &NodeId,
+        record: &InvocationRecord,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write.lock().await;
+        let result = sqlx::query(RETRY_LATER.sqlite())
+            .bind(id.to_string())
+            .bind(node.as_str())
+            .bind(i64::from(record.attempts))
+            .bind(record.next_at.map(millis))
+            .bind(record.failing_since.map(millis))
+            .bind(record.last_error.as_deref())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn complete_invocation(
+        &self,
+        id: InvocationId,
+        node: &NodeId,
+        completion: &Completion,
+        now: Timestamp,
+    ) -> Result<Completed, StoreError> {
+        let _writing = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let appended = match &completion.message {
+            Some(message) => {
+                let event = append_in(
+                    &mut tx,
+                    &message.agent,
+                    std::slice::from_ref(&message.event),
+                    now,
+                )
+                .await?
+                .pop();
+                if let (Some(event), true) = (&event, message.pull) {
+                    sqlx::query(ENQUEUE.sqlite())
+                        .bind(message.agent.as_str())
+                        .bind(seq_column(event.seq))
+                        .bind(&message.correlation_id)
+                        .bind(millis(now))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                event
+            }
+            None => None,
+        };
+        let finished = sqlx::query(FINISH.sqlite())
+            .bind(id.to_string())
+            .bind(node.as_str())
+            .bind(completion.state.as_str())
+            .bind(completion.response.as_deref())
+            .bind(completion.error.as_deref())
+            .bind(appended.as_ref().map(|e| e.source.as_str().to_owned()))
+            .bind(appended.as_ref().map(|e| seq_column(e.seq)))
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        if finished.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Completed::NotOwned);
+        }
+        tx.commit().await?;
+        Ok(Completed::Recorded(appended))
+    }
+
+    async fn reopen_invocation(
+        &self,
+        id: InvocationId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write.lock().await;
+        let result = sqlx::query(REOPEN.sqlite())
+            .bind(id.to_string())
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn invocation(&self, id: InvocationId) -> Result<Option<InvocationRecord>, StoreError> {
+        let row = sqlx::query(INVOCATION.sqlite())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_invocation).transpose()
+    }
+
+    async fn receive(
+        &self,
+        agent: &SourceName,
+        limit: u32,
+        correlation_id: Option<&str>,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Leased>, StoreError> {
+        let lease = uuid::Uuid::new_v4().simple().to_string();
+        let leased: Vec<(i64, i64)> = {
+            let _writing = self.write.lock().await;
+            sqlx::query_as(RECEIVE)
+                .bind(agent.as_str())
+                .bind(millis(now))
+                .bind(correlation_id)
+                .bind(millis(until))
+                .bind(&lease)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+        };
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs = serde_json::to_string(&leased.iter().map(|(seq, _)| *seq).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(EVENTS_AT)
+            .bind(agent.as_str())
+            .bind(seqs)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event = decode_event(row)?;
+            let deliveries = leased
+                .iter()
+                .find(|(seq, _)| *seq == seq_column(event.seq))
+                .map_or(1, |(_, n)| u32::try_from(*n).unwrap_or(u32::MAX));
+            out.push(Leased {
+                receipt: receipt(event.seq, &lease),
+                event,
+                deliveries,
+                visible_at: until,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn settle(
+        &self,
+        agent: &SourceName,
+        receipt: &str,
+        back_at: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let Some((seq, lease)) = parse_receipt(receipt) else {
+            return Ok(false);
+        };
+        let _writing = self.write.lock().await;
+        let result = match back_at {
+            None => sqlx::query(ACK.sqlite())
+                .bind(agent.as_str())
+                .bind(seq)
+                .bind(lease),
+            Some(at) => sqlx::query(NACK.sqlite())
+                .bind(agent.as_str())
+                .bind(seq)
+                .bind(lease)
+                .bind(millis(at)),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn queue_depths(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {
+        let rows = sqlx::query(DEPTHS.sqlite())
+            .bind(millis(now))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_depth).collect()
+    }
+}
