@@ -60,6 +60,9 @@ async fn serve(
     {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
     }
+    if path == "slow" {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let document = roxmltree::Document::parse(&body).unwrap();
     let content: String = document
         .descendants()
@@ -936,4 +939,81 @@ async fn an_agent_bridged_to_rabbitmq_publishes_each_callback_with_its_ids_confi
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn kill_9_during_a_thousand_invocations_loses_none_and_counts_every_second_call() {
+    const COUNT: usize = 1000;
+    let service = Service::start().await;
+    let store = TestStore::new().await;
+    let config = store.data_dir().join("invokers.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[invokers.crash]\nurl = \"{}/slow\"\nsoap = \"1.1\"\naction = \"urn:r:Order\"\nconcurrency = 8\nretry_initial = \"PT0.2S\"\nretry_max = \"PT0.5S\"\n[invokers.crash.parameters]\ncallback_event = \"crash.done\"\n",
+            service.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let mut first = Process::start_with(&store, &["--config", &config]);
+    let server = first.client();
+    // Raised by 8 callers at once; the service takes 20 ms a call, 8 at a time.
+    let server = Arc::new(server);
+    let mut raising = tokio::task::JoinSet::new();
+    for part in 0..8 {
+        let server = server.clone();
+        raising.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (part..COUNT).step_by(8) {
+                let body = json!({"key": format!("c{i}"), "payload": format!("<a xmlns=\"urn:a\">c{i}</a>")});
+                let (status, raised) = raise(&server, "crash", body).await;
+                assert_eq!(status, 202, "{raised}");
+                ids.push(raised["invocation_id"].as_str().unwrap().to_owned());
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::with_capacity(COUNT);
+    while let Some(part) = raising.join_next().await {
+        ids.extend(part.unwrap());
+    }
+    // Kill it mid-way: some calls made and recorded, some made and not recorded, some not made.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while service.calls("slow").len() < COUNT / 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill();
+    let called_before = service.calls("slow").len();
+    assert!(
+        called_before < COUNT,
+        "killed before the end ({called_before})"
+    );
+    let second = Process::start_with(&store, &["--config", &config]);
+    let server = second.client();
+    let callbacks = drain(&server, "inbound", COUNT, Duration::from_secs(120)).await;
+    let mut resumed = 0u64;
+    for id in &ids {
+        let record = wait_state(&server, id, "done").await;
+        resumed += record["resumed"].as_u64().unwrap();
+    }
+    let keys: HashSet<&str> = callbacks
+        .iter()
+        .map(|m| m["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(callbacks.len(), COUNT, "one callback per raise");
+    assert_eq!(keys.len(), COUNT, "every raise ended as a callback");
+    let mut calls: HashMap<String, usize> = HashMap::new();
+    for body in service.calls("slow") {
+        let key = body.split("<a xmlns=\"urn:a\">").nth(1).unwrap();
+        let key = key.split('<').next().unwrap().to_owned();
+        *calls.entry(key).or_default() += 1;
+    }
+    assert_eq!(calls.len(), COUNT, "every raise was invoked");
+    let twice: usize = calls.values().map(|n| n - 1).sum();
+    assert!(
+        twice as u64 <= resumed,
+        "{twice} second calls, only {resumed} counted as resumed"
+    );
+    eprintln!("kill -9 after {called_before} calls: {twice} called twice, {resumed} resumed");
 }
