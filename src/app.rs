@@ -180,7 +180,6 @@ impl Application {
                 self.client.clone(),
                 self.state.metrics.clone(),
                 stop.clone(),
-                self.config.client.request_timeout,
             ));
         }
         runners.close();

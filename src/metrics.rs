@@ -55,14 +55,13 @@ pub struct CallbackLabels {
     pub reason: &'static str,
 }
 
-/// herald's metrics and the registry that exposes them.
 /// Labels of invocation counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InvocationLabels {
     /// The invoker.
     pub invoker: String,
     /// `callback`, `kept`, `failed` (given up, refused or faulted), `retried` (a call failed and
-    /// is retried), `resumed` (taken over while running).
+    /// is retried), `not_owned` (another node had taken it over; nothing recorded here).
     pub outcome: &'static str,
 }
 
@@ -73,6 +72,7 @@ pub struct AgentLabels {
     pub agent: String,
 }
 
+/// herald's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
     /// SOAP requests by operation and outcome.

@@ -249,7 +249,12 @@ impl DeliveryClient {
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(err) => {
-                let refused = cause::<PolicyError>(&err).is_some();
+                // A forbidden address stays forbidden; a name that does not resolve now may
+                // resolve later (a DNS failure is a transport error).
+                let refused = matches!(
+                    cause::<PolicyError>(&err),
+                    Some(PolicyError::Forbidden { .. } | PolicyError::BadUrl)
+                );
                 return failed(self.describe(&err), refused);
             }
         };

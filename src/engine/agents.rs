@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::SignedDuration;
-
 use super::invocations::AgentPolicy;
 use super::{Engine, EngineError};
 use crate::domain::expiry::ExpiryKind;
@@ -17,6 +15,9 @@ use crate::domain::subscription::{
     EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
     SourceName, Subscription, SubscriptionId, SubscriptionStatus, WireDialect, WsaVersion,
 };
+
+/// How many times a bridge can be removed from config and put back.
+const BRIDGE_GENERATIONS: u32 = 64;
 
 impl Engine {
     /// What wakes pull listeners of `agent` waiting on this node (a message was appended here;
@@ -54,14 +55,9 @@ impl Engine {
     ) -> Result<Vec<Leased>, EngineError> {
         let agent = self.agent_name(agent)?;
         let visibility = visibility.unwrap_or(self.invocation_policy.visibility_timeout);
-        let now = self.clock.now();
-        let until = SignedDuration::try_from(visibility)
-            .ok()
-            .and_then(|d| now.checked_add(d).ok())
-            .unwrap_or(now);
         Ok(self
             .store
-            .receive(&agent, limit, correlation_id, now, until)
+            .receive(&agent, limit, correlation_id, visibility)
             .await?)
     }
 
@@ -74,29 +70,33 @@ impl Engine {
         delay: Option<Duration>,
     ) -> Result<bool, EngineError> {
         let agent = self.agent_name(agent)?;
-        let back_at = delay.map(|delay| {
-            let now = self.clock.now();
-            SignedDuration::try_from(delay)
-                .ok()
-                .and_then(|d| now.checked_add(d).ok())
-                .unwrap_or(now)
-        });
-        Ok(self.store.settle(&agent, receipt, back_at).await?)
+        Ok(self.store.settle(&agent, receipt, delay).await?)
     }
 
     /// Queue depths of every agent with pull listeners.
     pub async fn queue_depths(&self) -> Result<BTreeMap<SourceName, QueueDepth>, EngineError> {
-        Ok(self
-            .store
-            .queue_depths(self.clock.now())
-            .await?
-            .into_iter()
-            .collect())
+        Ok(self.store.queue_depths().await?.into_iter().collect())
     }
 
     fn agent_name(&self, agent: &str) -> Result<SourceName, EngineError> {
         SourceName::parse(agent)
             .ok_or_else(|| EngineError::UnknownAgent(agent.chars().take(64).collect()))
+    }
+
+    /// Whether `id` names one of the bridge readers herald makes for its agents (which no
+    /// subscriber may renew or end).
+    pub(super) fn is_bridge_reader(&self, id: SubscriptionId) -> bool {
+        self.agents
+            .values()
+            .any(|agent| self.bridge_generation(agent, id).is_some())
+    }
+
+    /// Which generation of `agent`'s bridge reader, to its configured queue, `id` is.
+    pub(super) fn bridge_generation(&self, agent: &AgentPolicy, id: SubscriptionId) -> Option<u32> {
+        (0..BRIDGE_GENERATIONS).find(|&generation| {
+            self.bridge_reader(agent, generation)
+                .is_some_and(|reader| reader.id == id)
+        })
     }
 
     /// The bridge reader of a declared agent, generation `generation`: its id is derived from
@@ -145,15 +145,17 @@ impl Engine {
     /// delivering it. At start, after delivery has adopted what it owns.
     pub async fn ensure_bridges(&self) -> Result<(), EngineError> {
         for agent in self.agents.values() {
-            // A bridge removed from config ends its reader; put back, it starts a new one.
+            // A bridge removed from config ends its reader; put back, a new one starts where
+            // the last one stopped (its cursor), so nothing appended meanwhile is skipped.
             let mut found = None;
-            for generation in 0..1000 {
+            let mut resume_at = None;
+            for generation in 0..BRIDGE_GENERATIONS {
                 let Some(reader) = self.bridge_reader(agent, generation) else {
                     break;
                 };
                 match self.store.subscription_record(reader.id).await? {
                     Some(record) if record.status == SubscriptionStatus::Active => break,
-                    Some(_) => continue,
+                    Some(record) => resume_at = Some(record.progress.cursor),
                     None => {
                         found = Some(reader);
                         break;
@@ -175,10 +177,17 @@ impl Engine {
                     continue;
                 }
             };
-            let progress = crate::domain::subscription::DeliveryProgress {
+            let mut progress = crate::domain::subscription::DeliveryProgress {
                 cursor,
                 ..Default::default()
             };
+            if let Some(cursor) = resume_at.filter(|at| *at < progress.cursor) {
+                progress.cursor = cursor;
+                let node = self.delivery.node();
+                self.store
+                    .save_progress(node, &[(reader.id, progress.clone())])
+                    .await?;
+            }
             let retry = self.bridge_retry(&agent.name);
             self.delivery
                 .start_reading(reader, progress, None, retry)
@@ -192,7 +201,7 @@ impl Engine {
     pub fn bridge_lags(&self) -> Vec<(SourceName, u64)> {
         let mut lags = Vec::new();
         for agent in self.agents.values() {
-            for generation in 0..16 {
+            for generation in 0..BRIDGE_GENERATIONS {
                 let Some(reader) = self.bridge_reader(agent, generation) else {
                     break;
                 };

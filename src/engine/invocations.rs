@@ -214,10 +214,10 @@ impl Engine {
             )));
         }
         if payload.len() > policy.max_payload_bytes {
-            return Err(invalid(format!(
-                "the payload is larger than the invoker's {} bytes",
-                policy.max_payload_bytes
-            )));
+            return Err(EngineError::EventTooLarge {
+                source_name: policy.name.clone(),
+                limit: policy.max_payload_bytes,
+            });
         }
         let raised = canonical(parameters).map_err(invalid)?;
         let invocation = Invocation {
@@ -228,12 +228,28 @@ impl Engine {
             parameters: merge(&policy.parameters, &raised),
             raised_at: self.clock.now(),
         };
-        if let Some(agent) = invocation.callback_agent()
-            && SourceName::parse(agent).is_none()
+        if let Some(event) = invocation.callback_event()
+            && event.chars().count() > MAX_KEY_CHARS
         {
             return Err(invalid(format!(
-                "callback_agent '{agent}' is not an agent name (1-64 of A-Z a-z 0-9 . _ -)"
+                "callback_event must be at most {MAX_KEY_CHARS} characters"
             )));
+        }
+        if let Some(agent) = invocation.callback_agent() {
+            let Some(name) = SourceName::parse(agent) else {
+                return Err(invalid(format!(
+                    "callback_agent '{agent}' is not an agent name (1-64 of A-Z a-z 0-9 . _ -)"
+                )));
+            };
+            // An undeclared agent is made on first use, but never out of another kind's log.
+            let taken = self.sources.contains_key(&name)
+                || self.contexts.contains_key(&name)
+                || crate::domain::context::service_of(&name).is_some();
+            if taken && !self.agents.contains_key(&name) {
+                return Err(invalid(format!(
+                    "callback_agent '{agent}' names an event source or a context service's log, not an agent"
+                )));
+            }
         }
         let window = SignedDuration::try_from(policy.idempotency_window).unwrap_or_default();
         let window_start = invocation

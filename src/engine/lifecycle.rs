@@ -156,6 +156,7 @@ impl Engine {
             .store
             .active_subscription(id, now)
             .await?
+            .filter(|subscription| subscription.delivery == ReaderDelivery::SoapPush)
             .ok_or(EngineError::UnknownSubscription)?;
         let policy = self
             .sources
@@ -176,6 +177,10 @@ impl Engine {
 
     /// Ends the subscription at the subscriber's request.
     pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
+        // herald's own readers (an agent's bridge) are not the subscribers' to end.
+        if self.is_bridge_reader(id) {
+            return Err(EngineError::UnknownSubscription);
+        }
         self.end(id, EndReason::Unsubscribed)
             .await?
             .ok_or(EngineError::UnknownSubscription)
@@ -268,10 +273,11 @@ impl Lifecycle for Engine {
             LogKind::Source => None,
             LogKind::Agent => match subscription.delivery {
                 // A bridge lasts while its agent declares it.
+                // A bridge lasts while its agent declares it, to the same queue.
                 ReaderDelivery::AmqpPublish => self
                     .agents
                     .get(&subscription.source)
-                    .filter(|agent| agent.bridge.is_some())
+                    .filter(|agent| self.bridge_generation(agent, id).is_some())
                     .map(|_| self.bridge_retry(&subscription.source)),
                 ReaderDelivery::SoapPush => self
                     .sources

@@ -263,6 +263,9 @@ impl Engine {
         self.store
             .active_subscription(id, self.clock.now())
             .await?
+            .filter(|subscription| {
+                subscription.delivery == crate::domain::subscription::ReaderDelivery::SoapPush
+            })
             .ok_or(EngineError::UnknownSubscription)
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
@@ -52,6 +52,11 @@ impl AmqpBridges {
                 .collect(),
         })
     }
+}
+
+/// `text` as an AMQP short string, when it fits one.
+fn short(text: &str) -> Option<ShortString> {
+    ShortString::try_new(text.to_owned()).ok()
 }
 
 fn failed(error: String) -> Attempt {
@@ -119,12 +124,21 @@ impl Link {
             .with_app_id("herald".into());
         let body = match &view {
             Some(view) => {
-                properties = properties
-                    .with_correlation_id(view.correlation_id.as_str().into())
-                    .with_type(view.name.as_deref().unwrap_or(view.kind).into());
-                if let Some(content_type) = &view.content_type {
-                    properties = properties.with_content_type(content_type.as_str().into());
+                // Properties are AMQP short strings (at most 255 bytes); a longer value travels
+                // in a header only.
+                if let Some(correlation) = short(&view.correlation_id) {
+                    properties = properties.with_correlation_id(correlation);
                 }
+                if let Some(kind) = short(view.name.as_deref().unwrap_or(view.kind)) {
+                    properties = properties.with_type(kind);
+                }
+                if let Some(content_type) = view.content_type.as_deref().and_then(short) {
+                    properties = properties.with_content_type(content_type);
+                }
+                headers.insert(
+                    "herald-correlation-id".into(),
+                    AMQPValue::LongString(view.correlation_id.as_str().into()),
+                );
                 for (name, value) in [
                     ("herald-key", &view.key),
                     ("herald-invocation-id", &view.invocation_id),

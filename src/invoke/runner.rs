@@ -1,9 +1,8 @@
 //! One task per invoker on each node: it claims due invocations (as many as the invoker's
 //! concurrency leaves free), calls the service, and hands each answer to the engine. At most
-//! one call per key is in flight: the store never hands out a key that is running, and keys
-//! claimed together run one after the other.
+//! one call per key is in flight: the store hands out one invocation per key, never one whose
+//! key is running (a unique index fences nodes racing for a key).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,19 +19,19 @@ use crate::metrics::{InvocationLabels, Metrics};
 /// raises on other nodes, invocations of nodes that died).
 const POLL: Duration = Duration::from_millis(250);
 
-/// Runs `invoker`'s invocations until `stop`; calls in flight then get `grace` to finish (an
-/// unfinished one is resumed at the next start).
+/// Runs `invoker`'s invocations until `stop`; calls in flight then get the invoker's timeout
+/// to finish (an unfinished one is resumed at the next start).
 pub async fn run(
     engine: Arc<Engine>,
     invoker: InvokerPolicy,
     client: DeliveryClient,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-    grace: Duration,
 ) {
+    let grace = invoker.timeout + Duration::from_secs(1);
     let wake = engine.invoker_wake(&invoker.name);
     let invoker = Arc::new(invoker);
-    let mut calls: JoinSet<usize> = JoinSet::new();
+    let mut calls: JoinSet<()> = JoinSet::new();
     let mut in_flight = 0usize;
     while !stop.is_cancelled() {
         let free = invoker.concurrency.saturating_sub(in_flight);
@@ -42,15 +41,13 @@ pub async fn run(
             match engine.claim_invocations(&invoker.name, limit).await {
                 Ok(batch) => {
                     claimed_full = batch.len() == free;
-                    for chain in by_key(batch) {
-                        in_flight += chain.len();
-                        calls.spawn(run_chain(
-                            engine.clone(),
-                            invoker.clone(),
-                            client.clone(),
-                            metrics.clone(),
-                            chain,
-                        ));
+                    for record in batch {
+                        in_flight += 1;
+                        let (engine, invoker) = (engine.clone(), invoker.clone());
+                        let (client, metrics) = (client.clone(), metrics.clone());
+                        calls.spawn(async move {
+                            call_once(&engine, &invoker, &client, &metrics, record).await;
+                        });
                     }
                 }
                 Err(err) => {
@@ -64,8 +61,8 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = wake.notified() => {}
-            Some(done) = calls.join_next(), if !calls.is_empty() => {
-                in_flight = in_flight.saturating_sub(done.unwrap_or(0));
+            Some(_) = calls.join_next(), if !calls.is_empty() => {
+                in_flight = in_flight.saturating_sub(1);
             }
             _ = tokio::time::sleep(POLL) => {}
         }
@@ -75,32 +72,6 @@ pub async fn run(
         tracing::warn!(invoker = %invoker.name, "calls still in flight at shutdown; they are resumed at the next start");
         calls.abort_all();
     }
-}
-
-/// Invocations grouped by key, each group in claim order.
-fn by_key(batch: Vec<InvocationRecord>) -> Vec<Vec<InvocationRecord>> {
-    let mut groups: BTreeMap<String, Vec<InvocationRecord>> = BTreeMap::new();
-    for record in batch {
-        groups
-            .entry(record.invocation.key.clone())
-            .or_default()
-            .push(record);
-    }
-    groups.into_values().collect()
-}
-
-async fn run_chain(
-    engine: Arc<Engine>,
-    invoker: Arc<InvokerPolicy>,
-    client: DeliveryClient,
-    metrics: Arc<Metrics>,
-    chain: Vec<InvocationRecord>,
-) -> usize {
-    let count = chain.len();
-    for record in chain {
-        call_once(&engine, &invoker, &client, &metrics, record).await;
-    }
-    count
 }
 
 async fn call_once(
@@ -131,7 +102,21 @@ async fn call_once(
             .await,
     );
     let raised_at = record.invocation.raised_at;
-    match engine.answered(record, answer, &InvokeMessages).await {
+    // A store that fails for a moment must not leave the invocation running (and its key
+    // blocked) until the next start: the answer is recorded again, with back-off.
+    let mut recorded = engine
+        .answered(record.clone(), answer.clone(), &InvokeMessages)
+        .await;
+    for delay in [1, 2, 4, 8, 16] {
+        if recorded.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(delay)).await;
+        recorded = engine
+            .answered(record.clone(), answer.clone(), &InvokeMessages)
+            .await;
+    }
+    match recorded {
         Ok(finished) => {
             let outcome = match finished {
                 Finished::Callback => "callback",
@@ -155,8 +140,8 @@ async fn call_once(
             }
         }
         Err(err) => {
-            // Left running: it is resumed when this node restarts or its lease lapses.
-            tracing::error!(%id, error = %err, "recording an invocation's answer failed");
+            // Left running: it is called again when this node restarts or its lease lapses.
+            tracing::error!(%id, error = %err, "recording an invocation's answer failed; it is called again at the next start");
         }
     }
 }

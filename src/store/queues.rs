@@ -2,6 +2,8 @@
 //! invocation callbacks (seed 002). An agent's messages are events in its log; pull listeners
 //! lease the queue entries that point at them.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 
@@ -81,33 +83,30 @@ pub trait Queues {
     /// Everything stored about an invocation.
     async fn invocation(&self, id: InvocationId) -> Result<Option<InvocationRecord>, StoreError>;
 
-    /// Leases up to `limit` of `agent`'s messages visible at `now` (with `correlation_id`, when
-    /// given), oldest first, until `until`, under a fresh receipt each. Two listeners never
-    /// hold one message at once.
+    /// Leases up to `limit` of `agent`'s messages visible now (with `correlation_id`, when
+    /// given), oldest first, for `visibility`, under a fresh receipt. Two listeners never hold
+    /// one message at once. Lease times are measured on the store's lease clock (the
+    /// database's, on PostgreSQL), as node leases are, so nodes' clocks need not agree.
     async fn receive(
         &self,
         agent: &SourceName,
         limit: u32,
         correlation_id: Option<&str>,
-        now: Timestamp,
-        until: Timestamp,
+        visibility: Duration,
     ) -> Result<Vec<Leased>, StoreError>;
 
     /// Settles a leased message under its receipt: `None` acknowledges it (it is gone from
-    /// the queue), `Some(at)` puts it back, visible from `at`. False when the receipt does not
-    /// hold the message (settled already, or leased again to another listener).
+    /// the queue), `Some(delay)` puts it back, visible after `delay`. False when the receipt
+    /// does not hold the message (settled already, or leased again to another listener).
     async fn settle(
         &self,
         agent: &SourceName,
         receipt: &str,
-        back_at: Option<Timestamp>,
+        back_after: Option<Duration>,
     ) -> Result<bool, StoreError>;
 
     /// Unacknowledged and leased messages per agent with a queue.
-    async fn queue_depths(
-        &self,
-        now: Timestamp,
-    ) -> Result<Vec<(SourceName, QueueDepth)>, StoreError>;
+    async fn queue_depths(&self) -> Result<Vec<(SourceName, QueueDepth)>, StoreError>;
 }
 
 /// The columns of an invocation row, in the order [`decode_invocation`] reads them.
@@ -162,9 +161,9 @@ pub static FINISH: Sql = Sql::new(
      WHERE id = $1 AND owner = $2 AND state = 'running'",
 );
 
-/// A queue entry for a message just appended to an agent.
+/// A queue entry for a message just appended to an agent, visible at once.
 pub static ENQUEUE: Sql = Sql::new(
-    "INSERT INTO agent_queue (agent, seq, correlation_id, visible_at) VALUES ($1, $2, $3, $4)",
+    "INSERT INTO agent_queue (agent, seq, correlation_id, visible_at) VALUES ($1, $2, $3, 0)",
 );
 
 /// The manual retry of a failed invocation.
@@ -185,18 +184,24 @@ pub static INVOCATION: Sql = Sql::new(concat!(
 pub static ACK: Sql =
     Sql::new("DELETE FROM agent_queue WHERE agent = $1 AND seq = $2 AND receipt = $3");
 
-/// Puts a leased message back, visible from `$4`.
+/// Puts a leased message back, visible from `$4` (on the lease clock; SQLite's).
 pub static NACK: Sql = Sql::new(
     "UPDATE agent_queue SET visible_at = $4, receipt = NULL
      WHERE agent = $1 AND seq = $2 AND receipt = $3",
 );
 
-/// Queue entries and leases per agent at `$1`.
+/// Queue entries and leases per agent at `$1` (on the lease clock).
 pub static DEPTHS: Sql = Sql::new(
     "SELECT agent, COUNT(*) AS depth,
             SUM(CASE WHEN receipt IS NOT NULL AND visible_at > $1 THEN 1 ELSE 0 END) AS leased
      FROM agent_queue GROUP BY agent",
 );
+
+/// Whether a store error is a unique violation (another node set a key running first).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
 
 /// A receipt names the message and its lease: `{seq}.{lease}`.
 pub fn receipt(seq: u64, lease: &str) -> String {

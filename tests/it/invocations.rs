@@ -30,6 +30,8 @@ const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub struct Service {
     pub url: String,
     calls: Arc<Mutex<Vec<(String, String)>>>,
+    /// Each `/slow` call's body and when it began and ended.
+    spans: Arc<Mutex<Vec<(String, Instant, Instant)>>>,
     down: Arc<AtomicUsize>,
     faulting: Arc<AtomicBool>,
 }
@@ -61,7 +63,10 @@ async fn serve(
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
     }
     if path == "slow" {
+        let began = Instant::now();
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let span = (body.clone(), began, Instant::now());
+        service.spans.lock().unwrap().push(span);
     }
     let document = roxmltree::Document::parse(&body).unwrap();
     let content: String = document
@@ -647,17 +652,15 @@ async fn two_competing_listeners_share_ten_thousand_callbacks_each_acked_once() 
             }
         })
     };
-    let listener = |server: Arc<TestServer>| async move {
+    let acked = Arc::new(AtomicUsize::new(0));
+    let listener = |server: Arc<TestServer>, acked: Arc<AtomicUsize>| async move {
         let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(240);
-        let idle_after = Duration::from_secs(5);
-        let mut last = Instant::now();
-        while Instant::now() < deadline && last.elapsed() < idle_after {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline && acked.load(Ordering::SeqCst) < COUNT {
             let batch = receive(&server, "inbound", json!({"max": 100, "wait": 1})).await;
             if batch.is_empty() {
                 continue;
             }
-            last = Instant::now();
             let receipts: Vec<&str> = batch
                 .iter()
                 .map(|m| m["receipt"].as_str().unwrap())
@@ -665,11 +668,12 @@ async fn two_competing_listeners_share_ten_thousand_callbacks_each_acked_once() 
             let settled = settle(&server, "inbound", "ack", json!({ "receipts": receipts })).await;
             assert_eq!(settled["stale"], json!([]), "each ack holds its lease");
             seen.extend(batch.iter().map(|m| m["key"].as_str().unwrap().to_owned()));
+            acked.fetch_add(batch.len(), Ordering::SeqCst);
         }
         seen
     };
-    let a = tokio::spawn(listener(server.clone()));
-    let b = tokio::spawn(listener(server.clone()));
+    let a = tokio::spawn(listener(server.clone(), acked.clone()));
+    let b = tokio::spawn(listener(server.clone(), acked.clone()));
     raising.await.unwrap();
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -770,6 +774,22 @@ async fn bad_raises_get_precise_problems_and_store_nothing() {
             400,
         ),
         ("orders", json!({"payload": ""}), 400),
+        // An event source's log is not an agent.
+        (
+            "orders",
+            json!({"key": "k", "payload": "", "parameters": {"callback_agent": "default"}}),
+            400,
+        ),
+        (
+            "orders",
+            json!({"key": "k", "payload": "", "parameters": {"callback_event": "e".repeat(241)}}),
+            400,
+        ),
+        (
+            "orders",
+            json!({"key": "k", "payload": format!("<a xmlns=\"urn:a\">{}</a>", "x".repeat(70_000))}),
+            413,
+        ),
     ];
     for (invoker, body, expected) in cases {
         let (status, problem) = raise(&server, invoker, body.clone()).await;
@@ -924,6 +944,23 @@ async fn an_agent_bridged_to_rabbitmq_publishes_each_callback_with_its_ids_confi
             "{body}"
         );
     }
+    // The bridge's reader is herald's own: a subscriber cannot end it.
+    let bridge_id = herald::domain::subscription::SubscriptionId::derived(&format!(
+        "herald:bridge:bridged:{queue}:0"
+    ));
+    let managed = Managed {
+        version: W3C2011,
+        manager_url: server.url("/eventing/bridged/subscriptions"),
+        id: bridge_id.to_string(),
+        expires: String::new(),
+    };
+    for operation in ["Unsubscribe", "GetStatus"] {
+        let reply = managed
+            .request(Soap::V12, operation, "")
+            .send(&server, &managed.manager_url)
+            .await;
+        assert!(reply.status >= 400, "{operation}: {}", reply.text);
+    }
     // The bridge's cursor moved past every confirmed message.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -1016,4 +1053,46 @@ async fn kill_9_during_a_thousand_invocations_loses_none_and_counts_every_second
         "{twice} second calls, only {resumed} counted as resumed"
     );
     eprintln!("kill -9 after {called_before} calls: {twice} called twice, {resumed} resumed");
+}
+
+#[tokio::test]
+async fn one_key_is_never_called_twice_at_once() {
+    let service = Service::start().await;
+    let server = TestServer::start_with(|config| {
+        let mut slow = invoker(
+            "slow",
+            format!("{}/slow", service.url),
+            &[("callback_event", "e")],
+        );
+        // Every raise is a new invocation, so one key has several waiting at once.
+        slow.idempotency_window = Duration::ZERO;
+        with_invokers(config, vec![slow], &[]);
+    })
+    .await;
+    for round in 0..6 {
+        for key in ["same", &format!("other{round}")] {
+            let body = json!({"key": key, "payload": format!("<a xmlns=\"urn:a\">{key}</a>")});
+            let (status, _) = raise(&server, "slow", body).await;
+            assert_eq!(status, 202);
+        }
+    }
+    let callbacks = drain(&server, "inbound", 12, Duration::from_secs(20)).await;
+    assert_eq!(callbacks.len(), 12);
+    let spans = service.spans.lock().unwrap().clone();
+    let mut same: Vec<(Instant, Instant)> = spans
+        .iter()
+        .filter(|(body, _, _)| body.contains(">same<"))
+        .map(|(_, began, ended)| (*began, *ended))
+        .collect();
+    assert_eq!(same.len(), 6);
+    same.sort();
+    for pair in same.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two calls of one key overlapped");
+    }
+    // The other keys did run beside them.
+    let others: Vec<&(String, Instant, Instant)> = spans
+        .iter()
+        .filter(|(body, _, _)| !body.contains(">same<"))
+        .collect();
+    assert_eq!(others.len(), 6);
 }

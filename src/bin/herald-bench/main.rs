@@ -19,12 +19,15 @@
 //! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
 //! - [`subscriptions`]: scenarios 3 and 5 (Subscribe against echo, footprint and restart).
 //! - [`hostile`]: scenario 8 (XML bombs refused in linear time, beside benign events).
+//! - [`contexts`]: scenario 9 (callbacks to context instances).
+//! - [`invocations`]: scenario 10 (invocation callbacks end to end, acked by pull listeners).
 //! - [`report`]: the table.
 
 mod baseline;
 mod contexts;
 mod delivery;
 mod hostile;
+mod invocations;
 mod load;
 mod process;
 mod report;
@@ -167,6 +170,8 @@ pub enum Scenario {
     Hostile,
     /// 9: callback contexts: callbacks to one instance and across many, beside the baseline.
     Contexts,
+    /// 10: invocation callbacks: raise → call → callback → acked by pull listeners.
+    Invocations,
 }
 
 /// The sizes of a run, from `--quick` or the full defaults, then the flags.
@@ -192,6 +197,8 @@ pub struct Sizes {
     pub hostile_full: bool,
     /// Scenario 9's runs: (instances, callbacks to each).
     pub context_runs: Vec<(u64, u64)>,
+    /// Scenario 10's raises.
+    pub invocations: u64,
 }
 
 impl Sizes {
@@ -216,6 +223,7 @@ impl Sizes {
                 backlog_events: 2_000,
                 hostile_full: false,
                 context_runs: vec![(1, 50), (20, 5)],
+                invocations: 500,
             }
         } else {
             Sizes {
@@ -237,6 +245,7 @@ impl Sizes {
                 backlog_events: 100_000,
                 hostile_full: true,
                 context_runs: vec![(1, 2_000), (1_000, 10)],
+                invocations: 20_000,
             }
         };
         let mut footprint = args
@@ -313,6 +322,7 @@ impl Sizes {
                 .max(1),
             hostile_full: !args.quick,
             context_runs: defaults.context_runs,
+            invocations: defaults.invocations,
         }
     }
 
@@ -497,6 +507,14 @@ async fn run(args: Args) -> ExitCode {
     if wanted(Scenario::Contexts)
         && let Some(rows) = report
             .run("9 callbacks", contexts::contexts(&context))
+            .await
+    {
+        report.extend(rows);
+    }
+
+    if wanted(Scenario::Invocations)
+        && let Some(rows) = report
+            .run("10 invocations", invocations::invocations(&context))
             .await
     {
         report.extend(rows);

@@ -1,14 +1,16 @@
 //! Invocations and agents' queues in PostgreSQL. Claims and leases skip rows another node
 //! holds locked (`FOR UPDATE SKIP LOCKED`), so two nodes never take the same row.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::super::codec::{decode_event, millis, seq_column};
+use super::super::codec::{decode_event, duration_millis, millis, seq_column, timestamp};
 use super::super::queues::{
-    ACK, CLAIM_KEY, Completed, DEPTHS, ENQUEUE, FINISH, INSERT_INVOCATION, INVOCATION, KEY_OWNER,
-    NACK, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth, decode_invocation, encode_parameters,
-    invocation_columns, parse_receipt, receipt,
+    ACK, CLAIM_KEY, Completed, ENQUEUE, FINISH, INSERT_INVOCATION, INVOCATION, KEY_OWNER, Queues,
+    RECOVER, REOPEN, RETRY_LATER, decode_depth, decode_invocation, encode_parameters,
+    invocation_columns, is_unique_violation, parse_receipt, receipt,
 };
 use super::super::{NodeId, StoreError};
 use super::PostgresStore;
@@ -17,38 +19,64 @@ use crate::domain::invocation::{
 };
 use crate::domain::subscription::SourceName;
 
-/// Due pending invocations and those of nodes whose lease lapsed, none whose key is running.
+/// Candidates to claim, locked: due pending invocations and those of nodes whose lease
+/// lapsed, none whose key is running. Rows other nodes hold locked are skipped.
+const CANDIDATES: &str = concat!(
+    "SELECT i.id, i.event_key FROM invocations i
+     WHERE i.invoker = $2
+       AND ((i.state = 'pending' AND i.next_at <= $3)
+            OR (i.state = 'running' AND i.owner <> $1 AND NOT EXISTS (
+                SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ",
+    db_now!(),
+    ")))
+       AND NOT EXISTS (
+           SELECT 1 FROM invocations b
+           WHERE b.invoker = i.invoker AND b.event_key = i.event_key
+             AND b.state = 'running' AND b.id <> i.id)
+     ORDER BY i.next_at, i.id LIMIT $4
+     FOR UPDATE OF i SKIP LOCKED"
+);
+
+/// Claims the chosen candidates.
 const CLAIM: &str = concat!(
     "UPDATE invocations SET owner = $1,
          resumed = resumed + CASE WHEN state = 'running' THEN 1 ELSE 0 END, state = 'running'
-     WHERE id IN (
-         SELECT i.id FROM invocations i
-         WHERE i.invoker = $2
-           AND ((i.state = 'pending' AND i.next_at <= $3)
-                OR (i.state = 'running' AND i.owner <> $1 AND NOT EXISTS (
-                    SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ",
-    db_now!(),
-    ")))
-           AND NOT EXISTS (
-               SELECT 1 FROM invocations b
-               WHERE b.invoker = i.invoker AND b.event_key = i.event_key
-                 AND b.state = 'running' AND b.id <> i.id)
-         ORDER BY i.next_at, i.id LIMIT $4
-         FOR UPDATE SKIP LOCKED)
+     WHERE id = ANY($2)
      RETURNING ",
     invocation_columns!()
 );
 
-/// Leases visible entries: `$1` agent, `$2` now, `$3` correlation id or NULL, `$4` until,
-/// `$5` lease, `$6` limit.
-const RECEIVE: &str = "UPDATE agent_queue SET visible_at = $4, receipt = $5,
-                           deliveries = deliveries + 1
+/// Leases visible entries: `$1` agent, `$2` correlation id or NULL, `$3` lease, `$4` limit,
+/// `$5` the lease in milliseconds; measured on the database's clock.
+const RECEIVE: &str = concat!(
+    "UPDATE agent_queue SET visible_at = ",
+    db_now!(),
+    " + $5, receipt = $3, deliveries = deliveries + 1
      WHERE agent = $1 AND seq IN (
          SELECT seq FROM agent_queue
-         WHERE agent = $1 AND visible_at <= $2 AND ($3::TEXT IS NULL OR correlation_id = $3)
-         ORDER BY seq LIMIT $6
+         WHERE agent = $1 AND visible_at <= ",
+    db_now!(),
+    " AND ($2::TEXT IS NULL OR correlation_id = $2)
+         ORDER BY seq LIMIT $4
          FOR UPDATE SKIP LOCKED)
-     RETURNING seq, deliveries";
+     RETURNING seq, deliveries, visible_at"
+);
+
+/// Puts a leased message back, visible after `$4` milliseconds.
+const NACK_AFTER: &str = concat!(
+    "UPDATE agent_queue SET visible_at = ",
+    db_now!(),
+    " + $4, receipt = NULL WHERE agent = $1 AND seq = $2 AND receipt = $3"
+);
+
+/// Queue entries and leases per agent, on the database's clock.
+const DEPTHS_NOW: &str = concat!(
+    "SELECT agent, COUNT(*) AS depth,
+            SUM(CASE WHEN receipt IS NOT NULL AND visible_at > ",
+    db_now!(),
+    " THEN 1 ELSE 0 END) AS leased
+     FROM agent_queue GROUP BY agent"
+);
 
 /// The events at the given sequence numbers of one log.
 const EVENTS_AT: &str = "SELECT source, seq, id, action, payload, published_at FROM events
@@ -111,13 +139,37 @@ impl Queues for PostgresStore {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<InvocationRecord>, StoreError> {
-        let rows = sqlx::query(CLAIM)
+        let mut tx = self.pool.begin().await?;
+        let candidates: Vec<(String, String)> = sqlx::query_as(CANDIDATES)
             .bind(node.as_str())
             .bind(invoker.as_str())
             .bind(millis(now))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        // One per key: the earliest due (candidates come in that order).
+        let mut keys = std::collections::HashSet::new();
+        let chosen: Vec<String> = candidates
+            .into_iter()
+            .filter(|(_, key)| keys.insert(key.clone()))
+            .map(|(id, _)| id)
+            .collect();
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A key another node set running since this statement's snapshot is refused by the
+        // unique index: nothing is claimed this time, and the next poll sees it running.
+        let rows = match sqlx::query(CLAIM)
+            .bind(node.as_str())
+            .bind(&chosen)
+            .fetch_all(&mut *tx)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) if is_unique_violation(&err) => return Ok(Vec::new()),
+            Err(err) => return Err(err.into()),
+        };
+        tx.commit().await?;
         let mut claimed = rows
             .iter()
             .map(decode_invocation)
@@ -221,25 +273,21 @@ impl Queues for PostgresStore {
         agent: &SourceName,
         limit: u32,
         correlation_id: Option<&str>,
-        now: Timestamp,
-        until: Timestamp,
+        visibility: Duration,
     ) -> Result<Vec<Leased>, StoreError> {
         let lease = uuid::Uuid::new_v4().simple().to_string();
-        let leased: Vec<(i64, i64)> = {
-            sqlx::query_as(RECEIVE)
-                .bind(agent.as_str())
-                .bind(millis(now))
-                .bind(correlation_id)
-                .bind(millis(until))
-                .bind(&lease)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-        };
+        let leased: Vec<(i64, i64, i64)> = sqlx::query_as(RECEIVE)
+            .bind(agent.as_str())
+            .bind(correlation_id)
+            .bind(&lease)
+            .bind(i64::from(limit))
+            .bind(duration_millis(visibility))
+            .fetch_all(&self.pool)
+            .await?;
         if leased.is_empty() {
             return Ok(Vec::new());
         }
-        let seqs: Vec<i64> = leased.iter().map(|(seq, _)| *seq).collect();
+        let seqs: Vec<i64> = leased.iter().map(|(seq, _, _)| *seq).collect();
         let rows = sqlx::query(EVENTS_AT)
             .bind(agent.as_str())
             .bind(seqs)
@@ -248,15 +296,17 @@ impl Queues for PostgresStore {
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let event = decode_event(row)?;
-            let deliveries = leased
+            let Some((_, deliveries, visible_at)) = leased
                 .iter()
-                .find(|(seq, _)| *seq == seq_column(event.seq))
-                .map_or(1, |(_, n)| u32::try_from(*n).unwrap_or(u32::MAX));
+                .find(|(seq, _, _)| *seq == seq_column(event.seq))
+            else {
+                continue;
+            };
             out.push(Leased {
                 receipt: receipt(event.seq, &lease),
                 event,
-                deliveries,
-                visible_at: until,
+                deliveries: u32::try_from(*deliveries).unwrap_or(u32::MAX),
+                visible_at: timestamp(*visible_at)?,
             });
         }
         Ok(out)
@@ -266,35 +316,29 @@ impl Queues for PostgresStore {
         &self,
         agent: &SourceName,
         receipt: &str,
-        back_at: Option<Timestamp>,
+        back_after: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let Some((seq, lease)) = parse_receipt(receipt) else {
             return Ok(false);
         };
-        let result = match back_at {
+        let result = match back_after {
             None => sqlx::query(ACK.postgres())
                 .bind(agent.as_str())
                 .bind(seq)
                 .bind(lease),
-            Some(at) => sqlx::query(NACK.postgres())
+            Some(delay) => sqlx::query(NACK_AFTER)
                 .bind(agent.as_str())
                 .bind(seq)
                 .bind(lease)
-                .bind(millis(at)),
+                .bind(duration_millis(delay)),
         }
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
     }
 
-    async fn queue_depths(
-        &self,
-        now: Timestamp,
-    ) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {
-        let rows = sqlx::query(DEPTHS.postgres())
-            .bind(millis(now))
-            .fetch_all(&self.pool)
-            .await?;
+    async fn queue_depths(&self) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {
+        let rows = sqlx::query(DEPTHS_NOW).fetch_all(&self.pool).await?;
         rows.iter().map(decode_depth).collect()
     }
 }

@@ -1,10 +1,12 @@
 //! Invocations and agents' queues in the embedded store. Writers take turns on the store's
 //! write lock, so each statement below sees no concurrent writer.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::super::codec::{decode_event, millis, seq_column};
+use super::super::codec::{decode_event, duration_millis, millis, seq_column, timestamp};
 use super::super::queues::{
     ACK, CLAIM_KEY, Completed, DEPTHS, ENQUEUE, FINISH, INSERT_INVOCATION, INVOCATION, KEY_OWNER,
     NACK, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth, decode_invocation, encode_parameters,
@@ -18,21 +20,33 @@ use crate::domain::invocation::{
 };
 use crate::domain::subscription::SourceName;
 
-/// Due pending invocations and those of nodes whose lease lapsed, none whose key is running.
+/// Due pending invocations whose key is not running, and running ones of nodes whose lease
+/// lapsed; at most one per key (the earliest due). Each part is read through its index, up to
+/// the limit, before keys are told apart.
 const CLAIM: &str = concat!(
     "UPDATE invocations SET owner = ?1,
          resumed = resumed + CASE WHEN state = 'running' THEN 1 ELSE 0 END, state = 'running'
      WHERE id IN (
-         SELECT i.id FROM invocations i
-         WHERE i.invoker = ?2
-           AND ((i.state = 'pending' AND i.next_at <= ?3)
-                OR (i.state = 'running' AND i.owner <> ?1 AND NOT EXISTS (
-                    SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ?4)))
-           AND NOT EXISTS (
-               SELECT 1 FROM invocations b
-               WHERE b.invoker = i.invoker AND b.event_key = i.event_key
-                 AND b.state = 'running' AND b.id <> i.id)
-         ORDER BY i.next_at, i.id LIMIT ?5)
+         SELECT id FROM (
+             SELECT c.id, c.next_at, ROW_NUMBER() OVER (
+                 PARTITION BY c.event_key ORDER BY c.next_at, c.id) AS nth
+             FROM (
+                 SELECT * FROM (
+                     SELECT i.id, i.event_key, i.next_at FROM invocations i
+                     WHERE i.invoker = ?2 AND i.state = 'pending' AND i.next_at <= ?3
+                       AND NOT EXISTS (
+                           SELECT 1 FROM invocations b
+                           WHERE b.invoker = i.invoker AND b.event_key = i.event_key
+                             AND b.state = 'running')
+                     ORDER BY i.next_at, i.id LIMIT ?5)
+                 UNION ALL
+                 SELECT * FROM (
+                     SELECT i.id, i.event_key, i.next_at FROM invocations i
+                     WHERE i.invoker = ?2 AND i.state = 'running' AND i.owner <> ?1
+                       AND NOT EXISTS (
+                           SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ?4)
+                     LIMIT ?5)) AS c)
+         WHERE nth = 1 ORDER BY next_at, id LIMIT ?5)
      RETURNING ",
     invocation_columns!()
 );
@@ -224,17 +238,18 @@ impl Queues for SqliteStore {
         agent: &SourceName,
         limit: u32,
         correlation_id: Option<&str>,
-        now: Timestamp,
-        until: Timestamp,
+        visibility: Duration,
     ) -> Result<Vec<Leased>, StoreError> {
         let lease = uuid::Uuid::new_v4().simple().to_string();
+        let now = wall_clock_millis();
+        let until = now.saturating_add(duration_millis(visibility));
         let leased: Vec<(i64, i64)> = {
             let _writing = self.write.lock().await;
             sqlx::query_as(RECEIVE)
                 .bind(agent.as_str())
-                .bind(millis(now))
+                .bind(now)
                 .bind(correlation_id)
-                .bind(millis(until))
+                .bind(until)
                 .bind(&lease)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
@@ -261,7 +276,7 @@ impl Queues for SqliteStore {
                 receipt: receipt(event.seq, &lease),
                 event,
                 deliveries,
-                visible_at: until,
+                visible_at: timestamp(until)?,
             });
         }
         Ok(out)
@@ -271,34 +286,31 @@ impl Queues for SqliteStore {
         &self,
         agent: &SourceName,
         receipt: &str,
-        back_at: Option<Timestamp>,
+        back_after: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let Some((seq, lease)) = parse_receipt(receipt) else {
             return Ok(false);
         };
         let _writing = self.write.lock().await;
-        let result = match back_at {
+        let result = match back_after {
             None => sqlx::query(ACK.sqlite())
                 .bind(agent.as_str())
                 .bind(seq)
                 .bind(lease),
-            Some(at) => sqlx::query(NACK.sqlite())
+            Some(delay) => sqlx::query(NACK.sqlite())
                 .bind(agent.as_str())
                 .bind(seq)
                 .bind(lease)
-                .bind(millis(at)),
+                .bind(wall_clock_millis().saturating_add(duration_millis(delay))),
         }
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
     }
 
-    async fn queue_depths(
-        &self,
-        now: Timestamp,
-    ) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {
+    async fn queue_depths(&self) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {
         let rows = sqlx::query(DEPTHS.sqlite())
-            .bind(millis(now))
+            .bind(wall_clock_millis())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode_depth).collect()

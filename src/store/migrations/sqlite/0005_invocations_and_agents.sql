@@ -22,6 +22,10 @@ CREATE TABLE invocations (
 );
 CREATE INDEX invocations_due ON invocations (invoker, state, next_at);
 CREATE INDEX invocations_by_key ON invocations (invoker, event_key, state);
+-- At most one call in flight per key, whatever the nodes do: a second running invocation of a
+-- key cannot be written.
+CREATE UNIQUE INDEX invocations_running_key ON invocations (invoker, event_key)
+    WHERE state = 'running';
 
 -- The latest invocation per (invoker, key): a raise within the idempotency window names it.
 CREATE TABLE invocation_keys (
