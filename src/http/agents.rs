@@ -233,8 +233,32 @@ async fn settle(
         settled: Vec::new(),
         stale: Vec::new(),
     };
-    for receipt in request.receipts {
-        match state.engine.settle(&agent, &receipt, back).await {
+    // Settled at once, so that they share one commit.
+    let mut settling = tokio::task::JoinSet::new();
+    for (index, receipt) in request.receipts.into_iter().enumerate() {
+        let (engine, agent) = (state.engine.clone(), agent.clone());
+        settling.spawn(async move {
+            let settled = engine.settle(&agent, &receipt, back).await;
+            (index, receipt, settled)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = settling.join_next().await {
+        match outcome {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(err) => {
+                tracing::error!(error = %err, "settling a message failed");
+                return problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error",
+                    "settling failed",
+                );
+            }
+        }
+    }
+    outcomes.sort_by_key(|(index, _, _)| *index);
+    for (_, receipt, settled) in outcomes {
+        match settled {
             Ok(true) => answer.settled.push(receipt),
             Ok(false) => answer.stale.push(receipt),
             Err(err) => return agent_problem(err),

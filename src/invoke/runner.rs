@@ -63,6 +63,11 @@ pub async fn run(
             _ = wake.notified() => {}
             Some(_) = calls.join_next(), if !calls.is_empty() => {
                 in_flight = in_flight.saturating_sub(1);
+                // Answers recorded in one commit finish together: claim once for all of them
+                // (each claim is a write of its own).
+                while calls.try_join_next().is_some() {
+                    in_flight = in_flight.saturating_sub(1);
+                }
             }
             _ = tokio::time::sleep(POLL) => {}
         }

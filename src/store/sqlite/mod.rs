@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 mod inserts;
+mod queue_writes;
 mod queues;
 mod statements;
 
@@ -66,6 +67,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     write: Arc<Mutex<()>>,
     inserts: mpsc::Sender<InsertRequest>,
+    /// To the group commit of invocations' and agents' writes.
+    queue_writes: mpsc::Sender<queue_writes::QueueWrite>,
     /// Ends the group-commit task, which [`Store::close`] then awaits.
     closing: CancellationToken,
     tasks: TaskTracker,
@@ -109,10 +112,18 @@ impl SqliteStore {
             requests,
             closing.clone(),
         ));
+        let (queue_writes, writes) = mpsc::channel(4 * queue_writes::MAX_QUEUE_BATCH);
+        tasks.spawn(queue_writes::queue_batches(
+            pool.clone(),
+            write.clone(),
+            writes,
+            closing.clone(),
+        ));
         let store = SqliteStore {
             pool,
             write,
             inserts,
+            queue_writes,
             closing,
             tasks,
             lock: Arc::new(std::sync::Mutex::new(Some(lock))),

@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use tokio::sync::oneshot;
 
 use super::super::codec::{decode_event, duration_millis, millis, seq_column, timestamp};
 use super::super::queues::{
-    ACK, CLAIM_KEY, Completed, DEPTHS, ENQUEUE, FINISH, INSERT_INVOCATION, INVOCATION, KEY_OWNER,
-    NACK, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth, decode_invocation, encode_parameters,
-    invocation_columns, parse_receipt, receipt,
+    Completed, DEPTHS, INVOCATION, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth,
+    decode_invocation, invocation_columns, receipt,
 };
 use super::super::{NodeId, StoreError};
 use super::SqliteStore;
-use super::statements::{append_in, wall_clock_millis};
+use super::queue_writes::QueueWrite;
+use super::statements::wall_clock_millis;
 use crate::domain::invocation::{
     Completion, Invocation, InvocationId, InvocationRecord, Leased, QueueDepth,
 };
@@ -72,39 +73,17 @@ impl Queues for SqliteStore {
         invocation: &Invocation,
         window_start: Timestamp,
     ) -> Result<(InvocationId, bool), StoreError> {
-        let _writing = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id = invocation.id.to_string();
-        let claimed: Option<String> = sqlx::query_scalar(CLAIM_KEY.sqlite())
-            .bind(invocation.invoker.as_str())
-            .bind(&invocation.key)
-            .bind(&id)
-            .bind(millis(invocation.raised_at))
-            .bind(millis(window_start))
-            .fetch_optional(&mut *tx)
-            .await?;
-        if claimed.is_none() {
-            let existing: String = sqlx::query_scalar(KEY_OWNER.sqlite())
-                .bind(invocation.invoker.as_str())
-                .bind(&invocation.key)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.rollback().await?;
-            let existing = InvocationId::parse(&existing)
-                .ok_or_else(|| super::super::codec::corrupt("invocation_id", &existing))?;
-            return Ok((existing, false));
-        }
-        sqlx::query(INSERT_INVOCATION.sqlite())
-            .bind(&id)
-            .bind(invocation.invoker.as_str())
-            .bind(&invocation.key)
-            .bind(&invocation.payload)
-            .bind(encode_parameters(&invocation.parameters))
-            .bind(millis(invocation.raised_at))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((invocation.id, true))
+        let (reply, answer) = oneshot::channel();
+        let write = QueueWrite::Raise {
+            invocation: invocation.clone(),
+            window_start,
+            reply,
+        };
+        self.queue_writes
+            .send(write)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn recover_invocations(&self, node: &NodeId, now: Timestamp) -> Result<u64, StoreError> {
@@ -167,48 +146,19 @@ impl Queues for SqliteStore {
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Completed, StoreError> {
-        let _writing = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let appended = match &completion.message {
-            Some(message) => {
-                let event = append_in(
-                    &mut tx,
-                    &message.agent,
-                    std::slice::from_ref(&message.event),
-                    now,
-                )
-                .await?
-                .pop();
-                if let (Some(event), true) = (&event, message.pull) {
-                    sqlx::query(ENQUEUE.sqlite())
-                        .bind(message.agent.as_str())
-                        .bind(seq_column(event.seq))
-                        .bind(&message.correlation_id)
-                        .bind(millis(now))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                event
-            }
-            None => None,
+        let (reply, answer) = oneshot::channel();
+        let write = QueueWrite::Complete {
+            id,
+            node: node.as_str().to_owned(),
+            completion: completion.clone(),
+            now,
+            reply,
         };
-        let finished = sqlx::query(FINISH.sqlite())
-            .bind(id.to_string())
-            .bind(node.as_str())
-            .bind(completion.state.as_str())
-            .bind(completion.response.as_deref())
-            .bind(completion.error.as_deref())
-            .bind(appended.as_ref().map(|e| e.source.as_str().to_owned()))
-            .bind(appended.as_ref().map(|e| seq_column(e.seq)))
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
-        if finished.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(Completed::NotOwned);
-        }
-        tx.commit().await?;
-        Ok(Completed::Recorded(appended))
+        self.queue_writes
+            .send(write)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn reopen_invocation(
@@ -288,24 +238,18 @@ impl Queues for SqliteStore {
         receipt: &str,
         back_after: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        let Some((seq, lease)) = parse_receipt(receipt) else {
-            return Ok(false);
+        let (reply, answer) = oneshot::channel();
+        let write = QueueWrite::Settle {
+            agent: agent.clone(),
+            receipt: receipt.to_owned(),
+            back_after,
+            reply,
         };
-        let _writing = self.write.lock().await;
-        let result = match back_after {
-            None => sqlx::query(ACK.sqlite())
-                .bind(agent.as_str())
-                .bind(seq)
-                .bind(lease),
-            Some(delay) => sqlx::query(NACK.sqlite())
-                .bind(agent.as_str())
-                .bind(seq)
-                .bind(lease)
-                .bind(wall_clock_millis().saturating_add(duration_millis(delay))),
-        }
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        self.queue_writes
+            .send(write)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn queue_depths(&self) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {
