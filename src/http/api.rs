@@ -76,6 +76,11 @@ pub(super) fn engine_problem(err: EngineError) -> Response {
             format!("no event source named '{name}'"),
         ),
         EngineError::UnknownSubscription => unknown_subscription(),
+        EngineError::AgentNotPublishable(_) => problem(
+            StatusCode::BAD_REQUEST,
+            "Not an event source",
+            err.to_string(),
+        ),
         EngineError::EventTooLarge { .. } => problem(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Event too large",

@@ -730,16 +730,31 @@ async fn a_soap_subscriber_of_an_agent_gets_callback_events_pushed() {
     // Publishing into an agent is refused: it takes callback events only.
     let published = server
         .client
-        .post(server.url("/eventing/inbound/publish"))
+        .post(server.url("/api/v1/sources/inbound/events"))
         .header("content-type", "application/xml")
+        .header("Herald-Action", "urn:a:Event")
         .body("<a xmlns=\"urn:a\"/>")
         .send()
         .await
         .unwrap();
-    assert!(
-        published.status().is_client_error(),
-        "{}",
-        published.status()
+    assert_eq!(published.status(), 400);
+    let detail = published.text().await.unwrap();
+    assert!(detail.contains("is an agent"), "{detail}");
+    // The same through SOAP: a one-way event message to the agent's endpoint.
+    let mut event = Message::new(
+        Soap::V12,
+        W3C2011,
+        "Event",
+        "<a xmlns=\"urn:a\"/>".to_owned(),
+    );
+    event.action = "urn:a:Event".into();
+    let event = event.send(&server, &server.url("/eventing/inbound")).await;
+    assert_eq!(event.status, 400, "{}", event.text);
+    assert!(event.text.contains("is an agent"), "{}", event.text);
+    assert_eq!(
+        sink.accepted("cb").len(),
+        1,
+        "nothing but the callback reached the subscriber"
     );
 }
 
