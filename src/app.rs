@@ -99,6 +99,7 @@ impl Application {
                 config.sources.clone(),
                 config.contexts.clone(),
                 config.invocations.clone(),
+                config.channels.clone(),
             ),
             dispatcher.clone(),
             Arc::new(StandardFilters::new(Arc::new(EventingEnvelopes))),

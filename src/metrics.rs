@@ -72,6 +72,14 @@ pub struct AgentLabels {
     pub agent: String,
 }
 
+/// Labels of channel notification counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `received`, `queue_full`, `expired`, `inactive`, `over_daily_limit`, `too_large`,
+    /// `bad_request`.
+    pub outcome: &'static str,
+}
+
 /// herald's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
@@ -108,6 +116,10 @@ pub struct Metrics {
     pub agent_leased: Family<AgentLabels, Gauge>,
     /// Messages of an agent its AMQP bridge has not had confirmed yet.
     pub bridge_lag: Family<AgentLabels, Gauge>,
+    /// Channels opened.
+    pub channels_opened: Counter,
+    /// Notifications sent to channels, by outcome.
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -211,8 +223,22 @@ impl Default for Metrics {
             "Messages of an agent its AMQP bridge has not had confirmed yet",
             bridge_lag.clone(),
         );
+        let channels_opened = Counter::default();
+        registry.register(
+            "channels_opened",
+            "Push channels opened",
+            channels_opened.clone(),
+        );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "channel_notifications",
+            "Notifications sent to push channels, by outcome",
+            notifications.clone(),
+        );
         Metrics {
             registry,
+            channels_opened,
+            notifications,
             invocations,
             invocation_latency,
             agent_depth,

@@ -97,6 +97,19 @@ pub(super) struct FileConfig {
     pub(super) invocations: Option<InvocationsFile>,
     pub(super) invokers: Option<BTreeMap<String, InvokerFile>>,
     pub(super) agents: Option<BTreeMap<String, AgentFile>>,
+    pub(super) channels: Option<ChannelsFile>,
+}
+
+/// `[channels]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChannelsFile {
+    pub(super) ttl: Option<String>,
+    pub(super) connected_for: Option<String>,
+    pub(super) grace: Option<String>,
+    pub(super) max_notification_bytes: Option<usize>,
+    pub(super) queue_cap: Option<u64>,
+    pub(super) daily_limit: Option<u64>,
 }
 
 /// `[invocations]`: defaults of invokers and agents.

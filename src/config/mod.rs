@@ -2,6 +2,7 @@
 //! file, then `HERALD_*` environment variables, then flags.
 
 mod args;
+mod channels;
 mod contexts;
 mod invocations;
 mod sources;
@@ -13,7 +14,7 @@ use crate::delivery::DeliverySettings;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::policy::{HostPattern, Network};
 use crate::domain::clock::Clock;
-use crate::engine::{ContextPolicy, InvocationPolicy, SourcePolicy};
+use crate::engine::{ChannelPolicy, ContextPolicy, InvocationPolicy, SourcePolicy};
 use crate::http::server::ConnectionLimits;
 use crate::soap::envelope::Limits;
 use crate::store::NodeId;
@@ -74,6 +75,8 @@ pub struct Config {
     pub contexts: Vec<ContextPolicy>,
     /// Invokers and agents (none unless configured).
     pub invocations: InvocationPolicy,
+    /// Push channels.
+    pub channels: ChannelPolicy,
     /// Bearer token for publishing and the JSON API.
     pub api_token: Option<String>,
     /// PostgreSQL URL; `None` for the embedded store in `data_dir`.
@@ -372,6 +375,7 @@ impl Config {
             file.agents.unwrap_or_default(),
             &base,
         )?;
+        let channels = channels::channel_policy(file.channels)?;
         // A declared agent is also an event source: SOAP subscribers subscribe to it.
         let mut sources = sources;
         for agent in &invocations.agents {
@@ -395,6 +399,7 @@ impl Config {
             sources,
             contexts,
             invocations,
+            channels,
             api_token,
             database,
             node_id,

@@ -6,6 +6,7 @@
 /// event of several elements.
 pub const HERALD_NS: &str = "urn:herald:eventing";
 
+pub mod channel;
 pub mod clock;
 pub mod context;
 pub mod event;

@@ -10,10 +10,12 @@
 
 mod agents;
 mod capacity;
+mod channels;
 mod contexts;
 mod invocations;
 mod lifecycle;
 
+pub use channels::{ChannelPolicy, NotificationStatus, Sent};
 pub use contexts::{ContextCarrier, ContextPolicy, Participation, UnknownInstance};
 pub use invocations::{
     AgentMessages, AgentPolicy, AmqpBridge, Answer, Finished, InvocationPolicy, InvokeProtocol,
@@ -121,6 +123,9 @@ pub enum EngineError {
     /// Agents take callback events from invocations, not events from publishers.
     #[error("'{0}' is an agent: it takes callback events, not published events")]
     AgentNotPublishable(SourceName),
+    /// No open channel has this token.
+    #[error("the channel is not known, closed or expired")]
+    UnknownChannel,
     /// The store failed; nothing was changed.
     #[error("the store failed")]
     Store(#[from] StoreError),
@@ -163,6 +168,9 @@ pub struct Engine {
     invoker_wakes: std::sync::Mutex<BTreeMap<SourceName, Arc<tokio::sync::Notify>>>,
     /// What wakes pull listeners waiting on each agent on this node.
     agent_wakes: std::sync::Mutex<BTreeMap<SourceName, Arc<tokio::sync::Notify>>>,
+    channel_policy: ChannelPolicy,
+    /// What wakes device readers waiting on each channel on this node.
+    channel_wakes: channels::ChannelWakes,
     delivery: Arc<Dispatcher>,
     filters: Arc<dyn FilterEngine>,
     endpoints: Arc<EndpointPolicy>,
@@ -177,7 +185,12 @@ impl Engine {
     /// Builds the engine over delivery (not started yet: [`Engine::start`] starts it).
     pub fn new(
         store: Arc<dyn Store>,
-        (sources, contexts, invocations): (Vec<SourcePolicy>, Vec<ContextPolicy>, InvocationPolicy),
+        (sources, contexts, invocations, channel_policy): (
+            Vec<SourcePolicy>,
+            Vec<ContextPolicy>,
+            InvocationPolicy,
+            ChannelPolicy,
+        ),
         delivery: Arc<Dispatcher>,
         filters: Arc<dyn FilterEngine>,
         endpoints: Arc<EndpointPolicy>,
@@ -196,6 +209,8 @@ impl Engine {
             invocation_policy: invocations,
             invoker_wakes: std::sync::Mutex::default(),
             agent_wakes: std::sync::Mutex::default(),
+            channel_policy,
+            channel_wakes: std::sync::Mutex::default(),
             delivery,
             filters,
             endpoints,

@@ -339,7 +339,8 @@ impl From<EngineError> for Problem {
             | EngineError::UnknownAgent(_)
             | EngineError::InvalidRaise(_)
             | EngineError::UnknownInvocation
-            | EngineError::NotFailed(_) => Problem::UnableToProcess(err.to_string()),
+            | EngineError::NotFailed(_)
+            | EngineError::UnknownChannel => Problem::UnableToProcess(err.to_string()),
             EngineError::Store(ref source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
                 Problem::UnableToProcess("the subscription store is unavailable".into())

@@ -2,6 +2,7 @@
 
 mod agents;
 mod api;
+mod channels;
 mod contexts;
 mod invocations;
 mod views;
@@ -126,6 +127,7 @@ pub fn router(state: AppState) -> Router {
     let api = (api::router().merge(contexts::api_router()))
         .merge(invocations::api_router())
         .merge(agents::api_router())
+        .merge(channels::api_router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -134,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .merge(soap::router())
         .merge(contexts::router())
         .merge(invocations::router())
+        .merge(channels::router())
         .merge(api)
         .merge(operations::router())
         .with_state(state)

@@ -10,6 +10,7 @@
 //! owner is missing or whose owner's lease has lapsed is an orphan, and any live node may claim
 //! it. No row lock is ever held across an HTTP call: ownership is a column, fenced by the lease.
 
+pub mod channels;
 mod codec;
 pub mod postgres;
 pub mod queues;
@@ -31,6 +32,7 @@ use crate::domain::subscription::{
     SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
+pub use channels::Channels;
 pub use postgres::PostgresStore;
 pub use queues::{Completed, Queues};
 pub use sqlite::SqliteStore;
@@ -136,7 +138,7 @@ pub enum StoreError {
 /// expired, owned by this node) is checked inside the statement that changes the row, never read
 /// first and written later.
 #[async_trait]
-pub trait Store: queues::Queues + Send + Sync + 'static {
+pub trait Store: queues::Queues + channels::Channels + Send + Sync + 'static {
     /// Stores a new subscription, owned by `owner`, with its cursor at its source's current head
     /// (it receives events published after it), and returns that cursor. Returns once durable.
     async fn insert_subscription(

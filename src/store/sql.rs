@@ -235,6 +235,9 @@ pub static COMPACT_EVENTS: Sql = Sql::new(
              0)
          AND seq < COALESCE(
              (SELECT MIN(seq) FROM agent_queue WHERE agent = $1),
+             9223372036854775807)
+         AND seq <= COALESCE(
+             (SELECT cursor FROM channels WHERE log = $1 AND closed_at IS NULL),
              9223372036854775807)",
 );
 

@@ -35,6 +35,7 @@ use crate::domain::subscription::{
 };
 
 mod appends;
+mod channels;
 mod signals;
 
 /// Schema migrations, applied in order at start, under an advisory lock so that nodes starting
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/postgres/0003_invocations_and_agents.sql"),
     ),
+    (4, include_str!("../migrations/postgres/0004_channels.sql")),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

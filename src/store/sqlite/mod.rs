@@ -47,8 +47,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_invocations_and_agents.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_channels.sql")),
 ];
 
+mod channels;
 mod inserts;
 mod queue_writes;
 mod queues;

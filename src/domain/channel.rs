@@ -1,0 +1,196 @@
+//! Push channels (seed 004): a channel is a log of notifications for one device that cannot be
+//! called; the device reads it over a stream or a long poll, and its connection status follows
+//! from when a reader was last there.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jiff::{SignedDuration, Timestamp};
+
+use super::subscription::SourceName;
+
+/// A channel's token: 128 random bits, base64url without padding (22 characters). The channel
+/// URI that carries it is the capability: whoever holds it reads the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelToken(String);
+
+impl ChannelToken {
+    /// A fresh random token.
+    pub fn new() -> ChannelToken {
+        let bits = uuid::Uuid::new_v4().into_bytes();
+        ChannelToken(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bits))
+    }
+
+    /// Accepts exactly what [`ChannelToken::new`] makes: 22 characters of the URL-safe base64
+    /// alphabet.
+    pub fn parse(text: &str) -> Option<ChannelToken> {
+        let ok = text.len() == 22
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| ChannelToken(text.to_owned()))
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The channel's log: `ch.{token}`.
+    pub fn log(&self) -> SourceName {
+        SourceName::parse(&format!("ch.{}", self.0)).unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Default for ChannelToken {
+    fn default() -> ChannelToken {
+        ChannelToken::new()
+    }
+}
+
+impl fmt::Display for ChannelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The device's connection status, as `X-DeviceConnectionStatus` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionStatus {
+    /// A stream is open, or a poll came within the connected interval.
+    Connected,
+    /// The grace period after that.
+    TempDisconnected,
+    /// The grace period passed with no reader.
+    InActive,
+    /// The channel is closed or expired.
+    Disconnected,
+}
+
+impl ConnectionStatus {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::Connected => "Connected",
+            ConnectionStatus::TempDisconnected => "TempDisconnected",
+            ConnectionStatus::InActive => "InActive",
+            ConnectionStatus::Disconnected => "Disconnected",
+        }
+    }
+}
+
+/// When a reader counts as there: a stream keeps `last_seen` fresh (every third of
+/// `connected_for`), and a poll sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    /// A reader seen this long ago is still connected.
+    pub connected_for: Duration,
+    /// Then the device is temporarily disconnected for this long, and inactive after.
+    pub grace: Duration,
+}
+
+impl Presence {
+    /// The status at `now` of an open channel whose reader was last there at `last_seen`.
+    pub fn status(&self, last_seen: Timestamp, now: Timestamp) -> ConnectionStatus {
+        let since = now.duration_since(last_seen);
+        let connected = SignedDuration::try_from(self.connected_for).unwrap_or(SignedDuration::MAX);
+        let grace = SignedDuration::try_from(self.grace).unwrap_or(SignedDuration::MAX);
+        if since <= connected {
+            ConnectionStatus::Connected
+        } else if since <= connected.saturating_add(grace) {
+            ConnectionStatus::TempDisconnected
+        } else {
+            ConnectionStatus::InActive
+        }
+    }
+
+    /// When a channel last seen at `last_seen` becomes inactive.
+    pub fn inactive_at(&self, last_seen: Timestamp) -> Timestamp {
+        let after = SignedDuration::try_from(self.connected_for + self.grace)
+            .unwrap_or(SignedDuration::MAX);
+        last_seen.checked_add(after).unwrap_or(Timestamp::MAX)
+    }
+}
+
+/// A channel as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    /// Its token.
+    pub token: ChannelToken,
+    /// When it was opened.
+    pub created_at: Timestamp,
+    /// When it expires unless renewed.
+    pub expires_at: Timestamp,
+    /// When its client closed it, if it did.
+    pub closed_at: Option<Timestamp>,
+    /// When a reader was last there (the open time until one is).
+    pub last_seen: Timestamp,
+    /// The last notification the device has read (its `Last-Event-ID` or `after`).
+    pub cursor: u64,
+    /// The last notification sent to it.
+    pub head: u64,
+}
+
+impl Channel {
+    /// Whether it takes notifications at `now`: not closed, not expired.
+    pub fn is_open(&self, now: Timestamp) -> bool {
+        self.closed_at.is_none() && self.expires_at > now
+    }
+
+    /// Its connection status at `now`.
+    pub fn status(&self, presence: &Presence, now: Timestamp) -> ConnectionStatus {
+        if !self.is_open(now) {
+            return ConnectionStatus::Disconnected;
+        }
+        presence.status(self.last_seen, now)
+    }
+
+    /// Notifications sent and not yet read.
+    pub fn queued(&self) -> u64 {
+        self.head.saturating_sub(self.cursor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_22_url_safe_characters_and_name_their_log() {
+        let token = ChannelToken::new();
+        assert_eq!(token.as_str().len(), 22);
+        assert_eq!(ChannelToken::parse(token.as_str()), Some(token.clone()));
+        assert_eq!(token.log().as_str(), format!("ch.{token}"));
+        for bad in [
+            "",
+            "short",
+            &"a".repeat(23),
+            "aaaaaaaaaaaaaaaaaaaaa/",
+            "aaaaaaaaaaaaaaaaaaaaa=",
+        ] {
+            assert_eq!(ChannelToken::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_follows_the_last_reader() {
+        let presence = Presence {
+            connected_for: Duration::from_secs(60),
+            grace: Duration::from_secs(120),
+        };
+        let seen = Timestamp::UNIX_EPOCH;
+        let at = |s: i64| seen.checked_add(SignedDuration::from_secs(s)).unwrap();
+        assert_eq!(presence.status(seen, at(60)), ConnectionStatus::Connected);
+        assert_eq!(
+            presence.status(seen, at(61)),
+            ConnectionStatus::TempDisconnected
+        );
+        assert_eq!(
+            presence.status(seen, at(180)),
+            ConnectionStatus::TempDisconnected
+        );
+        assert_eq!(presence.status(seen, at(181)), ConnectionStatus::InActive);
+        assert_eq!(presence.inactive_at(seen), at(180));
+    }
+}
