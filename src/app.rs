@@ -173,6 +173,11 @@ impl Application {
                 .clone()
                 .run_sweeper(self.config.sweep_interval, stop.clone()),
         );
+        let firing = tokio::spawn(self.state.engine.clone().run_channel_callbacks(
+            self.config.sweep_interval,
+            self.state.metrics.clone(),
+            stop.clone(),
+        ));
         let runners = tokio_util::task::TaskTracker::new();
         for invoker in self.state.engine.invokers() {
             runners.spawn(crate::invoke::runner::run(
@@ -199,6 +204,9 @@ impl Application {
             tracing::warn!(error = %err, "expiry sweeper ended abnormally");
         }
         runners.wait().await;
+        if let Err(err) = firing.await {
+            tracing::warn!(error = %err, "channel callbacks ended abnormally");
+        }
         self.dispatcher
             .stop(self.config.client.request_timeout + std::time::Duration::from_secs(1))
             .await;

@@ -80,6 +80,13 @@ pub struct NotificationLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of channel callback counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackFiredLabels {
+    /// `fired`, `retried`, `failed`.
+    pub outcome: &'static str,
+}
+
 /// herald's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
@@ -120,6 +127,8 @@ pub struct Metrics {
     pub channels_opened: Counter,
     /// Notifications sent to channels, by outcome.
     pub notifications: Family<NotificationLabels, Counter>,
+    /// Channel callbacks sent, by outcome.
+    pub channel_callbacks: Family<CallbackFiredLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -235,8 +244,15 @@ impl Default for Metrics {
             "Notifications sent to push channels, by outcome",
             notifications.clone(),
         );
+        let channel_callbacks = Family::<CallbackFiredLabels, Counter>::default();
+        registry.register(
+            "channel_callbacks",
+            "Channel callbacks sent when a device went inactive, by outcome",
+            channel_callbacks.clone(),
+        );
         Metrics {
             registry,
+            channel_callbacks,
             channels_opened,
             notifications,
             invocations,

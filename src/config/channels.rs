@@ -1,4 +1,5 @@
-//! `[channels]`: push channels' lifetime, presence thresholds and limits.
+//! `[channels]`: push channels' lifetime, presence thresholds and limits; callbacks are
+//! retried as the default source's deliveries are.
 
 use super::ConfigError;
 use super::args::ChannelsFile;
@@ -6,10 +7,16 @@ use super::sources::std_duration;
 use crate::engine::ChannelPolicy;
 
 /// The channels' policy: the defaults, with what the file sets.
-pub(super) fn channel_policy(file: Option<ChannelsFile>) -> Result<ChannelPolicy, ConfigError> {
+pub(super) fn channel_policy(
+    file: Option<ChannelsFile>,
+    retry: crate::delivery::retry::RetryPolicy,
+) -> Result<ChannelPolicy, ConfigError> {
     let file = file.unwrap_or_default();
     let invalid = |what: String| ConfigError::Invalid(format!("channels: {what}"));
-    let mut policy = ChannelPolicy::default();
+    let mut policy = ChannelPolicy {
+        callback_retry: retry,
+        ..ChannelPolicy::default()
+    };
     let positive = |key: &str, text: &str| {
         let duration = std_duration(key, text).map_err(invalid)?;
         if duration.is_zero() {

@@ -375,7 +375,8 @@ impl Config {
             file.agents.unwrap_or_default(),
             &base,
         )?;
-        let channels = channels::channel_policy(file.channels)?;
+        let default_retry = source_policy("default", base.clone(), &base)?.retry;
+        let channels = channels::channel_policy(file.channels, default_retry)?;
         // A declared agent is also an event source: SOAP subscribers subscribe to it.
         let mut sources = sources;
         for agent in &invocations.agents {

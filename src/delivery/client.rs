@@ -131,25 +131,47 @@ impl DeliveryClient {
 
     /// POSTs one message and classifies the outcome.
     pub async fn send(&self, message: &Outgoing) -> Attempt {
+        let mut headers = Vec::new();
+        if let Some(action) = &message.soap_action {
+            headers.push(("SOAPAction", format!("\"{action}\"")));
+        }
+        self.post(
+            &message.url,
+            &message.content_type,
+            message.body.clone().into_bytes(),
+            &headers,
+        )
+        .await
+    }
+
+    /// POSTs `body` as it is, with `content_type` and extra headers, and classifies the outcome
+    /// as [`DeliveryClient::send`] does.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> Attempt {
         // Parsed once: the client dials the host judged here. The resolver only sees names;
         // an address literal is judged before connecting.
-        let url = match parse_endpoint(&message.url) {
+        let url = match parse_endpoint(url) {
             Ok(url) => url,
             Err(err) => return Attempt::failed(err.to_string()),
         };
         if let Err(err) = self.policy.check_literal(&url) {
             return Attempt::failed(err.to_string());
         }
-        let Ok(content_type) = HeaderValue::from_str(&message.content_type) else {
+        let Ok(content_type) = HeaderValue::from_str(content_type) else {
             return Attempt::failed("invalid content type");
         };
         let mut request = self
             .http
             .post(url)
             .header(CONTENT_TYPE, content_type)
-            .body(message.body.clone());
-        if let Some(action) = &message.soap_action {
-            request = request.header("SOAPAction", format!("\"{action}\""));
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
         }
         let mut response = match request.send().await {
             Ok(response) => response,

@@ -159,6 +159,8 @@ type ProgressQueue = mpsc::UnboundedReceiver<(SubscriptionId, DeliveryProgress)>
 /// Delivery: the logs, their readers, this node and the housekeeping, and their tasks.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    /// The delivery client, for one-off posts (a channel's callback).
+    client: DeliveryClient,
     log: Arc<EventLog>,
     readers: Arc<Readers>,
     node: Arc<Node>,
@@ -192,6 +194,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
         let stop = CancellationToken::new();
+        let sending_client = client.clone();
         let limits = RingLimits {
             events: settings.memory_events,
             bytes: settings.memory_bytes,
@@ -252,6 +255,7 @@ impl Dispatcher {
         });
         Dispatcher {
             store,
+            client: sending_client,
             log,
             readers,
             node,
@@ -445,6 +449,18 @@ impl Dispatcher {
         let source = event.source.clone();
         self.log.appended(Arc::new(event)).await;
         self.readers.wake(&source);
+    }
+
+    /// POSTs a body as it is, through the delivery client (the endpoint policy, its timeouts),
+    /// under the global limit of requests in flight is not taken: for rare one-off sends.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> client::Attempt {
+        self.client.post(url, content_type, body, headers).await
     }
 
     /// The last sequence number of any log, read from the store when its tail is not open here.

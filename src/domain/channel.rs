@@ -130,6 +130,8 @@ pub struct Channel {
     pub cursor: u64,
     /// The last notification sent to it.
     pub head: u64,
+    /// Its callback registration, if any, and where its firing stands.
+    pub callback: Option<(CallbackRegistration, CallbackState)>,
 }
 
 impl Channel {
@@ -150,6 +152,98 @@ impl Channel {
     pub fn queued(&self) -> u64 {
         self.head.saturating_sub(self.cursor)
     }
+}
+
+/// A channel's callback registration: fired (its payload POSTed to its URI, byte for byte with
+/// its content type) when the device goes inactive, once; then spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackRegistration {
+    /// Where it is POSTed.
+    pub uri: String,
+    /// The opaque payload, at most [`MAX_CALLBACK_BYTES`].
+    pub payload: Vec<u8>,
+    /// Its content type, as registered.
+    pub content_type: Option<String>,
+    /// When it was registered.
+    pub registered_at: Timestamp,
+}
+
+/// The largest callback payload, as in the seed: 1 KB.
+pub const MAX_CALLBACK_BYTES: usize = 1024;
+
+/// Where a registration's firing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackState {
+    /// Registered: fires when the device goes inactive.
+    Armed,
+    /// The device went inactive: being sent (retried until delivered or given up).
+    Firing,
+    /// Delivered; spent.
+    Fired,
+    /// Given up; spent.
+    Failed,
+}
+
+impl CallbackState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackState::Armed => "armed",
+            CallbackState::Firing => "firing",
+            CallbackState::Fired => "fired",
+            CallbackState::Failed => "failed",
+        }
+    }
+
+    /// Inverse of `as_str`.
+    pub fn from_name(name: &str) -> Option<CallbackState> {
+        [
+            CallbackState::Armed,
+            CallbackState::Firing,
+            CallbackState::Fired,
+            CallbackState::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
+    }
+}
+
+/// A firing due now, as claimed: the channel, the registration, and the attempts so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firing {
+    /// The channel.
+    pub token: ChannelToken,
+    /// What to send where.
+    pub registration: CallbackRegistration,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When the current run of failures began.
+    pub failing_since: Option<Timestamp>,
+}
+
+/// How an attempt at a firing ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FiringOutcome {
+    /// Delivered.
+    Fired,
+    /// Failed; next attempt at `next_at`.
+    Retry {
+        /// Failed attempts so far.
+        attempts: u32,
+        /// When the next is due.
+        next_at: Timestamp,
+        /// When failures began.
+        failing_since: Timestamp,
+        /// What happened.
+        error: String,
+    },
+    /// Given up.
+    Failed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::domain::channel::{Channel, ChannelToken, ConnectionStatus, Presence};
 use crate::domain::event::{Event, NewEvent};
 
 /// `[channels]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelPolicy {
     /// A channel expires this long after it was opened or last renewed.
     pub ttl: Duration,
@@ -27,6 +27,8 @@ pub struct ChannelPolicy {
     pub queue_cap: u64,
     /// Notifications per channel per day from unauthenticated senders.
     pub daily_limit: u64,
+    /// How a callback's firing is retried, and when it is given up.
+    pub callback_retry: crate::delivery::retry::RetryPolicy,
 }
 
 impl Default for ChannelPolicy {
@@ -40,6 +42,7 @@ impl Default for ChannelPolicy {
             max_notification_bytes: 8 * 1024,
             queue_cap: 1000,
             daily_limit: 500,
+            callback_retry: crate::delivery::retry::RetryPolicy::default(),
         }
     }
 }
@@ -109,6 +112,7 @@ impl Engine {
             last_seen: now,
             cursor: 0,
             head: 0,
+            callback: None,
         };
         self.store.open_channel(&channel).await?;
         Ok(channel)

@@ -9,12 +9,14 @@
 //! [`Lifecycle`](crate::delivery::Lifecycle) port.
 
 mod agents;
+mod callbacks;
 mod capacity;
 mod channels;
 mod contexts;
 mod invocations;
 mod lifecycle;
 
+pub use callbacks::Refusal;
 pub use channels::{ChannelPolicy, NotificationStatus, Sent};
 pub use contexts::{ContextCarrier, ContextPolicy, Participation, UnknownInstance};
 pub use invocations::{

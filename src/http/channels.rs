@@ -21,7 +21,7 @@ use super::soap::base_url;
 use super::{AppState, BodyError, read_body};
 use crate::domain::channel::{Channel, ChannelToken, ConnectionStatus};
 use crate::domain::event::Event;
-use crate::engine::{Engine, EngineError, NotificationStatus, Sent};
+use crate::engine::{Engine, EngineError, NotificationStatus, Refusal, Sent};
 use crate::metrics::NotificationLabels;
 
 /// Notifications read per step.
@@ -433,6 +433,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/channels/{token}", post(send).fallback(not_allowed))
         .route("/channels/{token}/stream", get(stream))
+        .route("/channels/{token}/callback", post(register))
         .route("/channels/{token}/notifications", get(poll))
         .route("/api/v1/channels/{token}", any(close_or_not))
         .route("/api/v1/channels/{token}/renew", post(renew))
@@ -443,10 +444,131 @@ async fn close_or_not(
     token: Path<String>,
     method: axum::http::Method,
 ) -> Response {
-    if method == axum::http::Method::DELETE {
-        close(state, token).await
-    } else {
-        not_allowed().await
+    match method {
+        axum::http::Method::DELETE => close(state, token).await,
+        axum::http::Method::GET => show(state, token).await,
+        _ => not_allowed().await,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ChannelView {
+    token: String,
+    status: &'static str,
+    created_at: String,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_at: Option<String>,
+    last_seen: String,
+    /// The last notification the device has read.
+    cursor: u64,
+    /// The last notification sent.
+    head: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback: Option<CallbackView>,
+}
+
+#[derive(Debug, Serialize)]
+struct CallbackView {
+    uri: String,
+    bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    registered_at: String,
+    /// `armed`, `firing`, `fired` or `failed`.
+    state: &'static str,
+}
+
+/// `GET /api/v1/channels/{token}`: the channel's state (the token is the capability).
+async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let channel = match state.engine.channel(&token).await {
+        Ok(channel) => channel,
+        Err(EngineError::UnknownChannel) => return unknown_channel(),
+        Err(err) => return engine_problem(err),
+    };
+    let view = ChannelView {
+        token: channel.token.to_string(),
+        status: state.engine.channel_status(&channel).as_str(),
+        created_at: channel.created_at.to_string(),
+        expires_at: channel.expires_at.to_string(),
+        closed_at: channel.closed_at.map(|at| at.to_string()),
+        last_seen: channel.last_seen.to_string(),
+        cursor: channel.cursor,
+        head: channel.head,
+        callback: channel
+            .callback
+            .map(|(registration, callback)| CallbackView {
+                uri: registration.uri,
+                bytes: registration.payload.len(),
+                content_type: registration.content_type,
+                registered_at: registration.registered_at.to_string(),
+                state: callback.as_str(),
+            }),
+    };
+    json_response(StatusCode::OK, &view)
+}
+
+/// `POST /channels/{token}/callback`: an authenticated service registers the channel's
+/// callback (`X-CallbackURI`, a body of at most 1,024 bytes); the last registration wins.
+async fn register(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let statuses = |code: StatusCode, device: ConnectionStatus, active: bool| {
+        let mut response = code.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            "X-DeviceConnectionStatus",
+            HeaderValue::from_static(device.as_str()),
+        );
+        headers.insert(
+            "X-SubscriptionStatus",
+            HeaderValue::from_static(if active { "Active" } else { "Expired" }),
+        );
+        response
+    };
+    if state.api_token.is_none() || !state.authorized(&headers) {
+        return super::api::unauthorized();
+    }
+    let bytes = match read_body(&state, &headers, body).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Invalid registration",
+                "the body could not be read",
+            );
+        }
+    };
+    let uri = headers.get("X-CallbackURI").and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match state
+        .engine
+        .register_callback(&token, uri, bytes.to_vec(), content_type)
+        .await
+    {
+        Ok(Ok(device)) => statuses(StatusCode::OK, device, true),
+        Ok(Err(Refusal::UnknownChannel)) => {
+            statuses(StatusCode::NOT_FOUND, ConnectionStatus::Disconnected, false)
+        }
+        Ok(Err(Refusal::Inactive)) => statuses(
+            StatusCode::PRECONDITION_FAILED,
+            ConnectionStatus::InActive,
+            true,
+        ),
+        Ok(Err(Refusal::Bad(why))) => {
+            let mut response = problem(StatusCode::BAD_REQUEST, "Invalid registration", why);
+            response
+                .headers_mut()
+                .insert("X-SubscriptionStatus", HeaderValue::from_static("Active"));
+            response
+        }
+        Err(err) => engine_problem(err),
     }
 }
 

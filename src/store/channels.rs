@@ -5,9 +5,11 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::StoreError;
-use super::codec::{Columns, corrupt, optional_timestamp, stored_seq, timestamp};
+use super::codec::{Columns, corrupt, optional_timestamp, stored_count, stored_seq, timestamp};
 use super::sql::Sql;
-use crate::domain::channel::{Channel, ChannelToken};
+use crate::domain::channel::{
+    CallbackRegistration, CallbackState, Channel, ChannelToken, Firing, FiringOutcome,
+};
 
 /// Durable push channels. Every method is one atomic step.
 #[async_trait]
@@ -38,6 +40,43 @@ pub trait Channels {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    /// Stores a callback registration on an open channel, replacing any earlier one (armed,
+    /// its attempts cleared); false when the channel is not open.
+    async fn register_callback(
+        &self,
+        token: &ChannelToken,
+        registration: &CallbackRegistration,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Armed registrations of open channels last seen before `seen_before` (their device went
+    /// inactive) start firing, due at `now`: up to `limit`; how many did.
+    async fn start_firings(
+        &self,
+        seen_before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` firings due at `now`; a claimed one is not due again before
+    /// `now + claim_for`, so two nodes never send it at once.
+    async fn due_firings(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        claim_for: std::time::Duration,
+    ) -> Result<Vec<Firing>, StoreError>;
+
+    /// Records an attempt at a firing of the registration made at `registered_at` (a newer
+    /// registration is left alone).
+    async fn record_firing(
+        &self,
+        token: &ChannelToken,
+        registered_at: Timestamp,
+        outcome: &FiringOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
     /// Counts one notification from an unauthenticated sender on day `day`, unless `limit`
     /// were counted that day already: false then (and nothing counted).
     async fn count_unauthenticated(
@@ -51,6 +90,7 @@ pub trait Channels {
 /// A channel row with its log's head.
 pub static CHANNEL: Sql = Sql::new(
     "SELECT c.token, c.created_at, c.expires_at, c.closed_at, c.last_seen, c.cursor,
+            c.cb_uri, c.cb_payload, c.cb_content_type, c.cb_registered_at, c.cb_state,
             COALESCE(h.last_seq, 0) AS head
      FROM channels c LEFT JOIN source_heads h ON h.source = c.log
      WHERE c.token = $1",
@@ -78,10 +118,96 @@ pub static COUNT_DAY: Sql = Sql::new(
      WHERE token = $1 AND (day <> $2 OR day_count < $3)",
 );
 
-/// A channel row.
-pub fn decode_channel(row: &impl Columns) -> Result<Channel, StoreError> {
+/// Stores a registration (armed).
+pub static REGISTER: Sql = Sql::new(
+    "UPDATE channels SET cb_uri = $2, cb_payload = $3, cb_content_type = $4,
+         cb_registered_at = $5, cb_state = 'armed', cb_attempts = 0, cb_next_at = NULL,
+         cb_failing_since = NULL, cb_last_error = NULL, cb_fired_at = NULL
+     WHERE token = $1 AND closed_at IS NULL AND expires_at > $5",
+);
+
+/// Armed registrations of open channels whose device went inactive start firing.
+pub static START_FIRINGS: Sql = Sql::new(
+    "UPDATE channels SET cb_state = 'firing', cb_next_at = $2
+     WHERE token IN (
+         SELECT token FROM channels
+         WHERE cb_state = 'armed' AND last_seen < $1 AND closed_at IS NULL AND expires_at > $2
+         LIMIT $3)",
+);
+
+/// Records a delivered firing.
+pub static FIRED: Sql = Sql::new(
+    "UPDATE channels SET cb_state = 'fired', cb_fired_at = $3, cb_next_at = NULL
+     WHERE token = $1 AND cb_registered_at = $2 AND cb_state = 'firing'",
+);
+
+/// Records a failed attempt, retried at `$4`.
+pub static FIRING_RETRY: Sql = Sql::new(
+    "UPDATE channels SET cb_attempts = $3, cb_next_at = $4, cb_failing_since = $5,
+         cb_last_error = $6
+     WHERE token = $1 AND cb_registered_at = $2 AND cb_state = 'firing'",
+);
+
+/// Records a firing given up.
+pub static FIRING_FAILED: Sql = Sql::new(
+    "UPDATE channels SET cb_state = 'failed', cb_attempts = $3, cb_last_error = $4,
+         cb_next_at = NULL
+     WHERE token = $1 AND cb_registered_at = $2 AND cb_state = 'firing'",
+);
+
+/// A claimed firing row.
+pub fn decode_firing(row: &impl ColumnsWithBytes) -> Result<Firing, StoreError> {
     let token = row.text("token")?;
+    Ok(Firing {
+        token: ChannelToken::parse(&token).ok_or_else(|| corrupt("token", &token))?,
+        registration: CallbackRegistration {
+            uri: row.text("cb_uri")?,
+            payload: row.bytes("cb_payload")?.unwrap_or_default(),
+            content_type: row.optional_text("cb_content_type")?,
+            registered_at: timestamp(row.int("cb_registered_at")?)?,
+        },
+        attempts: stored_count("cb_attempts", row.int("cb_attempts")?)?,
+        failing_since: optional_timestamp(row.optional_int("cb_failing_since")?)?,
+    })
+}
+
+/// Rows with a bytes column besides the usual ones.
+pub trait ColumnsWithBytes: Columns {
+    /// A nullable bytes column.
+    fn bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+impl ColumnsWithBytes for sqlx::sqlite::SqliteRow {
+    fn bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use sqlx::Row;
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl ColumnsWithBytes for sqlx::postgres::PgRow {
+    fn bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use sqlx::Row;
+        Ok(self.try_get(name)?)
+    }
+}
+
+/// A channel row.
+pub fn decode_channel(row: &impl ColumnsWithBytes) -> Result<Channel, StoreError> {
+    let token = row.text("token")?;
+    let callback = match (row.optional_text("cb_uri")?, row.optional_text("cb_state")?) {
+        (Some(uri), Some(state)) => Some((
+            CallbackRegistration {
+                uri,
+                payload: row.bytes("cb_payload")?.unwrap_or_default(),
+                content_type: row.optional_text("cb_content_type")?,
+                registered_at: timestamp(row.int("cb_registered_at")?)?,
+            },
+            CallbackState::from_name(&state).ok_or_else(|| corrupt("cb_state", &state))?,
+        )),
+        _ => None,
+    };
     Ok(Channel {
+        callback,
         token: ChannelToken::parse(&token).ok_or_else(|| corrupt("token", &token))?,
         created_at: timestamp(row.int("created_at")?)?,
         expires_at: timestamp(row.int("expires_at")?)?,

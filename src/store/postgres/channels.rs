@@ -4,15 +4,27 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::super::StoreError;
-use super::super::channels::{CHANNEL, CLOSE, COUNT_DAY, Channels, OPEN, RENEW, decode_channel};
-use super::super::codec::{millis, seq_column};
+use super::super::channels::{
+    CHANNEL, CLOSE, COUNT_DAY, Channels, FIRED, FIRING_FAILED, FIRING_RETRY, OPEN, REGISTER, RENEW,
+    START_FIRINGS, decode_channel, decode_firing,
+};
+use super::super::codec::{duration_millis, millis, seq_column};
 use super::PostgresStore;
-use crate::domain::channel::{Channel, ChannelToken};
+use crate::domain::channel::{CallbackRegistration, Channel, ChannelToken, Firing, FiringOutcome};
 
 /// A reader was there: `last_seen` and the cursor move forward only.
 const SEE: &str = "UPDATE channels SET last_seen = GREATEST(last_seen, $2),
          cursor = GREATEST(cursor, COALESCE($3, cursor))
      WHERE token = $1 AND closed_at IS NULL";
+
+/// Claims due firings: `$1` now, `$2` limit, `$3` claimed until.
+const DUE_FIRINGS: &str = "UPDATE channels SET cb_next_at = $3
+     WHERE token IN (
+         SELECT token FROM channels WHERE cb_state = 'firing' AND cb_next_at <= $1
+         ORDER BY cb_next_at LIMIT $2
+         FOR UPDATE SKIP LOCKED)
+     RETURNING token, cb_uri, cb_payload, cb_content_type, cb_registered_at, cb_attempts,
+               cb_failing_since";
 
 #[async_trait]
 impl Channels for PostgresStore {
@@ -87,5 +99,87 @@ impl Channels for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn register_callback(
+        &self,
+        token: &ChannelToken,
+        registration: &CallbackRegistration,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _ = now;
+        let result = sqlx::query(REGISTER.postgres())
+            .bind(token.as_str())
+            .bind(&registration.uri)
+            .bind(&registration.payload)
+            .bind(registration.content_type.as_deref())
+            .bind(millis(registration.registered_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn start_firings(
+        &self,
+        seen_before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(START_FIRINGS.postgres())
+            .bind(millis(seen_before))
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn due_firings(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        claim_for: std::time::Duration,
+    ) -> Result<Vec<Firing>, StoreError> {
+        let rows = sqlx::query(DUE_FIRINGS)
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .bind(millis(now).saturating_add(duration_millis(claim_for)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_firing).collect()
+    }
+
+    async fn record_firing(
+        &self,
+        token: &ChannelToken,
+        registered_at: Timestamp,
+        outcome: &FiringOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let query = match outcome {
+            FiringOutcome::Fired => sqlx::query(FIRED.postgres())
+                .bind(token.as_str())
+                .bind(millis(registered_at))
+                .bind(millis(now)),
+            FiringOutcome::Retry {
+                attempts,
+                next_at,
+                failing_since,
+                error,
+            } => sqlx::query(FIRING_RETRY.postgres())
+                .bind(token.as_str())
+                .bind(millis(registered_at))
+                .bind(i64::from(*attempts))
+                .bind(millis(*next_at))
+                .bind(millis(*failing_since))
+                .bind(error.clone()),
+            FiringOutcome::Failed { attempts, error } => sqlx::query(FIRING_FAILED.postgres())
+                .bind(token.as_str())
+                .bind(millis(registered_at))
+                .bind(i64::from(*attempts))
+                .bind(error.clone()),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
     }
 }
