@@ -87,6 +87,13 @@ pub struct CallbackFiredLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the channel status gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelStatusLabels {
+    /// `Connected`, `TempDisconnected`, `InActive`, `Disconnected`.
+    pub status: &'static str,
+}
+
 /// herald's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
@@ -129,6 +136,8 @@ pub struct Metrics {
     pub notifications: Family<NotificationLabels, Counter>,
     /// Channel callbacks sent, by outcome.
     pub channel_callbacks: Family<CallbackFiredLabels, Counter>,
+    /// Channels by connection status.
+    pub channels: Family<ChannelStatusLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -250,8 +259,15 @@ impl Default for Metrics {
             "Channel callbacks sent when a device went inactive, by outcome",
             channel_callbacks.clone(),
         );
+        let channels = Family::<ChannelStatusLabels, Gauge>::default();
+        registry.register(
+            "channels",
+            "Push channels by connection status",
+            channels.clone(),
+        );
         Metrics {
             registry,
+            channels,
             channel_callbacks,
             channels_opened,
             notifications,

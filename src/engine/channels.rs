@@ -254,6 +254,29 @@ impl Engine {
         Ok(self.store.events_after(&token.log(), after, limit).await?)
     }
 
+    /// Channels by connection status now: Connected, TempDisconnected, InActive,
+    /// Disconnected.
+    pub async fn channel_counts(&self) -> Result<[(ConnectionStatus, u64); 4], EngineError> {
+        let now = self.clock.now();
+        let presence = self.channel_policy.presence;
+        let back = |d: Duration| {
+            now.checked_sub(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+                .unwrap_or(now)
+        };
+        let connected_since = back(presence.connected_for);
+        let inactive_before = back(presence.connected_for + presence.grace);
+        let [connected, temp, inactive, gone] = self
+            .store
+            .channel_counts(connected_since, inactive_before, now)
+            .await?;
+        Ok([
+            (ConnectionStatus::Connected, connected),
+            (ConnectionStatus::TempDisconnected, temp),
+            (ConnectionStatus::InActive, inactive),
+            (ConnectionStatus::Disconnected, gone),
+        ])
+    }
+
     /// Open channels' connection statuses are computed from when a reader was last there;
     /// this is the status of one now.
     pub fn channel_status(&self, channel: &Channel) -> ConnectionStatus {

@@ -70,6 +70,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(err) => tracing::warn!(error = %err, "reading agents' queue depths failed"),
     }
+    match state.engine.channel_counts().await {
+        Ok(counts) => {
+            for (status, count) in counts {
+                let labels = crate::metrics::ChannelStatusLabels {
+                    status: status.as_str(),
+                };
+                let count = i64::try_from(count).unwrap_or(i64::MAX);
+                state.metrics.channels.get_or_create(&labels).set(count);
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "counting channels failed"),
+    }
     for (agent, lag) in state.engine.bridge_lags() {
         let labels = crate::metrics::AgentLabels {
             agent: agent.to_string(),

@@ -77,6 +77,16 @@ pub trait Channels {
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
+    /// Channels by connection status at `now`: `[connected, temp_disconnected, inactive,
+    /// disconnected]`, where a reader seen at or after `connected_since` is connected and one
+    /// seen before `inactive_before` inactive.
+    async fn channel_counts(
+        &self,
+        connected_since: Timestamp,
+        inactive_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<[u64; 4], StoreError>;
+
     /// Counts one notification from an unauthenticated sender on day `day`, unless `limit`
     /// were counted that day already: false then (and nothing counted).
     async fn count_unauthenticated(
@@ -154,6 +164,30 @@ pub static FIRING_FAILED: Sql = Sql::new(
          cb_next_at = NULL
      WHERE token = $1 AND cb_registered_at = $2 AND cb_state = 'firing'",
 );
+
+/// Channels by connection status.
+pub static COUNTS: Sql = Sql::new(
+    "SELECT
+         COALESCE(SUM(CASE WHEN closed_at IS NULL AND expires_at > $3 AND last_seen >= $1
+                       THEN 1 ELSE 0 END), 0) AS connected,
+         COALESCE(SUM(CASE WHEN closed_at IS NULL AND expires_at > $3 AND last_seen < $1
+                            AND last_seen >= $2 THEN 1 ELSE 0 END), 0) AS temp,
+         COALESCE(SUM(CASE WHEN closed_at IS NULL AND expires_at > $3 AND last_seen < $2
+                       THEN 1 ELSE 0 END), 0) AS inactive,
+         COALESCE(SUM(CASE WHEN closed_at IS NOT NULL OR expires_at <= $3 THEN 1 ELSE 0 END), 0)
+             AS disconnected
+     FROM channels",
+);
+
+/// The counts of [`COUNTS`].
+pub fn decode_counts(row: &impl Columns) -> Result<[u64; 4], StoreError> {
+    Ok([
+        stored_seq("connected", row.int("connected")?)?,
+        stored_seq("temp", row.int("temp")?)?,
+        stored_seq("inactive", row.int("inactive")?)?,
+        stored_seq("disconnected", row.int("disconnected")?)?,
+    ])
+}
 
 /// A claimed firing row.
 pub fn decode_firing(row: &impl ColumnsWithBytes) -> Result<Firing, StoreError> {

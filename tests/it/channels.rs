@@ -324,6 +324,11 @@ async fn a_device_without_a_reader_goes_temporarily_disconnected_then_inactive()
         headers_of(&inactive),
         ("Dropped".into(), "InActive".into(), "Active".into())
     );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("herald_channels{status=\"InActive\"} 1"),
+        "{metrics}"
+    );
     // The device polls: connected again.
     let read = poll(&server, &channel, "").await;
     assert_eq!(read["notifications"].as_array().unwrap().len(), 2);

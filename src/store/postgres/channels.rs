@@ -5,8 +5,8 @@ use jiff::Timestamp;
 
 use super::super::StoreError;
 use super::super::channels::{
-    CHANNEL, CLOSE, COUNT_DAY, Channels, FIRED, FIRING_FAILED, FIRING_RETRY, OPEN, REGISTER, RENEW,
-    START_FIRINGS, decode_channel, decode_firing,
+    CHANNEL, CLOSE, COUNT_DAY, COUNTS, Channels, FIRED, FIRING_FAILED, FIRING_RETRY, OPEN,
+    REGISTER, RENEW, START_FIRINGS, decode_channel, decode_counts, decode_firing,
 };
 use super::super::codec::{duration_millis, millis, seq_column};
 use super::PostgresStore;
@@ -181,5 +181,20 @@ impl Channels for PostgresStore {
         };
         query.execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn channel_counts(
+        &self,
+        connected_since: Timestamp,
+        inactive_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<[u64; 4], StoreError> {
+        let row = sqlx::query(COUNTS.postgres())
+            .bind(millis(connected_since))
+            .bind(millis(inactive_before))
+            .bind(millis(now))
+            .fetch_one(&self.pool)
+            .await?;
+        decode_counts(&row)
     }
 }
