@@ -21,9 +21,11 @@
 //! - [`hostile`]: scenario 8 (XML bombs refused in linear time, beside benign events).
 //! - [`contexts`]: scenario 9 (callbacks to context instances).
 //! - [`invocations`]: scenario 10 (invocation callbacks end to end, acked by pull listeners).
+//! - [`channels`]: scenario 11 (push channels: notifications streamed, memory per open stream).
 //! - [`report`]: the table.
 
 mod baseline;
+mod channels;
 mod contexts;
 mod delivery;
 mod hostile;
@@ -172,6 +174,8 @@ pub enum Scenario {
     Contexts,
     /// 10: invocation callbacks: raise → call → callback → acked by pull listeners.
     Invocations,
+    /// 11: push channels: notifications into N channels with a streaming reader each.
+    Channels,
 }
 
 /// The sizes of a run, from `--quick` or the full defaults, then the flags.
@@ -199,6 +203,8 @@ pub struct Sizes {
     pub context_runs: Vec<(u64, u64)>,
     /// Scenario 10's raises.
     pub invocations: u64,
+    /// Scenario 11: (channels, notifications to each).
+    pub channel_run: (u64, u64),
 }
 
 impl Sizes {
@@ -224,6 +230,7 @@ impl Sizes {
                 hostile_full: false,
                 context_runs: vec![(1, 50), (20, 5)],
                 invocations: 500,
+                channel_run: (50, 5),
             }
         } else {
             Sizes {
@@ -246,6 +253,7 @@ impl Sizes {
                 hostile_full: true,
                 context_runs: vec![(1, 2_000), (1_000, 10)],
                 invocations: 20_000,
+                channel_run: (1_000, 20),
             }
         };
         let mut footprint = args
@@ -323,6 +331,7 @@ impl Sizes {
             hostile_full: !args.quick,
             context_runs: defaults.context_runs,
             invocations: defaults.invocations,
+            channel_run: defaults.channel_run,
         }
     }
 
@@ -515,6 +524,14 @@ async fn run(args: Args) -> ExitCode {
     if wanted(Scenario::Invocations)
         && let Some(rows) = report
             .run("10 invocations", invocations::invocations(&context))
+            .await
+    {
+        report.extend(rows);
+    }
+
+    if wanted(Scenario::Channels)
+        && let Some(rows) = report
+            .run("11 channels", channels::channels(&context))
             .await
     {
         report.extend(rows);
