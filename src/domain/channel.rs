@@ -126,8 +126,11 @@ pub struct Channel {
     pub closed_at: Option<Timestamp>,
     /// When a reader was last there (the open time until one is).
     pub last_seen: Timestamp,
-    /// The last notification the device has read (its `Last-Event-ID` or `after`).
+    /// The last notification the device has said it read (its `Last-Event-ID` or `after`):
+    /// what is kept for it starts after this.
     pub cursor: u64,
+    /// The last notification a stream has sent it (not yet known to be read).
+    pub sent: u64,
     /// The last notification sent to it.
     pub head: u64,
     /// Its callback registration, if any, and where its firing stands.
@@ -148,9 +151,9 @@ impl Channel {
         presence.status(self.last_seen, now)
     }
 
-    /// Notifications sent and not yet read.
+    /// Notifications queued for the device and not yet sent to it (or read).
     pub fn queued(&self) -> u64 {
-        self.head.saturating_sub(self.cursor)
+        self.head.saturating_sub(self.cursor.max(self.sent))
     }
 }
 

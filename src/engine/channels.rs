@@ -92,10 +92,13 @@ impl Engine {
 
     /// What wakes the device readers of a channel waiting on this node.
     pub fn channel_wake(&self, token: &ChannelToken) -> Arc<Notify> {
-        let mut wakes = self.channel_wakes.lock().unwrap_or_else(|e| e.into_inner());
-        // Readers come and go: forget the wakes nobody holds any more.
-        if wakes.len() > 1024 {
+        let mut guard = self.channel_wakes.lock().unwrap_or_else(|e| e.into_inner());
+        let (wakes, sweep_at) = &mut *guard;
+        // Readers come and go: forget the wakes nobody holds any more, whenever the map has
+        // doubled since the last sweep (so a sweep's cost is spread over as many calls).
+        if wakes.len() >= (*sweep_at).max(1024) {
             wakes.retain(|_, wake| Arc::strong_count(wake) > 1);
+            *sweep_at = wakes.len() * 2;
         }
         wakes.entry(token.clone()).or_default().clone()
     }
@@ -111,6 +114,7 @@ impl Engine {
             closed_at: None,
             last_seen: now,
             cursor: 0,
+            sent: 0,
             head: 0,
             callback: None,
         };
@@ -225,15 +229,18 @@ impl Engine {
         limit: u32,
     ) -> Result<(Channel, Vec<Event>), EngineError> {
         let now = self.clock.now();
-        if !self.store.see_channel(token, now, after).await? {
-            return Err(EngineError::UnknownChannel);
-        }
         let channel = self
             .store
             .channel(token)
             .await?
             .filter(|channel| channel.is_open(now))
             .ok_or(EngineError::UnknownChannel)?;
+        // A position past the head (a stale id, another channel's) reads from the head: it
+        // cannot make later notifications count as read.
+        let after = after.map(|after| after.min(channel.head));
+        if !self.store.see_channel(token, now, after, after).await? {
+            return Err(EngineError::UnknownChannel);
+        }
         let from = after.unwrap_or(channel.cursor);
         let events = if from < channel.head {
             self.store.events_after(&token.log(), from, limit).await?
@@ -241,6 +248,13 @@ impl Engine {
             Vec::new()
         };
         Ok((channel, events))
+    }
+
+    /// A stream is still there, having sent up to `sent` (which the device has not confirmed:
+    /// it is not what compaction keeps from). False when the channel is no longer open.
+    pub async fn stream_seen(&self, token: &ChannelToken, sent: u64) -> Result<bool, EngineError> {
+        let now = self.clock.now();
+        Ok(self.store.see_channel(token, now, None, Some(sent)).await?)
     }
 
     /// Up to `limit` notifications of a channel after `after`, read without counting as a
@@ -284,5 +298,5 @@ impl Engine {
     }
 }
 
-/// Channel wakes by token.
-pub(super) type ChannelWakes = std::sync::Mutex<BTreeMap<ChannelToken, Arc<Notify>>>;
+/// Channel wakes by token, and the size at which they are swept next.
+pub(super) type ChannelWakes = std::sync::Mutex<(BTreeMap<ChannelToken, Arc<Notify>>, usize)>;

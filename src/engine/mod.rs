@@ -212,7 +212,7 @@ impl Engine {
             invoker_wakes: std::sync::Mutex::default(),
             agent_wakes: std::sync::Mutex::default(),
             channel_policy,
-            channel_wakes: std::sync::Mutex::default(),
+            channel_wakes: std::sync::Mutex::new((BTreeMap::new(), 1024)),
             delivery,
             filters,
             endpoints,

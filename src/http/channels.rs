@@ -337,6 +337,8 @@ struct Streaming {
     cursor: u64,
     pending: VecDeque<Event>,
     touched: tokio::time::Instant,
+    /// The position last reported as sent.
+    reported: u64,
 }
 
 /// `GET /channels/{token}/stream`: server-sent events, each notification with its position as
@@ -368,9 +370,10 @@ async fn stream(
             Err(err) => return engine_problem(err),
         };
     let start = Streaming {
-        cursor: last_event_id.unwrap_or(channel.cursor),
+        cursor: last_event_id.map_or(channel.cursor, |id| id.min(channel.head)),
         pending: events.into(),
         touched: tokio::time::Instant::now(),
+        reported: 0,
         engine,
         token,
     };
@@ -385,36 +388,42 @@ async fn stream(
 /// stream ends when the channel closes or expires.
 async fn next_event(mut streaming: Streaming) -> Option<(Result<SseEvent, Infallible>, Streaming)> {
     let refresh = streaming.engine.channel_policy().presence.connected_for / 3;
+    // What was sent counts against the queue's cap once reported: at each check-in, and
+    // sooner during a burst.
+    let report_every = (streaming.engine.channel_policy().queue_cap / 2).max(1);
     loop {
         if let Some(event) = streaming.pending.pop_front() {
             streaming.cursor = event.seq;
+            // The notification as JSON: its body travels exactly (SSE data lines would turn a
+            // CR LF into two line ends, and drop an empty body).
+            let data = serde_json::to_string(&Notification::of(&event)).unwrap_or_default();
             let sse = SseEvent::default()
                 .id(event.seq.to_string())
                 .event("notification")
-                .data(event.payload.as_str());
+                .data(data);
             return Some((Ok(sse), streaming));
         }
         let wake = streaming.engine.channel_wake(&streaming.token);
         let mut notified = std::pin::pin!(wake.notified());
         notified.as_mut().enable();
-        if streaming.touched.elapsed() >= refresh {
-            let engine = &streaming.engine;
-            match engine
-                .read_channel(&streaming.token, Some(streaming.cursor), PAGE)
+        let behind = streaming.cursor.saturating_sub(streaming.reported) >= report_every;
+        if streaming.touched.elapsed() >= refresh || behind {
+            // Still there; what was sent is not known to be read, so it stays kept.
+            match streaming
+                .engine
+                .stream_seen(&streaming.token, streaming.cursor)
                 .await
             {
-                Ok((_, events)) => streaming.pending.extend(events),
-                Err(EngineError::UnknownChannel) => return None,
-                Err(err) => tracing::warn!(error = %err, "a channel stream could not read"),
+                Ok(true) => streaming.reported = streaming.cursor,
+                Ok(false) => return None,
+                Err(err) => tracing::warn!(error = %err, "a channel stream could not check in"),
             }
             streaming.touched = tokio::time::Instant::now();
-            if !streaming.pending.is_empty() {
-                continue;
-            }
         }
+        let check_in = refresh.saturating_sub(streaming.touched.elapsed());
         tokio::select! {
             _ = notified.as_mut() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(POLL.min(check_in)) => {}
         }
         match streaming
             .engine
@@ -460,8 +469,10 @@ struct ChannelView {
     #[serde(skip_serializing_if = "Option::is_none")]
     closed_at: Option<String>,
     last_seen: String,
-    /// The last notification the device has read.
+    /// The last notification the device has said it read.
     cursor: u64,
+    /// The last notification a stream has sent it (reported at its check-ins).
+    sent: u64,
     /// The last notification sent.
     head: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -494,6 +505,7 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
         closed_at: channel.closed_at.map(|at| at.to_string()),
         last_seen: channel.last_seen.to_string(),
         cursor: channel.cursor,
+        sent: channel.sent,
         head: channel.head,
         callback: channel
             .callback

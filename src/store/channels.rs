@@ -20,13 +20,15 @@ pub trait Channels {
     /// A channel, open or not, with the head of its log.
     async fn channel(&self, token: &ChannelToken) -> Result<Option<Channel>, StoreError>;
 
-    /// A reader was there at `at`, having read up to `cursor` (when it says): `last_seen` and
-    /// the cursor only move forward. False when the channel is closed or unknown.
+    /// A reader was there at `at`, having read up to `read` (when the device says so) or been
+    /// sent up to `sent` (a stream): each only moves forward. False when the channel is closed
+    /// or unknown.
     async fn see_channel(
         &self,
         token: &ChannelToken,
         at: Timestamp,
-        cursor: Option<u64>,
+        read: Option<u64>,
+        sent: Option<u64>,
     ) -> Result<bool, StoreError>;
 
     /// Closes an open channel; false when it was not open.
@@ -99,7 +101,7 @@ pub trait Channels {
 
 /// A channel row with its log's head.
 pub static CHANNEL: Sql = Sql::new(
-    "SELECT c.token, c.created_at, c.expires_at, c.closed_at, c.last_seen, c.cursor,
+    "SELECT c.token, c.created_at, c.expires_at, c.closed_at, c.last_seen, c.cursor, c.sent,
             c.cb_uri, c.cb_payload, c.cb_content_type, c.cb_registered_at, c.cb_state,
             COALESCE(h.last_seq, 0) AS head
      FROM channels c LEFT JOIN source_heads h ON h.source = c.log
@@ -139,7 +141,7 @@ pub static REGISTER: Sql = Sql::new(
 /// Armed registrations of open channels whose device went inactive start firing.
 pub static START_FIRINGS: Sql = Sql::new(
     "UPDATE channels SET cb_state = 'firing', cb_next_at = $2
-     WHERE token IN (
+     WHERE cb_state = 'armed' AND last_seen < $1 AND token IN (
          SELECT token FROM channels
          WHERE cb_state = 'armed' AND last_seen < $1 AND closed_at IS NULL AND expires_at > $2
          LIMIT $3)",
@@ -248,6 +250,7 @@ pub fn decode_channel(row: &impl ColumnsWithBytes) -> Result<Channel, StoreError
         closed_at: optional_timestamp(row.optional_int("closed_at")?)?,
         last_seen: timestamp(row.int("last_seen")?)?,
         cursor: stored_seq("cursor", row.int("cursor")?)?,
+        sent: stored_seq("sent", row.int("sent")?)?,
         head: stored_seq("head", row.int("head")?)?,
     })
 }

@@ -237,7 +237,8 @@ pub static COMPACT_EVENTS: Sql = Sql::new(
              (SELECT MIN(seq) FROM agent_queue WHERE agent = $1),
              9223372036854775807)
          AND seq <= COALESCE(
-             (SELECT cursor FROM channels WHERE log = $1 AND closed_at IS NULL),
+             (SELECT cursor FROM channels
+              WHERE log = $1 AND closed_at IS NULL AND expires_at > $2),
              9223372036854775807)",
 );
 

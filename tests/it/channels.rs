@@ -102,7 +102,10 @@ async fn read_events(
                 }
             }
             if let Some(id) = id {
-                events.push((id, data.join("\n")));
+                // The data is the notification as JSON.
+                let notification: Value = serde_json::from_str(&data.join("\n")).unwrap();
+                assert_eq!(notification["id"], id);
+                events.push((id, notification["body"].as_str().unwrap().to_owned()));
             }
         }
         if events.len() >= count {
@@ -447,4 +450,69 @@ async fn kill_9_with_notifications_queued_loses_none() {
         bodies,
         (1..=100).map(|n| format!("<n>{n}</n>")).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn what_a_stream_sent_stays_kept_until_the_device_says_it_read_it() {
+    let server = start(|policy| policy.presence.connected_for = Duration::from_millis(300)).await;
+    let channel = open(&server).await;
+    let token = channel.rsplit('/').next().unwrap().to_owned();
+    for n in 1..=3 {
+        send(&server, &channel, &format!("<n>{n}</n>"), true).await;
+    }
+    let mut stream = open_stream(&server, &channel, None).await;
+    let mut buffer = String::new();
+    let sent = read_events(&mut stream, &mut buffer, 3, Duration::from_secs(10)).await;
+    assert_eq!(sent.len(), 3);
+    // The stream checks in (every third of connected_for): sent, not read.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let view: Value = serde_json::from_str(
+        &server
+            .client
+            .get(server.url(&format!("/api/v1/channels/{token}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (view["cursor"].as_u64(), view["sent"].as_u64()),
+        (Some(0), Some(3)),
+        "{view}"
+    );
+    drop(stream);
+    // The connection died before the device saw them: a new stream without Last-Event-ID
+    // starts after what the device said it read, so they come again.
+    let mut again = open_stream(&server, &channel, None).await;
+    let mut buffer = String::new();
+    let replayed = read_events(&mut again, &mut buffer, 3, Duration::from_secs(10)).await;
+    assert_eq!(
+        replayed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+}
+
+#[tokio::test]
+async fn a_position_past_the_last_notification_cannot_hide_later_ones() {
+    let server = start(|_| {}).await;
+    let channel = open(&server).await;
+    send(&server, &channel, "<n>1</n>", true).await;
+    // A stale id from somewhere else.
+    let mut stream = open_stream(&server, &channel, Some(1_000_000)).await;
+    let nothing = poll(&server, &channel, "after=999").await;
+    assert_eq!(nothing["notifications"], serde_json::json!([]));
+    send(&server, &channel, "<n>2</n>", true).await;
+    let mut buffer = String::new();
+    let got = read_events(&mut stream, &mut buffer, 1, Duration::from_secs(10)).await;
+    assert_eq!(got, [(2, "<n>2</n>".to_owned())]);
+    let polled = poll(&server, &channel, "after=1").await;
+    assert_eq!(polled["notifications"][0]["body"], "<n>2</n>");
+    // A body with CR LF and an empty one travel exactly.
+    send(&server, &channel, "a\r\nb", true).await;
+    send(&server, &channel, "", true).await;
+    let got = read_events(&mut stream, &mut buffer, 2, Duration::from_secs(10)).await;
+    assert_eq!(got, [(3, "a\r\nb".to_owned()), (4, String::new())]);
 }

@@ -14,7 +14,7 @@ use crate::domain::channel::{CallbackRegistration, Channel, ChannelToken, Firing
 
 /// A reader was there: `last_seen` and the cursor move forward only.
 const SEE: &str = "UPDATE channels SET last_seen = GREATEST(last_seen, $2),
-         cursor = GREATEST(cursor, COALESCE($3, cursor))
+         cursor = GREATEST(cursor, COALESCE($3, cursor)), sent = GREATEST(sent, COALESCE($4, sent))
      WHERE token = $1 AND closed_at IS NULL";
 
 /// Claims due firings: `$1` now, `$2` limit, `$3` claimed until.
@@ -51,12 +51,14 @@ impl Channels for PostgresStore {
         &self,
         token: &ChannelToken,
         at: Timestamp,
-        cursor: Option<u64>,
+        read: Option<u64>,
+        sent: Option<u64>,
     ) -> Result<bool, StoreError> {
         let result = sqlx::query(SEE)
             .bind(token.as_str())
             .bind(millis(at))
-            .bind(cursor.map(seq_column))
+            .bind(read.map(seq_column))
+            .bind(sent.map(seq_column))
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)

@@ -1,6 +1,6 @@
 -- Push channels (seed 004). A channel's notifications are the events of its log (`ch.{token}`);
--- the row holds its lifetime, when a reader was last there, how far the device has read
--- (compaction keeps what it has not), the unauthenticated senders' count of the day, and the
+-- the row holds its lifetime, when a reader was last there, how far the device has said it
+-- read (`cursor`: compaction keeps what it has not) and how far a stream has sent (`sent`), the unauthenticated senders' count of the day, and the
 -- callback registration (one per channel, the last one wins) with where its firing stands:
 -- 'armed' (fires when the device goes inactive), 'firing' (due at cb_next_at), 'fired',
 -- 'failed' (given up).
@@ -12,6 +12,7 @@ CREATE TABLE channels (
     closed_at BIGINT,
     last_seen BIGINT NOT NULL,
     cursor BIGINT NOT NULL DEFAULT 0,
+    sent BIGINT NOT NULL DEFAULT 0,
     day BIGINT NOT NULL DEFAULT 0,
     day_count BIGINT NOT NULL DEFAULT 0,
     cb_uri TEXT,
