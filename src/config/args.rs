@@ -110,6 +110,7 @@ pub(super) struct ChannelsFile {
     pub(super) max_notification_bytes: Option<usize>,
     pub(super) queue_cap: Option<u64>,
     pub(super) daily_limit: Option<u64>,
+    pub(super) keep_ended: Option<String>,
 }
 
 /// `[invocations]`: defaults of invokers and agents.

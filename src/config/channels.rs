@@ -45,6 +45,9 @@ pub(super) fn channel_policy(
         }
         policy.queue_cap = cap;
     }
+    if let Some(keep) = &file.keep_ended {
+        policy.keep_ended = std_duration("keep_ended", keep).map_err(invalid)?;
+    }
     if let Some(limit) = file.daily_limit {
         policy.daily_limit = limit;
     }

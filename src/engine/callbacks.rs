@@ -1,4 +1,4 @@
-//! Channel callbacks (seed 004): one registration per channel, the last one winning, fired
+//! Channel callbacks (seed 004), and the forgetting of ended channels: one registration per channel, the last one winning, fired
 //! when the device goes inactive — its payload POSTed byte for byte with its content type,
 //! retried with back-off (`Retry-After` honoured) until delivered or given up — once per
 //! registration. The transition to firing is stored before anything is sent, so a channel that
@@ -122,6 +122,15 @@ impl Engine {
         let started = self.store.start_firings(seen_before, now, 1000).await?;
         if started > 0 {
             tracing::debug!(started, "devices went inactive: their callbacks fire");
+        }
+        // Channels ended long enough ago go, with their notifications (a firing of a closed
+        // or expired channel is not sent).
+        let keep =
+            SignedDuration::try_from(self.channel_policy.keep_ended).unwrap_or(SignedDuration::MAX);
+        let ended_before = now.checked_sub(keep).unwrap_or(now);
+        let forgotten = self.store.forget_channels(ended_before, 1000).await?;
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "ended channels forgotten");
         }
         let due = self.store.due_firings(now, BATCH, CLAIM).await?;
         let mut sends = tokio::task::JoinSet::new();

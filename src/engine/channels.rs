@@ -29,6 +29,8 @@ pub struct ChannelPolicy {
     pub daily_limit: u64,
     /// How a callback's firing is retried, and when it is given up.
     pub callback_retry: crate::delivery::retry::RetryPolicy,
+    /// A channel closed or expired this long ago is forgotten, with its notifications.
+    pub keep_ended: Duration,
 }
 
 impl Default for ChannelPolicy {
@@ -43,6 +45,7 @@ impl Default for ChannelPolicy {
             queue_cap: 1000,
             daily_limit: 500,
             callback_retry: crate::delivery::retry::RetryPolicy::default(),
+            keep_ended: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -89,6 +89,11 @@ pub trait Channels {
         now: Timestamp,
     ) -> Result<[u64; 4], StoreError>;
 
+    /// Forgets up to `limit` channels closed, or expired, before `ended_before`: their rows,
+    /// their notifications and their logs' heads, in one transaction. How many went.
+    async fn forget_channels(&self, ended_before: Timestamp, limit: u32)
+    -> Result<u64, StoreError>;
+
     /// Counts one notification from an unauthenticated sender on day `day`, unless `limit`
     /// were counted that day already: false then (and nothing counted).
     async fn count_unauthenticated(
@@ -166,6 +171,22 @@ pub static FIRING_FAILED: Sql = Sql::new(
          cb_next_at = NULL
      WHERE token = $1 AND cb_registered_at = $2 AND cb_state = 'firing'",
 );
+
+/// Channels closed or expired before `$1`: their tokens and logs.
+pub static ENDED: Sql = Sql::new(
+    "SELECT token, log FROM channels
+     WHERE (closed_at IS NOT NULL AND closed_at < $1) OR expires_at < $1
+     LIMIT $2",
+);
+
+/// A forgotten channel's notifications.
+pub static FORGET_EVENTS: Sql = Sql::new("DELETE FROM events WHERE source = $1");
+
+/// A forgotten channel's log head.
+pub static FORGET_HEAD: Sql = Sql::new("DELETE FROM source_heads WHERE source = $1");
+
+/// A forgotten channel's row.
+pub static FORGET_CHANNEL: Sql = Sql::new("DELETE FROM channels WHERE token = $1");
 
 /// Channels by connection status.
 pub static COUNTS: Sql = Sql::new(

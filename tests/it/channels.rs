@@ -516,3 +516,51 @@ async fn a_position_past_the_last_notification_cannot_hide_later_ones() {
     let got = read_events(&mut stream, &mut buffer, 2, Duration::from_secs(10)).await;
     assert_eq!(got, [(3, "a\r\nb".to_owned()), (4, String::new())]);
 }
+
+#[tokio::test]
+async fn an_ended_channel_is_forgotten_with_its_notifications() {
+    let store = TestStore::new().await;
+    let server = TestServer::start_in(&store, |config| {
+        config.api_token = Some(TOKEN.into());
+        config.channels.keep_ended = Duration::from_millis(200);
+        config.sweep_interval = Duration::from_millis(50);
+    })
+    .await;
+    let channel = open(&server).await;
+    let token = channel.rsplit('/').next().unwrap().to_owned();
+    let kept = open(&server).await;
+    for body in ["<a/>", "<b/>"] {
+        send(&server, &channel, body, true).await;
+        send(&server, &kept, body, true).await;
+    }
+    let count = |log: String| {
+        let store = &store;
+        async move {
+            store
+                .integers(&format!(
+                    "SELECT COUNT(*) FROM events WHERE source = 'ch.{log}'"
+                ))
+                .await[0]
+        }
+    };
+    assert_eq!(count(token.clone()).await, 2);
+    let closed = server
+        .client
+        .delete(server.url(&format!("/api/v1/channels/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 204);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(count(token.clone()).await, 0, "its notifications went");
+    let gone = server
+        .client
+        .get(server.url(&format!("/api/v1/channels/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let other = kept.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(count(other).await, 2, "an open channel keeps its own");
+    server.stop().await;
+}

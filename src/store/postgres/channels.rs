@@ -5,8 +5,9 @@ use jiff::Timestamp;
 
 use super::super::StoreError;
 use super::super::channels::{
-    CHANNEL, CLOSE, COUNT_DAY, COUNTS, Channels, FIRED, FIRING_FAILED, FIRING_RETRY, OPEN,
-    REGISTER, RENEW, START_FIRINGS, decode_channel, decode_counts, decode_firing,
+    CHANNEL, CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY,
+    FORGET_CHANNEL, FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS,
+    decode_channel, decode_counts, decode_firing,
 };
 use super::super::codec::{duration_millis, millis, seq_column};
 use super::PostgresStore;
@@ -21,6 +22,7 @@ const SEE: &str = "UPDATE channels SET last_seen = GREATEST(last_seen, $2),
 const DUE_FIRINGS: &str = "UPDATE channels SET cb_next_at = $3
      WHERE token IN (
          SELECT token FROM channels WHERE cb_state = 'firing' AND cb_next_at <= $1
+           AND closed_at IS NULL AND expires_at > $1
          ORDER BY cb_next_at LIMIT $2
          FOR UPDATE SKIP LOCKED)
      RETURNING token, cb_uri, cb_payload, cb_content_type, cb_registered_at, cb_attempts,
@@ -198,5 +200,29 @@ impl Channels for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         decode_counts(&row)
+    }
+
+    async fn forget_channels(
+        &self,
+        ended_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ended: Vec<(String, String)> = sqlx::query_as(ENDED.postgres())
+            .bind(millis(ended_before))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        for (token, log) in &ended {
+            for (statement, key) in [
+                (FORGET_EVENTS.postgres(), log),
+                (FORGET_HEAD.postgres(), log),
+                (FORGET_CHANNEL.postgres(), token),
+            ] {
+                sqlx::query(statement).bind(key).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(ended.len() as u64)
     }
 }
