@@ -129,6 +129,11 @@ impl DeliveryClient {
         &self.policy
     }
 
+    /// Its timeouts.
+    pub fn settings(&self) -> ClientSettings {
+        self.settings
+    }
+
     /// POSTs one message and classifies the outcome.
     pub async fn send(&self, message: &Outgoing) -> Attempt {
         let mut headers = Vec::new();

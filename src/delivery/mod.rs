@@ -463,6 +463,11 @@ impl Dispatcher {
         self.client.post(url, content_type, body, headers).await
     }
 
+    /// The delivery client's timeouts.
+    pub fn client_settings(&self) -> client::ClientSettings {
+        self.client.settings()
+    }
+
     /// The last sequence number of any log, read from the store when its tail is not open here.
     pub async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {
         if let Some(head) = self.log.head(log) {

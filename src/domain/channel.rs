@@ -135,20 +135,29 @@ pub struct Channel {
     pub head: u64,
     /// Its callback registration, if any, and where its firing stands.
     pub callback: Option<(CallbackRegistration, CallbackState)>,
+    /// The store's clock when this was read (the database's on PostgreSQL): `last_seen` is
+    /// on that clock too, so every node judges a channel's status alike whatever its own.
+    pub as_of: Timestamp,
 }
 
 impl Channel {
-    /// Whether it takes notifications at `now`: not closed, not expired.
-    pub fn is_open(&self, now: Timestamp) -> bool {
-        self.closed_at.is_none() && self.expires_at > now
+    /// Whether it took notifications when read: not closed, not expired.
+    pub fn is_open(&self) -> bool {
+        self.closed_at.is_none() && self.expires_at > self.as_of
     }
 
-    /// Its connection status at `now`.
-    pub fn status(&self, presence: &Presence, now: Timestamp) -> ConnectionStatus {
-        if !self.is_open(now) {
+    /// Its connection status when read.
+    pub fn status(&self, presence: &Presence) -> ConnectionStatus {
+        if !self.is_open() {
             return ConnectionStatus::Disconnected;
         }
-        presence.status(self.last_seen, now)
+        presence.status(self.last_seen, self.as_of)
+    }
+
+    /// The day (since the epoch, on the store's clock) that counts its notifications from
+    /// unauthenticated senders.
+    pub fn day(&self) -> i64 {
+        self.as_of.as_second().div_euclid(86_400)
     }
 
     /// Notifications queued for the device and not yet sent to it (or read).

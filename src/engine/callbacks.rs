@@ -20,8 +20,9 @@ use crate::metrics::{CallbackFiredLabels, Metrics};
 
 /// Firings sent at once per pass.
 const BATCH: u32 = 64;
-/// How long a node that took a firing to send keeps the others off it (longer than a send).
-const CLAIM: Duration = Duration::from_secs(120);
+/// How much longer than the longest send (the delivery client's request timeout) a node that
+/// took a firing keeps the others off it: time to record the outcome.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// Why a registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +47,7 @@ impl Engine {
         content_type: Option<String>,
     ) -> Result<Result<ConnectionStatus, Refusal>, EngineError> {
         let channel = match self.channel(token).await {
-            Ok(channel) if channel.is_open(self.clock.now()) => channel,
+            Ok(channel) if channel.is_open() => channel,
             Ok(_) | Err(EngineError::UnknownChannel) => return Ok(Err(Refusal::UnknownChannel)),
             Err(err) => return Err(err),
         };
@@ -116,10 +117,8 @@ impl Engine {
     async fn fire_callbacks(self: &Arc<Self>, metrics: &Arc<Metrics>) -> Result<(), EngineError> {
         let now = self.clock.now();
         let presence = self.channel_policy.presence;
-        let inactive_for = SignedDuration::try_from(presence.connected_for + presence.grace)
-            .unwrap_or(SignedDuration::MAX);
-        let seen_before = now.checked_sub(inactive_for).unwrap_or(now);
-        let started = self.store.start_firings(seen_before, now, 1000).await?;
+        let inactive_after = presence.connected_for + presence.grace;
+        let started = self.store.start_firings(inactive_after, now, 1000).await?;
         if started > 0 {
             tracing::debug!(started, "devices went inactive: their callbacks fire");
         }
@@ -132,7 +131,8 @@ impl Engine {
         if forgotten > 0 {
             tracing::debug!(forgotten, "ended channels forgotten");
         }
-        let due = self.store.due_firings(now, BATCH, CLAIM).await?;
+        let claim = self.delivery.client_settings().request_timeout + CLAIM_MARGIN;
+        let due = self.store.due_firings(now, BATCH, claim).await?;
         let mut sends = tokio::task::JoinSet::new();
         for firing in due {
             let (engine, metrics) = (self.clone(), metrics.clone());

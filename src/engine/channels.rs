@@ -120,6 +120,7 @@ impl Engine {
             sent: 0,
             head: 0,
             callback: None,
+            as_of: now,
         };
         self.store.open_channel(&channel).await?;
         Ok(channel)
@@ -129,7 +130,7 @@ impl Engine {
     pub async fn channel(&self, token: &str) -> Result<Channel, EngineError> {
         let token = ChannelToken::parse(token).ok_or(EngineError::UnknownChannel)?;
         self.store
-            .channel(&token)
+            .channel(&token, self.clock.now())
             .await?
             .ok_or(EngineError::UnknownChannel)
     }
@@ -163,7 +164,6 @@ impl Engine {
         body: String,
         authenticated: bool,
     ) -> Result<Sent, EngineError> {
-        let now = self.clock.now();
         let dropped = |code, device, active| Sent {
             code,
             notification: NotificationStatus::Dropped,
@@ -172,30 +172,20 @@ impl Engine {
             seq: None,
         };
         let channel = match self.channel(token).await {
-            Ok(channel) if channel.is_open(now) => channel,
+            Ok(channel) if channel.is_open() => channel,
             Ok(_) | Err(EngineError::UnknownChannel) => {
                 return Ok(dropped(404, ConnectionStatus::Disconnected, false));
             }
             Err(err) => return Err(err),
         };
-        let device = channel.status(&self.channel_policy.presence, now);
+        let device = channel.status(&self.channel_policy.presence);
         if device == ConnectionStatus::InActive {
             return Ok(dropped(412, device, true));
         }
         if body.len() > self.channel_policy.max_notification_bytes {
             return Ok(dropped(413, device, true));
         }
-        if !authenticated {
-            let day = now.as_second().div_euclid(86_400);
-            let limit = self.channel_policy.daily_limit;
-            if !self
-                .store
-                .count_unauthenticated(&channel.token, day, limit)
-                .await?
-            {
-                return Ok(dropped(406, device, true));
-            }
-        }
+        // A full queue takes nothing, so it counts nothing against the daily limit.
         if channel.queued() >= self.channel_policy.queue_cap {
             return Ok(Sent {
                 code: 200,
@@ -204,6 +194,16 @@ impl Engine {
                 active: true,
                 seq: None,
             });
+        }
+        if !authenticated {
+            let limit = self.channel_policy.daily_limit;
+            if !self
+                .store
+                .count_unauthenticated(&channel.token, channel.day(), limit)
+                .await?
+            {
+                return Ok(dropped(406, device, true));
+            }
         }
         let event = NewEvent {
             action: content_type.to_owned(),
@@ -234,9 +234,9 @@ impl Engine {
         let now = self.clock.now();
         let channel = self
             .store
-            .channel(token)
+            .channel(token, now)
             .await?
-            .filter(|channel| channel.is_open(now))
+            .filter(Channel::is_open)
             .ok_or(EngineError::UnknownChannel)?;
         // A position past the head (a stale id, another channel's) reads from the head: it
         // cannot make later notifications count as read.
@@ -274,17 +274,14 @@ impl Engine {
     /// Channels by connection status now: Connected, TempDisconnected, InActive,
     /// Disconnected.
     pub async fn channel_counts(&self) -> Result<[(ConnectionStatus, u64); 4], EngineError> {
-        let now = self.clock.now();
         let presence = self.channel_policy.presence;
-        let back = |d: Duration| {
-            now.checked_sub(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
-                .unwrap_or(now)
-        };
-        let connected_since = back(presence.connected_for);
-        let inactive_before = back(presence.connected_for + presence.grace);
         let [connected, temp, inactive, gone] = self
             .store
-            .channel_counts(connected_since, inactive_before, now)
+            .channel_counts(
+                presence.connected_for,
+                presence.connected_for + presence.grace,
+                self.clock.now(),
+            )
             .await?;
         Ok([
             (ConnectionStatus::Connected, connected),
@@ -295,9 +292,9 @@ impl Engine {
     }
 
     /// Open channels' connection statuses are computed from when a reader was last there;
-    /// this is the status of one now.
+    /// this is the status of one when it was read.
     pub fn channel_status(&self, channel: &Channel) -> ConnectionStatus {
-        channel.status(&self.channel_policy.presence, self.clock.now())
+        channel.status(&self.channel_policy.presence)
     }
 }
 

@@ -153,9 +153,7 @@ async fn send(
         Err(err) => return engine_problem(err),
     };
     let (device, active) = match &channel {
-        Some(channel) if channel.is_open(state.engine.now()) => {
-            (state.engine.channel_status(channel), true)
-        }
+        Some(channel) if channel.is_open() => (state.engine.channel_status(channel), true),
         _ => (ConnectionStatus::Disconnected, false),
     };
     let message_id = header("X-MessageID").unwrap_or("00000000-0000-0000-0000-000000000000");

@@ -1,8 +1,17 @@
 //! Push channels in the store: the part of [`Store`](super::Store) for seed 004. A channel's
 //! notifications are appended to its log like any log's events; the row here holds the rest.
+//!
+//! Presence is measured on the store's clock: a reader's visit (`last_seen`), a channel's
+//! status when read ([`Channel::as_of`]), the day of the daily limit, when a device went
+//! inactive and how long a firing is claimed. On SQLite (one node) that is the `now` the
+//! caller passes; on PostgreSQL it is the database's, whatever `now` says, so that nodes whose
+//! clocks differ agree on a device's status, count one day alike and never both send one
+//! firing.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::StoreError;
 use super::codec::{Columns, corrupt, optional_timestamp, stored_count, stored_seq, timestamp};
@@ -11,22 +20,27 @@ use crate::domain::channel::{
     CallbackRegistration, CallbackState, Channel, ChannelToken, Firing, FiringOutcome,
 };
 
-/// Durable push channels. Every method is one atomic step.
+/// Durable push channels. Every method is one atomic step; `now` is the caller's clock, which
+/// only SQLite uses for presence (see the module's notes).
 #[async_trait]
 pub trait Channels {
     /// Stores a new channel.
     async fn open_channel(&self, channel: &Channel) -> Result<(), StoreError>;
 
-    /// A channel, open or not, with the head of its log.
-    async fn channel(&self, token: &ChannelToken) -> Result<Option<Channel>, StoreError>;
+    /// A channel, open or not, with the head of its log, as of the store's clock.
+    async fn channel(
+        &self,
+        token: &ChannelToken,
+        now: Timestamp,
+    ) -> Result<Option<Channel>, StoreError>;
 
-    /// A reader was there at `at`, having read up to `read` (when the device says so) or been
+    /// A reader was there now, having read up to `read` (when the device says so) or been
     /// sent up to `sent` (a stream): each only moves forward. False when the channel is closed
     /// or unknown.
     async fn see_channel(
         &self,
         token: &ChannelToken,
-        at: Timestamp,
+        now: Timestamp,
         read: Option<u64>,
         sent: Option<u64>,
     ) -> Result<bool, StoreError>;
@@ -51,22 +65,22 @@ pub trait Channels {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Armed registrations of open channels last seen before `seen_before` (their device went
-    /// inactive) start firing, due at `now`: up to `limit`; how many did.
+    /// Armed registrations of open channels with no reader for longer than `inactive_after`
+    /// (their device went inactive) start firing, due now: up to `limit`; how many did.
     async fn start_firings(
         &self,
-        seen_before: Timestamp,
+        inactive_after: Duration,
         now: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError>;
 
-    /// Claims up to `limit` firings due at `now`; a claimed one is not due again before
-    /// `now + claim_for`, so two nodes never send it at once.
+    /// Claims up to `limit` firings due now; a claimed one is not due again for `claim_for`,
+    /// so two nodes never send it at once.
     async fn due_firings(
         &self,
         now: Timestamp,
         limit: u32,
-        claim_for: std::time::Duration,
+        claim_for: Duration,
     ) -> Result<Vec<Firing>, StoreError>;
 
     /// Records an attempt at a firing of the registration made at `registered_at` (a newer
@@ -79,13 +93,13 @@ pub trait Channels {
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
-    /// Channels by connection status at `now`: `[connected, temp_disconnected, inactive,
-    /// disconnected]`, where a reader seen at or after `connected_since` is connected and one
-    /// seen before `inactive_before` inactive.
+    /// Channels by connection status now: `[connected, temp_disconnected, inactive,
+    /// disconnected]`, where a reader seen within `connected_for` is connected and one not seen
+    /// for longer than `inactive_after` inactive.
     async fn channel_counts(
         &self,
-        connected_since: Timestamp,
-        inactive_before: Timestamp,
+        connected_for: Duration,
+        inactive_after: Duration,
         now: Timestamp,
     ) -> Result<[u64; 4], StoreError>;
 
@@ -94,8 +108,9 @@ pub trait Channels {
     async fn forget_channels(&self, ended_before: Timestamp, limit: u32)
     -> Result<u64, StoreError>;
 
-    /// Counts one notification from an unauthenticated sender on day `day`, unless `limit`
-    /// were counted that day already: false then (and nothing counted).
+    /// Counts one notification from an unauthenticated sender on `day` (see [`Channel::day`]),
+    /// unless `limit` were counted that day already: false then (and nothing counted). A day
+    /// before the one counted last counts as that one, so a count never starts over early.
     async fn count_unauthenticated(
         &self,
         token: &ChannelToken,
@@ -104,14 +119,30 @@ pub trait Channels {
     ) -> Result<bool, StoreError>;
 }
 
-/// A channel row with its log's head.
-pub static CHANNEL: Sql = Sql::new(
-    "SELECT c.token, c.created_at, c.expires_at, c.closed_at, c.last_seen, c.cursor, c.sent,
-            c.cb_uri, c.cb_payload, c.cb_content_type, c.cb_registered_at, c.cb_state,
-            COALESCE(h.last_seq, 0) AS head
-     FROM channels c LEFT JOIN source_heads h ON h.source = c.log
-     WHERE c.token = $1",
-);
+/// `now - after`, or the dawn of time.
+pub fn before(now: Timestamp, after: Duration) -> Timestamp {
+    SignedDuration::try_from(after)
+        .ok()
+        .and_then(|after| now.checked_sub(after).ok())
+        .unwrap_or(Timestamp::MIN)
+}
+
+/// A channel row with its log's head, and the store's clock as `as_of` (`$2` on SQLite; the
+/// database's clock on PostgreSQL).
+macro_rules! channel_query {
+    ($($now:tt)+) => {
+        concat!(
+            "SELECT c.token, c.created_at, c.expires_at, c.closed_at, c.last_seen, c.cursor,
+                    c.sent, c.cb_uri, c.cb_payload, c.cb_content_type, c.cb_registered_at,
+                    c.cb_state, COALESCE(h.last_seq, 0) AS head, ",
+            $($now)+,
+            " AS as_of
+             FROM channels c LEFT JOIN source_heads h ON h.source = c.log
+             WHERE c.token = $1"
+        )
+    };
+}
+pub(super) use channel_query;
 
 /// A new channel.
 pub static OPEN: Sql = Sql::new(
@@ -129,10 +160,13 @@ pub static RENEW: Sql = Sql::new(
      WHERE token = $1 AND closed_at IS NULL AND expires_at > $3",
 );
 
-/// Counts an unauthenticated notification on day `$2` under limit `$3`.
+/// Counts an unauthenticated notification on day `$2` under limit `$3`: a later day starts
+/// over, an earlier one (another node's clock behind) counts as the last.
 pub static COUNT_DAY: Sql = Sql::new(
-    "UPDATE channels SET day_count = CASE WHEN day = $2 THEN day_count + 1 ELSE 1 END, day = $2
-     WHERE token = $1 AND (day <> $2 OR day_count < $3)",
+    "UPDATE channels
+     SET day_count = CASE WHEN day < $2 THEN 1 ELSE day_count + 1 END,
+         day = CASE WHEN day < $2 THEN $2 ELSE day END
+     WHERE token = $1 AND (day < $2 OR day_count < $3)",
 );
 
 /// Stores a registration (armed).
@@ -273,5 +307,6 @@ pub fn decode_channel(row: &impl ColumnsWithBytes) -> Result<Channel, StoreError
         cursor: stored_seq("cursor", row.int("cursor")?)?,
         sent: stored_seq("sent", row.int("sent")?)?,
         head: stored_seq("head", row.int("head")?)?,
+        as_of: timestamp(row.int("as_of")?)?,
     })
 }

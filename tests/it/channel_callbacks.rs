@@ -18,8 +18,8 @@ const TOKEN: &str = "sender-secret";
 /// A callback receiver on loopback: records each POST (headers, exact bytes); answers 503
 /// while `failures` counts down, then 200.
 #[derive(Clone, Default)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
     failures: Arc<AtomicUsize>,
 }
@@ -41,7 +41,7 @@ async fn receive(
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let mut receiver = Receiver::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         receiver.url = format!("http://{}/inactive", listener.local_addr().unwrap());
@@ -54,11 +54,11 @@ impl Receiver {
         receiver
     }
 
-    fn got(&self) -> Vec<(HeaderMap, Bytes)> {
+    pub(crate) fn got(&self) -> Vec<(HeaderMap, Bytes)> {
         self.got.lock().unwrap().clone()
     }
 
-    async fn wait(&self, count: usize, within: Duration) -> Vec<(HeaderMap, Bytes)> {
+    pub(crate) async fn wait(&self, count: usize, within: Duration) -> Vec<(HeaderMap, Bytes)> {
         let deadline = Instant::now() + within;
         while self.got().len() < count && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -92,7 +92,7 @@ async fn open(server: &TestServer) -> (String, String) {
     (uri, body["token"].as_str().unwrap().to_owned())
 }
 
-async fn register(
+pub(crate) async fn register(
     server: &TestServer,
     channel: &str,
     uri: Option<&str>,

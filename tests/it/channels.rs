@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const TOKEN: &str = "sender-secret";
+pub(crate) const TOKEN: &str = "sender-secret";
 
-fn headers_of(response: &reqwest::Response) -> (String, String, String) {
+pub(crate) fn headers_of(response: &reqwest::Response) -> (String, String, String) {
     let get = |name: &str| {
         response
             .headers()
@@ -35,7 +35,7 @@ async fn start(adjust: impl FnOnce(&mut herald::engine::ChannelPolicy)) -> TestS
 }
 
 /// Opens a channel; its URI.
-async fn open(server: &TestServer) -> String {
+pub(crate) async fn open(server: &TestServer) -> String {
     let response = server
         .client
         .post(server.url("/api/v1/channels"))
@@ -52,7 +52,7 @@ async fn open(server: &TestServer) -> String {
     location
 }
 
-async fn send(
+pub(crate) async fn send(
     server: &TestServer,
     channel: &str,
     body: &str,
@@ -69,7 +69,7 @@ async fn send(
     request.send().await.unwrap()
 }
 
-async fn poll(server: &TestServer, channel: &str, query: &str) -> Value {
+pub(crate) async fn poll(server: &TestServer, channel: &str, query: &str) -> Value {
     let response = server
         .client
         .get(format!("{channel}/notifications?{query}"))
@@ -81,7 +81,7 @@ async fn poll(server: &TestServer, channel: &str, query: &str) -> Value {
 }
 
 /// Reads `count` events (id, data) from an SSE stream, within `within`.
-async fn read_events(
+pub(crate) async fn read_events(
     response: &mut reqwest::Response,
     buffer: &mut String,
     count: usize,
@@ -120,7 +120,11 @@ async fn read_events(
     events
 }
 
-async fn open_stream(server: &TestServer, channel: &str, last: Option<u64>) -> reqwest::Response {
+pub(crate) async fn open_stream(
+    server: &TestServer,
+    channel: &str,
+    last: Option<u64>,
+) -> reqwest::Response {
     let mut request = server
         .client
         .get(format!("{channel}/stream"))
@@ -379,6 +383,35 @@ async fn unauthenticated_senders_have_a_daily_limit_and_a_full_queue_takes_nothi
         headers_of(&send(&server, &channel, "<a/>", true).await).0,
         "Received"
     );
+}
+
+#[tokio::test]
+async fn a_full_queue_counts_nothing_against_the_daily_limit() {
+    let server = start(|policy| {
+        policy.daily_limit = 2;
+        policy.queue_cap = 1;
+    })
+    .await;
+    let channel = open(&server).await;
+    assert_eq!(
+        headers_of(&send(&server, &channel, "<a/>", false).await).0,
+        "Received"
+    );
+    for _ in 0..3 {
+        let full = send(&server, &channel, "<a/>", false).await;
+        assert_eq!(
+            (full.status().as_u16(), headers_of(&full).0.as_str()),
+            (200, "QueueFull")
+        );
+    }
+    poll(&server, &channel, "after=1").await;
+    // The second of the day: the QueueFull answers took none of the two.
+    assert_eq!(
+        headers_of(&send(&server, &channel, "<a/>", false).await).0,
+        "Received"
+    );
+    poll(&server, &channel, "after=2").await;
+    assert_eq!(send(&server, &channel, "<a/>", false).await.status(), 406);
 }
 
 #[tokio::test]

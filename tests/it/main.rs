@@ -4,6 +4,7 @@
 
 mod channel_callbacks;
 mod channels;
+mod channels_cluster;
 mod cluster;
 mod config;
 mod connections;

@@ -5,33 +5,66 @@ use jiff::Timestamp;
 
 use super::super::StoreError;
 use super::super::channels::{
-    CHANNEL, CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY,
-    FORGET_CHANNEL, FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS,
+    CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY, FORGET_CHANNEL,
+    FORGET_EVENTS, FORGET_HEAD, REGISTER, RENEW, START_FIRINGS, before, channel_query,
     decode_channel, decode_counts, decode_firing,
 };
-use super::super::codec::{duration_millis, millis, seq_column};
+use super::super::codec::{duration_millis, millis, seq_column, timestamp};
 use super::PostgresStore;
 use crate::domain::channel::{CallbackRegistration, Channel, ChannelToken, Firing, FiringOutcome};
 
-/// A reader was there: `last_seen` and the cursor move forward only.
-const SEE: &str = "UPDATE channels SET last_seen = GREATEST(last_seen, $2),
-         cursor = GREATEST(cursor, COALESCE($3, cursor)), sent = GREATEST(sent, COALESCE($4, sent))
-     WHERE token = $1 AND closed_at IS NULL";
+/// A channel as of the database's clock.
+const CHANNEL: &str = channel_query!(db_now!());
 
-/// Claims due firings: `$1` now, `$2` limit, `$3` claimed until.
-const DUE_FIRINGS: &str = "UPDATE channels SET cb_next_at = $3
+/// The database's clock.
+const NOW: &str = concat!("SELECT ", db_now!());
+
+/// A new channel, its reader last there now on the database's clock.
+const OPEN: &str = concat!(
+    "INSERT INTO channels (token, log, created_at, expires_at, last_seen)
+     VALUES ($1, $2, $3, $4, ",
+    db_now!(),
+    ")"
+);
+
+/// A reader was there now, on the database's clock: `last_seen` and the cursor move forward
+/// only.
+const SEE: &str = concat!(
+    "UPDATE channels SET last_seen = GREATEST(last_seen, ",
+    db_now!(),
+    "), cursor = GREATEST(cursor, COALESCE($2, cursor)), sent = GREATEST(sent, COALESCE($3, sent))
+     WHERE token = $1 AND closed_at IS NULL"
+);
+
+/// Claims due firings on the database's clock: `$1` limit, `$2` the claim in milliseconds.
+const DUE_FIRINGS: &str = concat!(
+    "UPDATE channels SET cb_next_at = ",
+    db_now!(),
+    " + $2
      WHERE token IN (
-         SELECT token FROM channels WHERE cb_state = 'firing' AND cb_next_at <= $1
-           AND closed_at IS NULL AND expires_at > $1
-         ORDER BY cb_next_at LIMIT $2
+         SELECT token FROM channels WHERE cb_state = 'firing' AND cb_next_at <= ",
+    db_now!(),
+    " AND closed_at IS NULL AND expires_at > ",
+    db_now!(),
+    "
+         ORDER BY cb_next_at LIMIT $1
          FOR UPDATE SKIP LOCKED)
      RETURNING token, cb_uri, cb_payload, cb_content_type, cb_registered_at, cb_attempts,
-               cb_failing_since";
+               cb_failing_since"
+);
+
+impl PostgresStore {
+    /// The database's clock.
+    async fn database_now(&self) -> Result<Timestamp, StoreError> {
+        let now: i64 = sqlx::query_scalar(NOW).fetch_one(&self.pool).await?;
+        timestamp(now)
+    }
+}
 
 #[async_trait]
 impl Channels for PostgresStore {
     async fn open_channel(&self, channel: &Channel) -> Result<(), StoreError> {
-        sqlx::query(OPEN.postgres())
+        sqlx::query(OPEN)
             .bind(channel.token.as_str())
             .bind(channel.token.log().as_str())
             .bind(millis(channel.created_at))
@@ -41,8 +74,12 @@ impl Channels for PostgresStore {
         Ok(())
     }
 
-    async fn channel(&self, token: &ChannelToken) -> Result<Option<Channel>, StoreError> {
-        let row = sqlx::query(CHANNEL.postgres())
+    async fn channel(
+        &self,
+        token: &ChannelToken,
+        _now: Timestamp,
+    ) -> Result<Option<Channel>, StoreError> {
+        let row = sqlx::query(CHANNEL)
             .bind(token.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -52,13 +89,12 @@ impl Channels for PostgresStore {
     async fn see_channel(
         &self,
         token: &ChannelToken,
-        at: Timestamp,
+        _now: Timestamp,
         read: Option<u64>,
         sent: Option<u64>,
     ) -> Result<bool, StoreError> {
         let result = sqlx::query(SEE)
             .bind(token.as_str())
-            .bind(millis(at))
             .bind(read.map(seq_column))
             .bind(sent.map(seq_column))
             .execute(&self.pool)
@@ -125,12 +161,13 @@ impl Channels for PostgresStore {
 
     async fn start_firings(
         &self,
-        seen_before: Timestamp,
-        now: Timestamp,
+        inactive_after: std::time::Duration,
+        _now: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError> {
+        let now = self.database_now().await?;
         let result = sqlx::query(START_FIRINGS.postgres())
-            .bind(millis(seen_before))
+            .bind(millis(before(now, inactive_after)))
             .bind(millis(now))
             .bind(i64::from(limit))
             .execute(&self.pool)
@@ -140,14 +177,13 @@ impl Channels for PostgresStore {
 
     async fn due_firings(
         &self,
-        now: Timestamp,
+        _now: Timestamp,
         limit: u32,
         claim_for: std::time::Duration,
     ) -> Result<Vec<Firing>, StoreError> {
         let rows = sqlx::query(DUE_FIRINGS)
-            .bind(millis(now))
             .bind(i64::from(limit))
-            .bind(millis(now).saturating_add(duration_millis(claim_for)))
+            .bind(duration_millis(claim_for))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode_firing).collect()
@@ -189,13 +225,14 @@ impl Channels for PostgresStore {
 
     async fn channel_counts(
         &self,
-        connected_since: Timestamp,
-        inactive_before: Timestamp,
-        now: Timestamp,
+        connected_for: std::time::Duration,
+        inactive_after: std::time::Duration,
+        _now: Timestamp,
     ) -> Result<[u64; 4], StoreError> {
+        let now = self.database_now().await?;
         let row = sqlx::query(COUNTS.postgres())
-            .bind(millis(connected_since))
-            .bind(millis(inactive_before))
+            .bind(millis(before(now, connected_for)))
+            .bind(millis(before(now, inactive_after)))
             .bind(millis(now))
             .fetch_one(&self.pool)
             .await?;

@@ -34,7 +34,6 @@ use crate::domain::subscription::{
 };
 
 mod appends;
-mod channels;
 mod migrations;
 mod signals;
 
@@ -45,6 +44,7 @@ macro_rules! db_now {
     };
 }
 
+mod channels;
 mod queues;
 
 /// The PostgreSQL store.

@@ -5,13 +5,16 @@ use jiff::Timestamp;
 
 use super::super::StoreError;
 use super::super::channels::{
-    CHANNEL, CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY,
-    FORGET_CHANNEL, FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS,
+    CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY, FORGET_CHANNEL,
+    FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS, before, channel_query,
     decode_channel, decode_counts, decode_firing,
 };
 use super::super::codec::{duration_millis, millis, seq_column};
 use super::SqliteStore;
 use crate::domain::channel::{CallbackRegistration, Channel, ChannelToken, Firing, FiringOutcome};
+
+/// A channel as of `?2`.
+const CHANNEL: &str = channel_query!("?2");
 
 /// A reader was there: `last_seen` and the cursor move forward only.
 const SEE: &str = "UPDATE channels SET last_seen = MAX(last_seen, ?2),
@@ -41,9 +44,14 @@ impl Channels for SqliteStore {
         Ok(())
     }
 
-    async fn channel(&self, token: &ChannelToken) -> Result<Option<Channel>, StoreError> {
-        let row = sqlx::query(CHANNEL.sqlite())
+    async fn channel(
+        &self,
+        token: &ChannelToken,
+        now: Timestamp,
+    ) -> Result<Option<Channel>, StoreError> {
+        let row = sqlx::query(CHANNEL)
             .bind(token.as_str())
+            .bind(millis(now))
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(decode_channel).transpose()
@@ -52,14 +60,14 @@ impl Channels for SqliteStore {
     async fn see_channel(
         &self,
         token: &ChannelToken,
-        at: Timestamp,
+        now: Timestamp,
         read: Option<u64>,
         sent: Option<u64>,
     ) -> Result<bool, StoreError> {
         let _writing = self.write.lock().await;
         let result = sqlx::query(SEE)
             .bind(token.as_str())
-            .bind(millis(at))
+            .bind(millis(now))
             .bind(read.map(seq_column))
             .bind(sent.map(seq_column))
             .execute(&self.pool)
@@ -130,13 +138,13 @@ impl Channels for SqliteStore {
 
     async fn start_firings(
         &self,
-        seen_before: Timestamp,
+        inactive_after: std::time::Duration,
         now: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError> {
         let _writing = self.write.lock().await;
         let result = sqlx::query(START_FIRINGS.sqlite())
-            .bind(millis(seen_before))
+            .bind(millis(before(now, inactive_after)))
             .bind(millis(now))
             .bind(i64::from(limit))
             .execute(&self.pool)
@@ -197,13 +205,13 @@ impl Channels for SqliteStore {
 
     async fn channel_counts(
         &self,
-        connected_since: Timestamp,
-        inactive_before: Timestamp,
+        connected_for: std::time::Duration,
+        inactive_after: std::time::Duration,
         now: Timestamp,
     ) -> Result<[u64; 4], StoreError> {
         let row = sqlx::query(COUNTS.sqlite())
-            .bind(millis(connected_since))
-            .bind(millis(inactive_before))
+            .bind(millis(before(now, connected_for)))
+            .bind(millis(before(now, inactive_after)))
             .bind(millis(now))
             .fetch_one(&self.pool)
             .await?;
