@@ -19,6 +19,7 @@ use crate::http::{self, AppState};
 use crate::invoke::bridge::AmqpBridges;
 use crate::metrics::Metrics;
 use crate::store::{NodeId, PostgresStore, SqliteStore, Store, StoreError};
+use crate::webhook::Messages;
 
 /// Why herald could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,9 @@ impl Application {
             node,
             client.clone(),
             (
-                Arc::new(EventingEnvelopes),
+                Arc::new(Messages {
+                    soap: EventingEnvelopes,
+                }),
                 AmqpBridges::new(config.invocations.agents.iter().filter_map(|agent| {
                     let bridge = agent.bridge.clone()?;
                     Some((agent.name.clone(), bridge))

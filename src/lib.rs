@@ -8,6 +8,8 @@
 //! - [`eventing`]: WS-Eventing 2004/01, 2004/08 and W3C 2011: decodes requests into engine calls,
 //!   writes responses, maps refusals to each version's faults, builds notifications and
 //!   SubscriptionEnd messages.
+//! - [`webhook`]: webhook subscriptions' messages: the event as published, signed per Standard
+//!   Webhooks v1, or a CloudEvent (binary or structured mode), and the JSON notice of an end.
 //! - [`context`]: the .NET context exchange protocol (seed 000): the `Context` header, the
 //!   `WscContext` cookie and `CallbackContext` read and written, and the gateway that forwards a
 //!   context service's requests to its backend.
@@ -40,3 +42,4 @@ pub mod invoke;
 pub mod metrics;
 pub mod soap;
 pub mod store;
+pub mod webhook;

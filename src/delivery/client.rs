@@ -41,8 +41,10 @@ pub struct Outgoing {
     pub content_type: String,
     /// `SOAPAction` for SOAP 1.1.
     pub soap_action: Option<String>,
-    /// The envelope.
+    /// The envelope (or a webhook's body).
     pub body: String,
+    /// Further headers (a webhook's signature, CloudEvents attributes).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// What came of one attempt.
@@ -136,7 +138,7 @@ impl DeliveryClient {
 
     /// POSTs one message and classifies the outcome.
     pub async fn send(&self, message: &Outgoing) -> Attempt {
-        let mut headers = Vec::new();
+        let mut headers = message.headers.clone();
         if let Some(action) = &message.soap_action {
             headers.push(("SOAPAction", format!("\"{action}\"")));
         }
@@ -421,6 +423,7 @@ mod tests {
             content_type: "application/soap+xml".into(),
             soap_action: None,
             body: "<x/>".into(),
+            headers: Vec::new(),
         };
         match client.send(&message).await {
             Attempt::Failed { error, .. } => error,

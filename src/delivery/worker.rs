@@ -126,12 +126,6 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                 continue;
             }
             let subscription = reader.subscription();
-            let message = match subscription.delivery {
-                ReaderDelivery::SoapPush => {
-                    Some(sending.envelopes.notification(subscription, view.event()))
-                }
-                ReaderDelivery::AmqpPublish => None,
-            };
             let outcome = until_delivered(
                 reader.retry(),
                 &sending.clock,
@@ -145,9 +139,16 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                     if !sending.lease.permits_sending() {
                         return None;
                     }
-                    Some(match &message {
-                        Some(message) => sending.client.send(message).await,
-                        None => sending.bridge.publish(subscription, view.event()).await,
+                    // Built for each attempt: a webhook is signed at the time it is sent.
+                    Some(match subscription.delivery {
+                        ReaderDelivery::AmqpPublish => {
+                            sending.bridge.publish(subscription, view.event()).await
+                        }
+                        _ => {
+                            let message =
+                                sending.envelopes.notification(subscription, view.event());
+                            sending.client.send(&message).await
+                        }
                     })
                 },
                 |delay, snapshot| async move {

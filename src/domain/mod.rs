@@ -13,3 +13,4 @@ pub mod event;
 pub mod expiry;
 pub mod invocation;
 pub mod subscription;
+pub mod webhook;

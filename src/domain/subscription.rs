@@ -141,10 +141,35 @@ pub enum ReaderDelivery {
     /// Published to an AMQP broker, the cursor moving once the broker confirms (an agent's
     /// bridge).
     AmqpPublish,
+    /// The event as published POSTed to a URL, signed per Standard Webhooks v1.
+    Webhook,
+    /// A CloudEvent in HTTP binary mode (the event as the body, its attributes as `ce-`
+    /// headers).
+    CloudEventsBinary,
+    /// A CloudEvent in HTTP structured mode (`application/cloudevents+json`).
+    CloudEventsStructured,
+}
+
+impl ReaderDelivery {
+    /// Whether it is one of the webhook deliveries (plain HTTP, managed through the JSON API).
+    pub fn is_webhook(self) -> bool {
+        matches!(
+            self,
+            ReaderDelivery::Webhook
+                | ReaderDelivery::CloudEventsBinary
+                | ReaderDelivery::CloudEventsStructured
+        )
+    }
 }
 
 storage_names!(LogKind { Source => "source", Context => "context", Agent => "agent" });
-storage_names!(ReaderDelivery { SoapPush => "soap-push", AmqpPublish => "amqp-publish" });
+storage_names!(ReaderDelivery {
+    SoapPush => "soap-push",
+    AmqpPublish => "amqp-publish",
+    Webhook => "standard-webhooks",
+    CloudEventsBinary => "cloudevents-binary",
+    CloudEventsStructured => "cloudevents-structured",
+});
 
 storage_names!(EventingVersion { Jan2004 => "2004/01", Aug2004 => "2004/08", W3c2011 => "2011" });
 storage_names!(SoapVersion { Soap11 => "1.1", Soap12 => "1.2" });
@@ -253,6 +278,8 @@ pub struct Subscription {
     pub created_at: Timestamp,
     /// The subscription manager address it was given.
     pub manager_address: String,
+    /// A webhook's signing secrets (webhook deliveries only).
+    pub webhook: Option<crate::domain::webhook::WebhookSettings>,
 }
 
 /// Where a subscription's delivery stands: what it has handled and how the current retry goes.

@@ -137,6 +137,7 @@ impl Engine {
             expiry_kind: ExpiryKind::Duration,
             created_at: self.clock.now(),
             manager_address: String::new(),
+            webhook: None,
         })
     }
 

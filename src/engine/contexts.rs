@@ -131,6 +131,7 @@ impl Engine {
             expiry_kind: ExpiryKind::Duration,
             created_at: now,
             manager_address: address,
+            webhook: None,
         };
         let admission = Admission {
             counted_as: service,

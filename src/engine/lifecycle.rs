@@ -39,6 +39,17 @@ impl Engine {
         &self,
         request: SubscribeRequest,
     ) -> Result<(Subscription, GrantedExpiry), EngineError> {
+        self.create(request, ReaderDelivery::SoapPush, None).await
+    }
+
+    /// Creates a reader of a source delivered as `delivery` (a SOAP subscription or a
+    /// webhook, with its secrets): the one path every subscription is made by.
+    pub(super) async fn create(
+        &self,
+        request: SubscribeRequest,
+        delivery: ReaderDelivery,
+        webhook: Option<crate::domain::webhook::WebhookSettings>,
+    ) -> Result<(Subscription, GrantedExpiry), EngineError> {
         let policy = self
             .sources
             .get(&request.source)
@@ -59,7 +70,7 @@ impl Engine {
             id: SubscriptionId::new_random(),
             source: request.source,
             log: log_kind,
-            delivery: ReaderDelivery::SoapPush,
+            delivery,
             dialect: request.dialect,
             notify_to: request.notify_to,
             end_to: request.end_to,
@@ -70,6 +81,7 @@ impl Engine {
             expiry_kind: granted.kind,
             created_at: now,
             manager_address: request.manager_address,
+            webhook,
         };
         let matcher = self.compile(&subscription)?;
         for endpoint in std::iter::once(&subscription.notify_to).chain(&subscription.end_to) {
@@ -129,7 +141,7 @@ impl Engine {
     }
 
     /// The subscription's filter, compiled for its dialect.
-    fn compile(
+    pub(super) fn compile(
         &self,
         subscription: &Subscription,
     ) -> Result<Option<Arc<dyn Matcher>>, FilterError> {
@@ -151,12 +163,26 @@ impl Engine {
         expires: Option<&RequestedExpiry>,
         rules: ExpiryRules,
     ) -> Result<GrantedExpiry, EngineError> {
+        self.renew_reader(id, expires, rules, |subscription| {
+            subscription.delivery == ReaderDelivery::SoapPush
+        })
+        .await
+    }
+
+    /// Sets a new expiry of an active reader that `kind` accepts, under its source's policy.
+    pub(super) async fn renew_reader(
+        &self,
+        id: SubscriptionId,
+        expires: Option<&RequestedExpiry>,
+        rules: ExpiryRules,
+        kind: impl Fn(&Subscription) -> bool,
+    ) -> Result<GrantedExpiry, EngineError> {
         let now = self.clock.now();
         let subscription = self
             .store
             .active_subscription(id, now)
             .await?
-            .filter(|subscription| subscription.delivery == ReaderDelivery::SoapPush)
+            .filter(|subscription| kind(subscription))
             .ok_or(EngineError::UnknownSubscription)?;
         let policy = self
             .sources
@@ -279,7 +305,7 @@ impl Lifecycle for Engine {
                     .get(&subscription.source)
                     .filter(|agent| self.bridge_generation(agent, id).is_some())
                     .map(|_| self.bridge_retry(&subscription.source)),
-                ReaderDelivery::SoapPush => self
+                _ => self
                     .sources
                     .get(&subscription.source)
                     .filter(|_| self.delivery.serves(&subscription.source))

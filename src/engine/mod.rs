@@ -15,6 +15,8 @@ mod channels;
 mod contexts;
 mod invocations;
 mod lifecycle;
+mod webhooks;
+pub use webhooks::{MadeWebhook, ROTATION_GRACE, WebhookChange, WebhookFilter, WebhookRequest};
 
 pub use callbacks::Refusal;
 pub use channels::{ChannelPolicy, NotificationStatus, Sent};
@@ -128,6 +130,9 @@ pub enum EngineError {
     /// No open channel has this token.
     #[error("the channel is not known, closed or expired")]
     UnknownChannel,
+    /// A webhook subscription or change that cannot be made (the reason).
+    #[error("{0}")]
+    InvalidWebhook(String),
     /// The store failed; nothing was changed.
     #[error("the store failed")]
     Store(#[from] StoreError),

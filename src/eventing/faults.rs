@@ -340,7 +340,8 @@ impl From<EngineError> for Problem {
             | EngineError::InvalidRaise(_)
             | EngineError::UnknownInvocation
             | EngineError::NotFailed(_)
-            | EngineError::UnknownChannel => Problem::UnableToProcess(err.to_string()),
+            | EngineError::UnknownChannel
+            | EngineError::InvalidWebhook(_) => Problem::UnableToProcess(err.to_string()),
             EngineError::Store(ref source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
                 Problem::UnableToProcess("the subscription store is unavailable".into())

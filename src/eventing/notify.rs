@@ -70,6 +70,7 @@ fn outgoing(
         content_type,
         soap_action,
         body: envelope,
+        headers: Vec::new(),
     }
 }
 

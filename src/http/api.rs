@@ -7,11 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 
 use super::{AppState, BodyError, read_body, views};
 use crate::domain::event::{Event, NewEvent};
-use crate::domain::subscription::SubscriptionId;
 use crate::engine::EngineError;
 use crate::soap::envelope::{EnvelopeError, Limits, parse_document};
 use crate::soap::limits::OFFLOAD_BYTES;
@@ -75,7 +74,11 @@ pub(super) fn engine_problem(err: EngineError) -> Response {
             "Unknown source",
             format!("no event source named '{name}'"),
         ),
-        EngineError::UnknownSubscription => unknown_subscription(),
+        EngineError::UnknownSubscription => problem(
+            StatusCode::NOT_FOUND,
+            "Unknown subscription",
+            "no subscription with this identifier",
+        ),
         EngineError::AgentNotPublishable(_) => problem(
             StatusCode::BAD_REQUEST,
             "Not an event source",
@@ -168,7 +171,8 @@ fn published(events: &[std::sync::Arc<Event>]) -> Response {
     json_response(StatusCode::ACCEPTED, &views::Published::of(events))
 }
 
-/// `POST /api/v1/sources/{source}/events`: one event, the body its XML element.
+/// `POST /api/v1/sources/{source}/events`: one event, the body its XML element, or a JSON
+/// document with `Content-Type: application/json`.
 async fn publish_one(
     State(state): State<AppState>,
     Path(source): Path<String>,
@@ -197,6 +201,12 @@ async fn publish_one(
             "the request body holds no XML element",
         );
     }
+    if is_json(&headers) {
+        return match json_event(&bytes) {
+            Ok(payload) => publish(&state, &source, action, payload).await,
+            Err(detail) => problem(StatusCode::BAD_REQUEST, "Malformed JSON", detail),
+        };
+    }
     let limits = state.limits;
     let payload = off_workers(bytes, move |bytes| {
         parse_document(bytes, limits).map(|document| xml::fragment(document.root_element()))
@@ -207,14 +217,42 @@ async fn publish_one(
         Ok(Err(err)) => return xml_problem(&err),
         Err(response) => return response,
     };
+    publish(&state, &source, action, payload).await
+}
+
+async fn publish(state: &AppState, source: &str, action: String, payload: String) -> Response {
     match state
         .engine
-        .publish(&source, vec![NewEvent { action, payload }])
+        .publish(source, vec![NewEvent { action, payload }])
         .await
     {
         Ok(events) => published(&events),
         Err(err) => engine_problem(err),
     }
+}
+
+/// Whether a published event is JSON: `application/json` or any `+json` type.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+}
+
+/// A JSON event as herald keeps it (see [`crate::domain::webhook::wrap_json`]), or why it is
+/// not JSON.
+fn json_event(bytes: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the body is not UTF-8".to_owned())?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|err| err.to_string())?;
+    Ok(crate::domain::webhook::wrap_json(text.trim()))
 }
 
 /// `POST /api/v1/sources/{source}/events/batch`: many events in one durable append, as
@@ -318,45 +356,9 @@ async fn off_workers<T: Send + 'static>(
         })
 }
 
-fn unknown_subscription() -> Response {
-    problem(
-        StatusCode::NOT_FOUND,
-        "Unknown subscription",
-        "no subscription with this identifier",
-    )
-}
-
-/// `GET /api/v1/subscriptions/{id}`: status, cursor, backlog and retry state.
-async fn subscription(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let Some(id) = SubscriptionId::parse(&id) else {
-        return unknown_subscription();
-    };
-    let (record, head) = match state.engine.record(id).await {
-        Ok(found) => found,
-        Err(err) => return engine_problem(err),
-    };
-    json_response(StatusCode::OK, &views::SubscriptionView::of(record, head))
-}
-
-/// `DELETE /api/v1/subscriptions/{id}`: an operator cancels a subscription; its subscriber gets
-/// SubscriptionEnd with SourceCancelling.
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let Some(id) = SubscriptionId::parse(&id) else {
-        return unknown_subscription();
-    };
-    match state.engine.cancel(id).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(err) => engine_problem(err),
-    }
-}
-
 /// The JSON API routes; [`super::router`] puts the bearer-token check in front of all of them.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sources/{source}/events", post(publish_one))
         .route("/api/v1/sources/{source}/events/batch", post(publish_batch))
-        .route(
-            "/api/v1/subscriptions/{id}",
-            get(subscription).delete(cancel),
-        )
 }

@@ -11,6 +11,7 @@ pub use api::{BadBatch, batch_events};
 mod operations;
 pub mod server;
 mod soap;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .merge(invocations::api_router())
         .merge(agents::api_router())
         .merge(channels::api_router())
+        .merge(subscriptions::api_router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

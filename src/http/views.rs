@@ -253,3 +253,83 @@ impl SubscriptionView {
         }
     }
 }
+
+/// A webhook subscription (`GET`, and `201`/`200` with its new secret when one was made).
+#[derive(Debug, Serialize)]
+pub struct WebhookView {
+    pub id: String,
+    pub source: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// `standard-webhooks`, `cloudevents-binary` or `cloudevents-structured`.
+    pub format: &'static str,
+    /// The same as `format`: the field every subscription has.
+    pub delivery: &'static str,
+    pub filter: Option<FilterView>,
+    /// `active` or `ended`.
+    pub status: &'static str,
+    pub end_reason: Option<&'static str>,
+    pub ended_at: Option<String>,
+    /// Where the notice of its end goes.
+    pub end_url: Option<String>,
+    /// That notice's state.
+    pub end_notice: Option<&'static str>,
+    /// The node delivering it.
+    pub node: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// Signing secrets in use (the current one, and a rotated-out one in its grace period).
+    pub signing_secrets: usize,
+    /// The secret, only in the answer that made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(flatten)]
+    pub progress: ProgressView,
+}
+
+impl WebhookView {
+    /// The view of a stored webhook record, with the source's `head` when known.
+    pub fn of(
+        record: SubscriptionRecord,
+        head: Option<u64>,
+        secret: Option<String>,
+    ) -> WebhookView {
+        let subscription = record.subscription;
+        let (status, end_reason, ended_at) = status_parts(&record.status);
+        let progress = record.progress;
+        let head = head.unwrap_or(progress.cursor);
+        let now = jiff::Timestamp::now();
+        WebhookView {
+            id: subscription.id.key(),
+            source: subscription.source.to_string(),
+            url: subscription.notify_to.address,
+            format: subscription.delivery.as_str(),
+            delivery: subscription.delivery.as_str(),
+            filter: subscription.filter.map(|filter| FilterView {
+                dialect: filter.dialect,
+                expression: filter.expression,
+            }),
+            status,
+            end_reason,
+            ended_at,
+            end_url: subscription.end_to.map(|epr| epr.address),
+            end_notice: record.end_notice.map(|notice| notice.as_str()),
+            node: record.owner,
+            created_at: format_datetime(subscription.created_at),
+            expires_at: subscription.expires_at.map(format_datetime),
+            signing_secrets: subscription
+                .webhook
+                .map_or(0, |settings| settings.keys_at(now).len()),
+            secret,
+            progress: ProgressView::of(progress, head, status == "active"),
+        }
+    }
+}
+
+/// A page of subscriptions (`GET /api/v1/subscriptions`): each a [`SubscriptionView`] or a
+/// [`WebhookView`]; `next` is the `after` of the next page, if there may be one.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionPage {
+    pub items: Vec<serde_json::Value>,
+    pub next: Option<String>,
+}

@@ -67,6 +67,7 @@ pub fn request(invoker: &InvokerPolicy, invocation: &Invocation) -> Outgoing {
                 content_type,
                 soap_action,
                 body,
+                headers: Vec::new(),
             }
         }
         InvokeProtocol::Http { content_type } => Outgoing {
@@ -74,6 +75,7 @@ pub fn request(invoker: &InvokerPolicy, invocation: &Invocation) -> Outgoing {
             content_type: content_type.clone(),
             soap_action: None,
             body: invocation.payload.clone(),
+            headers: Vec::new(),
         },
     }
 }

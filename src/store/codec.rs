@@ -11,6 +11,7 @@ use crate::domain::subscription::{
     NotificationFormat, ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId,
     SubscriptionRecord, SubscriptionStatus, WireDialect, WsaVersion,
 };
+use crate::domain::webhook::{WebhookSecret, WebhookSettings};
 
 /// A subscription row as plain column values, in the order of [`subscription_columns`].
 #[derive(Clone)]
@@ -31,6 +32,7 @@ pub struct SubscriptionRow {
     pub manager_address: String,
     pub log_kind: String,
     pub delivery: String,
+    pub webhook: Option<String>,
 }
 
 /// The subscription columns every query selects, in [`SubscriptionRow`] order; a macro so that
@@ -39,7 +41,7 @@ macro_rules! subscription_columns {
     () => {
         "id, source, eventing, soap, addressing, notify_to, end_to, \
          delivery_mode, format, filter, expires_at, expiry_kind, created_at, manager_address, \
-         log_kind, delivery"
+         log_kind, delivery, webhook"
     };
 }
 pub(crate) use subscription_columns;
@@ -133,6 +135,11 @@ pub(super) fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} = {value:?}"))
 }
 
+/// A filter as its column holds it.
+pub fn encode_filter(filter: &Filter) -> String {
+    json(filter)
+}
+
 /// An endpoint reference as its column holds it.
 pub fn encode_endpoint(endpoint: &EndpointRef) -> String {
     json(endpoint)
@@ -145,6 +152,42 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|_| corrupt(what, text))
+}
+
+/// A webhook secret as its column holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSecret {
+    secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<i64>,
+}
+
+/// A webhook's secrets as their column holds them.
+pub fn encode_webhook(settings: &WebhookSettings) -> String {
+    let secrets: Vec<StoredSecret> = settings
+        .secrets
+        .iter()
+        .map(|secret| StoredSecret {
+            secret: secret.secret.clone(),
+            until: secret.until.map(millis),
+        })
+        .collect();
+    json(&secrets)
+}
+
+fn decode_webhook(text: &str) -> Result<WebhookSettings, StoreError> {
+    let secrets: Vec<StoredSecret> = from_json("webhook", text)?;
+    Ok(WebhookSettings {
+        secrets: secrets
+            .into_iter()
+            .map(|secret| {
+                Ok(WebhookSecret {
+                    secret: secret.secret,
+                    until: optional_timestamp(secret.until)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+    })
 }
 
 impl SubscriptionRow {
@@ -167,6 +210,7 @@ impl SubscriptionRow {
             manager_address: subscription.manager_address.clone(),
             log_kind: subscription.log.as_str().to_owned(),
             delivery: subscription.delivery.as_str().to_owned(),
+            webhook: subscription.webhook.as_ref().map(encode_webhook),
         }
     }
 
@@ -218,6 +262,7 @@ impl SubscriptionRow {
             expiry_kind,
             created_at: timestamp(self.created_at)?,
             manager_address: self.manager_address,
+            webhook: self.webhook.as_deref().map(decode_webhook).transpose()?,
         })
     }
 }
@@ -278,6 +323,7 @@ pub fn decode_subscription(row: &impl Columns) -> Result<Subscription, StoreErro
         manager_address: row.text("manager_address")?,
         log_kind: row.text("log_kind")?,
         delivery: row.text("delivery")?,
+        webhook: row.optional_text("webhook")?,
     }
     .decode()
 }

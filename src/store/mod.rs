@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod queues;
 mod sql;
 pub mod sqlite;
+pub mod webhooks;
 
 use std::fmt;
 use std::sync::Arc;
@@ -138,7 +139,9 @@ pub enum StoreError {
 /// expired, owned by this node) is checked inside the statement that changes the row, never read
 /// first and written later.
 #[async_trait]
-pub trait Store: queues::Queues + channels::Channels + Send + Sync + 'static {
+pub trait Store:
+    queues::Queues + channels::Channels + webhooks::Webhooks + Send + Sync + 'static
+{
     /// Stores a new subscription, owned by `owner`, with its cursor at its source's current head
     /// (it receives events published after it), and returns that cursor. Returns once durable.
     async fn insert_subscription(

@@ -21,7 +21,7 @@ const TOKEN: &str = "sender-secret";
 pub(crate) struct Receiver {
     pub(crate) url: String,
     got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    failures: Arc<AtomicUsize>,
+    pub(crate) failures: Arc<AtomicUsize>,
 }
 
 async fn receive(

@@ -178,6 +178,7 @@ async fn post(
                         content_type: notification_content_type(),
                         soap_action: None,
                         body: notification(&url, &event(phase, n, now_nanos(), 0)),
+                        headers: Vec::new(),
                     };
                     if let Attempt::Failed { error, .. } = client.send(&message).await {
                         bail!("posting to {url}: {error}");

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0003_invocations_and_agents.sql"),
     ),
     (4, include_str!("../migrations/postgres/0004_channels.sql")),
+    (5, include_str!("../migrations/postgres/0005_webhooks.sql")),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

@@ -46,6 +46,7 @@ macro_rules! db_now {
 
 mod channels;
 mod queues;
+mod webhooks;
 
 /// The PostgreSQL store.
 #[derive(Clone)]

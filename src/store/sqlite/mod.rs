@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0005_invocations_and_agents.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_channels.sql")),
+    (7, include_str!("../migrations/sqlite/0007_webhooks.sql")),
 ];
 
 mod channels;
@@ -55,6 +56,7 @@ mod inserts;
 mod queue_writes;
 mod queues;
 mod statements;
+mod webhooks;
 
 use inserts::{InsertRequest, MAX_INSERT_BATCH, insert_batches};
 use statements::{CLAIM_ORPHANS, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis};

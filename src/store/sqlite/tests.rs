@@ -31,6 +31,7 @@ fn subscription() -> Subscription {
         // Stored to the millisecond.
         created_at: Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap(),
         manager_address: String::new(),
+        webhook: None,
     }
 }
 
