@@ -11,6 +11,7 @@ pub use api::{BadBatch, batch_events};
 mod operations;
 pub mod server;
 mod soap;
+mod wsdl;
 
 use std::sync::Arc;
 
