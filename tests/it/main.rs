@@ -30,3 +30,4 @@ mod samples;
 mod sink;
 mod store_failures;
 mod upgrade;
+mod wsdl;
