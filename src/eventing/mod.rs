@@ -8,6 +8,7 @@ pub mod decode;
 pub mod faults;
 pub mod notify;
 pub mod version;
+pub mod wsdl;
 
 use crate::domain::event::NewEvent;
 use crate::domain::expiry::{self, ExpiryRules, RequestedExpiry};

@@ -12,6 +12,7 @@ mod operations;
 pub mod server;
 mod soap;
 mod subscriptions;
+mod wsdl;
 
 use std::sync::Arc;
 

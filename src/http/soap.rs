@@ -1,5 +1,6 @@
 //! The WS-Eventing endpoints: `POST /eventing/{source}` (event source) and
-//! `POST /eventing/{source}/subscriptions` (subscription manager).
+//! `POST /eventing/{source}/subscriptions` (subscription manager); `GET /eventing/{source}`
+//! serves their WSDL and schemas (`super::wsdl`).
 
 use super::{AppState, BodyError, read_body};
 use crate::domain::subscription::SoapVersion;
@@ -153,6 +154,9 @@ fn respond(state: &AppState, reply: SoapReply) -> Response {
 /// The eventing routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/eventing/{source}", post(source_endpoint))
+        .route(
+            "/eventing/{source}",
+            post(source_endpoint).get(super::wsdl::describe),
+        )
         .route("/eventing/{source}/subscriptions", post(manager_endpoint))
 }

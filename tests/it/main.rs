@@ -31,3 +31,4 @@ mod sink;
 mod store_failures;
 mod upgrade;
 mod webhooks;
+mod wsdl;
