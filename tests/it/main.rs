@@ -5,6 +5,7 @@
 mod channel_callbacks;
 mod channels;
 mod channels_cluster;
+mod cli;
 mod cluster;
 mod config;
 mod connections;
