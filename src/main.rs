@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::app::{Application, shutdown_signal};
 use herald::cli::{self, manage, publish, sink};
-use herald::config::{Config, ServeArgs};
+use herald::config::{Config, LogFormat, ServeArgs};
 
 /// herald: a durable callback and event-subscription broker for web services.
 #[derive(Parser)]
@@ -71,11 +71,15 @@ async fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     let level: tracing::Level = config.log_level.parse().context("invalid log level")?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level beside timestamp, level, target and message: what a log
+        // collector indexes.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let application = Application::build(config.clone())
         .await
         .context("herald could not start")?;

@@ -164,7 +164,10 @@ fn action_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         .filter(|action| !action.is_empty())
 }
 
-fn published(events: &[std::sync::Arc<Event>]) -> Response {
+fn published(source: &str, events: &[std::sync::Arc<Event>]) -> Response {
+    for event in events {
+        tracing::debug!(source, event = %event.id, seq = event.seq, action = %event.action, "event published");
+    }
     json_response(StatusCode::ACCEPTED, &views::Published::of(events))
 }
 
@@ -212,7 +215,7 @@ async fn publish_one(
         .publish(&source, vec![NewEvent { action, payload }])
         .await
     {
-        Ok(events) => published(&events),
+        Ok(events) => published(&source, &events),
         Err(err) => engine_problem(err),
     }
 }
@@ -239,7 +242,7 @@ async fn publish_batch(
         Err(response) => return response,
     };
     match state.engine.publish(&source, events).await {
-        Ok(events) => published(&events),
+        Ok(events) => published(&source, &events),
         Err(err) => engine_problem(err),
     }
 }
@@ -333,8 +336,12 @@ async fn subscription(State(state): State<AppState>, Path(id): Path<String>) -> 
     };
     let (record, head) = match state.engine.record(id).await {
         Ok(found) => found,
-        Err(err) => return engine_problem(err),
+        Err(err) => {
+            tracing::debug!(subscription = %id, error = %err, "subscription looked up: not found");
+            return engine_problem(err);
+        }
     };
+    tracing::debug!(subscription = %id, "subscription looked up");
     json_response(StatusCode::OK, &views::SubscriptionView::of(record, head))
 }
 
@@ -344,7 +351,9 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Respon
     let Some(id) = SubscriptionId::parse(&id) else {
         return unknown_subscription();
     };
-    match state.engine.cancel(id).await {
+    let cancelled = state.engine.cancel(id).await;
+    tracing::debug!(subscription = %id, ok = cancelled.is_ok(), "subscription cancelled by the API");
+    match cancelled {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => engine_problem(err),
     }

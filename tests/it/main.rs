@@ -22,6 +22,7 @@ mod harness;
 mod hostile_xml;
 mod invocations;
 mod limits;
+mod logs;
 mod operations;
 mod publish;
 mod readme;
