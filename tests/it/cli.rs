@@ -219,6 +219,46 @@ async fn every_soap_version_is_subscribed_published_to_and_managed_from_the_comm
     );
     assert!(text.contains("reference:  uuid:"), "{text}");
 
+    // Filtered: by topic (2004/08) and by XPath with a bound prefix (2011).
+    let mut filtered = Vec::new();
+    for (path, filter) in [
+        (
+            "topic",
+            vec![
+                "--version",
+                "2004-08",
+                "--filter-topic",
+                "urn:example:orders/ship*",
+            ],
+        ),
+        (
+            "xpath",
+            vec![
+                "--filter-xpath",
+                "/o:order[@id='B-2']",
+                "--namespace",
+                "o=urn:example:orders",
+            ],
+        ),
+    ] {
+        let notify_to = sink.url(path);
+        let args = [
+            vec![
+                "subscribe",
+                "default",
+                "--notify-to",
+                &notify_to,
+                "--url",
+                url,
+                "--json",
+            ],
+            filter,
+        ]
+        .concat();
+        let run = herald(&args, &[], None).await;
+        filtered.push((path, run.json()["reference"].as_str().unwrap().to_owned()));
+    }
+
     // Publish from standard input, then from a file.
     let run = herald(
         &["publish", "default", "--action", CREATED, "--url", url],
@@ -270,6 +310,29 @@ async fn every_soap_version_is_subscribed_published_to_and_managed_from_the_comm
         let second = line_with(&lines, &path, first + 1).unwrap();
         assert!(lines[second + 1].ends_with("action: urn:example:orders/shipped"));
         assert!(lines[second + 2].contains("id=\"B-2\""));
+    }
+
+    // The filtered subscriptions passed the first event by and took the second.
+    for (path, reference) in &filtered {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = herald(&["status", reference, "--url", url, "--json"], &[], None)
+                .await
+                .json();
+            if status["subscription"]["cursor"] == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path}: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let lines = sink.lines();
+        let received: Vec<&String> = lines
+            .iter()
+            .filter(|line| line.contains(&format!("POST /{path} ")))
+            .collect();
+        assert_eq!(received.len(), 1, "{path}: {lines:#?}");
+        let at = line_with(&lines, &format!("POST /{path} "), 0).unwrap();
+        assert!(lines[at + 1].ends_with("action: urn:example:orders/shipped"));
     }
 
     for (reference, (version, _)) in references.iter().zip(cases) {
