@@ -30,6 +30,7 @@
 //! layers into a running server; [`metrics`] holds the Prometheus registry.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod delivery;

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long, env = "HERALD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log format: text (for people) or json (one object a line, for log collectors)
+    /// [default: text].
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Expiry sweeper interval in milliseconds [default: 250].
     #[arg(long, env = "HERALD_SWEEP_INTERVAL_MS", value_name = "MS")]
     pub sweep_interval_ms: Option<u64>,
@@ -84,6 +88,7 @@ pub(super) struct FileConfig {
     pub(super) public_url: Option<String>,
     pub(super) max_body_bytes: Option<usize>,
     pub(super) log_level: Option<String>,
+    pub(super) log_format: Option<String>,
     pub(super) sweep_interval_ms: Option<u64>,
     pub(super) max_connections: Option<usize>,
     pub(super) header_timeout_ms: Option<u64>,

@@ -50,6 +50,16 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// How herald writes its log (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line, its fields as members, for log collectors.
+    Json,
+}
+
 /// The resolved configuration herald runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -63,6 +73,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log level name.
     pub log_level: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Expiry sweeper interval.
     pub sweep_interval: Duration,
     /// Parser limits for SOAP messages.
@@ -162,6 +174,22 @@ impl Config {
                 "unknown log_level '{log_level}'"
             )));
         }
+        let log_format = match pick(
+            args.log_format.clone(),
+            file.log_format,
+            defaults.log_format,
+        )
+        .as_deref()
+        .map(str::trim)
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "unknown log_format '{other}' (text or json)"
+                )));
+            }
+        };
         let sweep_ms = args
             .sweep_interval_ms
             .or(file.sweep_interval_ms)
@@ -394,6 +422,7 @@ impl Config {
             public_url,
             max_body_bytes,
             log_level,
+            log_format,
             sweep_interval: Duration::from_millis(sweep_ms),
             limits: Limits::default(),
             connections,

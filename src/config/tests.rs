@@ -10,6 +10,21 @@ fn defaults_host_one_source() {
     assert_eq!(config.sources.len(), 1);
     assert_eq!(config.sources[0].name.as_str(), "default");
     assert_eq!(config.max_body_bytes, 1 << 20);
+    assert_eq!(config.log_format, LogFormat::Text);
+}
+
+#[test]
+fn the_log_format_is_layered_like_every_key() {
+    let file = parse_toml("log_format = \"json\"", "test").unwrap();
+    let config = Config::resolve(&ServeArgs::default(), Some(file)).unwrap();
+    assert_eq!(config.log_format, LogFormat::Json);
+    let file = parse_toml("log_format = \"json\"", "test").unwrap();
+    let args = ServeArgs {
+        log_format: Some("text".into()),
+        ..ServeArgs::default()
+    };
+    let config = Config::resolve(&args, Some(file)).unwrap();
+    assert_eq!(config.log_format, LogFormat::Text, "the flag wins");
 }
 
 #[test]
@@ -87,6 +102,10 @@ fn bad_values_are_refused_with_the_reason() {
         (
             "log_level = \"loud\"",
             "invalid configuration: unknown log_level 'loud'",
+        ),
+        (
+            "log_format = \"xml\"",
+            "invalid configuration: unknown log_format 'xml' (text or json)",
         ),
         (
             "sweep_interval_ms = 5",

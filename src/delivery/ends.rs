@@ -94,6 +94,16 @@ pub(super) async fn run(outbox: Arc<Outbox>) {
                     };
                     outbox.client.send(&message).await
                 };
+                match &attempt {
+                    Attempt::Delivered => tracing::debug!(
+                        subscription = %subscription.id, to = %message.url, outcome = "delivered",
+                        "SubscriptionEnd attempt"
+                    ),
+                    Attempt::Failed { error, .. } => tracing::debug!(
+                        subscription = %subscription.id, to = %message.url, outcome = "failed",
+                        error = error.as_str(), "SubscriptionEnd attempt"
+                    ),
+                }
                 match attempt {
                     Attempt::Delivered => {
                         count("sent");

@@ -15,6 +15,7 @@ use super::reader::Reader;
 use super::retry::RetryPolicy;
 use super::{Bridge, EngineLink, Envelopes, lock};
 use crate::domain::clock::Clock;
+use crate::domain::event::Event;
 use crate::domain::subscription::{DeliveryProgress, ReaderDelivery, SubscriptionId};
 use crate::metrics::{DeliveryLabels, Metrics};
 
@@ -140,7 +141,7 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                         return None;
                     }
                     // Built for each attempt: a webhook is signed at the time it is sent.
-                    Some(match subscription.delivery {
+                    let attempt = match subscription.delivery {
                         ReaderDelivery::AmqpPublish => {
                             sending.bridge.publish(subscription, view.event()).await
                         }
@@ -149,7 +150,9 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                                 sending.envelopes.notification(subscription, view.event());
                             sending.client.send(&message).await
                         }
-                    })
+                    };
+                    log_attempt(reader, view.event(), &attempt);
+                    Some(attempt)
                 },
                 |delay, snapshot| async move {
                     sending.count("failed");
@@ -164,7 +167,7 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                 Outcome::Delivered => {
                     let attempts = lock(reader.progress()).attempts;
                     if attempts > 0 {
-                        tracing::info!(%id, seq, failed_attempts = attempts, "delivering again");
+                        tracing::info!(%id, subscription = %id, event = %view.event().id, seq, failed_attempts = attempts, "delivering again");
                     }
                     let latency = sending
                         .clock
@@ -191,6 +194,25 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                 Outcome::Abandoned => return,
             }
         }
+    }
+}
+
+/// Logs one delivery attempt at `debug`: the subscription, the event (id and seq), where it went
+/// and how it came out, so every attempt can be traced by either id.
+fn log_attempt(reader: &Reader, event: &Event, attempt: &Attempt) {
+    let subscription = reader.id();
+    let to = reader.subscription().notify_to.address.as_str();
+    let (event_id, seq) = (&event.id, event.seq);
+    match attempt {
+        Attempt::Delivered => tracing::debug!(
+            subscription = %subscription, event = %event_id, seq, to, outcome = "delivered",
+            "delivery attempt"
+        ),
+        Attempt::Failed { error, gone, .. } => tracing::debug!(
+            subscription = %subscription, event = %event_id, seq, to,
+            outcome = if *gone { "gone" } else { "failed" }, error = error.as_str(),
+            "delivery attempt"
+        ),
     }
 }
 

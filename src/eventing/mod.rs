@@ -192,13 +192,29 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
     let (context, version, call) =
         match decode_off_workers(&request, limits, &manager_address).await {
             Ok(decoded) => decoded,
-            Err(reply) => return reply,
+            Err(reply) => {
+                tracing::debug!(
+                    source = request.source,
+                    operation = reply.operation.map_or("unknown", Operation::metric_label),
+                    outcome = reply.outcome.label(),
+                    status = reply.status,
+                    "WS-Eventing request refused"
+                );
+                return reply;
+            }
         };
+    // The subscription the request is about, for the log line that ends the request.
+    let mut subject = match &call {
+        Call::Renew { id, .. } | Call::GetStatus(id) | Call::Unsubscribe(id) => Some(*id),
+        Call::Subscribe(_) | Call::Publish(_) => None,
+    };
+    let mut published = None;
     let result: Result<SoapReply, Problem> = match call {
         Call::Subscribe(subscribe) => engine
             .subscribe(*subscribe)
             .await
             .map(|(subscription, granted)| {
+                subject = Some(subscription.id);
                 let wsa = context.reply.as_ref().map_or(context.addressing, |r| r.version);
                 let body = subscribe_response(
                     version,
@@ -267,6 +283,7 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
             .map(|events| {
                 let mut headers = Vec::new();
                 if let Some(event) = events.first() {
+                    published = Some((event.id.to_string(), event.seq));
                     headers.push(("herald-event-id", event.id.to_string()));
                     headers.push(("herald-event-seq", event.seq.to_string()));
                 }
@@ -281,7 +298,32 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
             })
             .map_err(Problem::from),
     };
-    result.unwrap_or_else(|problem| context.fault(&problem))
+    let reply = result.unwrap_or_else(|problem| context.fault(&problem));
+    let operation = reply.operation.map_or("unknown", Operation::metric_label);
+    let (outcome, status) = (reply.outcome.label(), reply.status);
+    match (subject, published) {
+        (Some(id), _) => tracing::debug!(
+            source = request.source, operation, version = version.as_str(), subscription = %id,
+            outcome, status, "WS-Eventing request"
+        ),
+        (None, Some((event, seq))) => tracing::debug!(
+            source = request.source,
+            operation,
+            event,
+            seq,
+            outcome,
+            status,
+            "WS-Eventing request"
+        ),
+        (None, None) => tracing::debug!(
+            source = request.source,
+            operation,
+            outcome,
+            status,
+            "WS-Eventing request"
+        ),
+    }
+    reply
 }
 
 /// `Expires` in the 2004 versions, `GrantedExpires` in 2011 responses.

@@ -33,7 +33,11 @@ pub fn notification_message_id(subscription: SubscriptionId, seq: u64) -> String
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EventingEnvelopes;
 
-fn outgoing(
+/// A WS-Addressed SOAP message to `to` in `dialect`: `wsa:Action`, `wsa:MessageID`, `wsa:To` and
+/// `to`'s reference parameters, then `extra_headers`; the action also in `SOAPAction` (SOAP 1.1)
+/// or the media type (SOAP 1.2). Notifications, SubscriptionEnd, and the command-line client's
+/// requests are all written by it.
+pub fn outgoing(
     dialect: WireDialect,
     to: &EndpointRef,
     action: &str,

@@ -167,7 +167,10 @@ fn action_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         .filter(|action| !action.is_empty())
 }
 
-fn published(events: &[std::sync::Arc<Event>]) -> Response {
+fn published(source: &str, events: &[std::sync::Arc<Event>]) -> Response {
+    for event in events {
+        tracing::debug!(source, event = %event.id, seq = event.seq, action = %event.action, "event published");
+    }
     json_response(StatusCode::ACCEPTED, &views::Published::of(events))
 }
 
@@ -226,7 +229,7 @@ async fn publish(state: &AppState, source: &str, action: String, payload: String
         .publish(source, vec![NewEvent { action, payload }])
         .await
     {
-        Ok(events) => published(&events),
+        Ok(events) => published(source, &events),
         Err(err) => engine_problem(err),
     }
 }
@@ -277,7 +280,7 @@ async fn publish_batch(
         Err(response) => return response,
     };
     match state.engine.publish(&source, events).await {
-        Ok(events) => published(&events),
+        Ok(events) => published(&source, &events),
         Err(err) => engine_problem(err),
     }
 }

@@ -208,8 +208,14 @@ async fn read(State(state): State<AppState>, Path(id): Path<String>) -> Response
         return unknown_subscription();
     };
     match state.engine.record(id).await {
-        Ok((record, head)) => json_response(StatusCode::OK, &view_of(record, head, None)),
-        Err(err) => engine_problem(err),
+        Ok((record, head)) => {
+            tracing::debug!(subscription = %id, "subscription looked up");
+            json_response(StatusCode::OK, &view_of(record, head, None))
+        }
+        Err(err) => {
+            tracing::debug!(subscription = %id, error = %err, "subscription looked up: not found");
+            engine_problem(err)
+        }
     }
 }
 
@@ -262,6 +268,7 @@ async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Respon
         Err(EngineError::UnknownSubscription) => state.engine.cancel(id).await.map(|_| ()),
         other => other,
     };
+    tracing::debug!(subscription = %id, ok = ended.is_ok(), "subscription ended by the API");
     match ended {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => engine_problem(err),

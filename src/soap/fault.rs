@@ -118,3 +118,59 @@ impl Fault {
         write_envelope(soap, &namespaces, &headers, &body)
     }
 }
+
+/// A fault as received: what a client shows of a fault another party sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedFault {
+    /// The code as written (`s:Sender`; SOAP 1.1: the faultcode, which may be the subcode).
+    pub code: String,
+    /// The first subcode as written (`wse:UnknownSubscription`), SOAP 1.2 only.
+    pub subcode: Option<String>,
+    /// The reason text.
+    pub reason: String,
+}
+
+impl ReceivedFault {
+    /// Reads the fault in an envelope's Body, if it holds one.
+    pub fn read(envelope: &super::envelope::Envelope<'_, '_>) -> Option<ReceivedFault> {
+        let ns = envelope.version.ns();
+        let fault = envelope
+            .body_element()
+            .filter(|element| xml::is(*element, ns, "Fault"))?;
+        let text_of = |node: Option<roxmltree::Node<'_, '_>>| node.map(xml::trimmed_text);
+        match envelope.version {
+            SoapVersion::Soap12 => {
+                let code = xml::children_named(fault, ns, "Code").next();
+                let value = code.and_then(|code| xml::children_named(code, ns, "Value").next());
+                let subcode = code
+                    .and_then(|code| xml::children_named(code, ns, "Subcode").next())
+                    .and_then(|sub| xml::children_named(sub, ns, "Value").next());
+                let reason = xml::children_named(fault, ns, "Reason")
+                    .next()
+                    .and_then(|reason| xml::children_named(reason, ns, "Text").next());
+                Some(ReceivedFault {
+                    code: text_of(value).unwrap_or_default(),
+                    subcode: text_of(subcode),
+                    reason: text_of(reason).unwrap_or_default(),
+                })
+            }
+            SoapVersion::Soap11 => {
+                let child = |name: &str| xml::elements(fault).find(|n| n.has_tag_name(name));
+                Some(ReceivedFault {
+                    code: text_of(child("faultcode")).unwrap_or_default(),
+                    subcode: None,
+                    reason: text_of(child("faultstring")).unwrap_or_default(),
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ReceivedFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.subcode {
+            Some(subcode) => write!(f, "{} ({}): {}", subcode, self.code, self.reason),
+            None => write!(f, "{}: {}", self.code, self.reason),
+        }
+    }
+}

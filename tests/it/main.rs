@@ -5,6 +5,8 @@
 mod channel_callbacks;
 mod channels;
 mod channels_cluster;
+mod cli;
+mod cli_webhooks;
 mod cluster;
 mod config;
 mod connections;
@@ -21,6 +23,7 @@ mod harness;
 mod hostile_xml;
 mod invocations;
 mod limits;
+mod logs;
 mod operations;
 mod publish;
 mod readme;
