@@ -189,3 +189,90 @@ async fn the_readmes_context_service_and_callback_work_as_written() {
     assert!(received[0].body.contains("<customerId>571</customerId>"));
     server.stop().await;
 }
+
+/// A command's flags, after its verb.
+fn flags(args: &[String]) -> Vec<&str> {
+    args[1..].iter().map(String::as_str).collect()
+}
+
+/// The `cargo run --release -- …` command of each shell block of a README section, as the
+/// binary's arguments (a leading `echo '…' |` kept as its standard input), with the result
+/// lines the block shows (`# …`).
+fn cli_blocks(section: &str) -> Vec<(Vec<String>, Option<String>, Vec<String>)> {
+    section
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|block| {
+            let block = block.split("```").next()?;
+            let (shown, command): (Vec<&str>, Vec<&str>) =
+                block.lines().partition(|line| line.starts_with("# "));
+            let command = command.join("\n").replace("\\\n", " ");
+            let (stdin, command) = match command.split_once("| cargo run --release -- ") {
+                Some((echo, command)) => (Some(quoted(echo, "echo ").to_owned()), command),
+                None => (None, command.strip_prefix("cargo run --release -- ")?),
+            };
+            let args = command.split_whitespace().map(str::to_owned).collect();
+            let shown = shown.iter().map(|line| line[2..].to_owned()).collect();
+            Some((args, stdin, shown))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_first_minute_works_as_written() {
+    use crate::cli::{SinkProcess, fast_retrying_herald, herald};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let minute = between(&readme, "### The first minute", "\n## ");
+    let blocks = cli_blocks(minute);
+    let verbs: Vec<&str> = blocks.iter().map(|(args, ..)| args[0].as_str()).collect();
+    assert_eq!(verbs, ["serve", "sink", "subscribe", "publish", "status"]);
+    // herald as the README starts it (its retries made fast), the sink with the README's flags.
+    let (_store, process) = fast_retrying_herald(&flags(&blocks[0].0));
+    let sink = SinkProcess::start(&flags(&blocks[1].0));
+    let mut reference = String::new();
+    for (args, stdin, shown) in &blocks[2..] {
+        let mut args: Vec<String> = args
+            .iter()
+            .map(|arg| arg.replace("http://127.0.0.1:9000", &sink.base))
+            .collect();
+        if args[0] == "status" {
+            args[1] = reference.clone();
+            // As the README tells it: after the retry was taken.
+            sink.wait_for("the retry", |lines| {
+                lines.iter().any(|l| l.starts_with("#2 "))
+            })
+            .await;
+        }
+        args.extend(["--url".to_owned(), process.base.clone()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = herald(&args, &[], stdin.as_deref()).await;
+        let out = run.ok().to_owned();
+        // Each result line as the README shows it, up to the first id or time in it.
+        let stable = |line: &str| {
+            line.split(|c: char| c == ':' || c.is_ascii_digit())
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        };
+        let printed: Vec<String> = out.lines().map(stable).collect();
+        let shown: Vec<String> = shown.iter().map(|line| stable(line)).collect();
+        assert_eq!(printed, shown, "{args:?}:\n{out}");
+        if let Some(line) = out.lines().find(|line| line.starts_with("reference:")) {
+            reference = line.split_whitespace().nth(1).unwrap().to_owned();
+        }
+    }
+    // The sink's printout as the README shows it: refused once, then taken.
+    let shown: Vec<String> = between(minute, "```\n#1 POST", "```")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let lines = sink
+        .wait_for("the retry", |lines| {
+            lines.iter().filter(|l| l.starts_with('#')).count() >= 2
+        })
+        .await;
+    assert_eq!(format!("#1 POST{}", shown[0]), lines[0]);
+    assert_eq!(shown[1..], lines[1..shown.len()], "{lines:#?}");
+}
