@@ -32,3 +32,4 @@ mod store_failures;
 mod upgrade;
 mod webhooks;
 mod wsdl;
+mod wsdl_generators;
