@@ -35,3 +35,4 @@ mod store_failures;
 mod upgrade;
 mod webhooks;
 mod wsdl;
+mod wsdl_generators;

@@ -11,7 +11,7 @@ use crate::harness::*;
 use crate::sink::Sink;
 
 /// The `?wsdl` forms, with the eventing version (as the JSON API names it) and its addressing.
-const WSDLS: [(&str, &str, &str); 3] = [
+pub const WSDLS: [(&str, &str, &str); 3] = [
     ("?wsdl", "2011", "2005/08"),
     ("?wsdl=2004-08", "2004/08", "2004/08"),
     ("?wsdl=2004-01", "2004/01", "2003/03"),
@@ -20,7 +20,8 @@ const WSDLS: [(&str, &str, &str); 3] = [
 const XSD_NS: &str = "http://www.w3.org/2001/XMLSchema";
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
-async fn get(server: &TestServer, url: &str) -> (u16, String, String) {
+/// GET `url`: status, Content-Type and body.
+pub async fn get(server: &TestServer, url: &str) -> (u16, String, String) {
     let response = server.client.get(url).send().await.expect("GET");
     let status = response.status().as_u16();
     let content_type = response
@@ -129,20 +130,25 @@ async fn every_served_wsdl_and_schema_is_well_formed_concrete_and_complete() {
     }
 }
 
-/// Whether zeep can be imported; `None` when the test should be skipped.
+/// Whether zeep can be imported.
 fn zeep_available() -> bool {
     let found = Command::new("python3")
         .args(["-c", "import zeep"])
         .output()
         .is_ok_and(|output| output.status.success());
+    tool_available(found, "zeep", "python3 -m pip install zeep")
+}
+
+/// `found`, or else: a failure when `HERALD_REQUIRE_TOOLS=1` (CI installs every tool), and
+/// otherwise a loud skip on stderr. `how` is the install hint.
+pub fn tool_available(found: bool, tool: &str, how: &str) -> bool {
     if found {
         return true;
     }
-    let how = "python3 -m pip install zeep";
     if std::env::var("HERALD_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-        panic!("zeep is not installed and HERALD_REQUIRE_TOOLS=1: install it with `{how}`");
+        panic!("{tool} is not installed and HERALD_REQUIRE_TOOLS=1: install it with `{how}`");
     }
-    eprintln!("\n\n*** SKIPPED: zeep is not installed ({how}) ***\n");
+    eprintln!("\n\n*** SKIPPED: {tool} is not installed ({how}) ***\n");
     false
 }
 
@@ -194,7 +200,6 @@ async fn a_client_zeep_generates_from_each_wsdl_subscribes_renews_and_unsubscrib
     let mut ends = 0;
     for (query, version, addressing) in WSDLS {
         for soap in ["11", "12"] {
-            let context = format!("{query} over SOAP {soap}");
             let steps = run_zeep(
                 format!("{source_url}{query}"),
                 soap,
@@ -202,72 +207,97 @@ async fn a_client_zeep_generates_from_each_wsdl_subscribes_renews_and_unsubscrib
                 sink.url("end"),
             )
             .await;
-            let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
-            let expected: &[&str] = if version == "2004/01" {
-                &["subscribe", "renew", "unsubscribe"]
-            } else {
-                &["subscribe", "get_status", "renew", "unsubscribe"]
-            };
-            assert_eq!(names, expected, "{context}");
-
-            // Subscribe created a subscription in the WSDL's dialect, granted as asked.
-            let subscribed = &steps[0];
-            let id = subscribed["id"].as_str().expect("id");
-            assert!(id.starts_with("uuid:"), "{context}: {id}");
-            assert_eq!(subscribed["expires"], "PT10M", "{context}");
-            if version != "2004/01" {
-                assert_eq!(
-                    subscribed["manager"].as_str(),
-                    Some(format!("{source_url}/subscriptions").as_str()),
-                    "{context}"
-                );
-                let remaining = seconds(steps[1]["expires"].as_str().expect("status"));
-                assert!(
-                    (590.0..=600.0).contains(&remaining),
-                    "{context}: {remaining}"
-                );
-            }
-            // Renew changed the expiry.
-            assert_eq!(steps[names.len() - 2]["expires"], "PT20M", "{context}");
-
-            // Unsubscribe ended it, as herald's JSON API reports.
-            let (status, _, text) =
-                get(&server, &server.url(&format!("/api/v1/subscriptions/{id}"))).await;
-            assert_eq!(status, 200, "{context}: {text}");
-            let view: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-            assert_eq!(view["status"], "ended", "{context}: {view}");
-            assert_eq!(view["end_reason"], "unsubscribed", "{context}: {view}");
-            assert_eq!(view["dialect"]["eventing"], version, "{context}: {view}");
-            assert_eq!(
-                view["dialect"]["addressing"], addressing,
-                "{context}: {view}"
-            );
-            let soap_version = if soap == "11" { "1.1" } else { "1.2" };
-            assert_eq!(view["dialect"]["soap"], soap_version, "{context}: {view}");
-            assert_eq!(view["notify_to"], sink.url("notify"), "{context}");
-            let lifetime = lifetime_seconds(&view);
-            assert!(
-                (1190.0..=1210.0).contains(&lifetime),
-                "{context}: renewed to 20 minutes: {view}"
-            );
-
-            // 2004/01 reports every end to EndTo: the sink hears of the Unsubscribe.
-            if version == "2004/01" {
-                ends += 1;
-                let received = sink
-                    .wait_accepted("end", ends, Duration::from_secs(10))
-                    .await;
-                let last = received.last().expect("SubscriptionEnd");
-                assert_eq!(last.text_of(WSE01, "Id").as_deref(), Some(id), "{context}");
-                assert_eq!(
-                    last.text_of(WSE01, "Code").as_deref(),
-                    Some("wse:Unsubscribed"),
-                    "{context}"
-                );
-            }
+            assert_session(
+                &server,
+                &sink,
+                &steps,
+                (query, version, addressing),
+                soap,
+                &mut ends,
+            )
+            .await;
         }
     }
     assert_eq!(server.active("default").await, 0);
+}
+
+/// Checks the steps a generated client printed for one session (Subscribe → GetStatus, where
+/// the version has it → Renew → Unsubscribe on `wsdl`'s source over SOAP `soap`, "11" or "12")
+/// against herald's JSON API and, for 2004/01, the SubscriptionEnd the sink heard (`ends`
+/// counts those so far).
+pub async fn assert_session(
+    server: &TestServer,
+    sink: &Sink,
+    steps: &[serde_json::Value],
+    wsdl: (&str, &str, &str),
+    soap: &str,
+    ends: &mut usize,
+) {
+    let (query, version, addressing) = wsdl;
+    let context = format!("{query} over SOAP {soap}");
+    let source_url = server.url("/eventing/default");
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+    let expected: &[&str] = if version == "2004/01" {
+        &["subscribe", "renew", "unsubscribe"]
+    } else {
+        &["subscribe", "get_status", "renew", "unsubscribe"]
+    };
+    assert_eq!(names, expected, "{context}");
+
+    // Subscribe created a subscription in the WSDL's dialect, granted as asked.
+    let subscribed = &steps[0];
+    let id = subscribed["id"].as_str().expect("id");
+    assert!(id.starts_with("uuid:"), "{context}: {id}");
+    assert_eq!(subscribed["expires"], "PT10M", "{context}");
+    if version != "2004/01" {
+        assert_eq!(
+            subscribed["manager"].as_str(),
+            Some(format!("{source_url}/subscriptions").as_str()),
+            "{context}"
+        );
+        let remaining = seconds(steps[1]["expires"].as_str().expect("status"));
+        assert!(
+            (590.0..=600.0).contains(&remaining),
+            "{context}: {remaining}"
+        );
+    }
+    // Renew changed the expiry.
+    assert_eq!(steps[names.len() - 2]["expires"], "PT20M", "{context}");
+
+    // Unsubscribe ended it, as herald's JSON API reports.
+    let (status, _, text) = get(server, &server.url(&format!("/api/v1/subscriptions/{id}"))).await;
+    assert_eq!(status, 200, "{context}: {text}");
+    let view: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(view["status"], "ended", "{context}: {view}");
+    assert_eq!(view["end_reason"], "unsubscribed", "{context}: {view}");
+    assert_eq!(view["dialect"]["eventing"], version, "{context}: {view}");
+    assert_eq!(
+        view["dialect"]["addressing"], addressing,
+        "{context}: {view}"
+    );
+    let soap_version = if soap == "11" { "1.1" } else { "1.2" };
+    assert_eq!(view["dialect"]["soap"], soap_version, "{context}: {view}");
+    assert_eq!(view["notify_to"], sink.url("notify"), "{context}");
+    let lifetime = lifetime_seconds(&view);
+    assert!(
+        (1190.0..=1210.0).contains(&lifetime),
+        "{context}: renewed to 20 minutes: {view}"
+    );
+
+    // 2004/01 reports every end to EndTo: the sink hears of the Unsubscribe.
+    if version == "2004/01" {
+        *ends += 1;
+        let received = sink
+            .wait_accepted("end", *ends, Duration::from_secs(10))
+            .await;
+        let last = received.last().expect("SubscriptionEnd");
+        assert_eq!(last.text_of(WSE01, "Id").as_deref(), Some(id), "{context}");
+        assert_eq!(
+            last.text_of(WSE01, "Code").as_deref(),
+            Some("wse:Unsubscribed"),
+            "{context}"
+        );
+    }
 }
 
 /// Seconds between a subscription's creation and its expiry, from the JSON API's view.
