@@ -8,6 +8,7 @@ mod channels_cluster;
 mod cluster;
 mod config;
 mod connections;
+mod console;
 mod contexts;
 mod contexts_cluster;
 mod delivery;
