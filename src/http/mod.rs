@@ -3,6 +3,7 @@
 mod agents;
 mod api;
 mod channels;
+mod console;
 mod contexts;
 mod invocations;
 mod views;
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::api_router())
         .merge(channels::api_router())
         .merge(subscriptions::api_router())
+        .merge(console::api_router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -142,5 +144,6 @@ pub fn router(state: AppState) -> Router {
         .merge(channels::router())
         .merge(api)
         .merge(operations::router())
+        .merge(console::router())
         .with_state(state)
 }

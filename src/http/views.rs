@@ -333,3 +333,51 @@ pub struct SubscriptionPage {
     pub items: Vec<serde_json::Value>,
     pub next: Option<String>,
 }
+
+/// `GET /api/v1/overview`: what this node hosts and how its deliveries go, in one read (the
+/// console polls it). Counters are totals since this node started; a client derives rates
+/// from two reads.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    /// The configured event sources.
+    pub sources: Vec<SourceOverview>,
+    /// Delivery attempts on this node by outcome (`herald_deliveries_total`).
+    pub deliveries: DeliveryCounts,
+    /// The configured context services' names.
+    pub contexts: Vec<String>,
+    /// Declared agents and those holding messages, with their pull queues.
+    pub agents: Vec<AgentOverview>,
+    /// Open channels by connection status.
+    pub channels: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// One source in the [`Overview`].
+#[derive(Debug, Serialize)]
+pub struct SourceOverview {
+    pub name: String,
+    /// Active subscriptions this node delivers.
+    pub active: u64,
+    /// Events not yet handled, summed over those subscriptions.
+    pub backlog: u64,
+    /// Events appended through this node since it started.
+    pub published: u64,
+}
+
+/// Delivery attempts by outcome.
+#[derive(Debug, Serialize)]
+pub struct DeliveryCounts {
+    pub delivered: u64,
+    /// Failed and retried later.
+    pub failed: u64,
+    pub gave_up: u64,
+}
+
+/// One agent in the [`Overview`].
+#[derive(Debug, Serialize)]
+pub struct AgentOverview {
+    pub name: String,
+    /// Messages not yet acknowledged.
+    pub depth: u64,
+    /// Of those, leased to a listener now.
+    pub leased: u64,
+}

@@ -10,6 +10,7 @@ mod cli_webhooks;
 mod cluster;
 mod config;
 mod connections;
+mod console;
 mod contexts;
 mod contexts_cluster;
 mod delivery;
