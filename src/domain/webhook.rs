@@ -54,29 +54,37 @@ impl WebhookSettings {
             .collect()
     }
 
-    /// These settings with `secret` current and the current one signing until `until`.
-    pub fn rotated(&self, secret: String, until: Timestamp) -> WebhookSettings {
+    /// These settings with `secret` current, the current one signing until `until`, and any
+    /// earlier one still in its grace at `now` kept until its own end.
+    pub fn rotated(&self, secret: String, until: Timestamp, now: Timestamp) -> WebhookSettings {
         let mut secrets = vec![WebhookSecret {
             secret,
             until: None,
         }];
-        if let Some(current) = self.secrets.iter().find(|s| s.until.is_none()) {
-            secrets.push(WebhookSecret {
-                secret: current.secret.clone(),
-                until: Some(until),
-            });
+        for kept in &self.secrets {
+            match kept.until {
+                None => secrets.push(WebhookSecret {
+                    secret: kept.secret.clone(),
+                    until: Some(until),
+                }),
+                Some(end) if end > now => secrets.push(kept.clone()),
+                Some(_) => {}
+            }
         }
         WebhookSettings { secrets }
     }
 }
 
-/// A fresh secret: `whsec_` and 32 random bytes in base64.
-pub fn new_secret() -> String {
-    let key: [u8; 32] = std::array::from_fn(|_| fastrand::u8(..));
-    format!(
+/// A fresh secret: `whsec_` and 32 bytes from the operating system's secure random source, in
+/// base64; `None` when that source fails.
+pub fn new_secret() -> Option<String> {
+    use ring::rand::SecureRandom as _;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut key).ok()?;
+    Some(format!(
         "{SECRET_PREFIX}{}",
         base64::engine::general_purpose::STANDARD.encode(key)
-    )
+    ))
 }
 
 /// The key of a secret: `whsec_` and the base64 of 24 to 64 bytes; `None` when it is not one.
@@ -151,7 +159,7 @@ mod tests {
 
     #[test]
     fn secrets_are_whsec_and_24_to_64_bytes() {
-        let secret = new_secret();
+        let secret = new_secret().unwrap();
         assert_eq!(secret_key(&secret).map(|k| k.len()), Some(32));
         assert_eq!(secret_key("whsec_AAAA"), None);
         assert_eq!(secret_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), None);
@@ -163,9 +171,21 @@ mod tests {
         let later = now
             .checked_add(jiff::SignedDuration::from_secs(60))
             .unwrap();
-        let settings = WebhookSettings::signed_with(new_secret()).rotated(new_secret(), later);
+        let settings = WebhookSettings::signed_with(new_secret().unwrap()).rotated(
+            new_secret().unwrap(),
+            later,
+            now,
+        );
         assert_eq!(settings.keys_at(now).len(), 2);
         assert_eq!(settings.keys_at(later).len(), 1);
         assert_eq!(settings.secrets[0].until, None);
+        // Rotated again within the grace: the first one still signs until its own end.
+        let much_later = later
+            .checked_add(jiff::SignedDuration::from_secs(60))
+            .unwrap();
+        let again = settings.rotated(new_secret().unwrap(), much_later, now);
+        assert_eq!(again.keys_at(now).len(), 3);
+        assert_eq!(again.keys_at(later).len(), 2);
+        assert_ne!(new_secret().unwrap(), new_secret().unwrap());
     }
 }

@@ -142,7 +142,11 @@ impl Engine {
             .transpose()?;
         let secret = match checked_secret(request.secret)? {
             Some(secret) => Some(secret),
-            None if request.delivery == ReaderDelivery::Webhook => Some(new_secret()),
+            None if request.delivery == ReaderDelivery::Webhook => {
+                Some(new_secret().ok_or_else(|| {
+                    bad("herald could not make a secret: no secure random source")
+                })?)
+            }
             None => None,
         };
         let endpoint = |address: String| EndpointRef {
@@ -185,17 +189,25 @@ impl Engine {
     }
 
     /// Changes a webhook subscription in place: its URL, filter and secret (delivery goes on
-    /// from its cursor, on this node from now on), then its expiry. Durable when this returns;
-    /// a new secret is returned this once.
+    /// from its cursor, on this node from now on), then its expiry. Every part is checked
+    /// before anything is written, so a refused change changes nothing. Durable when this
+    /// returns; a new secret is returned this once.
     pub async fn change_webhook(
         &self,
         id: SubscriptionId,
         change: WebhookChange,
     ) -> Result<Option<String>, EngineError> {
+        // Changes on this node are made one at a time: one cannot undo another it read before.
+        let _changing = self.redirects.lock().await;
         let current = self.active_webhook(id).await?;
+        let now = self.clock.now();
+        let requested = requested(change.expires.as_deref())?;
+        if let Some(requested) = &requested {
+            let policy = self.source(current.source.as_str())?;
+            crate::domain::expiry::grant(Some(requested), &policy.expiry, RULES, now)?;
+        }
         let mut new_secret_shown = None;
         if change.url.is_some() || change.filter.is_some() || change.secret.is_some() {
-            let now = self.clock.now();
             let mut notify_to = current.notify_to.clone();
             if let Some(url) = &change.url {
                 notify_to.address = absolute("url", url)?;
@@ -206,19 +218,19 @@ impl Engine {
             };
             let settings = match change.secret {
                 Some(secret) => {
-                    let secret = checked_secret(secret)?.unwrap_or_else(new_secret);
+                    let secret = match checked_secret(secret)? {
+                        Some(secret) => secret,
+                        None => new_secret().ok_or_else(|| {
+                            bad("herald could not make a secret: no secure random source")
+                        })?,
+                    };
                     let until = SignedDuration::try_from(ROTATION_GRACE)
                         .ok()
                         .and_then(|grace| now.checked_add(grace).ok())
                         .unwrap_or(Timestamp::MAX);
                     new_secret_shown = Some(secret.clone());
-                    Some(
-                        current
-                            .webhook
-                            .clone()
-                            .unwrap_or_default()
-                            .rotated(secret, until),
-                    )
+                    let settings = current.webhook.clone().unwrap_or_default();
+                    Some(settings.rotated(secret, until, now))
                 }
                 None => current.webhook.clone(),
             };
@@ -232,9 +244,8 @@ impl Engine {
             self.reconfigure(id, (notify_to, filter, settings), matcher, now)
                 .await?;
         }
-        if let Some(expires) = &change.expires {
-            let requested = requested(Some(expires))?;
-            self.renew_reader(id, requested.as_ref(), RULES, |s| s.delivery.is_webhook())
+        if let Some(requested) = &requested {
+            self.renew_reader(id, Some(requested), RULES, |s| s.delivery.is_webhook())
                 .await?;
         }
         Ok(new_secret_shown)
@@ -248,7 +259,6 @@ impl Engine {
         matcher: Option<std::sync::Arc<dyn crate::filter::Matcher>>,
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        let _replacing = self.redirects.lock().await;
         let changed = self
             .store
             .reconfigure(
@@ -264,13 +274,20 @@ impl Engine {
         let policy = self.source(subscription.source.as_str())?;
         // The reader delivered so far (here, or on another node told by the store) lets go; its
         // cursor here is fresher than the store's.
-        let cursor = self
-            .delivery
-            .progress(&subscription.source, id)
-            .map_or(progress.cursor, |here| here.cursor.max(progress.cursor));
-        let progress = DeliveryProgress {
-            cursor,
-            ..DeliveryProgress::default()
+        // The store keeps the failures unless the URL changed (a rotation does not reset the
+        // give-up clock of a dead endpoint).
+        let progress = match self.delivery.progress(&subscription.source, id) {
+            Some(here) if here.cursor > progress.cursor && progress.attempts == 0 => {
+                DeliveryProgress {
+                    cursor: here.cursor,
+                    ..DeliveryProgress::default()
+                }
+            }
+            Some(here) if here.cursor > progress.cursor => DeliveryProgress {
+                cursor: here.cursor,
+                ..progress
+            },
+            _ => progress,
         };
         let retry = policy.retry;
         self.delivery.stop_reading(&subscription.source, id);

@@ -220,6 +220,9 @@ async fn publish_one(
         Ok(Err(err)) => return xml_problem(&err),
         Err(response) => return response,
     };
+    if let Some(response) = reserved(&payload) {
+        return response;
+    }
     publish(&state, &source, action, payload).await
 }
 
@@ -255,7 +258,27 @@ fn is_json(headers: &HeaderMap) -> bool {
 fn json_event(bytes: &[u8]) -> Result<String, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "the body is not UTF-8".to_owned())?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|err| err.to_string())?;
-    Ok(crate::domain::webhook::wrap_json(text.trim()))
+    // Kept as XML too (for SOAP subscribers and XPath filters): no character XML cannot hold.
+    if text.contains(['\u{FFFE}', '\u{FFFF}']) {
+        return Err("the JSON holds U+FFFE or U+FFFF, which herald cannot keep".into());
+    }
+    Ok(crate::domain::webhook::wrap_json(text))
+}
+
+/// The refusal of an XML event in herald's own JSON element (it would pass for a JSON event).
+fn reserved(payload: &str) -> Option<Response> {
+    if crate::domain::webhook::unwrap_json(payload).is_some() {
+        return Some(problem(
+            StatusCode::BAD_REQUEST,
+            "Reserved namespace",
+            format!(
+                "{} is herald's own namespace for JSON events: publish JSON with Content-Type: \
+                 application/json",
+                crate::domain::webhook::JSON_EVENT_NS
+            ),
+        ));
+    }
+    None
 }
 
 /// `POST /api/v1/sources/{source}/events/batch`: many events in one durable append, as
@@ -279,6 +302,11 @@ async fn publish_batch(
         Ok(Err((title, detail))) => return problem(StatusCode::BAD_REQUEST, title, detail),
         Err(response) => return response,
     };
+    for event in &events {
+        if let Some(response) = reserved(&event.payload) {
+            return response;
+        }
+    }
     match state.engine.publish(&source, events).await {
         Ok(events) => published(&source, &events),
         Err(err) => engine_problem(err),

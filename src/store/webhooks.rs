@@ -49,10 +49,14 @@ pub trait Webhooks {
 }
 
 /// Sets `$1` notify_to, `$2` filter, `$3` webhook and owner `$4` of active subscription `$5`
-/// (unexpired at `$6`); a new endpoint starts with no failures.
+/// (unexpired at `$6`); a new endpoint starts with no failures, the same one keeps them.
 pub static RECONFIGURE: Sql = Sql::new(concat!(
-    "UPDATE subscriptions SET notify_to = $1, filter = $2, webhook = $3, owner = $4,
-         attempts = 0, next_attempt_at = NULL, failing_since = NULL, last_error = NULL
+    "UPDATE subscriptions SET
+         attempts = CASE WHEN notify_to = $1 THEN attempts ELSE 0 END,
+         next_attempt_at = CASE WHEN notify_to = $1 THEN next_attempt_at ELSE NULL END,
+         failing_since = CASE WHEN notify_to = $1 THEN failing_since ELSE NULL END,
+         last_error = CASE WHEN notify_to = $1 THEN last_error ELSE NULL END,
+         notify_to = $1, filter = $2, webhook = $3, owner = $4
      WHERE id = $5 AND status = 'active' AND (expires_at IS NULL OR expires_at > $6)
      RETURNING ",
     super::codec::subscription_columns!(),

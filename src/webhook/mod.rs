@@ -22,6 +22,23 @@ pub fn published_body(event: &Event) -> (String, &'static str) {
     }
 }
 
+/// A value as an HTTP header carries it: as the CloudEvents HTTP binding asks, a space, `"`,
+/// `%` and anything outside printable ASCII percent-encoded (UTF-8), so any action travels.
+pub fn header_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c.is_ascii_graphic() && c != '"' && c != '%' {
+            out.push(c);
+        } else {
+            let mut bytes = [0; 4];
+            for byte in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// The `webhook-id` of event `seq` to `subscription`: the same on every attempt.
 pub fn message_id(subscription: &Subscription, seq: u64) -> String {
     format!("msg_{}_{seq}", subscription.id.key().replace('-', ""))
@@ -82,7 +99,7 @@ pub fn notification(subscription: &Subscription, event: &Event, now: Timestamp) 
     let id = message_id(subscription, event.seq);
     let mut headers = vec![
         ("herald-event-id", event_id(event)),
-        ("herald-event-type", event.action.clone()),
+        ("herald-event-type", header_value(&event.action)),
         ("herald-sequence", event.seq.to_string()),
     ];
     let (content_type, body) = match subscription.delivery {
@@ -91,18 +108,13 @@ pub fn notification(subscription: &Subscription, event: &Event, now: Timestamp) 
                 ("ce-specversion", "1.0".to_owned()),
                 ("ce-id", event_id(event)),
                 ("ce-source", ce_source(event)),
-                ("ce-type", event.action.clone()),
+                ("ce-type", header_value(&event.action)),
                 ("ce-time", event.published_at.to_string()),
                 ("ce-sequence", event.seq.to_string()),
             ]);
             (media_type.to_owned(), data)
         }
         ReaderDelivery::CloudEventsStructured => {
-            let data = match media_type {
-                "application/json" => serde_json::from_str::<serde_json::Value>(&data)
-                    .unwrap_or(serde_json::Value::String(data)),
-                _ => serde_json::Value::String(data),
-            };
             let envelope = serde_json::json!({
                 "specversion": "1.0",
                 "id": event_id(event),
@@ -111,11 +123,21 @@ pub fn notification(subscription: &Subscription, event: &Event, now: Timestamp) 
                 "time": event.published_at.to_string(),
                 "sequence": event.seq.to_string(),
                 "datacontenttype": media_type,
-                "data": data,
-            });
+            })
+            .to_string();
+            // The data as published: a JSON event's own text (checked JSON when published),
+            // an XML event as a JSON string.
+            let data = match media_type {
+                "application/json" => data,
+                _ => serde_json::Value::String(data).to_string(),
+            };
+            let body = format!(
+                "{},\"data\":{data}}}",
+                envelope.strip_suffix('}').unwrap_or(&envelope)
+            );
             (
                 "application/cloudevents+json; charset=utf-8".to_owned(),
-                envelope.to_string(),
+                body,
             )
         }
         _ => (media_type.to_owned(), data),
@@ -186,6 +208,12 @@ impl<E: Envelopes> Envelopes for Messages<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_carry_any_action() {
+        assert_eq!(header_value("urn:shop:created"), "urn:shop:created");
+        assert_eq!(header_value("a b\"%\n\u{e9}"), "a%20b%22%25%0A%C3%A9");
+    }
 
     /// The example of the Standard Webhooks specification's reference libraries.
     #[test]

@@ -111,7 +111,7 @@ async fn standard_webhooks_get_the_event_as_published_signed_in_order_and_retrie
     assert!(secret.starts_with("whsec_"), "{made}");
     assert_eq!(made["format"], "standard-webhooks");
     assert_eq!(made["status"], "active");
-    let json_event = r#"{"order": 42, "note": "<fragile> & \"quoted\""}"#;
+    let json_event = "{\"order\": 42, \"note\": \"<fragile> & \\\"quoted\\\"\"}\n";
     publish_json(&server, "urn:shop:created", json_event).await;
     publish(&server, "default", TICK_ACTION, &tick(2)).await;
 
@@ -190,7 +190,12 @@ async fn cloudevents_in_binary_and_structured_mode() {
         json!({"source": "default", "url": structured.url, "format": "cloudevents-structured"}),
     )
     .await;
-    publish_json(&server, "com.example.order.created", r#"{"order":7}"#).await;
+    publish_json(
+        &server,
+        "com.example.order.created",
+        r#"{"order":7,"a":[1.50]}"#,
+    )
+    .await;
     let (headers, body) = binary.wait(1, Duration::from_secs(10)).await.remove(0);
     assert_eq!(headers["ce-specversion"], "1.0");
     assert_eq!(headers["ce-type"], "com.example.order.created");
@@ -201,7 +206,7 @@ async fn cloudevents_in_binary_and_structured_mode() {
         headers.get("webhook-signature").is_none(),
         "no secret, no signature"
     );
-    assert_eq!(&body[..], br#"{"order":7}"#);
+    assert_eq!(&body[..], br#"{"order":7,"a":[1.50]}"#);
 
     let (headers, body) = structured.wait(1, Duration::from_secs(10)).await.remove(0);
     assert!(
@@ -211,7 +216,26 @@ async fn cloudevents_in_binary_and_structured_mode() {
     assert_eq!(event["specversion"], "1.0");
     assert_eq!(event["type"], "com.example.order.created");
     assert_eq!(event["datacontenttype"], "application/json");
-    assert_eq!(event["data"], json!({"order": 7}));
+    assert_eq!(event["data"], json!({"order": 7, "a": [1.5]}));
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .ends_with(r#""data":{"order":7,"a":[1.50]}}"#),
+        "the data as published"
+    );
+    // Any action travels: percent-encoded in the headers.
+    let response = server
+        .client
+        .post(server.url("/api/v1/sources/default/events?action=urn%3Aa%20%C3%A9%22"))
+        .header("Content-Type", "application/json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let got = binary.wait(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2, "delivered, not stuck on a bad header");
+    assert_eq!(got[1].0["ce-type"], "urn:a%20%C3%A9%22");
     assert_eq!(
         event["id"],
         headers_of(&binary.got()[0].0)["ce-id"].to_str().unwrap()
@@ -517,6 +541,40 @@ async fn bad_webhook_requests_get_precise_problems() {
             call(&server, reqwest::Method::PATCH, &path, Some(body.clone())).await;
         assert_eq!(status, 400, "{body}: {problem}");
     }
+    // A change refused in any part changes nothing (the expiry is checked before the rest).
+    for body in [
+        json!({"secret": null, "expires": "tomorrow"}),
+        json!({"url": "http://127.0.0.1:1/other", "expires": "-PT1S"}),
+        json!({"filter": {"topic": "urn:x"}, "secret": "whsec_x"}),
+    ] {
+        let (status, problem) =
+            call(&server, reqwest::Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+    }
     let (_, view) = call(&server, reqwest::Method::GET, &path, None).await;
     assert_eq!(view["url"], url, "a refused change changes nothing");
+    assert_eq!(view["signing_secrets"], 1, "{view}");
+    assert_eq!(view["filter"], Value::Null, "{view}");
+
+    // An XML event in herald's own JSON element would pass for JSON: refused.
+    for (path, body) in [
+        (
+            "/api/v1/sources/default/events?action=urn:x",
+            r#"<json xmlns="urn:herald:json">1</json>"#,
+        ),
+        (
+            "/api/v1/sources/default/events/batch",
+            r#"<Events xmlns="urn:herald:publish"><Event action="urn:x"><json xmlns="urn:herald:json">1</json></Event></Events>"#,
+        ),
+    ] {
+        let response = server
+            .client
+            .post(server.url(path))
+            .header("Content-Type", "application/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{path}");
+    }
 }
