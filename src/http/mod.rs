@@ -2,12 +2,14 @@
 
 mod agents;
 mod api;
+mod channel_api;
 mod channels;
 mod contexts;
 mod invocations;
 mod views;
 
 pub use api::{BadBatch, batch_events};
+mod openapi;
 mod operations;
 pub mod server;
 mod soap;
@@ -129,7 +131,7 @@ pub fn router(state: AppState) -> Router {
     let api = (api::router().merge(contexts::api_router()))
         .merge(invocations::api_router())
         .merge(agents::api_router())
-        .merge(channels::api_router())
+        .merge(channel_api::api_router())
         .merge(subscriptions::api_router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -140,6 +142,8 @@ pub fn router(state: AppState) -> Router {
         .merge(contexts::router())
         .merge(invocations::router())
         .merge(channels::router())
+        .merge(channel_api::capability_router())
+        .merge(openapi::router())
         .merge(api)
         .merge(operations::router())
         .with_state(state)

@@ -21,6 +21,7 @@ mod harness;
 mod hostile_xml;
 mod invocations;
 mod limits;
+mod openapi;
 mod operations;
 mod publish;
 mod readme;
