@@ -31,10 +31,13 @@ const MAX_VISIBILITY: f64 = 43_200.0;
 #[serde(deny_unknown_fields)]
 pub(super) struct ReceiveRequest {
     /// 1-100, default 10.
+    #[schema(minimum = 1, maximum = 100)]
     max: Option<u32>,
     /// Seconds to wait for a message when none is there, 0-20, default 0.
+    #[schema(minimum = 0, maximum = 20)]
     wait: Option<f64>,
     /// Seconds the messages are leased for, default the configured visibility timeout.
+    #[schema(minimum = 0, maximum = 43200)]
     visibility_timeout: Option<f64>,
     /// Only messages with this correlation id (the callback event's name).
     correlation_id: Option<String>,
@@ -84,8 +87,10 @@ impl ReceivedMessage {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SettleRequest {
+    #[schema(min_items = 1, max_items = 100)]
     receipts: Vec<String>,
     /// For nack: seconds before the messages are visible again, default 0.
+    #[schema(minimum = 0, maximum = 43200)]
     delay: Option<f64>,
 }
 

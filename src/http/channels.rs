@@ -86,7 +86,7 @@ fn valid_class(class: &str) -> bool {
     tag = "channels",
     params(
         ("token" = String, Path, description = "The channel's token (its capability)"),
-        ("X-MessageID" = Option<String>, Header, description = "A UUID naming the notification"),
+        ("X-MessageID" = Option<String>, Header, pattern = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$", description = "A UUID naming the notification"),
         ("X-NotificationClass" = Option<String>, Header, description = "1-3, 11-13 or 21-23"),
     ),
     request_body(content = String, description = "The notification: any UTF-8 text up to the limit", content_type = "text/plain"),
@@ -278,7 +278,7 @@ struct Polled {
     params(
         ("token" = String, Path, description = "The channel's token (its capability)"),
         ("after" = Option<u64>, Query, description = "The last notification read (default: the channel's cursor)"),
-        ("wait" = Option<f64>, Query, description = "Seconds to wait for one when none is there, 0-30"),
+        ("wait" = Option<f64>, Query, minimum = 0, maximum = 30, description = "Seconds to wait for one when none is there, 0-30"),
     ),
     responses(
         (status = 200, description = "The notifications after `after` (none when none came in time)", body = Polled),

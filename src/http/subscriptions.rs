@@ -38,6 +38,8 @@ pub struct CreateBody {
     pub url: String,
     pub filter: Option<FilterBody>,
     pub expires: Option<String>,
+    /// `standard-webhooks` (the default), `cloudevents-binary` or `cloudevents-structured`.
+    #[schema(pattern = "^(standard-webhooks|cloudevents-binary|cloudevents-structured)$")]
     pub format: Option<String>,
     pub secret: Option<String>,
     pub end_url: Option<String>,
@@ -74,10 +76,14 @@ where
 pub struct ListQuery {
     pub source: Option<String>,
     /// `active` or `ended`.
+    #[param(pattern = "^(active|ended)$")]
     pub status: Option<String>,
     /// `webhook` or `soap`.
+    #[param(pattern = "^(webhook|soap)$")]
     pub kind: Option<String>,
     pub after: Option<String>,
+    /// The page size, 1-500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
