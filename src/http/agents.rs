@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::api::{body_problem, engine_problem, json_response, problem};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem};
 use super::{AppState, read_body, views};
 use crate::domain::invocation::Leased;
 use crate::domain::subscription::SourceName;
@@ -170,7 +170,7 @@ fn agent_problem(err: EngineError) -> Response {
 )]
 pub(super) async fn receive(
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -316,7 +316,7 @@ async fn settle(
 )]
 pub(super) async fn ack(
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -344,7 +344,7 @@ pub(super) async fn ack(
 )]
 pub(super) async fn nack(
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

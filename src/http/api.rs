@@ -19,6 +19,32 @@ use crate::soap::xml;
 /// Namespace of the batch publishing document.
 pub const PUBLISH_NS: &str = "urn:herald:publish";
 
+/// A path's parameters, or a 400 problem naming what is wrong with them (axum's own rejection
+/// is plain text, outside the API's documented answers).
+pub(super) struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(problem(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                format!("the path: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// An RFC 9457 problem response.
 pub(super) fn problem(
     status: StatusCode,
@@ -206,7 +232,7 @@ fn published(events: &[std::sync::Arc<Event>]) -> Response {
 )]
 pub(super) async fn publish_one(
     State(state): State<AppState>,
-    Path(source): Path<String>,
+    ApiPath(source): ApiPath<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -311,7 +337,7 @@ fn json_event(bytes: &[u8]) -> Result<String, String> {
 )]
 pub(super) async fn publish_batch(
     State(state): State<AppState>,
-    Path(source): Path<String>,
+    ApiPath(source): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

@@ -2,14 +2,14 @@
 //! then reads, renews and closes it with its token as the capability.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::api::{engine_problem, json_response};
+use super::api::{ApiPath, engine_problem, json_response};
 use super::channels::unknown_channel;
 use super::soap::base_url;
 use super::{AppState, views};
@@ -70,9 +70,13 @@ pub(super) async fn open(State(state): State<AppState>, headers: HeaderMap) -> R
         (status = 204, description = "Closed"),
         (status = 404, description = "No open channel has this token", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn close(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub(super) async fn close(
+    State(state): State<AppState>,
+    ApiPath(token): ApiPath<String>,
+) -> Response {
     match state.engine.close_channel(&token).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) | Err(EngineError::UnknownChannel) => unknown_channel(),
@@ -96,9 +100,13 @@ struct Renewed {
         (status = 200, description = "Renewed", body = Renewed),
         (status = 404, description = "No open channel has this token", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn renew(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub(super) async fn renew(
+    State(state): State<AppState>,
+    ApiPath(token): ApiPath<String>,
+) -> Response {
     match state.engine.renew_channel(&token).await {
         Ok(expires_at) => json_response(
             StatusCode::OK,
@@ -154,9 +162,13 @@ struct CallbackView {
         (status = 200, description = "The channel", body = ChannelView),
         (status = 404, description = "No channel has this token", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub(super) async fn show(
+    State(state): State<AppState>,
+    ApiPath(token): ApiPath<String>,
+) -> Response {
     let channel = match state.engine.channel(&token).await {
         Ok(channel) => channel,
         Err(EngineError::UnknownChannel) => return unknown_channel(),

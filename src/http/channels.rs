@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::api::{engine_problem, json_response, problem};
+use super::api::{ApiPath, engine_problem, json_response, problem};
 use super::{AppState, BodyError, read_body, views};
 use crate::domain::channel::{Channel, ChannelToken, ConnectionStatus};
 use crate::domain::event::Event;
@@ -132,7 +132,7 @@ fn valid_class(class: &str) -> bool {
 )]
 pub(super) async fn send(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -289,7 +289,7 @@ struct Polled {
 )]
 pub(super) async fn poll(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     uri: axum::http::Uri,
 ) -> Response {
     let Some(token) = ChannelToken::parse(&token) else {
@@ -366,7 +366,7 @@ struct Streaming {
 /// its id; `Last-Event-ID` resumes after it.
 async fn stream(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
     let Some(token) = ChannelToken::parse(&token) else {
@@ -499,7 +499,7 @@ pub fn router() -> Router<AppState> {
 )]
 pub(super) async fn register(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

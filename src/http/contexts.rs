@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::api::{body_problem, engine_problem, json_response, problem};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem};
 use super::soap::{base_url, media_type, soap_action};
 use super::{AppState, read_body, views};
 use crate::context::{self, ContextReply, ContextRequest};
@@ -163,7 +163,7 @@ fn instance_problem(state: &AppState, service: &SourceName, err: EngineError) ->
 )]
 pub(super) async fn queue_callback(
     State(state): State<AppState>,
-    Path((service, id)): Path<(String, String)>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -239,12 +239,13 @@ pub(super) async fn queue_callback(
         (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown context service or instance", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     ),
     security(("bearerAuth" = []))
 )]
 pub(super) async fn instance(
     State(state): State<AppState>,
-    Path((service, id)): Path<(String, String)>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
 ) -> Response {
     let (service, id) = match instance_path(&state, &service, &id) {
         Ok(found) => found,
@@ -274,12 +275,13 @@ pub(super) async fn instance(
         (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown context service or instance", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     ),
     security(("bearerAuth" = []))
 )]
 pub(super) async fn end_instance(
     State(state): State<AppState>,
-    Path((service, id)): Path<(String, String)>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
 ) -> Response {
     let (service, id) = match instance_path(&state, &service, &id) {
         Ok(found) => found,

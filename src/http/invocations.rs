@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::api::{body_problem, engine_problem, json_response, problem, unauthorized};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem, unauthorized};
 use super::{AppState, read_body, views};
 use crate::domain::invocation::{InvocationId, InvocationRecord, Parameters};
 use crate::domain::subscription::SoapVersion;
@@ -111,7 +111,7 @@ fn check_payload(state: &AppState, invoker: &str, payload: &str) -> Result<(), E
 )]
 pub(super) async fn raise(
     State(state): State<AppState>,
-    Path(invoker): Path<String>,
+    ApiPath(invoker): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -313,10 +313,11 @@ fn invocation_id(text: &str) -> Result<InvocationId, Box<Response>> {
         (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown invocation", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     ),
     security(("bearerAuth" = []))
 )]
-pub(super) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn show(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     let id = match invocation_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,
@@ -339,10 +340,11 @@ pub(super) async fn show(State(state): State<AppState>, Path(id): Path<String>) 
         (status = 404, description = "Unknown invocation", body = views::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The invocation has not failed", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     ),
     security(("bearerAuth" = []))
 )]
-pub(super) async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn retry(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     let id = match invocation_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,

@@ -4,14 +4,14 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{body_problem, engine_problem, json_response, problem};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem};
 use super::{AppState, read_body, views};
 use crate::domain::subscription::{ReaderDelivery, SourceName, SubscriptionId};
 use crate::engine::{EngineError, WebhookChange, WebhookFilter, WebhookRequest};
@@ -232,10 +232,11 @@ use views::AnySubscriptionView as View;
         (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown subscription", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     ),
     security(("bearerAuth" = []))
 )]
-pub(super) async fn read(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn read(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     let Some(id) = SubscriptionId::parse(&id) else {
         return unknown_subscription();
     };
@@ -265,7 +266,7 @@ pub(super) async fn read(State(state): State<AppState>, Path(id): Path<String>) 
 )]
 pub(super) async fn change(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -313,10 +314,14 @@ pub(super) async fn change(
         (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown subscription", body = views::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
     ),
     security(("bearerAuth" = []))
 )]
-pub(super) async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
     let Some(id) = SubscriptionId::parse(&id) else {
         return unknown_subscription();
     };
