@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::api::{body_problem, engine_problem, json_response, problem};
-use super::{AppState, read_body};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem};
+use super::{AppState, read_body, views};
 use crate::domain::invocation::Leased;
 use crate::domain::subscription::SourceName;
 use crate::engine::EngineError;
@@ -25,25 +26,31 @@ const MAX_WAIT: f64 = 20.0;
 /// The longest lease, in seconds (12 h).
 const MAX_VISIBILITY: f64 = 43_200.0;
 
-#[derive(Debug, Default, Deserialize)]
+/// A receive: every field optional (an empty body is `{}`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReceiveRequest {
+pub(super) struct ReceiveRequest {
     /// 1-100, default 10.
+    #[schema(minimum = 1, maximum = 100)]
     max: Option<u32>,
     /// Seconds to wait for a message when none is there, 0-20, default 0.
+    #[schema(minimum = 0, maximum = 20)]
     wait: Option<f64>,
     /// Seconds the messages are leased for, default the configured visibility timeout.
+    #[schema(minimum = 0, maximum = 43200)]
     visibility_timeout: Option<f64>,
     /// Only messages with this correlation id (the callback event's name).
     correlation_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Received {
+/// Leased messages, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Received {
     messages: Vec<ReceivedMessage>,
 }
 
-#[derive(Debug, Serialize)]
+/// One leased message.
+#[derive(Debug, Serialize, ToSchema)]
 struct ReceivedMessage {
     /// Names the message and this lease: ack and nack take it.
     receipt: String,
@@ -76,16 +83,20 @@ impl ReceivedMessage {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An ack or a nack.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SettleRequest {
+pub(super) struct SettleRequest {
+    #[schema(min_items = 1, max_items = 100)]
     receipts: Vec<String>,
     /// For nack: seconds before the messages are visible again, default 0.
+    #[schema(minimum = 0, maximum = 43200)]
     delay: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
-struct Settled {
+/// What an ack or a nack did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Settled {
     /// Receipts that held their message.
     settled: Vec<String>,
     /// Receipts that no longer did (settled already, or the lease ran out and the message
@@ -140,9 +151,26 @@ fn agent_problem(err: EngineError) -> Response {
 }
 
 /// `POST /api/v1/agents/{name}/receive`.
-async fn receive(
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{name}/receive",
+    tag = "agents",
+    params(("name" = String, Path, description = "The agent")),
+    request_body(content = ReceiveRequest, description = "May be empty"),
+    responses(
+        (status = 200, description = "The messages leased (none when none came in time)", body = Received),
+        (status = 400, description = "A malformed body, or a value out of range", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not an agent name", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn receive(
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -268,9 +296,27 @@ async fn settle(
 }
 
 /// `POST /api/v1/agents/{name}/ack`.
-async fn ack(
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{name}/ack",
+    tag = "agents",
+    description = "Acknowledges messages: they are done",
+    params(("name" = String, Path, description = "The agent")),
+    request_body = SettleRequest,
+    responses(
+        (status = 200, description = "Which receipts still held their message", body = Settled),
+        (status = 400, description = "A malformed body, no receipts or too many, a bad delay", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not an agent name", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn ack(
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -278,16 +324,35 @@ async fn ack(
 }
 
 /// `POST /api/v1/agents/{name}/nack`.
-async fn nack(
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{name}/nack",
+    tag = "agents",
+    description = "Gives messages back, visible again after `delay` seconds",
+    params(("name" = String, Path, description = "The agent")),
+    request_body = SettleRequest,
+    responses(
+        (status = 200, description = "Which receipts still held their message", body = Settled),
+        (status = 400, description = "A malformed body, no receipts or too many, a bad delay", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not an agent name", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn nack(
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     settle(state, agent, headers, body, false).await
 }
 
-#[derive(Debug, Serialize)]
+/// An agent and its queue.
+#[derive(Debug, Serialize, ToSchema)]
 struct AgentView {
     name: String,
     declared: bool,
@@ -298,8 +363,25 @@ struct AgentView {
     leased: u64,
 }
 
+/// The agents.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Agents {
+    agents: Vec<AgentView>,
+}
+
 /// `GET /api/v1/agents`: declared agents and those with messages waiting.
-async fn list(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    responses(
+        (status = 200, description = "Declared agents, then undeclared ones holding messages", body = Agents),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn list(State(state): State<AppState>) -> Response {
     let depths = match state.engine.queue_depths().await {
         Ok(depths) => depths,
         Err(err) => return agent_problem(err),
@@ -331,7 +413,7 @@ async fn list(State(state): State<AppState>) -> Response {
             });
         }
     }
-    json_response(StatusCode::OK, &serde_json::json!({ "agents": agents }))
+    json_response(StatusCode::OK, &Agents { agents })
 }
 
 /// The routes (behind the token).

@@ -19,8 +19,38 @@ use crate::soap::xml;
 /// Namespace of the batch publishing document.
 pub const PUBLISH_NS: &str = "urn:herald:publish";
 
+/// A path's parameters, or a 400 problem naming what is wrong with them (axum's own rejection
+/// is plain text, outside the API's documented answers).
+pub(super) struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(problem(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                format!("the path: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// An RFC 9457 problem response.
-pub(super) fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {
+pub(super) fn problem(
+    status: StatusCode,
+    title: &'static str,
+    detail: impl Into<String>,
+) -> Response {
     let body = views::Problem {
         kind: "about:blank",
         title,
@@ -176,9 +206,36 @@ fn published(source: &str, events: &[std::sync::Arc<Event>]) -> Response {
 
 /// `POST /api/v1/sources/{source}/events`: one event, the body its XML element, or a JSON
 /// document with `Content-Type: application/json`.
-async fn publish_one(
+#[utoipa::path(
+    post,
+    path = "/api/v1/sources/{source}/events",
+    tag = "publishing",
+    params(
+        ("source" = String, Path, description = "The event source"),
+        ("action" = Option<String>, Query, description = "The event's action URI (or the Herald-Action header)"),
+        ("Herald-Action" = Option<String>, Header, description = "The event's action URI"),
+    ),
+    request_body(
+        description = "The event: one XML element, or a JSON document (`application/json` or any `+json` type)",
+        content(
+            (String = "application/xml"),
+            (serde_json::Value = "application/json"),
+        )
+    ),
+    responses(
+        (status = 202, description = "Durable", body = views::Published),
+        (status = 400, description = "No action, an empty body, malformed XML or JSON, or not an event source", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown source", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body or the event is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn publish_one(
     State(state): State<AppState>,
-    Path(source): Path<String>,
+    ApiPath(source): ApiPath<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -283,9 +340,30 @@ fn reserved(payload: &str) -> Option<Response> {
 
 /// `POST /api/v1/sources/{source}/events/batch`: many events in one durable append, as
 /// `<Events xmlns="urn:herald:publish"><Event action="…">element</Event>…</Events>`.
-async fn publish_batch(
+#[utoipa::path(
+    post,
+    path = "/api/v1/sources/{source}/events/batch",
+    tag = "publishing",
+    params(("source" = String, Path, description = "The event source")),
+    request_body(
+        description = "`<Events xmlns=\"urn:herald:publish\"><Event action=\"URI\">element</Event>…</Events>`",
+        content = String,
+        content_type = "application/xml"
+    ),
+    responses(
+        (status = 202, description = "Durable, every event in order", body = views::Published),
+        (status = 400, description = "Malformed XML, not a batch, a missing action, an empty event or batch", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown source", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body or an event is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn publish_batch(
     State(state): State<AppState>,
-    Path(source): Path<String>,
+    ApiPath(source): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

@@ -1,4 +1,5 @@
-//! Push channels (seed 004): opening, closing and renewing a channel; services sending it
+//! Push channels (seed 004), the channel URI's side (`channel_api` opens, reads, renews and
+//! closes channels): services sending a channel
 //! notifications (`POST /channels/{token}`, answered with the status headers); the device
 //! reading them over a server-sent-events stream or a long poll.
 
@@ -9,61 +10,23 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::api::{engine_problem, json_response, problem};
-use super::soap::base_url;
-use super::{AppState, BodyError, read_body};
+use super::api::{ApiPath, engine_problem, json_response, problem};
+use super::{AppState, BodyError, read_body, views};
 use crate::domain::channel::{Channel, ChannelToken, ConnectionStatus};
 use crate::domain::event::Event;
 use crate::engine::{Engine, EngineError, NotificationStatus, Refusal, Sent};
 use crate::metrics::NotificationLabels;
 
-/// Notifications read per step.
-const PAGE: u32 = 100;
-/// The longest long-poll wait, in seconds.
-const MAX_WAIT: f64 = 30.0;
-/// How often a stream looks for notifications other nodes appended (this node's wake it).
-const POLL: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Serialize)]
-struct Opened {
-    channel_uri: String,
-    token: String,
-    expires_at: String,
-}
-
-/// `POST /api/v1/channels`: a client app opens a channel.
-async fn open(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.engine.open_channel().await {
-        Ok(channel) => {
-            let uri = format!("{}/channels/{}", base_url(&state, &headers), channel.token);
-            let mut response = json_response(
-                StatusCode::CREATED,
-                &Opened {
-                    channel_uri: uri.clone(),
-                    token: channel.token.to_string(),
-                    expires_at: channel.expires_at.to_string(),
-                },
-            );
-            if let Ok(location) = HeaderValue::from_str(&uri) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::LOCATION, location);
-            }
-            state.metrics.channels_opened.inc();
-            response
-        }
-        Err(err) => engine_problem(err),
-    }
-}
-
-fn unknown_channel() -> Response {
+/// The problem of a token that names no open channel (404).
+pub(super) fn unknown_channel() -> Response {
     problem(
         StatusCode::NOT_FOUND,
         "Unknown channel",
@@ -71,27 +34,12 @@ fn unknown_channel() -> Response {
     )
 }
 
-/// `DELETE /api/v1/channels/{token}`: the channel's client closes it (the token is the
-/// capability).
-async fn close(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    match state.engine.close_channel(&token).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) | Err(EngineError::UnknownChannel) => unknown_channel(),
-        Err(err) => engine_problem(err),
-    }
-}
-
-/// `POST /api/v1/channels/{token}/renew`: another time-to-live.
-async fn renew(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    match state.engine.renew_channel(&token).await {
-        Ok(expires_at) => json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "expires_at": expires_at.to_string() }),
-        ),
-        Err(EngineError::UnknownChannel) => unknown_channel(),
-        Err(err) => engine_problem(err),
-    }
-}
+/// Notifications read per step.
+const PAGE: u32 = 100;
+/// The longest long-poll wait, in seconds.
+const MAX_WAIT: f64 = 30.0;
+/// How often a stream looks for notifications other nodes appended (this node's wake it).
+const POLL: Duration = Duration::from_secs(1);
 
 /// The three status headers (and `X-MessageID`) every answer of the channel carries.
 fn with_status(
@@ -132,9 +80,59 @@ fn valid_class(class: &str) -> bool {
 }
 
 /// `POST /channels/{token}`: a service sends a notification.
-async fn send(
+#[utoipa::path(
+    post,
+    path = "/channels/{token}",
+    tag = "channels",
+    params(
+        ("token" = String, Path, description = "The channel's token (its capability)"),
+        ("X-MessageID" = Option<String>, Header, pattern = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$", description = "A UUID naming the notification"),
+        ("X-NotificationClass" = Option<String>, Header, description = "1-3, 11-13 or 21-23"),
+    ),
+    request_body(content = String, description = "The notification: any UTF-8 text up to the limit", content_type = "text/plain"),
+    responses(
+        (status = 200, description = "Received, or dropped because the device's queue is full (see X-NotificationStatus)", headers(
+            ("X-NotificationStatus" = String, description = "`Received`, `Dropped`, `QueueFull` or `Suppressed`"),
+            ("X-DeviceConnectionStatus" = String, description = "`Connected`, `TempDisconnected`, `Disconnected` or `InActive`"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+            ("X-MessageID" = String, description = "The request's X-MessageID"),
+        )),
+        (status = 400, description = "A bad X-MessageID, X-NotificationClass or body", headers(
+            ("X-NotificationStatus" = String, description = "`Received`, `Dropped`, `QueueFull` or `Suppressed`"),
+            ("X-DeviceConnectionStatus" = String, description = "`Connected`, `TempDisconnected`, `Disconnected` or `InActive`"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+            ("X-MessageID" = String, description = "The request's X-MessageID"),
+        )),
+        (status = 404, description = "No open channel has this token", headers(
+            ("X-NotificationStatus" = String, description = "`Received`, `Dropped`, `QueueFull` or `Suppressed`"),
+            ("X-DeviceConnectionStatus" = String, description = "`Connected`, `TempDisconnected`, `Disconnected` or `InActive`"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+            ("X-MessageID" = String, description = "The request's X-MessageID"),
+        )),
+        (status = 406, description = "Over the channel's daily limit", headers(
+            ("X-NotificationStatus" = String, description = "`Received`, `Dropped`, `QueueFull` or `Suppressed`"),
+            ("X-DeviceConnectionStatus" = String, description = "`Connected`, `TempDisconnected`, `Disconnected` or `InActive`"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+            ("X-MessageID" = String, description = "The request's X-MessageID"),
+        )),
+        (status = 412, description = "The device is inactive", headers(
+            ("X-NotificationStatus" = String, description = "`Received`, `Dropped`, `QueueFull` or `Suppressed`"),
+            ("X-DeviceConnectionStatus" = String, description = "`Connected`, `TempDisconnected`, `Disconnected` or `InActive`"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+            ("X-MessageID" = String, description = "The request's X-MessageID"),
+        )),
+        (status = 413, description = "The body is too large", headers(
+            ("X-NotificationStatus" = String, description = "`Received`, `Dropped`, `QueueFull` or `Suppressed`"),
+            ("X-DeviceConnectionStatus" = String, description = "`Connected`, `TempDisconnected`, `Disconnected` or `InActive`"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+            ("X-MessageID" = String, description = "The request's X-MessageID"),
+        )),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn send(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -221,7 +219,8 @@ async fn not_allowed() -> Response {
     response
 }
 
-#[derive(Debug, Serialize)]
+/// A notification as the device reads it.
+#[derive(Debug, Serialize, ToSchema)]
 struct Notification {
     id: u64,
     content_type: String,
@@ -263,10 +262,34 @@ impl PollQuery {
     }
 }
 
+/// What a long poll returns.
+#[derive(Debug, Serialize, ToSchema)]
+struct Polled {
+    notifications: Vec<Notification>,
+    /// The device's connection status.
+    status: &'static str,
+}
+
 /// `GET /channels/{token}/notifications?after=&wait=`: the long poll.
-async fn poll(
+#[utoipa::path(
+    get,
+    path = "/channels/{token}/notifications",
+    tag = "channels",
+    params(
+        ("token" = String, Path, description = "The channel's token (its capability)"),
+        ("after" = Option<u64>, Query, description = "The last notification read (default: the channel's cursor)"),
+        ("wait" = Option<f64>, Query, minimum = 0, maximum = 30, description = "Seconds to wait for one when none is there, 0-30"),
+    ),
+    responses(
+        (status = 200, description = "The notifications after `after` (none when none came in time)", body = Polled),
+        (status = 400, description = "after or wait is not a number in range", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No open channel has this token", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn poll(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     uri: axum::http::Uri,
 ) -> Response {
     let Some(token) = ChannelToken::parse(&token) else {
@@ -321,10 +344,10 @@ async fn poll(
     let notifications: Vec<Notification> = events.iter().map(Notification::of).collect();
     json_response(
         StatusCode::OK,
-        &serde_json::json!({
-            "notifications": notifications,
-            "status": engine.channel_status(&channel).as_str(),
-        }),
+        &Polled {
+            notifications,
+            status: engine.channel_status(&channel).as_str(),
+        },
     )
 }
 
@@ -343,7 +366,7 @@ struct Streaming {
 /// its id; `Last-Event-ID` resumes after it.
 async fn stream(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
     let Some(token) = ChannelToken::parse(&token) else {
@@ -442,87 +465,41 @@ pub fn router() -> Router<AppState> {
         .route("/channels/{token}/stream", get(stream))
         .route("/channels/{token}/callback", post(register))
         .route("/channels/{token}/notifications", get(poll))
-        .route("/api/v1/channels/{token}", any(close_or_not))
-        .route("/api/v1/channels/{token}/renew", post(renew))
-}
-
-async fn close_or_not(
-    state: State<AppState>,
-    token: Path<String>,
-    method: axum::http::Method,
-) -> Response {
-    match method {
-        axum::http::Method::DELETE => close(state, token).await,
-        axum::http::Method::GET => show(state, token).await,
-        _ => not_allowed().await,
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct ChannelView {
-    token: String,
-    status: &'static str,
-    created_at: String,
-    expires_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    closed_at: Option<String>,
-    last_seen: String,
-    /// The last notification the device has said it read.
-    cursor: u64,
-    /// The last notification a stream has sent it (reported at its check-ins).
-    sent: u64,
-    /// The last notification sent.
-    head: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    callback: Option<CallbackView>,
-}
-
-#[derive(Debug, Serialize)]
-struct CallbackView {
-    uri: String,
-    bytes: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content_type: Option<String>,
-    registered_at: String,
-    /// `armed`, `firing`, `fired` or `failed`.
-    state: &'static str,
-}
-
-/// `GET /api/v1/channels/{token}`: the channel's state (the token is the capability).
-async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let channel = match state.engine.channel(&token).await {
-        Ok(channel) => channel,
-        Err(EngineError::UnknownChannel) => return unknown_channel(),
-        Err(err) => return engine_problem(err),
-    };
-    let view = ChannelView {
-        token: channel.token.to_string(),
-        status: state.engine.channel_status(&channel).as_str(),
-        created_at: channel.created_at.to_string(),
-        expires_at: channel.expires_at.to_string(),
-        closed_at: channel.closed_at.map(|at| at.to_string()),
-        last_seen: channel.last_seen.to_string(),
-        cursor: channel.cursor,
-        sent: channel.sent,
-        head: channel.head,
-        callback: channel
-            .callback
-            .map(|(registration, callback)| CallbackView {
-                uri: registration.uri,
-                bytes: registration.payload.len(),
-                content_type: registration.content_type,
-                registered_at: registration.registered_at.to_string(),
-                state: callback.as_str(),
-            }),
-    };
-    json_response(StatusCode::OK, &view)
 }
 
 /// `POST /channels/{token}/callback`: an authenticated service registers the channel's
 /// callback (`X-CallbackURI`, a body of at most 1,024 bytes); the last registration wins.
-async fn register(
+#[utoipa::path(
+    post,
+    path = "/channels/{token}/callback",
+    tag = "channels",
+    params(
+        ("token" = String, Path, description = "The channel's token (its capability)"),
+        ("X-CallbackURI" = String, Header, description = "Where herald POSTs the body when the device goes inactive"),
+    ),
+    request_body(content = String, description = "The callback's body, at most 1,024 bytes, kept with its Content-Type", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Registered", headers(
+            ("X-DeviceConnectionStatus" = String, description = "The device's connection status"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+        )),
+        (status = 400, description = "A missing or refused X-CallbackURI, or a body too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong (or none is configured)", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No open channel has this token", headers(
+            ("X-DeviceConnectionStatus" = String, description = "The device's connection status"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+        )),
+        (status = 412, description = "The device is inactive", headers(
+            ("X-DeviceConnectionStatus" = String, description = "The device's connection status"),
+            ("X-SubscriptionStatus" = String, description = "`Active` or `Expired`"),
+        )),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn register(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -580,9 +557,4 @@ async fn register(
         }
         Err(err) => engine_problem(err),
     }
-}
-
-/// The route behind the bearer token: opening a channel.
-pub fn api_router() -> Router<AppState> {
-    Router::new().route("/api/v1/channels", post(open))
 }

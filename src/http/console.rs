@@ -57,7 +57,18 @@ async fn style() -> Response {
 
 /// `GET /api/v1/overview`: sources with their active subscriptions, backlog and events
 /// published; delivery counters; context services, agents and channels by status.
-async fn overview(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/v1/overview",
+    tag = "console",
+    responses(
+        (status = 200, description = "What this node hosts and how its deliveries go", body = views::Overview),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn overview(State(state): State<AppState>) -> Response {
     state.engine.refresh_metrics();
     let metrics = &state.metrics;
     let sources = state

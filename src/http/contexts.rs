@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::api::{body_problem, engine_problem, json_response, problem};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem};
 use super::soap::{base_url, media_type, soap_action};
 use super::{AppState, read_body, views};
 use crate::context::{self, ContextReply, ContextRequest};
@@ -82,9 +83,9 @@ fn respond(state: &AppState, reply: ContextReply) -> Response {
 }
 
 /// A callback to queue.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CallbackRequest {
+pub(super) struct CallbackRequest {
     /// The callback's `wsa:Action`.
     action: String,
     /// The SOAP Body content: one element (or several), as XML text.
@@ -139,9 +140,30 @@ fn instance_problem(state: &AppState, service: &SourceName, err: EngineError) ->
 
 /// `POST /api/v1/contexts/{name}/instances/{id}/callbacks`: queues a callback; `202` once it is
 /// durable.
-async fn queue_callback(
+#[utoipa::path(
+    post,
+    path = "/api/v1/contexts/{service}/instances/{id}/callbacks",
+    tag = "contexts",
+    params(
+        ("service" = String, Path, description = "The context service"),
+        ("id" = String, Path, description = "The instance's `instanceId`"),
+    ),
+    request_body = CallbackRequest,
+    responses(
+        (status = 202, description = "Durable", body = views::QueuedCallback),
+        (status = 400, description = "Not a callback, an empty action, a body that is not one XML element", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown context service or instance", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The instance has no callback endpoint, or has ended", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn queue_callback(
     State(state): State<AppState>,
-    Path((service, id)): Path<(String, String)>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -204,9 +226,26 @@ async fn queue_callback(
 }
 
 /// `GET /api/v1/contexts/{name}/instances/{id}`.
-async fn instance(
+#[utoipa::path(
+    get,
+    path = "/api/v1/contexts/{service}/instances/{id}",
+    tag = "contexts",
+    params(
+        ("service" = String, Path, description = "The context service"),
+        ("id" = String, Path, description = "The instance's `instanceId`"),
+    ),
+    responses(
+        (status = 200, description = "The instance", body = views::InstanceView),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown context service or instance", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn instance(
     State(state): State<AppState>,
-    Path((service, id)): Path<(String, String)>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
 ) -> Response {
     let (service, id) = match instance_path(&state, &service, &id) {
         Ok(found) => found,
@@ -223,9 +262,26 @@ async fn instance(
 }
 
 /// `DELETE /api/v1/contexts/{name}/instances/{id}`.
-async fn end_instance(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/contexts/{service}/instances/{id}",
+    tag = "contexts",
+    params(
+        ("service" = String, Path, description = "The context service"),
+        ("id" = String, Path, description = "The instance's `instanceId`"),
+    ),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown context service or instance", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn end_instance(
     State(state): State<AppState>,
-    Path((service, id)): Path<(String, String)>,
+    ApiPath((service, id)): ApiPath<(String, String)>,
 ) -> Response {
     let (service, id) = match instance_path(&state, &service, &id) {
         Ok(found) => found,

@@ -10,9 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::api::{body_problem, engine_problem, json_response, problem, unauthorized};
-use super::{AppState, read_body};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem, unauthorized};
+use super::{AppState, read_body, views};
 use crate::domain::invocation::{InvocationId, InvocationRecord, Parameters};
 use crate::domain::subscription::SoapVersion;
 use crate::engine::{EngineError, InvokeProtocol};
@@ -22,9 +23,9 @@ use crate::soap::fault::{Fault, FaultCode, Subcode};
 use crate::soap::xml;
 
 /// A raise in JSON.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RaiseRequest {
+pub(super) struct RaiseRequest {
     key: String,
     #[serde(default)]
     payload: String,
@@ -33,8 +34,8 @@ struct RaiseRequest {
 }
 
 /// The answer to a raise.
-#[derive(Debug, Serialize)]
-struct Raised {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Raised {
     invocation_id: String,
     /// False when the key was raised within the idempotency window: this names that raise.
     created: bool,
@@ -90,9 +91,27 @@ fn check_payload(state: &AppState, invoker: &str, payload: &str) -> Result<(), E
 }
 
 /// `POST /api/v1/invokers/{name}/events`.
-async fn raise(
+#[utoipa::path(
+    post,
+    path = "/api/v1/invokers/{name}/events",
+    tag = "invocations",
+    params(("name" = String, Path, description = "The invoker")),
+    request_body = RaiseRequest,
+    responses(
+        (status = 202, description = "Durable: a new invocation", body = Raised),
+        (status = 200, description = "The key was raised within the idempotency window: that invocation", body = Raised),
+        (status = 400, description = "Not a raise, or an invalid one (parameters, payload)", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown invoker", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn raise(
     State(state): State<AppState>,
-    Path(invoker): Path<String>,
+    ApiPath(invoker): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -217,8 +236,8 @@ async fn raise_soap(
 }
 
 /// An invocation as the API shows it.
-#[derive(Debug, Serialize)]
-struct InvocationView {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct InvocationView {
     id: String,
     invoker: String,
     key: String,
@@ -242,7 +261,7 @@ struct InvocationView {
     payload: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DeliveredTo {
     agent: String,
     seq: u64,
@@ -284,7 +303,21 @@ fn invocation_id(text: &str) -> Result<InvocationId, Box<Response>> {
 }
 
 /// `GET /api/v1/invocations/{id}`.
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/v1/invocations/{id}",
+    tag = "invocations",
+    params(("id" = String, Path, description = "The invocation's id (a UUID)")),
+    responses(
+        (status = 200, description = "The invocation", body = InvocationView),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown invocation", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn show(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     let id = match invocation_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,
@@ -296,7 +329,22 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response
 }
 
 /// `POST /api/v1/invocations/{id}/retry`.
-async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(
+    post,
+    path = "/api/v1/invocations/{id}/retry",
+    tag = "invocations",
+    params(("id" = String, Path, description = "The invocation's id (a UUID)")),
+    responses(
+        (status = 202, description = "It will be called again", body = Raised),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown invocation", body = views::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The invocation has not failed", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn retry(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     let id = match invocation_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,

@@ -2,6 +2,7 @@
 
 mod agents;
 mod api;
+mod channel_api;
 mod channels;
 mod console;
 mod contexts;
@@ -9,6 +10,7 @@ mod invocations;
 mod views;
 
 pub use api::{BadBatch, batch_events};
+mod openapi;
 mod operations;
 pub mod server;
 mod soap;
@@ -130,7 +132,7 @@ pub fn router(state: AppState) -> Router {
     let api = (api::router().merge(contexts::api_router()))
         .merge(invocations::api_router())
         .merge(agents::api_router())
-        .merge(channels::api_router())
+        .merge(channel_api::api_router())
         .merge(subscriptions::api_router())
         .merge(console::api_router())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -142,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         .merge(contexts::router())
         .merge(invocations::router())
         .merge(channels::router())
+        .merge(channel_api::capability_router())
+        .merge(openapi::router())
         .merge(api)
         .merge(operations::router())
         .merge(console::router())

@@ -4,13 +4,14 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::api::{body_problem, engine_problem, json_response, problem};
+use super::api::{ApiPath, body_problem, engine_problem, json_response, problem};
 use super::{AppState, read_body, views};
 use crate::domain::subscription::{ReaderDelivery, SourceName, SubscriptionId};
 use crate::engine::{EngineError, WebhookChange, WebhookFilter, WebhookRequest};
@@ -20,7 +21,7 @@ use crate::store::webhooks::Listing;
 const MAX_PAGE: u32 = 500;
 
 /// A filter as the JSON API takes it: `{"topic": "…"}` or `{"xpath": "…", "namespaces": {…}}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterBody {
     pub topic: Option<String>,
@@ -30,13 +31,15 @@ pub struct FilterBody {
 }
 
 /// `POST /api/v1/subscriptions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     pub source: String,
     pub url: String,
     pub filter: Option<FilterBody>,
     pub expires: Option<String>,
+    /// `standard-webhooks` (the default), `cloudevents-binary` or `cloudevents-structured`.
+    #[schema(pattern = "^(standard-webhooks|cloudevents-binary|cloudevents-structured)$")]
     pub format: Option<String>,
     pub secret: Option<String>,
     pub end_url: Option<String>,
@@ -44,13 +47,15 @@ pub struct CreateBody {
 
 /// `PATCH /api/v1/subscriptions/{id}`: each field present changes; `"filter": null` removes
 /// the filter, `"secret": null` has herald generate a new one.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     pub url: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<FilterBody>)]
     pub filter: Option<Option<FilterBody>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub secret: Option<Option<String>>,
     pub expires: Option<String>,
 }
@@ -65,15 +70,20 @@ where
 }
 
 /// `GET /api/v1/subscriptions` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub source: Option<String>,
     /// `active` or `ended`.
+    #[param(pattern = "^(active|ended)$")]
     pub status: Option<String>,
     /// `webhook` or `soap`.
+    #[param(pattern = "^(webhook|soap)$")]
     pub kind: Option<String>,
     pub after: Option<String>,
+    /// The page size, 1-500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -136,7 +146,28 @@ fn webhook_problem(err: EngineError) -> Response {
     }
 }
 
-async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+/// `POST /api/v1/subscriptions`: a webhook subscription.
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions",
+    tag = "subscriptions",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Made; `secret` is in this answer only", body = views::WebhookView, headers(("Location" = String, description = "The subscription's URL"))),
+        (status = 400, description = "A malformed body, an unknown format, a bad filter, expiry or URL", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown source", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The source is full, or the store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let body: CreateBody = match json_body(&state, &headers, body).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -188,29 +219,31 @@ fn unknown_subscription() -> Response {
     )
 }
 
-/// The view of a record: a webhook's or a SOAP subscription's.
-fn view_of(
-    record: crate::domain::subscription::SubscriptionRecord,
-    head: Option<u64>,
-    secret: Option<String>,
-) -> serde_json::Value {
-    let value = if record.subscription.delivery.is_webhook() {
-        serde_json::to_value(views::WebhookView::of(record, head, secret))
-    } else {
-        serde_json::to_value(views::SubscriptionView::of(record, head))
-    };
-    value.unwrap_or_default()
-}
+use views::AnySubscriptionView as View;
 
 /// `GET /api/v1/subscriptions/{id}`: status, cursor, backlog and retry state.
-async fn read(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's identifier")),
+    responses(
+        (status = 200, description = "The subscription", body = views::AnySubscriptionView),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown subscription", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn read(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     let Some(id) = SubscriptionId::parse(&id) else {
         return unknown_subscription();
     };
     match state.engine.record(id).await {
         Ok((record, head)) => {
             tracing::debug!(subscription = %id, "subscription looked up");
-            json_response(StatusCode::OK, &view_of(record, head, None))
+            json_response(StatusCode::OK, &View::of(record, head, None))
         }
         Err(err) => {
             tracing::debug!(subscription = %id, error = %err, "subscription looked up: not found");
@@ -220,9 +253,26 @@ async fn read(State(state): State<AppState>, Path(id): Path<String>) -> Response
 }
 
 /// `PATCH /api/v1/subscriptions/{id}`: a webhook's URL, filter, secret or expiry.
-async fn change(
+#[utoipa::path(
+    patch,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's identifier")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "Changed; `secret` is present when a new one was made", body = views::AnySubscriptionView),
+        (status = 400, description = "A malformed body, a bad filter, expiry or URL, or not a webhook", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown subscription", body = views::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = views::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn change(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -252,7 +302,7 @@ async fn change(
         Err(err) => return webhook_problem(err),
     };
     match state.engine.record(id).await {
-        Ok((record, head)) => json_response(StatusCode::OK, &view_of(record, head, secret)),
+        Ok((record, head)) => json_response(StatusCode::OK, &View::of(record, head, secret)),
         Err(err) => engine_problem(err),
     }
 }
@@ -260,7 +310,24 @@ async fn change(
 /// `DELETE /api/v1/subscriptions/{id}`: a webhook's owner ends it (no end notice); any other
 /// subscription is cancelled by an operator (its subscriber gets SubscriptionEnd with
 /// SourceCancelling).
-async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(
+    delete,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's identifier")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown subscription", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A path parameter that is not UTF-8", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
     let Some(id) = SubscriptionId::parse(&id) else {
         return unknown_subscription();
     };
@@ -276,7 +343,20 @@ async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Respon
 }
 
 /// `GET /api/v1/subscriptions?source=&status=&kind=&after=&limit=`.
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions",
+    tag = "subscriptions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page, in identifier order", body = views::SubscriptionPage),
+        (status = 400, description = "A bad query parameter", body = views::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The bearer token is missing or wrong", body = views::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = views::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -330,7 +410,7 @@ async fn list(
         .flatten();
     let items = page
         .into_iter()
-        .map(|(record, head)| view_of(record, head, None))
+        .map(|(record, head)| View::of(record, head, None))
         .collect();
     json_response(StatusCode::OK, &views::SubscriptionPage { items, next })
 }

@@ -1,6 +1,7 @@
 //! The JSON bodies of the API, as types: what a client can rely on, written in one place.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::event::Event;
 use crate::domain::expiry::format_datetime;
@@ -9,13 +10,13 @@ use crate::domain::subscription::{
 };
 
 /// An RFC 9457 problem document.
-#[derive(Debug, Serialize)]
-pub struct Problem<'a> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
     /// Always `about:blank`: the status and title say what happened.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// A short, fixed summary.
-    pub title: &'a str,
+    pub title: &'static str,
     /// The HTTP status.
     pub status: u16,
     /// What exactly went wrong.
@@ -23,14 +24,14 @@ pub struct Problem<'a> {
 }
 
 /// The answer to a publish: each event's identifier and sequence number, in order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Published {
     /// The events appended.
     pub events: Vec<PublishedEvent>,
 }
 
 /// One appended event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PublishedEvent {
     /// `uuid:…`.
     pub id: String,
@@ -54,7 +55,7 @@ impl Published {
 }
 
 /// `202` to a queued callback.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct QueuedCallback {
     /// The instance's id (its `instanceId`).
     pub instance: String,
@@ -65,7 +66,7 @@ pub struct QueuedCallback {
 }
 
 /// `GET /api/v1/contexts/{name}/instances/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InstanceView {
     /// The `instanceId`.
     pub id: String,
@@ -91,7 +92,8 @@ pub struct InstanceView {
 }
 
 /// An instance's callback endpoint reference.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = InstanceCallback)]
 pub struct CallbackView {
     pub address: String,
     /// Its reference parameters, each a self-contained XML element (the client's Context).
@@ -143,7 +145,7 @@ fn status_parts(
 }
 
 /// `GET /api/v1/subscriptions/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionView {
     pub id: String,
     pub source: String,
@@ -171,7 +173,7 @@ pub struct SubscriptionView {
 }
 
 /// Where a reader is in its log, and its retry state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProgressView {
     /// The last sequence number handled.
     pub cursor: u64,
@@ -204,7 +206,7 @@ impl ProgressView {
 }
 
 /// The versions a subscriber speaks.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DialectView {
     pub eventing: &'static str,
     pub soap: &'static str,
@@ -212,7 +214,7 @@ pub struct DialectView {
 }
 
 /// A subscription's filter.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FilterView {
     pub dialect: String,
     pub expression: String,
@@ -255,7 +257,7 @@ impl SubscriptionView {
 }
 
 /// A webhook subscription (`GET`, and `201`/`200` with its new secret when one was made).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub source: String,
@@ -328,16 +330,16 @@ impl WebhookView {
 
 /// A page of subscriptions (`GET /api/v1/subscriptions`): each a [`SubscriptionView`] or a
 /// [`WebhookView`]; `next` is the `after` of the next page, if there may be one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionPage {
-    pub items: Vec<serde_json::Value>,
+    pub items: Vec<AnySubscriptionView>,
     pub next: Option<String>,
 }
 
 /// `GET /api/v1/overview`: what this node hosts and how its deliveries go, in one read (the
 /// console polls it). Counters are totals since this node started; a client derives rates
 /// from two reads.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Overview {
     /// The configured event sources.
     pub sources: Vec<SourceOverview>,
@@ -352,7 +354,7 @@ pub struct Overview {
 }
 
 /// One source in the [`Overview`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SourceOverview {
     pub name: String,
     /// Active subscriptions this node delivers.
@@ -364,7 +366,7 @@ pub struct SourceOverview {
 }
 
 /// Delivery attempts by outcome.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryCounts {
     pub delivered: u64,
     /// Failed and retried later.
@@ -373,11 +375,32 @@ pub struct DeliveryCounts {
 }
 
 /// One agent in the [`Overview`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AgentOverview {
     pub name: String,
     /// Messages not yet acknowledged.
     pub depth: u64,
     /// Of those, leased to a listener now.
     pub leased: u64,
+}
+
+/// A subscription of either kind, as read by id or listed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AnySubscriptionView {
+    /// A WS-Eventing (SOAP) subscription.
+    Soap(SubscriptionView),
+    /// A webhook subscription.
+    Webhook(WebhookView),
+}
+
+impl AnySubscriptionView {
+    /// The view of a record: a webhook's or a SOAP subscription's.
+    pub fn of(record: SubscriptionRecord, head: Option<u64>, secret: Option<String>) -> Self {
+        if record.subscription.delivery.is_webhook() {
+            AnySubscriptionView::Webhook(WebhookView::of(record, head, secret))
+        } else {
+            AnySubscriptionView::Soap(SubscriptionView::of(record, head))
+        }
+    }
 }

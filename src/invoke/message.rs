@@ -243,7 +243,7 @@ fn payload(out: &mut String, local: &str, body: &str, content_type: Option<&str>
 }
 
 /// An agent's message as pull listeners and the AMQP bridge see it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MessageView {
     /// `callback` or `error`.
     pub kind: &'static str,

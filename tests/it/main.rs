@@ -25,6 +25,7 @@ mod hostile_xml;
 mod invocations;
 mod limits;
 mod logs;
+mod openapi;
 mod operations;
 mod publish;
 mod readme;
