@@ -36,3 +36,4 @@ mod upgrade;
 mod webhooks;
 mod wsdl;
 mod wsdl_generators;
+mod wsman;
