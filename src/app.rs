@@ -127,7 +127,11 @@ impl Application {
                     address: config.listen.clone(),
                     source,
                 })?;
+        let resources = Arc::new(crate::eventing::wsman::ResourceTable::from_sources(
+            engine.sources(),
+        ));
         let state = AppState {
+            resources,
             engine,
             metrics,
             public_url: config.public_url.as_deref().map(Arc::from),

@@ -4,6 +4,7 @@
 #![no_main]
 
 use herald::domain::subscription::SoapVersion;
+use herald::eventing::wsman::ResourceTable;
 use herald::eventing::{Endpoint, SoapRequest, inspect};
 use herald::soap::envelope::Limits;
 use libfuzzer_sys::fuzz_target;
@@ -24,8 +25,10 @@ fuzz_target!(|data: &[u8]| {
         _ => Some(SoapVersion::Soap12),
     };
     let http_action = (selector & 8 != 0).then_some("http://www.w3.org/2011/03/ws-evt/Subscribe");
+    let resources = ResourceTable::default();
     let request = SoapRequest {
         source: "default",
+        resources: &resources,
         endpoint,
         base_url: "http://127.0.0.1:8080",
         http_action,

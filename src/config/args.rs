@@ -189,6 +189,7 @@ pub(super) struct SourceFile {
     pub(super) retry_max: Option<String>,
     pub(super) retry_after_cap: Option<String>,
     pub(super) give_up_after: Option<String>,
+    pub(super) resource_uris: Option<Vec<String>>,
 }
 
 /// `[contexts.NAME]`.

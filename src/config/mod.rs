@@ -414,7 +414,21 @@ impl Config {
                     agent.name
                 )));
             }
-            sources.push(source_policy(agent.name.as_str(), base.clone(), &base)?);
+            let mut source = source_policy(agent.name.as_str(), base.clone(), &base)?;
+            // Resource URIs name one source each: an agent does not inherit the default's.
+            source.resource_uris.clear();
+            sources.push(source);
+        }
+        let mut declared = std::collections::BTreeMap::new();
+        for source in &sources {
+            for uri in &source.resource_uris {
+                if let Some(other) = declared.insert(uri.as_str(), &source.name) {
+                    return Err(ConfigError::Invalid(format!(
+                        "resource URI '{uri}' is declared by sources '{other}' and '{}'",
+                        source.name
+                    )));
+                }
+            }
         }
         Ok(Config {
             listen,

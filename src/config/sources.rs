@@ -106,6 +106,21 @@ pub(super) fn source_policy(
     if !(64..=64 * 1024 * 1024).contains(&max_event_bytes) {
         return Err(invalid("max_event_bytes must be 64-67108864".into()));
     }
+    let resource_uris = source.resource_uris.unwrap_or_default();
+    for uri in &resource_uris {
+        let absolute = uri.split_once(':').is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && !rest.is_empty()
+        });
+        if !absolute || uri.trim() != uri || uri.chars().any(char::is_whitespace) {
+            return Err(invalid(format!(
+                "resource_uris: '{uri}' is not an absolute URI"
+            )));
+        }
+    }
     Ok(SourcePolicy {
         name: source_name,
         expiry: ExpiryPolicy {
@@ -120,5 +135,6 @@ pub(super) fn source_policy(
         max_subscriptions,
         max_event_bytes,
         retry,
+        resource_uris,
     })
 }

@@ -252,3 +252,44 @@ fn flags_are_checked_like_the_file() {
         "invalid configuration: allowed_networks: 'nope' is not an IP address or CIDR network"
     );
 }
+
+#[test]
+fn resource_uris_name_one_source_each() {
+    let resolve = |text: &str| {
+        let file = parse_toml(text, "herald.toml").unwrap();
+        Config::resolve(&ServeArgs::default(), Some(file))
+    };
+    let uri = "http://schemas.microsoft.com/wbem/wsman/1/windows/EventLog";
+    let config = resolve(&format!(
+        "[sources.eventlog]\nresource_uris = [\"{uri}\"]\n[sources.other]\n"
+    ))
+    .unwrap();
+    let of = |name: &str| {
+        config
+            .sources
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .unwrap()
+            .resource_uris
+            .clone()
+    };
+    assert_eq!(of("eventlog"), [uri]);
+    assert!(of("other").is_empty(), "not inherited");
+    let twice = resolve(&format!(
+        "[sources.a]\nresource_uris = [\"{uri}\"]\n[sources.b]\nresource_uris = [\"{uri}\"]\n"
+    ))
+    .unwrap_err();
+    assert!(
+        twice
+            .to_string()
+            .contains("is declared by sources 'a' and 'b'"),
+        "{twice}"
+    );
+    let relative = resolve("[sources.a]\nresource_uris = [\"EventLog\"]\n").unwrap_err();
+    assert!(
+        relative
+            .to_string()
+            .contains("'EventLog' is not an absolute URI"),
+        "{relative}"
+    );
+}

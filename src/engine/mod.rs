@@ -58,6 +58,8 @@ pub struct SourcePolicy {
     pub max_event_bytes: usize,
     /// How its deliveries are retried.
     pub retry: RetryPolicy,
+    /// The WS-Management resource URIs it answers to (`wsman:ResourceURI`).
+    pub resource_uris: Vec<String>,
 }
 
 /// Why a domain operation was refused.

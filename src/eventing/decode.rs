@@ -15,8 +15,8 @@ use crate::filter;
 use crate::soap::addressing::{self, is_anonymous};
 use crate::soap::xml::{self, Repeated};
 
-/// WS-Management namespace: WS-Man puts its filter in `wsman:Filter` beside `wse:Filter`.
-const WSMAN_NS: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
+// WS-Management puts its filter in `wsman:Filter` beside `wse:Filter`.
+use super::wsman::{self, WSMAN_NS};
 
 /// The longest endpoint address accepted.
 const MAX_ADDRESS_BYTES: usize = 2048;
@@ -60,6 +60,7 @@ pub fn subscribe(
             if mode != PUSH_MODE {
                 return Err(Problem::DeliveryModeUnavailable(mode));
             }
+            let _extensions = wsman::delivery_extensions(element, delivery)?;
             let notify_to =
                 xml::single_child(delivery, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
             (endpoint(notify_to)?, mode, NotificationFormat::Unwrap)

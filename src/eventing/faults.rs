@@ -7,9 +7,13 @@
 //!   manager endpoint reference no longer leads anywhere;
 //! - schema-level problems in 2011 (which dropped `InvalidMessage`): a Sender fault without
 //!   subcode; local failures in 2011: a Receiver fault without subcode;
-//! - filter expression and endpoint problems in the 2004 versions: `wse:InvalidMessage`.
+//! - filter expression and endpoint problems in the 2004 versions: `wse:InvalidMessage`;
+//! - WS-Management (DSP0226) refusals: `wsman:` subcodes with the WS-Man fault action and a
+//!   `wsman:FaultDetail`, and an unknown resource URI as `wsa:DestinationUnreachable` with
+//!   detail `InvalidResourceURI` (see `wsman.rs`).
 
 use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, PUSH_MODE};
+use super::wsman;
 use crate::delivery::PublishError;
 use crate::domain::expiry::ExpiryError;
 use crate::domain::subscription::{EventingVersion, WsaVersion};
@@ -58,6 +62,35 @@ pub enum Problem {
     ActionMismatch(String),
     /// Publishing needs the bearer token.
     Unauthorized,
+    /// No source declares this WS-Management resource URI (or the addressed source does not).
+    UnknownResource(String),
+    /// A WS-Management fault (DSP0226).
+    Wsman(WsmanFault),
+}
+
+/// A WS-Management fault: its `wsman:` subcode, reason and `wsman:FaultDetail` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsmanFault {
+    /// Sender or Receiver.
+    pub code: FaultCode,
+    /// The local name of the `wsman:` subcode.
+    pub subcode: &'static str,
+    /// The reason text.
+    pub reason: String,
+    /// The last segment of the DSP0226 fault detail URI, if one applies.
+    pub detail: Option<&'static str>,
+}
+
+impl WsmanFault {
+    /// A Sender fault.
+    pub fn sender(subcode: &'static str, reason: String, detail: Option<&'static str>) -> Self {
+        WsmanFault {
+            code: FaultCode::Sender,
+            subcode,
+            reason,
+            detail,
+        }
+    }
 }
 
 /// Everything needed to pick the right fault: the request's versions.
@@ -267,6 +300,26 @@ impl Problem {
                     )
                 }
             }
+            Problem::UnknownResource(uri) => addressing(
+                "DestinationUnreachable",
+                format!(
+                    "No route can be determined to reach the destination: no event source here \
+                     answers to resource URI '{}'.",
+                    uri.chars().take(200).collect::<String>()
+                ),
+                vec![wsman::fault_detail("InvalidResourceURI")],
+            ),
+            Problem::Wsman(fault) => Fault {
+                code: fault.code,
+                subcode: Some(Subcode {
+                    ns: wsman::WSMAN_NS,
+                    prefix: "wsman",
+                    local: fault.subcode,
+                }),
+                reason: format!("{}.", fault.reason),
+                detail: fault.detail.map(wsman::fault_detail).into_iter().collect(),
+                action: wsman::WSMAN_FAULT_ACTION.to_owned(),
+            },
             Problem::Unauthorized => plain(
                 sender,
                 "Publishing requires a valid bearer token (Authorization: Bearer ...).".into(),

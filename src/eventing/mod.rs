@@ -7,8 +7,10 @@
 pub mod decode;
 pub mod faults;
 pub mod notify;
+mod responses;
 pub mod version;
 pub mod wsdl;
+pub mod wsman;
 
 use crate::domain::event::NewEvent;
 use crate::domain::expiry::{self, ExpiryRules, RequestedExpiry};
@@ -22,7 +24,9 @@ use crate::soap::fault::{Fault, FaultCode};
 use crate::soap::limits::OFFLOAD_BYTES;
 use crate::soap::xml;
 use faults::{FaultContext, Problem};
+use responses::{expires_element, subscribe_response};
 use version::{HERALD_NS, Operation, classify_action, is_eventing_action};
+use wsman::{RequestHeaders, ResourceTable};
 
 /// Which endpoint a request arrived at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +35,18 @@ pub enum Endpoint {
     Source,
     /// `POST /eventing/{source}/subscriptions`: the subscription manager.
     Manager,
+    /// `POST /wsman`: WS-Management's conventional endpoint, event source and subscription
+    /// manager of the source that declares the request's `wsman:ResourceURI`.
+    Wsman,
 }
 
 /// A SOAP request as the HTTP layer hands it over.
 #[derive(Debug, Clone, Copy)]
 pub struct SoapRequest<'a> {
-    /// The `{source}` path segment.
+    /// The `{source}` path segment (empty at [`Endpoint::Wsman`]).
     pub source: &'a str,
+    /// Which source answers to which WS-Management resource URI.
+    pub resources: &'a ResourceTable,
     /// Which endpoint.
     pub endpoint: Endpoint,
     /// The absolute base URL herald is reached at (for the manager address).
@@ -101,6 +110,8 @@ struct ReplyContext {
     reply: Option<ReplyAddressing>,
     fault_reply: ReplyAddressing,
     operation: Option<Operation>,
+    /// The WS-Management headers (resource URI, envelope size limit).
+    wsman: RequestHeaders,
 }
 
 impl ReplyContext {
@@ -116,6 +127,7 @@ impl ReplyContext {
                 to: None,
             },
             operation: None,
+            wsman: RequestHeaders::default(),
         }
     }
 
@@ -184,11 +196,13 @@ enum Call {
 
 /// Handles one SOAP request to an eventing endpoint.
 pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -> SoapReply {
-    let manager_address = format!(
-        "{}/eventing/{}/subscriptions",
-        request.base_url.trim_end_matches('/'),
-        request.source
-    );
+    let base = request.base_url.trim_end_matches('/');
+    let manager_address = match request.endpoint {
+        Endpoint::Wsman => format!("{base}/wsman"),
+        Endpoint::Source | Endpoint::Manager => {
+            format!("{base}/eventing/{}/subscriptions", request.source)
+        }
+    };
     let (context, version, call) =
         match decode_off_workers(&request, limits, &manager_address).await {
             Ok(decoded) => decoded,
@@ -216,12 +230,14 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
             .map(|(subscription, granted)| {
                 subject = Some(subscription.id);
                 let wsa = context.reply.as_ref().map_or(context.addressing, |r| r.version);
+                let parameters = context.wsman.resource_uri.as_deref().map(wsman::resource_uri_parameter);
                 let body = subscribe_response(
                     version,
                     wsa,
                     &manager_address,
                     subscription.id,
                     &granted.text,
+                    parameters,
                 );
                 context.response(version, &version.action("SubscribeResponse"), &body)
             })
@@ -298,7 +314,29 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
             })
             .map_err(Problem::from),
     };
-    let reply = result.unwrap_or_else(|problem| context.fault(&problem));
+    let mut reply = result.unwrap_or_else(|problem| context.fault(&problem));
+    if let Some(max) = context.wsman.max_envelope_size
+        && reply.body.len() > max
+    {
+        if context.operation == Some(Operation::Subscribe)
+            && reply.outcome == Outcome::Ok
+            && let Some(id) = subject
+        {
+            // The subscriber cannot learn of the subscription: it is withdrawn.
+            if let Err(err) = engine.unsubscribe(id).await {
+                tracing::warn!(%id, error = %err, "could not withdraw an unanswerable subscription");
+            }
+        }
+        let size = reply.body.len();
+        reply = context.fault(&Problem::Wsman(faults::WsmanFault::sender(
+            "EncodingLimit",
+            format!(
+                "An internal encoding limit was exceeded: the response ({size} bytes) is larger \
+                 than wsman:MaxEnvelopeSize ({max} bytes)"
+            ),
+            Some("MaxEnvelopeSize"),
+        )));
+    }
     let operation = reply.operation.map_or("unknown", Operation::metric_label);
     let (outcome, status) = (reply.outcome.label(), reply.status);
     match (subject, published) {
@@ -326,51 +364,12 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
     reply
 }
 
-/// `Expires` in the 2004 versions, `GrantedExpires` in 2011 responses.
-fn expires_element(version: EventingVersion) -> &'static str {
-    match version {
-        EventingVersion::W3c2011 => "GrantedExpires",
-        _ => "Expires",
-    }
-}
-
-/// The body of a SubscribeResponse: the identifier in the body (2004/01) or as a reference
-/// parameter of the SubscriptionManager endpoint reference (2004/08: `wse:Identifier`; 2011:
-/// herald's own element, as 2011 defines none).
-fn subscribe_response(
-    version: EventingVersion,
-    wsa: WsaVersion,
-    manager_address: &str,
-    id: SubscriptionId,
-    granted: &str,
-) -> String {
-    let granted = xml::escape(granted);
-    let manager = |parameter: String| {
-        let epr = crate::domain::subscription::EndpointRef {
-            address: manager_address.to_owned(),
-            reference_parameters: vec![parameter],
-            reference_properties: Vec::new(),
-        };
-        addressing::write_epr_content(wsa, &epr)
-    };
-    match version {
-        EventingVersion::Jan2004 => format!(
-            "<wse:SubscribeResponse><wse:Id>{id}</wse:Id><wse:Expires>{granted}</wse:Expires></wse:SubscribeResponse>"
-        ),
-        EventingVersion::Aug2004 => format!(
-            "<wse:SubscribeResponse><wse:SubscriptionManager>{}</wse:SubscriptionManager><wse:Expires>{granted}</wse:Expires></wse:SubscribeResponse>",
-            manager(format!("<wse:Identifier>{id}</wse:Identifier>"))
-        ),
-        EventingVersion::W3c2011 => format!(
-            "<wse:SubscribeResponse><wse:SubscriptionManager>{}</wse:SubscriptionManager><wse:GrantedExpires>{granted}</wse:GrantedExpires></wse:SubscribeResponse>",
-            manager(format!("<hrd:SubscriptionId>{id}</hrd:SubscriptionId>"))
-        ),
-    }
-}
-
-/// Header namespaces herald understands, for mustUnderstand processing.
-fn understood(ns: &str) -> bool {
-    WsaVersion::from_ns(ns).is_some() || EventingVersion::from_ns(ns).is_some() || ns == HERALD_NS
+/// Header blocks herald understands, for mustUnderstand processing.
+fn understood(ns: &str, local: &str) -> bool {
+    WsaVersion::from_ns(ns).is_some()
+        || EventingVersion::from_ns(ns).is_some()
+        || ns == HERALD_NS
+        || wsman::understood(ns, local)
 }
 
 /// The SOAP 1.1 actor / 1.2 role URIs that address herald as the ultimate receiver.
@@ -407,6 +406,7 @@ async fn decode_off_workers(
         request.publish_allowed,
     );
     let source = request.source.to_owned();
+    let resources = request.resources.clone();
     let base_url = request.base_url.to_owned();
     let http_action = request.http_action.map(str::to_owned);
     let body = request.body.to_vec();
@@ -414,6 +414,7 @@ async fn decode_off_workers(
     tokio::task::spawn_blocking(move || {
         let request = SoapRequest {
             source: &source,
+            resources: &resources,
             endpoint,
             base_url: &base_url,
             http_action: http_action.as_deref(),
@@ -491,7 +492,7 @@ fn decode_request(
             SoapVersion::Soap12 => block.attribute((soap.ns(), "role")),
         };
         let ns = block.tag_name().namespace().unwrap_or("");
-        if must && targets_us(role) && !understood(ns) {
+        if must && targets_us(role) && !understood(ns, block.tag_name().name()) {
             let fault = Fault {
                 code: FaultCode::MustUnderstand,
                 subcode: None,
@@ -505,6 +506,10 @@ fn decode_request(
             return Err(context.write_fault(&fault, true));
         }
     }
+
+    context.wsman =
+        RequestHeaders::read(envelope.header_blocks()).map_err(|p| context.fault(&p))?;
+    let source = wsman::resolve_source(request, &context.wsman).map_err(|p| context.fault(&p))?;
 
     let http_action = request.http_action.map(str::trim).filter(|a| !a.is_empty());
     let action = match (headers.action.as_deref(), http_action) {
@@ -520,6 +525,7 @@ fn decode_request(
     };
     let Some((version, operation)) = classify_action(&action) else {
         if request.endpoint == Endpoint::Source && !is_eventing_action(&action) {
+            // Publishing is only at the source's own endpoint, not at /wsman.
             context.operation = Some(Operation::Publish);
             context.eventing = None;
             if !request.publish_allowed {
@@ -559,10 +565,8 @@ fn decode_request(
 
     let call = match operation {
         Operation::Subscribe => {
-            let source = SourceName::parse(request.source).ok_or_else(|| {
-                context.fault(&Problem::UnknownSource(
-                    request.source.chars().take(64).collect(),
-                ))
+            let source = SourceName::parse(source).ok_or_else(|| {
+                context.fault(&Problem::UnknownSource(source.chars().take(64).collect()))
             })?;
             let dialect = WireDialect {
                 eventing: version,

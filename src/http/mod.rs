@@ -44,6 +44,8 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// The client that forwards context services' requests to their backends.
     pub gateway: crate::context::gateway::Gateway,
+    /// Which source answers to which WS-Management resource URI.
+    pub resources: Arc<crate::eventing::wsman::ResourceTable>,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 //! The WS-Eventing endpoints: `POST /eventing/{source}` (event source) and
 //! `POST /eventing/{source}/subscriptions` (subscription manager); `GET /eventing/{source}`
-//! serves their WSDL and schemas (`super::wsdl`).
+//! serves their WSDL and schemas (`super::wsdl`); `POST /wsman` is WS-Management's endpoint for
+//! the source that declares the request's `wsman:ResourceURI`.
 
 use super::{AppState, BodyError, read_body};
 use crate::domain::subscription::SoapVersion;
@@ -72,6 +73,10 @@ async fn manager_endpoint(
     serve(state, source, Endpoint::Manager, headers, body).await
 }
 
+async fn wsman_endpoint(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    serve(state, String::new(), Endpoint::Wsman, headers, body).await
+}
+
 async fn serve(
     state: AppState,
     source: String,
@@ -111,6 +116,7 @@ async fn serve(
     let base_url = base_url(&state, &headers);
     let request = SoapRequest {
         source: &source,
+        resources: &state.resources,
         endpoint,
         base_url: &base_url,
         http_action: http_action.as_deref(),
@@ -159,4 +165,5 @@ pub fn router() -> Router<AppState> {
             post(source_endpoint).get(super::wsdl::describe),
         )
         .route("/eventing/{source}/subscriptions", post(manager_endpoint))
+        .route("/wsman", post(wsman_endpoint))
 }

@@ -19,6 +19,7 @@ fn policy(name: &str, accept_datetime: bool, max_subscriptions: Option<u64>) -> 
         max_subscriptions,
         max_event_bytes: 256 * 1024,
         retry: Default::default(),
+        resource_uris: Vec::new(),
     }
 }
 

@@ -38,3 +38,4 @@ mod upgrade;
 mod webhooks;
 mod wsdl;
 mod wsdl_generators;
+mod wsman;
