@@ -13,7 +13,6 @@
 //!   detail `InvalidResourceURI` (see `wsman.rs`).
 
 use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, PUSH_MODE};
-use super::wsman;
 use crate::delivery::PublishError;
 use crate::domain::expiry::ExpiryError;
 use crate::domain::subscription::{EventingVersion, WsaVersion};
@@ -22,6 +21,20 @@ use crate::filter::FilterError;
 use crate::filter::SUPPORTED_DIALECTS;
 use crate::soap::fault::{Fault, FaultCode, Subcode};
 use crate::soap::xml;
+
+/// The WS-Management namespace.
+pub const WSMAN_NS: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
+/// The `wsa:Action` of WS-Management faults.
+pub const WSMAN_FAULT_ACTION: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
+/// The prefix of DSP0226 fault detail URIs.
+pub const FAULT_DETAIL: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/";
+
+/// The `wsman:FaultDetail` element for a DSP0226 detail name.
+pub fn fault_detail(name: &str) -> String {
+    format!(
+        "<wsman:FaultDetail xmlns:wsman=\"{WSMAN_NS}\">{FAULT_DETAIL}{name}</wsman:FaultDetail>"
+    )
+}
 
 /// Why a request was refused, in WS-Eventing terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,18 +320,18 @@ impl Problem {
                      answers to resource URI '{}'.",
                     uri.chars().take(200).collect::<String>()
                 ),
-                vec![wsman::fault_detail("InvalidResourceURI")],
+                vec![fault_detail("InvalidResourceURI")],
             ),
             Problem::Wsman(fault) => Fault {
                 code: fault.code,
                 subcode: Some(Subcode {
-                    ns: wsman::WSMAN_NS,
+                    ns: WSMAN_NS,
                     prefix: "wsman",
                     local: fault.subcode,
                 }),
                 reason: format!("{}.", fault.reason),
-                detail: fault.detail.map(wsman::fault_detail).into_iter().collect(),
-                action: wsman::WSMAN_FAULT_ACTION.to_owned(),
+                detail: fault.detail.map(fault_detail).into_iter().collect(),
+                action: WSMAN_FAULT_ACTION.to_owned(),
             },
             Problem::Unauthorized => plain(
                 sender,

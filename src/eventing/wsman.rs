@@ -22,20 +22,15 @@ use std::time::Duration;
 
 use roxmltree::Node;
 
+pub use super::faults::{FAULT_DETAIL, WSMAN_FAULT_ACTION, WSMAN_NS, fault_detail};
 use super::faults::{Problem, WsmanFault};
 use crate::domain::expiry::XsDuration;
 use crate::domain::subscription::SourceName;
 use crate::engine::SourcePolicy;
 use crate::soap::xml;
 
-/// The WS-Management namespace.
-pub const WSMAN_NS: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
 /// Microsoft's WS-Management extension namespace (`p:DataLocale`).
 pub const MS_WSMAN_NS: &str = "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd";
-/// The `wsa:Action` of WS-Management faults.
-pub const WSMAN_FAULT_ACTION: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
-/// The prefix of DSP0226 fault detail URIs.
-pub const FAULT_DETAIL: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/";
 
 /// The WS-Management delivery modes herald does not implement yet.
 pub const PUSH_WITH_ACK_MODE: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/PushWithAck";
@@ -313,13 +308,6 @@ pub fn delivery_extensions(
         })
         .transpose()?;
     Ok(DeliveryExtensions { connection_retry })
-}
-
-/// The `wsman:FaultDetail` element for a DSP0226 detail name.
-pub fn fault_detail(name: &str) -> String {
-    format!(
-        "<wsman:FaultDetail xmlns:wsman=\"{WSMAN_NS}\">{FAULT_DETAIL}{name}</wsman:FaultDetail>"
-    )
 }
 
 /// The reference parameter that makes a WS-Man client echo the resource URI to the manager.

@@ -10,8 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::api::{ApiPath, engine_problem, json_response};
+use super::base_url;
 use super::channels::unknown_channel;
-use super::soap::base_url;
 use super::{AppState, views};
 use crate::engine::EngineError;
 

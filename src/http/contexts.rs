@@ -12,7 +12,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::api::{ApiPath, body_problem, engine_problem, json_response, problem};
-use super::soap::{base_url, media_type, soap_action};
+use super::base_url;
+use super::soap::{media_type, soap_action};
 use super::{AppState, read_body, views};
 use crate::context::{self, ContextReply, ContextRequest};
 use crate::domain::subscription::{SourceName, SubscriptionId};

@@ -153,3 +153,16 @@ pub fn router(state: AppState) -> Router {
         .merge(console::router())
         .with_state(state)
 }
+
+/// herald's base URL as clients reach it: `public_url`, else from the Host header.
+pub(crate) fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if let Some(url) = &state.public_url {
+        return url.to_string();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}

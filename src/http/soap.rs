@@ -3,14 +3,14 @@
 //! serves their WSDL and schemas (`super::wsdl`); `POST /wsman` is WS-Management's endpoint for
 //! the source that declares the request's `wsman:ResourceURI`.
 
-use super::{AppState, BodyError, read_body};
+use super::{AppState, BodyError, base_url, read_body};
 use crate::domain::subscription::SoapVersion;
 use crate::eventing::{self, Endpoint, SoapReply, SoapRequest};
 use crate::metrics::RequestLabels;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -40,19 +40,6 @@ pub(super) fn media_type(headers: &HeaderMap) -> (Option<SoapVersion>, Option<St
 pub(super) fn soap_action(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("soapaction")?.to_str().ok()?;
     Some(value.trim().trim_matches('"').to_owned())
-}
-
-/// herald's base URL as clients reach it: `public_url`, else from the Host header.
-pub(super) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.public_url {
-        return url.to_string();
-    }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    format!("http://{host}")
 }
 
 async fn source_endpoint(

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::api::{engine_problem, problem};
-use super::soap::base_url;
+use super::base_url;
 use crate::eventing::wsdl;
 
 /// The media type of the documents.
