@@ -280,6 +280,17 @@ pub struct Subscription {
     pub manager_address: String,
     /// A webhook's signing secrets (webhook deliveries only).
     pub webhook: Option<crate::domain::webhook::WebhookSettings>,
+    /// The subscriber's own retry schedule (WS-Management `wsman:ConnectionRetry`).
+    pub connection_retry: Option<ConnectionRetry>,
+}
+
+/// A subscriber's retry schedule (`wsman:ConnectionRetry`): `total` retries, `interval` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionRetry {
+    /// The delay between attempts.
+    pub interval: std::time::Duration,
+    /// How many retries after the first failed attempt.
+    pub total: u32,
 }
 
 /// Where a subscription's delivery stands: what it has handled and how the current retry goes.

@@ -138,6 +138,7 @@ impl Engine {
             created_at: self.clock.now(),
             manager_address: String::new(),
             webhook: None,
+            connection_retry: None,
         })
     }
 

@@ -132,6 +132,7 @@ impl Engine {
             created_at: now,
             manager_address: address,
             webhook: None,
+            connection_retry: None,
         };
         let admission = Admission {
             counted_as: service,

@@ -82,6 +82,7 @@ impl Engine {
             created_at: now,
             manager_address: request.manager_address,
             webhook,
+            connection_retry: request.connection_retry,
         };
         let matcher = self.compile(&subscription)?;
         for endpoint in std::iter::once(&subscription.notify_to).chain(&subscription.end_to) {
@@ -95,7 +96,7 @@ impl Engine {
             limit: policy.max_subscriptions,
             count: &|| self.delivery.reader_count(&policy.name),
             matcher,
-            retry: policy.retry,
+            retry: retry_for(&subscription, policy.retry),
         };
         self.admit(subscription.clone(), admission).await?;
         Ok((subscription, granted))
@@ -315,7 +316,7 @@ impl Lifecycle for Engine {
                 .instance_policy(&subscription)
                 .map(|policy| policy.retry),
         };
-        let Some(retry) = retry else {
+        let Some(retry) = retry.map(|retry| retry_for(&subscription, retry)) else {
             self.end(id, EndReason::SourceShuttingDown).await?;
             tracing::info!(%id, log = %subscription.source, "source or context service removed; ended");
             return Ok(());
@@ -349,5 +350,26 @@ impl Lifecycle for Engine {
                 tracing::error!(%id, error = %err, "could not end the failing subscription");
             }
         }
+    }
+}
+
+/// The retry schedule a reader is delivered with: its source's, or the subscriber's own
+/// (`wsman:ConnectionRetry`) within the source's limits — attempts `interval` apart (never
+/// closer than the source's first delay), no back-off or jitter, given up after `total`
+/// retries (never later than the source gives up). The one rule, at creation and adoption.
+pub(super) fn retry_for(subscription: &Subscription, source: RetryPolicy) -> RetryPolicy {
+    let Some(asked) = subscription.connection_retry else {
+        return source;
+    };
+    let interval = asked.interval.max(source.initial);
+    RetryPolicy {
+        initial: interval,
+        max: interval,
+        multiplier: 1.0,
+        jitter: 0.0,
+        give_up_after: interval
+            .saturating_mul(asked.total)
+            .min(source.give_up_after),
+        ..source
     }
 }

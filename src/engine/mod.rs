@@ -163,6 +163,8 @@ pub struct SubscribeRequest {
     pub expiry_rules: ExpiryRules,
     /// The subscription manager address the response gives.
     pub manager_address: String,
+    /// The subscriber's own retry schedule, if it asked for one.
+    pub connection_retry: Option<crate::domain::subscription::ConnectionRetry>,
 }
 
 /// The domain engine, shared by every front door.

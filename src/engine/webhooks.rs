@@ -169,6 +169,7 @@ impl Engine {
             expires: requested(request.expires.as_deref())?,
             expiry_rules: RULES,
             manager_address: String::new(),
+            connection_retry: None,
         };
         let settings = secret.clone().map(WebhookSettings::signed_with);
         let (subscription, expiry) = self.create(subscribe, request.delivery, settings).await?;

@@ -39,6 +39,7 @@ pub fn subscribe(
     let end_to = xml::single_child(element, ns, "EndTo")?
         .map(endpoint)
         .transpose()?;
+    let mut connection_retry = None;
     let (notify_to, delivery_mode, format) = match version {
         EventingVersion::Jan2004 => {
             let notify_to =
@@ -60,7 +61,7 @@ pub fn subscribe(
             if mode != PUSH_MODE {
                 return Err(Problem::DeliveryModeUnavailable(mode));
             }
-            let _extensions = wsman::delivery_extensions(element, delivery)?;
+            connection_retry = wsman::delivery_extensions(element, delivery)?.connection_retry;
             let notify_to =
                 xml::single_child(delivery, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
             (endpoint(notify_to)?, mode, NotificationFormat::Unwrap)
@@ -94,6 +95,7 @@ pub fn subscribe(
         expires,
         expiry_rules,
         manager_address,
+        connection_retry,
     })
 }
 

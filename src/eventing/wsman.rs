@@ -221,14 +221,7 @@ pub(super) fn resolve_source<'a>(
     }
 }
 
-/// `wsman:ConnectionRetry`: the subscriber's retry schedule for deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionRetry {
-    /// The delay between attempts.
-    pub interval: Duration,
-    /// How many retries after the first failed attempt.
-    pub total: u32,
-}
+pub use crate::domain::subscription::ConnectionRetry;
 
 /// What the WS-Management extension elements of a 2004/08 Subscribe ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

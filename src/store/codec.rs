@@ -7,9 +7,9 @@ use super::StoreError;
 use crate::domain::event::{Event, EventId};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, EndpointRef, EventingVersion, Filter, LogKind,
-    NotificationFormat, ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId,
-    SubscriptionRecord, SubscriptionStatus, WireDialect, WsaVersion,
+    ConnectionRetry, DeliveryProgress, EndNotice, EndReason, EndpointRef, EventingVersion, Filter,
+    LogKind, NotificationFormat, ReaderDelivery, SoapVersion, SourceName, Subscription,
+    SubscriptionId, SubscriptionRecord, SubscriptionStatus, WireDialect, WsaVersion,
 };
 use crate::domain::webhook::{WebhookSecret, WebhookSettings};
 
@@ -33,6 +33,8 @@ pub struct SubscriptionRow {
     pub log_kind: String,
     pub delivery: String,
     pub webhook: Option<String>,
+    pub retry_interval_ms: Option<i64>,
+    pub retry_total: Option<i64>,
 }
 
 /// The subscription columns every query selects, in [`SubscriptionRow`] order; a macro so that
@@ -41,7 +43,7 @@ macro_rules! subscription_columns {
     () => {
         "id, source, eventing, soap, addressing, notify_to, end_to, \
          delivery_mode, format, filter, expires_at, expiry_kind, created_at, manager_address, \
-         log_kind, delivery, webhook"
+         log_kind, delivery, webhook, retry_interval_ms, retry_total"
     };
 }
 pub(crate) use subscription_columns;
@@ -211,6 +213,12 @@ impl SubscriptionRow {
             log_kind: subscription.log.as_str().to_owned(),
             delivery: subscription.delivery.as_str().to_owned(),
             webhook: subscription.webhook.as_ref().map(encode_webhook),
+            retry_interval_ms: subscription
+                .connection_retry
+                .map(|retry| duration_millis(retry.interval)),
+            retry_total: subscription
+                .connection_retry
+                .map(|retry| i64::from(retry.total)),
         }
     }
 
@@ -263,6 +271,16 @@ impl SubscriptionRow {
             created_at: timestamp(self.created_at)?,
             manager_address: self.manager_address,
             webhook: self.webhook.as_deref().map(decode_webhook).transpose()?,
+            connection_retry: match (self.retry_interval_ms, self.retry_total) {
+                (Some(ms), Some(total)) => Some(ConnectionRetry {
+                    interval: std::time::Duration::from_millis(
+                        u64::try_from(ms)
+                            .map_err(|_| corrupt("retry_interval_ms", &ms.to_string()))?,
+                    ),
+                    total: stored_count("retry_total", total)?,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -324,6 +342,8 @@ pub fn decode_subscription(row: &impl Columns) -> Result<Subscription, StoreErro
         log_kind: row.text("log_kind")?,
         delivery: row.text("delivery")?,
         webhook: row.optional_text("webhook")?,
+        retry_interval_ms: row.optional_int("retry_interval_ms")?,
+        retry_total: row.optional_int("retry_total")?,
     }
     .decode()
 }

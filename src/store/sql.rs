@@ -49,18 +49,18 @@ fn to_sqlite(sql: &str) -> String {
     out
 }
 
-/// Inserts an active subscription owned by `$18`, its cursor at its source's head.
+/// Inserts an active subscription owned by `$20`, its cursor at its source's head.
 pub static INSERT_SUBSCRIPTION: Sql = Sql::new(concat!(
     "INSERT INTO subscriptions (",
     subscription_columns!(),
     ", status, owner, cursor)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, 'active',
-             $18,
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+             $19, 'active', $20,
              COALESCE((SELECT last_seq FROM source_heads WHERE source = $2), 0))
      RETURNING cursor"
 ));
 
-/// Binds a subscription row to [`INSERT_SUBSCRIPTION`]'s `$1`–`$17`, in column order.
+/// Binds a subscription row to [`INSERT_SUBSCRIPTION`]'s `$1`–`$19`, in column order.
 pub fn bind_subscription<'q, DB>(
     query: Query<'q, DB, <DB as Database>::Arguments>,
     row: SubscriptionRow,
@@ -90,6 +90,8 @@ where
         .bind(row.log_kind)
         .bind(row.delivery)
         .bind(row.webhook)
+        .bind(row.retry_interval_ms)
+        .bind(row.retry_total)
 }
 
 /// The subscription `$1` if active and unexpired at `$2`.

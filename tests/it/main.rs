@@ -39,3 +39,4 @@ mod webhooks;
 mod wsdl;
 mod wsdl_generators;
 mod wsman;
+mod wsman_retry;

@@ -13,12 +13,12 @@ use crate::sink::Sink;
 
 pub const WSMAN: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
 const MS_WSMAN: &str = "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd";
-const EVENT_LOG: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/EventLog";
+pub(crate) const EVENT_LOG: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/EventLog";
 const CIM_INDICATION: &str =
     "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ProcessIndication";
 const WSMAN_FAULT: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
 const DETAIL: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/";
-const PUSH: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push";
+pub(crate) const PUSH: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push";
 const ANONYMOUS: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous";
 
 /// `default` answers to the Windows event log URI; `cim` (a copy) to a CIM indication class.
@@ -53,7 +53,13 @@ fn envelope(to: &str, operation: &str, headers: &str, body: &str) -> String {
     )
 }
 
-async fn send(server: &TestServer, url: &str, operation: &str, headers: &str, body: &str) -> Reply {
+pub(crate) async fn send(
+    server: &TestServer,
+    url: &str,
+    operation: &str,
+    headers: &str,
+    body: &str,
+) -> Reply {
     let text = envelope(url, operation, headers, body);
     server
         .post_soap(url, Soap::V12, Some(&format!("{WSE08}/{operation}")), text)
@@ -100,7 +106,7 @@ fn windows_subscribe(notify_to: &str, end_to: &str, delivery_extra: &str) -> Str
 }
 
 /// The manager EPR of a SubscribeResponse: address and reference parameters as header blocks.
-fn manager_of(reply: &Reply) -> (String, String) {
+pub(crate) fn manager_of(reply: &Reply) -> (String, String) {
     assert_eq!(reply.status, 200, "subscribe failed: {}", reply.text);
     let doc = reply.doc();
     let manager = doc

@@ -21,6 +21,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (4, include_str!("../migrations/postgres/0004_channels.sql")),
     (5, include_str!("../migrations/postgres/0005_webhooks.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_connection_retry.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

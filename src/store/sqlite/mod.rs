@@ -49,6 +49,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/sqlite/0006_channels.sql")),
     (7, include_str!("../migrations/sqlite/0007_webhooks.sql")),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_connection_retry.sql"),
+    ),
 ];
 
 mod channels;

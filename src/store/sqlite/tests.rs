@@ -32,6 +32,7 @@ fn subscription() -> Subscription {
         created_at: Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap(),
         manager_address: String::new(),
         webhook: None,
+        connection_retry: None,
     }
 }
 
