@@ -50,6 +50,7 @@ impl Sending {
     /// stopping, the lease holds, and its log has events past its cursor.
     pub fn runnable(&self, reader: &Reader) -> bool {
         !reader.is_ended()
+            && !reader.subscription().pulled()
             && !self.stop.is_cancelled()
             && self.lease.permits_sending()
             && self

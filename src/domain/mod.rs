@@ -14,3 +14,4 @@ pub mod expiry;
 pub mod invocation;
 pub mod subscription;
 pub mod webhook;
+pub mod wsman;

@@ -282,6 +282,18 @@ pub struct Subscription {
     pub webhook: Option<crate::domain::webhook::WebhookSettings>,
     /// The subscriber's own retry schedule (WS-Management `wsman:ConnectionRetry`).
     pub connection_retry: Option<ConnectionRetry>,
+    /// What a WS-Management subscriber asked of delivery (mode, batching, heartbeats,
+    /// bookmarks, sink authentication); `None` for everyone else.
+    pub wsman: Option<crate::domain::wsman::WsmanDelivery>,
+}
+
+impl Subscription {
+    /// Whether its subscriber pulls its events (WS-Management Pull mode): nothing is pushed.
+    pub fn pulled(&self) -> bool {
+        self.wsman
+            .as_ref()
+            .is_some_and(|wsman| wsman.mode == crate::domain::wsman::WsmanMode::Pull)
+    }
 }
 
 /// A subscriber's retry schedule (`wsman:ConnectionRetry`): `total` retries, `interval` apart.

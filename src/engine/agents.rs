@@ -139,6 +139,7 @@ impl Engine {
             manager_address: String::new(),
             webhook: None,
             connection_retry: None,
+            wsman: None,
         })
     }
 
@@ -169,7 +170,7 @@ impl Engine {
             };
             let cursor = match self
                 .store
-                .insert_subscription(&reader, self.delivery.node())
+                .insert_subscription(&reader, self.delivery.node(), None)
                 .await
             {
                 Ok(cursor) => cursor,

@@ -133,6 +133,7 @@ impl Engine {
             manager_address: address,
             webhook: None,
             connection_retry: None,
+            wsman: None,
         };
         let admission = Admission {
             counted_as: service,
@@ -140,6 +141,7 @@ impl Engine {
             count: &|| self.delivery.instance_count(service),
             matcher: None,
             retry: policy.retry,
+            start_after: None,
         };
         self.admit(instance, admission).await?;
         Ok(id)

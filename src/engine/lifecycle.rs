@@ -18,6 +18,7 @@ use crate::domain::expiry::{self, ExpiryRules, GrantedExpiry, RequestedExpiry};
 use crate::domain::subscription::{
     DeliveryProgress, EndReason, LogKind, ReaderDelivery, SourceName, Subscription, SubscriptionId,
 };
+use crate::domain::wsman::StartAt;
 use crate::filter::{FilterError, Matcher};
 use crate::store::StoreError;
 
@@ -30,6 +31,8 @@ pub(super) struct Admission<'a> {
     pub count: &'a (dyn Fn() -> u64 + Send + Sync),
     pub matcher: Option<Arc<dyn Matcher>>,
     pub retry: RetryPolicy,
+    /// Where its cursor starts (`None`: the log's head).
+    pub start_after: Option<u64>,
 }
 
 impl Engine {
@@ -83,20 +86,27 @@ impl Engine {
             manager_address: request.manager_address,
             webhook,
             connection_retry: request.connection_retry,
+            wsman: request.wsman,
         };
         let matcher = self.compile(&subscription)?;
-        for endpoint in std::iter::once(&subscription.notify_to).chain(&subscription.end_to) {
+        // A pulled subscription's NotifyTo is never sent to.
+        let notify_to = (!subscription.pulled()).then_some(&subscription.notify_to);
+        for endpoint in notify_to.into_iter().chain(&subscription.end_to) {
             self.endpoints
                 .check_url(&endpoint.address)
                 .await
                 .map_err(|err| EngineError::EndpointRefused(err.to_string()))?;
         }
+        let start_after = self
+            .start_after(&subscription.source, request.start)
+            .await?;
         let admission = Admission {
             counted_as: &policy.name,
             limit: policy.max_subscriptions,
             count: &|| self.delivery.reader_count(&policy.name),
             matcher,
             retry: retry_for(&subscription, policy.retry),
+            start_after,
         };
         self.admit(subscription.clone(), admission).await?;
         Ok((subscription, granted))
@@ -116,6 +126,7 @@ impl Engine {
             count,
             matcher,
             retry,
+            start_after,
         } = admission;
         if !self.capacity.take(counted_as, limit, count) {
             return Err(EngineError::SourceFull {
@@ -125,7 +136,7 @@ impl Engine {
         }
         let stored = self
             .store
-            .insert_subscription(&reader, self.delivery.node())
+            .insert_subscription(&reader, self.delivery.node(), start_after)
             .await;
         if let Ok(cursor) = stored {
             let progress = DeliveryProgress {
@@ -139,6 +150,41 @@ impl Engine {
         self.capacity.give_back(counted_as);
         stored?;
         Ok(())
+    }
+
+    /// The cursor a new reader of `log` starts at: `None` for the head; for a bookmark, the
+    /// position it names, which must lie between the oldest event still retained (less one)
+    /// and the head; for the earliest, just before the oldest retained. Compaction deletes only
+    /// events older than the retention window, so one checked here is still there when the
+    /// subscription is stored a moment later.
+    async fn start_after(
+        &self,
+        log: &SourceName,
+        start: StartAt,
+    ) -> Result<Option<u64>, EngineError> {
+        let after = match start {
+            StartAt::Head => return Ok(None),
+            StartAt::Earliest => {
+                let oldest = self.store.oldest_retained(log).await?;
+                return Ok(oldest.map(|seq| seq.saturating_sub(1)));
+            }
+            StartAt::After(after) => after,
+        };
+        let head = self.delivery.log_head(log).await?;
+        if after > head {
+            return Err(EngineError::InvalidBookmark(format!(
+                "it names position {after} of '{log}', which has not been reached"
+            )));
+        }
+        if after < head {
+            let oldest = self.store.oldest_retained(log).await?;
+            if oldest.is_none_or(|oldest| oldest > after + 1) {
+                return Err(EngineError::InvalidBookmark(format!(
+                    "the events after position {after} of '{log}' are no longer retained"
+                )));
+            }
+        }
+        Ok(Some(after))
     }
 
     /// The subscription's filter, compiled for its dialect.

@@ -135,6 +135,9 @@ pub enum EngineError {
     /// A webhook subscription or change that cannot be made (the reason).
     #[error("{0}")]
     InvalidWebhook(String),
+    /// A `wsman:Bookmark` that names no position herald still holds (why).
+    #[error("{0}")]
+    InvalidBookmark(String),
     /// The store failed; nothing was changed.
     #[error("the store failed")]
     Store(#[from] StoreError),
@@ -165,6 +168,10 @@ pub struct SubscribeRequest {
     pub manager_address: String,
     /// The subscriber's own retry schedule, if it asked for one.
     pub connection_retry: Option<crate::domain::subscription::ConnectionRetry>,
+    /// What a WS-Management subscriber asked of delivery, if it is one.
+    pub wsman: Option<crate::domain::wsman::WsmanDelivery>,
+    /// Where it starts reading (a `wsman:Bookmark` moves it).
+    pub start: crate::domain::wsman::StartAt,
 }
 
 /// The domain engine, shared by every front door.

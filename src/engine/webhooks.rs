@@ -170,6 +170,8 @@ impl Engine {
             expiry_rules: RULES,
             manager_address: String::new(),
             connection_retry: None,
+            wsman: None,
+            start: Default::default(),
         };
         let settings = secret.clone().map(WebhookSettings::signed_with);
         let (subscription, expiry) = self.create(subscribe, request.delivery, settings).await?;

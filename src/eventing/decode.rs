@@ -16,7 +16,9 @@ use crate::soap::addressing::{self, is_anonymous};
 use crate::soap::xml::{self, Repeated};
 
 // WS-Management puts its filter in `wsman:Filter` beside `wse:Filter`.
-use super::wsman::{self, WSMAN_NS};
+use super::wsman::WSMAN_NS;
+use super::wsman_delivery;
+use crate::domain::wsman::WsmanMode;
 
 /// The longest endpoint address accepted.
 const MAX_ADDRESS_BYTES: usize = 2048;
@@ -39,7 +41,7 @@ pub fn subscribe(
     let end_to = xml::single_child(element, ns, "EndTo")?
         .map(endpoint)
         .transpose()?;
-    let mut connection_retry = None;
+    let mut extensions = wsman_delivery::DeliveryExtensions::default();
     let (notify_to, delivery_mode, format) = match version {
         EventingVersion::Jan2004 => {
             let notify_to =
@@ -58,13 +60,24 @@ pub fn subscribe(
                 .attribute("Mode")
                 .map_or(PUSH_MODE, str::trim)
                 .to_owned();
-            if mode != PUSH_MODE {
-                return Err(Problem::DeliveryModeUnavailable(mode));
-            }
-            connection_retry = wsman::delivery_extensions(element, delivery)?.connection_retry;
-            let notify_to =
-                xml::single_child(delivery, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
-            (endpoint(notify_to)?, mode, NotificationFormat::Unwrap)
+            let wsman_mode = match mode.as_str() {
+                PUSH_MODE => WsmanMode::Push,
+                other => wsman_delivery::mode_of(other)
+                    .ok_or_else(|| Problem::DeliveryModeUnavailable(mode.clone()))?,
+            };
+            extensions =
+                wsman_delivery::delivery_extensions(element, delivery, wsman_mode, &source)?;
+            let notify_to = match (wsman_mode, xml::single_child(delivery, ns, "NotifyTo")?) {
+                // Nothing is sent in Pull mode: a NotifyTo, if any, is not used.
+                (WsmanMode::Pull, _) => EndpointRef {
+                    address: dialect.addressing.anonymous().to_owned(),
+                    reference_parameters: Vec::new(),
+                    reference_properties: Vec::new(),
+                },
+                (_, Some(notify_to)) => endpoint(notify_to)?,
+                (_, None) => return Err(Problem::NoDeliveryMechanism),
+            };
+            (notify_to, mode, NotificationFormat::Unwrap)
         }
         EventingVersion::W3c2011 => {
             let delivery =
@@ -95,7 +108,9 @@ pub fn subscribe(
         expires,
         expiry_rules,
         manager_address,
-        connection_retry,
+        connection_retry: extensions.connection_retry,
+        wsman: extensions.wsman,
+        start: extensions.start,
     })
 }
 

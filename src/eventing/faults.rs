@@ -16,6 +16,7 @@ use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, PUSH_MODE};
 use crate::delivery::PublishError;
 use crate::domain::expiry::ExpiryError;
 use crate::domain::subscription::{EventingVersion, WsaVersion};
+use crate::domain::wsman::modes;
 use crate::engine::EngineError;
 use crate::filter::FilterError;
 use crate::filter::SUPPORTED_DIALECTS;
@@ -211,7 +212,11 @@ impl Problem {
                     "The requested delivery mode '{}' is not supported.",
                     mode.chars().take(200).collect::<String>()
                 ),
-                detail_list("wse", "SupportedDeliveryMode", &[PUSH_MODE]),
+                detail_list(
+                    "wse",
+                    "SupportedDeliveryMode",
+                    &[PUSH_MODE, modes::PUSH_WITH_ACK, modes::EVENTS, modes::PULL],
+                ),
             ),
             Problem::DeliveryFormatUnavailable(format) => eventing(
                 sender,
@@ -392,6 +397,11 @@ impl From<EngineError> for Problem {
             EngineError::Filter(FilterError::Empty) => Problem::EmptyFilter,
             EngineError::Filter(FilterError::Invalid(why)) => Problem::CannotProcessFilter(why),
             EngineError::EndpointRefused(why) => Problem::UnusableEpr(why),
+            EngineError::InvalidBookmark(why) => Problem::Wsman(WsmanFault::sender(
+                "InvalidBookmark",
+                format!("The bookmark supplied with the subscription is not valid: {why}"),
+                None,
+            )),
             EngineError::EventTooLarge { .. } => Problem::InvalidMessage(err.to_string()),
             EngineError::Publish(PublishError::UnknownSource(name)) => Problem::UnknownSource(name),
             EngineError::Publish(err) => Problem::UnableToProcess(err.to_string()),

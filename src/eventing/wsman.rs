@@ -32,9 +32,6 @@ use crate::soap::xml;
 /// Microsoft's WS-Management extension namespace (`p:DataLocale`).
 pub const MS_WSMAN_NS: &str = "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd";
 
-/// The WS-Management delivery modes herald does not implement yet.
-pub const PUSH_WITH_ACK_MODE: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/PushWithAck";
-
 /// Header blocks herald understands, by (namespace, local name), for mustUnderstand.
 pub fn understood(ns: &str, local: &str) -> bool {
     match ns {
@@ -93,7 +90,7 @@ fn must_understand(block: Node<'_, '_>) -> bool {
     })
 }
 
-fn xs_duration(text: &str) -> Option<Duration> {
+pub(super) fn xs_duration(text: &str) -> Option<Duration> {
     let parsed = XsDuration::parse(text.trim()).filter(|d| !d.negative)?;
     let now = jiff::Timestamp::now();
     let end = parsed.after(now).ok()?;
@@ -219,88 +216,6 @@ pub(super) fn resolve_source<'a>(
         }
         _ => Ok(request.source),
     }
-}
-
-pub use crate::domain::subscription::ConnectionRetry;
-
-/// What the WS-Management extension elements of a 2004/08 Subscribe ask for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryExtensions {
-    /// `wsman:ConnectionRetry`, if given.
-    pub connection_retry: Option<ConnectionRetry>,
-}
-
-/// Reads the WS-Management children of `wse:Subscribe` and of its `wse:Delivery` (Push mode):
-/// refuses what herald cannot do yet, accepts the rest (Heartbeats, Locale, batching limits
-/// are ignored until their behaviour exists).
-pub fn delivery_extensions(
-    subscribe: Node<'_, '_>,
-    delivery: Node<'_, '_>,
-) -> Result<DeliveryExtensions, Problem> {
-    let unsupported = |what: &str, detail: &'static str| {
-        Problem::Wsman(WsmanFault::sender(
-            "UnsupportedFeature",
-            format!("The requested feature is not supported: {what}"),
-            Some(detail),
-        ))
-    };
-    for local in ["SendBookmarks", "Bookmark"] {
-        if xml::single_child(subscribe, WSMAN_NS, local)?.is_some() {
-            return Err(unsupported(
-                "herald does not send or resume from bookmarks yet",
-                "Bookmarks",
-            ));
-        }
-    }
-    if xml::single_child(delivery, WSMAN_NS, "Auth")?.is_some() {
-        return Err(unsupported(
-            "herald delivers without authenticating to the event sink (wsman:Auth)",
-            "AuthorizationMode",
-        ));
-    }
-    if let Some(encoding) = xml::single_child(delivery, WSMAN_NS, "ContentEncoding")? {
-        let value = xml::trimmed_text(encoding);
-        if !value.eq_ignore_ascii_case("UTF-8") && !value.eq_ignore_ascii_case("UTF-16") {
-            return Err(Problem::Wsman(WsmanFault::sender(
-                "EncodingLimit",
-                format!(
-                    "An internal encoding limit was exceeded: content encoding '{}' is not \
-                     supported (UTF-8 or UTF-16)",
-                    value.chars().take(40).collect::<String>()
-                ),
-                Some("CharacterSet"),
-            )));
-        }
-    }
-    if let Some(heartbeats) = xml::single_child(delivery, WSMAN_NS, "Heartbeats")?
-        && xs_duration(&xml::trimmed_text(heartbeats)).is_none_or(|d| d.is_zero())
-    {
-        return Err(Problem::InvalidMessage(
-            "wsman:Heartbeats must be a positive xs:duration".into(),
-        ));
-    }
-    let connection_retry = xml::single_child(delivery, WSMAN_NS, "ConnectionRetry")?
-        .map(|retry| {
-            let interval = xs_duration(&xml::trimmed_text(retry))
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    Problem::InvalidMessage(
-                        "wsman:ConnectionRetry must be a positive xs:duration".into(),
-                    )
-                })?;
-            let total = retry
-                .attribute("Total")
-                .and_then(|t| t.trim().parse::<u32>().ok())
-                .filter(|t| *t > 0)
-                .ok_or_else(|| {
-                    Problem::InvalidMessage(
-                        "wsman:ConnectionRetry needs a positive integer Total".into(),
-                    )
-                })?;
-            Ok::<_, Problem>(ConnectionRetry { interval, total })
-        })
-        .transpose()?;
-    Ok(DeliveryExtensions { connection_retry })
 }
 
 /// The reference parameter that makes a WS-Man client echo the resource URI to the manager.

@@ -35,6 +35,7 @@ pub struct SubscriptionRow {
     pub webhook: Option<String>,
     pub retry_interval_ms: Option<i64>,
     pub retry_total: Option<i64>,
+    pub wsman: Option<String>,
 }
 
 /// The subscription columns every query selects, in [`SubscriptionRow`] order; a macro so that
@@ -43,7 +44,7 @@ macro_rules! subscription_columns {
     () => {
         "id, source, eventing, soap, addressing, notify_to, end_to, \
          delivery_mode, format, filter, expires_at, expiry_kind, created_at, manager_address, \
-         log_kind, delivery, webhook, retry_interval_ms, retry_total"
+         log_kind, delivery, webhook, retry_interval_ms, retry_total, wsman"
     };
 }
 pub(crate) use subscription_columns;
@@ -219,6 +220,7 @@ impl SubscriptionRow {
             retry_total: subscription
                 .connection_retry
                 .map(|retry| i64::from(retry.total)),
+            wsman: subscription.wsman.as_ref().map(json),
         }
     }
 
@@ -281,6 +283,11 @@ impl SubscriptionRow {
                 }),
                 _ => None,
             },
+            wsman: self
+                .wsman
+                .as_deref()
+                .map(|text| from_json("wsman", text))
+                .transpose()?,
         })
     }
 }
@@ -344,6 +351,7 @@ pub fn decode_subscription(row: &impl Columns) -> Result<Subscription, StoreErro
         webhook: row.optional_text("webhook")?,
         retry_interval_ms: row.optional_int("retry_interval_ms")?,
         retry_total: row.optional_int("retry_total")?,
+        wsman: row.optional_text("wsman")?,
     }
     .decode()
 }

@@ -142,12 +142,14 @@ pub enum StoreError {
 pub trait Store:
     queues::Queues + channels::Channels + webhooks::Webhooks + Send + Sync + 'static
 {
-    /// Stores a new subscription, owned by `owner`, with its cursor at its source's current head
-    /// (it receives events published after it), and returns that cursor. Returns once durable.
+    /// Stores a new subscription, owned by `owner`, with its cursor at `start_after` or else at
+    /// its source's current head (it receives events published after it), and returns that
+    /// cursor. Returns once durable.
     async fn insert_subscription(
         &self,
         subscription: &Subscription,
         owner: &NodeId,
+        start_after: Option<u64>,
     ) -> Result<u64, StoreError>;
 
     /// The subscription if it exists, is active and has not expired at `now`.
@@ -227,6 +229,9 @@ pub trait Store:
     /// Forgets a log's head once it holds no events and has no active reader; true when it was
     /// forgotten. Only for logs that are never written again once ended (context instances').
     async fn forget_log(&self, log: &SourceName) -> Result<bool, StoreError>;
+
+    /// The oldest sequence number one log still holds (`None` when it holds none).
+    async fn oldest_retained(&self, log: &SourceName) -> Result<Option<u64>, StoreError>;
 
     /// The last sequence number handed out in one log (0 when it has none).
     async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError>;

@@ -49,18 +49,19 @@ fn to_sqlite(sql: &str) -> String {
     out
 }
 
-/// Inserts an active subscription owned by `$20`, its cursor at its source's head.
+/// Inserts an active subscription owned by `$21`, its cursor at `$22` or else its source's head.
 pub static INSERT_SUBSCRIPTION: Sql = Sql::new(concat!(
     "INSERT INTO subscriptions (",
     subscription_columns!(),
     ", status, owner, cursor)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, 'active', $20,
-             COALESCE((SELECT last_seq FROM source_heads WHERE source = $2), 0))
+             $19, $20, 'active', $21,
+             COALESCE($22, (SELECT last_seq FROM source_heads WHERE source = $2), 0))
      RETURNING cursor"
 ));
 
-/// Binds a subscription row to [`INSERT_SUBSCRIPTION`]'s `$1`–`$19`, in column order.
+/// Binds a subscription row to [`INSERT_SUBSCRIPTION`]'s `$1`–`$20`, in column order (the
+/// owner and the starting cursor are bound next).
 pub fn bind_subscription<'q, DB>(
     query: Query<'q, DB, <DB as Database>::Arguments>,
     row: SubscriptionRow,
@@ -92,6 +93,7 @@ where
         .bind(row.webhook)
         .bind(row.retry_interval_ms)
         .bind(row.retry_total)
+        .bind(row.wsman)
 }
 
 /// The subscription `$1` if active and unexpired at `$2`.
@@ -170,6 +172,9 @@ pub static EVENTS_AFTER: Sql = Sql::new(
 );
 
 /// Log `$1`'s head.
+pub static OLDEST_RETAINED: Sql = Sql::new("SELECT MIN(seq) FROM events WHERE source = $1");
+
+/// The last sequence number of log `$1`.
 pub static LOG_HEAD: Sql = Sql::new("SELECT last_seq FROM source_heads WHERE source = $1");
 
 /// Forgets log `$1`'s head once it holds no events and has no active reader (an ended

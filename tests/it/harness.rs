@@ -600,6 +600,15 @@ impl Reply {
             })
     }
 
+    /// Trimmed text of every element with this name, in document order.
+    pub fn texts_of(&self, ns: &str, local: &str) -> Vec<String> {
+        self.doc()
+            .descendants()
+            .filter(|n| n.is_element() && n.has_tag_name((ns, local)))
+            .map(|n| n.text().unwrap_or("").trim().to_owned())
+            .collect()
+    }
+
     pub fn count(&self, ns: &str, local: &str) -> usize {
         self.doc()
             .descendants()

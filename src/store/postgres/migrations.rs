@@ -25,6 +25,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/postgres/0006_connection_retry.sql"),
     ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_wsman_delivery.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

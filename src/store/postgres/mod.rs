@@ -108,10 +108,12 @@ impl Store for PostgresStore {
         &self,
         subscription: &Subscription,
         owner: &NodeId,
+        start_after: Option<u64>,
     ) -> Result<u64, StoreError> {
         let row = SubscriptionRow::encode(subscription);
         let inserted = bind_subscription(sqlx::query(sql::INSERT_SUBSCRIPTION.postgres()), row)
             .bind(owner.as_str())
+            .bind(start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)))
             .fetch_one(&self.pool)
             .await?;
         stored_seq("cursor", inserted.int("cursor")?)
@@ -281,6 +283,14 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn oldest_retained(&self, log: &SourceName) -> Result<Option<u64>, StoreError> {
+        let oldest: Option<i64> = sqlx::query_scalar(sql::OLDEST_RETAINED.postgres())
+            .bind(log.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        oldest.map(|seq| stored_seq("seq", seq)).transpose()
     }
 
     async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {

@@ -18,6 +18,7 @@ pub(super) const MAX_INSERT_BATCH: usize = 512;
 pub(super) struct InsertRequest {
     pub row: SubscriptionRow,
     pub owner: String,
+    pub start_after: Option<i64>,
     pub reply: oneshot::Sender<Result<u64, StoreError>>,
 }
 
@@ -79,10 +80,17 @@ pub(super) async fn insert_batches(
 async fn insert_all(pool: &SqlitePool, batch: &[InsertRequest]) -> Result<Vec<u64>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut cursors = Vec::with_capacity(batch.len());
-    for InsertRequest { row, owner, .. } in batch {
+    for InsertRequest {
+        row,
+        owner,
+        start_after,
+        ..
+    } in batch
+    {
         let inserted =
             bind_subscription(sqlx::query(sql::INSERT_SUBSCRIPTION.sqlite()), row.clone())
                 .bind(owner)
+                .bind(start_after)
                 .fetch_one(&mut *tx)
                 .await?;
         cursors.push(stored_seq("cursor", inserted.int("cursor")?)?);

@@ -53,6 +53,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_connection_retry.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_wsman_delivery.sql"),
+    ),
 ];
 
 mod channels;
@@ -174,11 +178,13 @@ impl Store for SqliteStore {
         &self,
         subscription: &Subscription,
         owner: &NodeId,
+        start_after: Option<u64>,
     ) -> Result<u64, StoreError> {
         let (reply, response) = oneshot::channel();
         let request = InsertRequest {
             row: SubscriptionRow::encode(subscription),
             owner: owner.as_str().to_owned(),
+            start_after: start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
             reply,
         };
         self.inserts
@@ -327,6 +333,14 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn oldest_retained(&self, log: &SourceName) -> Result<Option<u64>, StoreError> {
+        let oldest: Option<i64> = sqlx::query_scalar(sql::OLDEST_RETAINED.sqlite())
+            .bind(log.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        oldest.map(|seq| stored_seq("seq", seq)).transpose()
     }
 
     async fn log_head(&self, log: &SourceName) -> Result<u64, StoreError> {

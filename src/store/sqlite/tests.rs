@@ -33,6 +33,7 @@ fn subscription() -> Subscription {
         manager_address: String::new(),
         webhook: None,
         connection_retry: None,
+        wsman: None,
     }
 }
 
@@ -50,7 +51,7 @@ async fn orphans_of_a_lapsed_node_are_claimed_once_and_the_node_forgotten() {
         .await
         .unwrap();
     let owned = subscription();
-    store.insert_subscription(&owned, &a).await.unwrap();
+    store.insert_subscription(&owned, &a, None).await.unwrap();
     let now = Timestamp::now();
     assert!(
         store.claim_orphans(&b, now, 10).await.unwrap().is_empty(),
@@ -103,7 +104,10 @@ async fn owned_subscriptions_come_in_pages_in_id_order() {
     for _ in 0..25 {
         let mut owned = subscription();
         owned.end_to = Some(owned.notify_to.clone());
-        store.insert_subscription(&owned, &node).await.unwrap();
+        store
+            .insert_subscription(&owned, &node, None)
+            .await
+            .unwrap();
         ids.push(owned);
     }
     let mut loaded = Vec::new();
@@ -215,7 +219,7 @@ async fn a_corrupt_row_is_an_error_on_every_read_never_a_default() {
     for (damage, column) in corruptions {
         let subscription = subscription();
         store
-            .insert_subscription(&subscription, &node)
+            .insert_subscription(&subscription, &node, None)
             .await
             .unwrap();
         let statement = format!("UPDATE subscriptions SET {damage} WHERE id = ?");
@@ -315,7 +319,10 @@ async fn an_ended_logs_head_is_forgotten_once_it_is_empty() {
         source: log.clone(),
         ..subscription()
     };
-    store.insert_subscription(&reader, &node).await.unwrap();
+    store
+        .insert_subscription(&reader, &node, None)
+        .await
+        .unwrap();
     let later = Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     store.compact_events(&log, later).await.unwrap();
     assert_eq!(store.log_head(&log).await.unwrap(), 1);
