@@ -9,7 +9,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::policy::{EndpointPolicy, PolicyError, parse_endpoint};
-use crate::soap::envelope::is_fault;
+use crate::soap::envelope::{is_fault, is_reply};
 
 /// How much of a response body is read (to detect a SOAP fault); the rest is discarded.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -45,6 +45,18 @@ pub struct Outgoing {
     pub body: String,
     /// Further headers (a webhook's signature, CloudEvents attributes).
     pub headers: Vec<(&'static str, String)>,
+    /// The reply the receiver must answer with for the message to count as delivered
+    /// (WS-Management's `wsman:Ack`); `None`: any 2xx without a fault.
+    pub expect_reply: Option<ExpectedReply>,
+}
+
+/// A reply a message must get: a SOAP envelope with this `wsa:Action` and `wsa:RelatesTo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedReply {
+    /// The reply's action.
+    pub action: &'static str,
+    /// The message it must relate to: the sent message's `wsa:MessageID`.
+    pub relates_to: String,
 }
 
 /// What came of one attempt.
@@ -142,11 +154,12 @@ impl DeliveryClient {
         if let Some(action) = &message.soap_action {
             headers.push(("SOAPAction", format!("\"{action}\"")));
         }
-        self.post(
+        self.exchange(
             &message.url,
             &message.content_type,
             message.body.clone().into_bytes(),
             &headers,
+            message.expect_reply.as_ref(),
         )
         .await
     }
@@ -159,6 +172,19 @@ impl DeliveryClient {
         content_type: &str,
         body: Vec<u8>,
         headers: &[(&'static str, String)],
+    ) -> Attempt {
+        self.exchange(url, content_type, body, headers, None).await
+    }
+
+    /// POSTs `body` and classifies the outcome; with `expected`, a 2xx counts only when it
+    /// carries that reply.
+    async fn exchange(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+        expected: Option<&ExpectedReply>,
     ) -> Attempt {
         // Parsed once: the client dials the host judged here. The resolver only sees names;
         // an address literal is judged before connecting.
@@ -213,6 +239,16 @@ impl DeliveryClient {
         if status.is_success() {
             if is_fault(&body) {
                 return Attempt::failed(format!("HTTP {} with a SOAP fault", status.as_u16()));
+            }
+            if let Some(expected) = expected
+                && !is_reply(&body, expected.action, &expected.relates_to)
+            {
+                return Attempt::failed(format!(
+                    "HTTP {} without the reply {} relating to {}",
+                    status.as_u16(),
+                    expected.action,
+                    expected.relates_to
+                ));
             }
             return Attempt::Delivered;
         }
@@ -424,6 +460,7 @@ mod tests {
             soap_action: None,
             body: "<x/>".into(),
             headers: Vec::new(),
+            expect_reply: None,
         };
         match client.send(&message).await {
             Attempt::Failed { error, .. } => error,

@@ -23,9 +23,11 @@ pub mod client;
 pub mod policy;
 pub mod retry;
 
+mod batches;
 mod cluster;
 mod compaction;
 mod ends;
+mod heartbeat;
 mod lease;
 mod log;
 mod progress;
@@ -70,6 +72,23 @@ pub trait Envelopes: Send + Sync {
     /// The SubscriptionEnd message for `subscription` ending for `reason`, or `None` when its
     /// version sends none for that reason (or it has no EndTo).
     fn subscription_end(&self, subscription: &Subscription, reason: EndReason) -> Option<Outgoing>;
+
+    /// One message carrying `events` (in order) to a subscriber that takes them in batches;
+    /// `position` is the last sequence number the batch accounts for (filtered-out events
+    /// included). `None` when the subscriber takes no batches.
+    fn batch(
+        &self,
+        subscription: &Subscription,
+        events: &[&Event],
+        position: u64,
+    ) -> Option<Outgoing>;
+
+    /// A heartbeat for a subscriber that asked for them, sent when nothing else was.
+    fn heartbeat(&self, subscription: &Subscription) -> Option<Outgoing>;
+
+    /// The notice sent in place of `event` when it alone exceeds the subscriber's envelope
+    /// limit and the subscriber asked to be told.
+    fn dropped(&self, subscription: &Subscription, event: &Event) -> Option<Outgoing>;
 }
 
 /// Publishes an event for a reader delivered to a message broker (an agent's AMQP bridge).

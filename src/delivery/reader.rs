@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::heartbeat::Heartbeat;
 use super::lock;
 use super::retry::RetryPolicy;
 use crate::domain::subscription::{DeliveryProgress, Subscription, SubscriptionId};
@@ -25,6 +26,8 @@ pub(super) struct Reader {
     ended: AtomicBool,
     /// Interrupts a back-off sleep when it ends.
     wake: Notify,
+    /// Its heartbeats, if it asked for them.
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Reader {
@@ -34,7 +37,14 @@ impl Reader {
         matcher: Option<Arc<dyn Matcher>>,
         retry: RetryPolicy,
     ) -> Reader {
+        let heartbeat = subscription
+            .wsman
+            .as_ref()
+            .and_then(|wsman| wsman.heartbeats())
+            .filter(|_| !subscription.pulled())
+            .map(Heartbeat::new);
         Reader {
+            heartbeat,
             subscription,
             matcher,
             retry,
@@ -83,6 +93,18 @@ impl Reader {
         progress.clone()
     }
 
+    /// Its heartbeat state, if it asked for heartbeats.
+    pub fn heartbeat(&self) -> Option<&Heartbeat> {
+        self.heartbeat.as_ref()
+    }
+
+    /// A message reached its sink: the next heartbeat is due an interval from now.
+    pub fn sent(&self) {
+        if let Some(beat) = &self.heartbeat {
+            beat.sent();
+        }
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
     }
@@ -91,6 +113,9 @@ impl Reader {
     pub fn end(&self) {
         self.ended.store(true, Ordering::Release);
         self.wake.notify_one();
+        if let Some(beat) = &self.heartbeat {
+            beat.end();
+        }
     }
 
     /// Wakes its worker from a back-off sleep (herald is stopping).

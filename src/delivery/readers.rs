@@ -135,6 +135,10 @@ impl Readers {
         if opened {
             self.count_instance(&source, true);
         }
+        if reader.heartbeat().is_some() {
+            self.workers
+                .spawn(super::heartbeat::run(self.sending.clone(), reader.clone()));
+        }
         self.kick(&reader);
         Ok(())
     }

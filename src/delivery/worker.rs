@@ -17,6 +17,7 @@ use super::{Bridge, EngineLink, Envelopes, lock};
 use crate::domain::clock::Clock;
 use crate::domain::event::Event;
 use crate::domain::subscription::{DeliveryProgress, ReaderDelivery, SubscriptionId};
+use crate::domain::wsman::WsmanMode;
 use crate::metrics::{DeliveryLabels, Metrics};
 
 /// Events fetched per step.
@@ -59,16 +60,89 @@ impl Sending {
                 .is_some_and(|head| reader.cursor() < head)
     }
 
-    fn report(&self, id: SubscriptionId, progress: DeliveryProgress) {
+    pub(super) fn report(&self, id: SubscriptionId, progress: DeliveryProgress) {
         let _ = self.progress.send((id, progress));
     }
 
-    fn count(&self, outcome: &'static str) {
+    pub(super) fn count(&self, outcome: &'static str) {
         self.metrics
             .deliveries
             .get_or_create(&DeliveryLabels { outcome })
             .inc();
     }
+
+    /// Counts events delivered and observes their latency from publication.
+    pub(super) fn delivered(&self, events: &[Arc<Event>]) {
+        let now = self.clock.now();
+        for event in events {
+            let latency = now.duration_since(event.published_at);
+            self.metrics
+                .delivery_latency
+                .observe(latency.as_secs_f64().max(0.0));
+        }
+        self.metrics
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                outcome: "delivered",
+            })
+            .inc_by(events.len() as u64);
+    }
+
+    /// Delivery gave up on the reader: the engine ends it (DeliveryFailure), which takes it out
+    /// of delivery.
+    pub(super) async fn gave_up(&self, reader: &Reader, error: &str) {
+        self.count("gave_up");
+        match self.engine.get() {
+            Some(engine) => engine.gave_up(reader.subscription(), error).await,
+            None => {
+                let id = reader.id();
+                tracing::warn!(%id, "delivery given up while herald stops; the next start retries");
+            }
+        }
+    }
+}
+
+/// When a failing reader was last logged at `warn`.
+pub(super) type LastWarned = std::sync::Mutex<Option<tokio::time::Instant>>;
+
+/// Sends one message to the reader's endpoint until it is delivered, given up, or abandoned,
+/// under the global limit of sends in flight and the lease, retrying with back-off.
+pub(super) async fn deliver_one_message(
+    sending: &Sending,
+    reader: &Reader,
+    message: &super::client::Outgoing,
+    last_warned: &LastWarned,
+) -> Outcome {
+    let id = reader.id();
+    let seq = reader.cursor();
+    until_delivered(
+        reader.retry(),
+        &sending.clock,
+        reader.progress(),
+        || async {
+            if reader.is_ended() || sending.stop.is_cancelled() {
+                return None;
+            }
+            let _permit = sending.permits.acquire().await.ok()?;
+            if !sending.lease.permits_sending() {
+                return None;
+            }
+            let attempt = sending.client.send(message).await;
+            if attempt == Attempt::Delivered {
+                reader.sent();
+            }
+            tracing::debug!(subscription = %id, after = seq, to = message.url.as_str(), delivered = matches!(attempt, Attempt::Delivered), "delivery attempt");
+            Some(attempt)
+        },
+        |delay, snapshot| async move {
+            sending.count("failed");
+            sending.metrics.retries.inc();
+            log_failure(reader, seq, delay, &snapshot, last_warned);
+            sending.report(id, snapshot);
+            reader.pause(delay, &sending.stop).await
+        },
+    )
+    .await
 }
 
 /// Runs until the reader is caught up, ends, or herald stops; then hands it back (and starts
@@ -96,8 +170,13 @@ async fn deliver(sending: &Sending, reader: &Reader) {
             return;
         }
     }
-    let last_warned = std::sync::Mutex::new(None::<tokio::time::Instant>);
+    let last_warned = LastWarned::new(None);
     let last_warned = &last_warned;
+    if let Some(wsman) = &reader.subscription().wsman
+        && wsman.mode == WsmanMode::Events
+    {
+        return super::batches::deliver(sending, reader, wsman.batch, last_warned).await;
+    }
     let id = reader.id();
     loop {
         if reader.is_ended() || sending.stop.is_cancelled() {
@@ -153,6 +232,9 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                         }
                     };
                     log_attempt(reader, view.event(), &attempt);
+                    if attempt == Attempt::Delivered {
+                        reader.sent();
+                    }
                     Some(attempt)
                 },
                 |delay, snapshot| async move {
@@ -182,14 +264,7 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                     sending.report(id, reader.advance(seq));
                 }
                 Outcome::GaveUp(error) => {
-                    sending.count("gave_up");
-                    // The engine ends it (DeliveryFailure), which takes it out of delivery.
-                    match sending.engine.get() {
-                        Some(engine) => engine.gave_up(reader.subscription(), &error).await,
-                        None => {
-                            tracing::warn!(%id, "delivery given up while herald stops; the next start retries")
-                        }
-                    }
+                    sending.gave_up(reader, &error).await;
                     return;
                 }
                 Outcome::Abandoned => return,
@@ -224,7 +299,7 @@ fn log_failure(
     seq: u64,
     delay: Duration,
     progress: &DeliveryProgress,
-    last_warned: &std::sync::Mutex<Option<tokio::time::Instant>>,
+    last_warned: &LastWarned,
 ) {
     let id = reader.id();
     let address = reader.subscription().notify_to.address.as_str();

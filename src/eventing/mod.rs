@@ -13,6 +13,7 @@ pub mod version;
 pub mod wsdl;
 pub mod wsman;
 pub mod wsman_delivery;
+pub mod wsman_messages;
 
 use crate::domain::event::NewEvent;
 use crate::domain::expiry::{self, ExpiryRules, RequestedExpiry};

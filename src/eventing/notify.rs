@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::version::HERALD_NS;
+use super::wsman_messages;
 use crate::delivery::Envelopes;
 use crate::delivery::client::Outgoing;
 use crate::domain::event::Event;
@@ -10,6 +11,7 @@ use crate::domain::subscription::{
     EndReason, EndpointRef, EventingVersion, NotificationFormat, SoapVersion, Subscription,
     SubscriptionId, WireDialect, WsaVersion,
 };
+use crate::domain::wsman::{EnvelopePolicy, WsmanMode};
 use crate::filter::NotificationContext;
 use crate::soap::addressing::{addressed_to, write_epr_content};
 use crate::soap::envelope::write_envelope;
@@ -75,6 +77,7 @@ pub fn outgoing(
         soap_action,
         body: envelope,
         headers: Vec::new(),
+        expect_reply: None,
     }
 }
 
@@ -99,7 +102,34 @@ impl NotificationContext for EventingEnvelopes {
 }
 
 impl Envelopes for EventingEnvelopes {
+    fn batch(
+        &self,
+        subscription: &Subscription,
+        events: &[&Event],
+        position: u64,
+    ) -> Option<Outgoing> {
+        let wsman = subscription.wsman.as_ref()?;
+        (wsman.mode == WsmanMode::Events)
+            .then(|| wsman_messages::batch(subscription, wsman, events, position))
+    }
+
+    fn heartbeat(&self, subscription: &Subscription) -> Option<Outgoing> {
+        let wsman = subscription.wsman.as_ref()?;
+        wsman
+            .heartbeats()
+            .map(|_| wsman_messages::heartbeat(subscription, wsman))
+    }
+
+    fn dropped(&self, subscription: &Subscription, event: &Event) -> Option<Outgoing> {
+        let wsman = subscription.wsman.as_ref()?;
+        (wsman.batch.policy == EnvelopePolicy::Notify)
+            .then(|| wsman_messages::dropped(subscription, wsman, event))
+    }
+
     fn notification(&self, subscription: &Subscription, event: &Event) -> Outgoing {
+        if let Some(wsman) = &subscription.wsman {
+            return wsman_messages::notification(subscription, wsman, event);
+        }
         let message_id = notification_message_id(subscription.id, event.seq);
         match subscription.format {
             NotificationFormat::Unwrap => outgoing(

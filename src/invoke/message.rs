@@ -68,6 +68,7 @@ pub fn request(invoker: &InvokerPolicy, invocation: &Invocation) -> Outgoing {
                 soap_action,
                 body,
                 headers: Vec::new(),
+                expect_reply: None,
             }
         }
         InvokeProtocol::Http { content_type } => Outgoing {
@@ -76,6 +77,7 @@ pub fn request(invoker: &InvokerPolicy, invocation: &Invocation) -> Outgoing {
             soap_action: None,
             body: invocation.payload.clone(),
             headers: Vec::new(),
+            expect_reply: None,
         },
     }
 }

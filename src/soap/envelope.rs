@@ -4,7 +4,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use super::limits::{Refusal, prescan};
 use super::xml;
-use crate::domain::subscription::SoapVersion;
+use crate::domain::subscription::{SoapVersion, WsaVersion};
 
 /// SOAP 1.1 envelope namespace.
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -126,6 +126,39 @@ pub fn is_fault(message: &[u8]) -> bool {
     envelope
         .body_element()
         .is_some_and(|element| xml::is(element, envelope.version.ns(), "Fault"))
+}
+
+/// Whether a message is a SOAP envelope whose WS-Addressing headers (any version) say it is the
+/// reply `action` to the message `relates_to`: how an acknowledgement is recognised.
+pub fn is_reply(message: &[u8], action: &str, relates_to: &str) -> bool {
+    let Ok(document) = parse_document(message, Limits::default()) else {
+        return false;
+    };
+    let Ok(envelope) = Envelope::from_document(&document) else {
+        return false;
+    };
+    let Some(header) = envelope.header else {
+        return false;
+    };
+    let addressing = |node: Node<'_, '_>, local: &str| {
+        node.tag_name().name() == local
+            && node.tag_name().namespace().is_some_and(|ns| {
+                [
+                    WsaVersion::Mar2003,
+                    WsaVersion::Aug2004,
+                    WsaVersion::W3c2005,
+                ]
+                .iter()
+                .any(|version| version.ns() == ns)
+            })
+    };
+    let text_of = |local: &str| {
+        xml::elements(header)
+            .find(|node| addressing(*node, local))
+            .map(xml::trimmed_text)
+    };
+    text_of("Action").as_deref() == Some(action)
+        && text_of("RelatesTo").as_deref() == Some(relates_to)
 }
 
 /// A parsed SOAP envelope.

@@ -149,6 +149,7 @@ pub fn notification(subscription: &Subscription, event: &Event, now: Timestamp) 
         soap_action: None,
         body,
         headers,
+        expect_reply: None,
     }
 }
 
@@ -177,6 +178,7 @@ pub fn end_notice(
         content_type: "application/json".to_owned(),
         soap_action: None,
         headers: signature_headers(subscription, &id, &body, now),
+        expect_reply: None,
         body,
     })
 }
@@ -202,6 +204,25 @@ impl<E: Envelopes> Envelopes for Messages<E> {
         } else {
             self.soap.subscription_end(subscription, reason)
         }
+    }
+
+    // Webhooks take neither batches nor heartbeats: the SOAP dialect answers for those
+    // subscribers that asked (a webhook never has WS-Management settings).
+    fn batch(
+        &self,
+        subscription: &Subscription,
+        events: &[&Event],
+        position: u64,
+    ) -> Option<Outgoing> {
+        self.soap.batch(subscription, events, position)
+    }
+
+    fn heartbeat(&self, subscription: &Subscription) -> Option<Outgoing> {
+        self.soap.heartbeat(subscription)
+    }
+
+    fn dropped(&self, subscription: &Subscription, event: &Event) -> Option<Outgoing> {
+        self.soap.dropped(subscription, event)
     }
 }
 

@@ -239,7 +239,7 @@ async fn delivery_mode_requested_unavailable() {
     let server = TestServer::start().await;
     for soap in [Soap::V11, Soap::V12] {
         let body = format!(
-            r#"<wse:Subscribe><wse:Delivery Mode="http://schemas.dmtf.org/wbem/wsman/1/wsman/PushWithAck"><wse:NotifyTo><wsa:Address>{SINK}</wsa:Address></wse:NotifyTo></wse:Delivery></wse:Subscribe>"#
+            r#"<wse:Subscribe><wse:Delivery Mode="http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Pull"><wse:NotifyTo><wsa:Address>{SINK}</wsa:Address></wse:NotifyTo></wse:Delivery></wse:Subscribe>"#
         );
         let reply = Message::new(soap, AUG2004, "Subscribe", body)
             .send(&server, &server.url("/eventing/default"))
@@ -247,7 +247,8 @@ async fn delivery_mode_requested_unavailable() {
         reply.assert_fault(soap, (WSE08, "DeliveryModeRequestedUnavailable"), false);
         assert_eq!(
             reply.text_of(WSE08, "SupportedDeliveryMode").as_deref(),
-            Some("http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push")
+            Some("http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push"),
+            "Push first, then the WS-Management modes"
         );
     }
     // Push named explicitly is fine.

@@ -39,4 +39,7 @@ mod webhooks;
 mod wsdl;
 mod wsdl_generators;
 mod wsman;
+mod wsman_bookmarks;
+mod wsman_modes;
 mod wsman_retry;
+mod wsman_sink;

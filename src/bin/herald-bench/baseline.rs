@@ -179,6 +179,7 @@ async fn post(
                         soap_action: None,
                         body: notification(&url, &event(phase, n, now_nanos(), 0)),
                         headers: Vec::new(),
+                        expect_reply: None,
                     };
                     if let Attempt::Failed { error, .. } = client.send(&message).await {
                         bail!("posting to {url}: {error}");
