@@ -71,6 +71,8 @@ pub struct WebhookRequest {
     pub secret: Option<String>,
     /// Where the notice of its end goes.
     pub end_url: Option<String>,
+    /// Where it starts reading (a replay from a position).
+    pub start: crate::domain::wsman::StartAt,
 }
 
 /// A change to a webhook subscription: each part that is `Some` changes.
@@ -171,7 +173,7 @@ impl Engine {
             manager_address: String::new(),
             connection_retry: None,
             wsman: None,
-            start: Default::default(),
+            start: request.start,
         };
         let settings = secret.clone().map(WebhookSettings::signed_with);
         let (subscription, expiry) = self.create(subscribe, request.delivery, settings).await?;

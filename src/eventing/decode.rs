@@ -41,9 +41,10 @@ pub fn subscribe(
     let end_to = xml::single_child(element, ns, "EndTo")?
         .map(endpoint)
         .transpose()?;
-    let mut extensions = wsman_delivery::DeliveryExtensions::default();
+    let extensions;
     let (notify_to, delivery_mode, format) = match version {
         EventingVersion::Jan2004 => {
+            extensions = wsman_delivery::bookmark_extensions(element, &source)?;
             let notify_to =
                 xml::single_child(element, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
             (
@@ -80,6 +81,7 @@ pub fn subscribe(
             (notify_to, mode, NotificationFormat::Unwrap)
         }
         EventingVersion::W3c2011 => {
+            extensions = wsman_delivery::bookmark_extensions(element, &source)?;
             let delivery =
                 xml::single_child(element, ns, "Delivery")?.ok_or(Problem::NoDeliveryMechanism)?;
             let notify_to =

@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::version::HERALD_NS;
+use super::wsman::WSMAN_NS;
 use super::wsman_messages;
 use crate::delivery::Envelopes;
 use crate::delivery::client::Outgoing;
@@ -127,19 +128,29 @@ impl Envelopes for EventingEnvelopes {
     }
 
     fn notification(&self, subscription: &Subscription, event: &Event) -> Outgoing {
-        if let Some(wsman) = &subscription.wsman {
-            return wsman_messages::notification(subscription, wsman, event);
-        }
         let message_id = notification_message_id(subscription.id, event.seq);
-        match subscription.format {
+        // A WS-Management subscriber's (or a bookmarked one's) headers and ack.
+        let (extra, expect_reply, wsman_ns) = match &subscription.wsman {
+            Some(wsman) => {
+                let (extra, expect_reply) = wsman_messages::notification_headers(
+                    subscription,
+                    wsman,
+                    event.seq,
+                    &message_id,
+                );
+                (extra, expect_reply, Some(("wsman", WSMAN_NS)))
+            }
+            None => (Vec::new(), None, None),
+        };
+        let mut message = match subscription.format {
             NotificationFormat::Unwrap => outgoing(
                 subscription.dialect,
                 &subscription.notify_to,
                 &event.action,
                 message_id,
-                Vec::new(),
+                extra,
                 &event.payload,
-                &[],
+                wsman_ns.as_slice(),
             ),
             NotificationFormat::Wrap => {
                 let body = format!(
@@ -147,17 +158,21 @@ impl Envelopes for EventingEnvelopes {
                     xml::escape(&event.action),
                     event.payload
                 );
+                let mut namespaces = vec![("wse", subscription.dialect.eventing.ns())];
+                namespaces.extend(wsman_ns);
                 outgoing(
                     subscription.dialect,
                     &subscription.notify_to,
                     WRAPPED_ACTION,
                     message_id,
-                    Vec::new(),
+                    extra,
                     &body,
-                    &[("wse", subscription.dialect.eventing.ns())],
+                    &namespaces,
                 )
             }
-        }
+        };
+        message.expect_reply = expect_reply;
+        message
     }
 
     fn subscription_end(&self, subscription: &Subscription, reason: EndReason) -> Option<Outgoing> {

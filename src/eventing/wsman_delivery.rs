@@ -103,11 +103,7 @@ pub fn delivery_extensions(
         })
         .transpose()?;
     let batch = batch_limits(delivery)?;
-    let send_bookmarks = xml::single_child(subscribe, WSMAN_NS, "SendBookmarks")?.is_some();
-    let start = match xml::single_child(subscribe, WSMAN_NS, "Bookmark")? {
-        None => StartAt::Head,
-        Some(bookmark) => read_bookmark(bookmark, source)?,
-    };
+    let (send_bookmarks, start) = bookmarks(subscribe, source)?;
     let wsman = WsmanDelivery {
         mode,
         heartbeats_ms: heartbeats.map(millis),
@@ -119,6 +115,34 @@ pub fn delivery_extensions(
     Ok(DeliveryExtensions {
         connection_retry,
         wsman: (!plain).then_some(wsman),
+        start,
+    })
+}
+
+/// `wsman:SendBookmarks` and `wsman:Bookmark` in a Subscribe: herald reads them in every
+/// WS-Eventing version, so any SOAP subscriber can resume from a position.
+pub fn bookmarks(subscribe: Node<'_, '_>, source: &SourceName) -> Result<(bool, StartAt), Problem> {
+    let send = xml::single_child(subscribe, WSMAN_NS, "SendBookmarks")?.is_some();
+    let start = match xml::single_child(subscribe, WSMAN_NS, "Bookmark")? {
+        None => StartAt::Head,
+        Some(bookmark) => read_bookmark(bookmark, source)?,
+    };
+    Ok((send, start))
+}
+
+/// The extensions of a Subscribe in a version without WS-Management's `wse:Delivery`
+/// (2004/01, 2011): bookmarks only.
+pub fn bookmark_extensions(
+    subscribe: Node<'_, '_>,
+    source: &SourceName,
+) -> Result<DeliveryExtensions, Problem> {
+    let (send_bookmarks, start) = bookmarks(subscribe, source)?;
+    Ok(DeliveryExtensions {
+        connection_retry: None,
+        wsman: send_bookmarks.then(|| WsmanDelivery {
+            send_bookmarks,
+            ..WsmanDelivery::push()
+        }),
         start,
     })
 }

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::notify::{notification_message_id, outgoing};
+use super::notify::outgoing;
 use super::wsman::WSMAN_NS;
 use super::wsman_delivery::bookmark_header;
 use crate::delivery::client::{ExpectedReply, Outgoing};
@@ -75,15 +75,17 @@ fn message(
     outgoing
 }
 
-/// One event, unwrapped, with the WS-Management headers (Push and PushWithAck).
-pub fn notification(subscription: &Subscription, wsman: &WsmanDelivery, event: &Event) -> Outgoing {
-    message(
-        subscription,
-        wsman,
-        &event.action,
-        notification_message_id(subscription.id, event.seq),
-        Some(event.seq),
-        &event.payload,
+/// The headers of the notification of event `seq` (Push and PushWithAck) and the reply it
+/// must get.
+pub fn notification_headers(
+    subscription: &Subscription,
+    wsman: &WsmanDelivery,
+    seq: u64,
+    message_id: &str,
+) -> (Vec<String>, Option<ExpectedReply>) {
+    (
+        headers(wsman, &subscription.source, seq),
+        expected_ack(wsman, message_id),
     )
 }
 

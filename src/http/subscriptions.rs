@@ -2,6 +2,7 @@
 //! (`/api/v1/subscriptions`), any subscription read or cancelled by id, and the paginated,
 //! filterable list of them all.
 
+use crate::domain::wsman::StartAt;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -43,6 +44,20 @@ pub struct CreateBody {
     pub format: Option<String>,
     pub secret: Option<String>,
     pub end_url: Option<String>,
+    /// Replay from a position: a sequence number (a delivery's `herald-sequence`): the
+    /// events after it that are still retained come first; or `"earliest"`: from the oldest
+    /// retained. Absent: the events published from now on.
+    pub start_after: Option<StartAfter>,
+}
+
+/// Where a webhook subscription starts: after a sequence number, or `"earliest"`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StartAfter {
+    /// After this sequence number.
+    Seq(u64),
+    /// `"earliest"`: from the oldest event retained.
+    Named(String),
 }
 
 /// `PATCH /api/v1/subscriptions/{id}`: each field present changes; `"filter": null` removes
@@ -134,7 +149,8 @@ fn webhook_problem(err: EngineError) -> Response {
         EngineError::InvalidWebhook(_)
         | EngineError::Expiry(_)
         | EngineError::Filter(_)
-        | EngineError::EndpointRefused(_) => {
+        | EngineError::EndpointRefused(_)
+        | EngineError::InvalidBookmark(_) => {
             problem(StatusCode::BAD_REQUEST, "Bad request", err.to_string())
         }
         EngineError::SourceFull { .. } => problem(
@@ -180,7 +196,16 @@ pub(super) async fn create(
         Ok(filter) => filter,
         Err(detail) => return bad_request(detail),
     };
+    let start = match body.start_after {
+        None => StartAt::Head,
+        Some(StartAfter::Named(text)) if text == "earliest" => StartAt::Earliest,
+        Some(StartAfter::Seq(seq)) => StartAt::After(seq),
+        Some(StartAfter::Named(_)) => {
+            return bad_request("start_after must be a sequence number or \"earliest\"".to_owned());
+        }
+    };
     let request = WebhookRequest {
+        start,
         source: body.source,
         url: body.url,
         filter,

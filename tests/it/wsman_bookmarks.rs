@@ -159,3 +159,94 @@ async fn a_bookmark_past_what_is_retained_is_invalid() {
         assert_eq!(received[0].ticks, [4], "{path}");
     }
 }
+
+/// A position in the default source, as a `wsman:Bookmark` any SOAP subscriber can send.
+fn position_in_default(seq: u64) -> String {
+    format!(
+        r#"<w:Bookmark xmlns:w="{WSMAN}"><h:Position xmlns:h="urn:herald:eventing" log="default">{seq}</h:Position></w:Bookmark>"#
+    )
+}
+
+#[tokio::test]
+async fn every_dialect_replays_from_a_position() {
+    let server = TestServer::start().await;
+    let sink = crate::sink::Sink::start().await;
+    let mut seqs = Vec::new();
+    for n in 1..=3 {
+        seqs.push(publish(&server, "default", TICK_ACTION, &tick(n)).await.1);
+    }
+    // W3C 2011, wrapped, resuming after event 1 and asking for bookmarks.
+    let extra = format!(
+        r#"{}<w:SendBookmarks xmlns:w="{WSMAN}"/><wse:Format Name="http://www.w3.org/2011/03/ws-evt/DeliveryFormats/Wrap"/>"#,
+        position_in_default(seqs[0])
+    );
+    crate::delivery::subscribe_to(&server, Soap::V12, W3C2011, &sink.url("w2011"), &extra).await;
+    // 2004/01, from the earliest.
+    let extra = format!(r#"<w:Bookmark xmlns:w="{WSMAN}">{EARLIEST}</w:Bookmark>"#);
+    crate::delivery::subscribe_to(&server, Soap::V11, JAN2004, &sink.url("w2004"), &extra).await;
+    // A webhook, after event 2 (its deliveries carry `herald-sequence`).
+    let response = server
+        .client
+        .post(server.url("/api/v1/subscriptions"))
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::json!({
+                "source": "default", "url": sink.url("webhook"), "start_after": seqs[1]
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+
+    let w2011 = sink
+        .wait_accepted("w2011", 2, Duration::from_secs(10))
+        .await;
+    let ticks: Vec<_> = w2011.iter().filter_map(|r| r.tick()).collect();
+    assert_eq!(ticks, [2, 3]);
+    for (received, seq) in w2011.iter().zip(&seqs[1..]) {
+        assert_eq!(
+            received.text_of("urn:herald:eventing", "Position"),
+            Some(seq.to_string()),
+            "{}",
+            received.body
+        );
+    }
+    let w2004 = sink
+        .wait_accepted("w2004", 3, Duration::from_secs(10))
+        .await;
+    let ticks: Vec<_> = w2004.iter().filter_map(|r| r.tick()).collect();
+    assert_eq!(ticks, [1, 2, 3]);
+    let webhook = sink
+        .wait_accepted("webhook", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(webhook[0].tick(), Some(3));
+    assert_eq!(
+        webhook[0].headers["herald-sequence"].to_str().unwrap(),
+        seqs[2].to_string()
+    );
+
+    // Positions herald cannot replay from: a problem document, nothing stored.
+    for start_after in [serde_json::json!(999), serde_json::json!("soon")] {
+        let response = server
+            .client
+            .post(server.url("/api/v1/subscriptions"))
+            .header("Content-Type", "application/json")
+            .body(
+                serde_json::json!({
+                    "source": "default", "url": sink.url("never"), "start_after": start_after
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{start_after}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "application/problem+json"
+        );
+    }
+    assert_eq!(server.active("default").await, 3);
+}
