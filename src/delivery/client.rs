@@ -9,7 +9,17 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::policy::{EndpointPolicy, PolicyError, parse_endpoint};
-use crate::soap::envelope::{is_fault, is_reply};
+use crate::soap::envelope::{fault_codes, is_fault, is_reply};
+
+/// Fault subcodes by which a receiver says it will never take what is sent, so delivery gives
+/// up at once as for 410 Gone: WS-Management's `wsman:DeliveryRefused` (DSP0226).
+const REFUSALS: [&str; 1] = ["DeliveryRefused"];
+
+/// Whether a response body is a SOAP fault that refuses delivery for good.
+fn refuses(body: &[u8]) -> bool {
+    fault_codes(body)
+        .is_some_and(|codes| codes.iter().any(|code| REFUSALS.contains(&code.as_str())))
+}
 
 /// How much of a response body is read (to detect a SOAP fault); the rest is discarded.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -238,7 +248,11 @@ impl DeliveryClient {
         }
         if status.is_success() {
             if is_fault(&body) {
-                return Attempt::failed(format!("HTTP {} with a SOAP fault", status.as_u16()));
+                return Attempt::Failed {
+                    error: format!("HTTP {} with a SOAP fault", status.as_u16()),
+                    retry_after,
+                    gone: refuses(&body),
+                };
             }
             if let Some(expected) = expected
                 && !is_reply(&body, expected.action, &expected.relates_to)
@@ -258,7 +272,7 @@ impl DeliveryClient {
                 None => format!("HTTP {}", status.as_u16()),
             },
             retry_after,
-            gone: status == reqwest::StatusCode::GONE,
+            gone: status == reqwest::StatusCode::GONE || refuses(&body),
         }
     }
 }

@@ -128,6 +128,32 @@ pub fn is_fault(message: &[u8]) -> bool {
         .is_some_and(|element| xml::is(element, envelope.version.ns(), "Fault"))
 }
 
+/// The local names of a SOAP fault's code and subcodes (1.2: each `Value` under `Code`; 1.1:
+/// `faultcode`), or `None` when the message is not a SOAP fault.
+pub fn fault_codes(message: &[u8]) -> Option<Vec<String>> {
+    let document = parse_document(message, Limits::default()).ok()?;
+    let envelope = Envelope::from_document(&document).ok()?;
+    let fault = envelope
+        .body_element()
+        .filter(|element| xml::is(*element, envelope.version.ns(), "Fault"))?;
+    let local = |qname: String| match qname.rsplit_once(':') {
+        Some((_, local)) => local.to_owned(),
+        None => qname,
+    };
+    let codes = fault
+        .descendants()
+        .filter(|node| {
+            node.is_element()
+                && matches!(node.tag_name().name(), "Value" | "faultcode")
+                && node
+                    .ancestors()
+                    .any(|a| a.is_element() && matches!(a.tag_name().name(), "Code" | "Fault"))
+        })
+        .map(|node| local(xml::trimmed_text(node)))
+        .collect();
+    Some(codes)
+}
+
 /// Whether a message is a SOAP envelope whose WS-Addressing headers (any version) say it is the
 /// reply `action` to the message `relates_to`: how an acknowledgement is recognised.
 pub fn is_reply(message: &[u8], action: &str, relates_to: &str) -> bool {

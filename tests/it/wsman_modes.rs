@@ -160,6 +160,29 @@ async fn push_with_ack_never_acknowledged_ends_in_delivery_failure() {
 }
 
 #[tokio::test]
+async fn a_sink_refusing_delivery_ends_the_subscription_at_once() {
+    let server = TestServer::start_with(|config| {
+        wsman_sources(config);
+        // Patient: only the refusal can end it within the test.
+        for source in &mut config.sources {
+            source.retry.give_up_after = Duration::from_secs(600);
+        }
+    })
+    .await;
+    let sink = WsmanSink::start().await;
+    sink.acks("refusing", Acks::Refuse);
+    let body = windows_subscribe(EVENTS_MODE, &sink.url("refusing"), "", "");
+    let id = identifier(&subscribe(&server, &body).await);
+    publish(&server, "default", TICK_ACTION, &tick(1)).await;
+    let status = wait_status(&server, &id, Duration::from_secs(10), |s| {
+        s["status"] == "ended"
+    })
+    .await;
+    assert_eq!(status["end_reason"], "delivery_failure", "{status}");
+    assert_eq!(sink.received("refusing").len(), 1, "not retried");
+}
+
+#[tokio::test]
 async fn events_mode_batches_by_max_elements_and_moves_by_the_whole_batch() {
     let server = TestServer::start_with(wsman_fast).await;
     let sink = WsmanSink::start().await;

@@ -35,6 +35,8 @@ pub enum Acks {
     LateTimes(u32, u64),
     /// Never an Ack (a 200 with an empty body).
     Never,
+    /// A 500 with the SOAP fault `wsman:DeliveryRefused`: "stop sending, for good".
+    Refuse,
 }
 
 /// One message as received.
@@ -113,6 +115,18 @@ fn ack(relates_to: &str) -> Response {
         .into_response()
 }
 
+fn refuse(relates_to: &str) -> Response {
+    let body = format!(
+        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA2004}" xmlns:w="{WSMAN}"><s:Header><a:Action>http://schemas.dmtf.org/wbem/wsman/1/wsman/fault</a:Action><a:RelatesTo>{relates_to}</a:RelatesTo></s:Header><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:DeliveryRefused</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en">The event sink refuses further deliveries.</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>"#
+    );
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [("Content-Type", "application/soap+xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
 async fn receive(
     State(shared): State<Arc<Mutex<Shared>>>,
     Path(path): Path<String>,
@@ -136,6 +150,7 @@ async fn receive(
             ack(&relates_to)
         }
         Acks::Never => StatusCode::OK.into_response(),
+        Acks::Refuse => refuse(&relates_to),
         _ => ack(&relates_to),
     }
 }
