@@ -174,7 +174,7 @@ impl Engine {
             start: Default::default(),
         };
         let settings = secret.clone().map(WebhookSettings::signed_with);
-        let (subscription, expiry) = self.create(subscribe, request.delivery, settings).await?;
+        let (subscription, expiry, _) = self.create(subscribe, request.delivery, settings).await?;
         Ok(MadeWebhook {
             subscription,
             expiry,
