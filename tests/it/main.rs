@@ -39,4 +39,5 @@ mod webhooks;
 mod wsdl;
 mod wsdl_generators;
 mod wsman;
+mod wsman_pull;
 mod wsman_retry;
