@@ -10,8 +10,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
@@ -36,6 +38,9 @@ pub enum PublishError {
     #[error("herald is shutting down")]
     Stopping,
 }
+
+/// How often a wait for a log to grow looks again without being woken.
+const GROWTH_POLL: Duration = Duration::from_millis(250);
 
 /// Most events appended in one transaction.
 const MAX_BATCH_EVENTS: usize = 2000;
@@ -64,6 +69,16 @@ struct Tail {
     /// The group-commit appender's queue; `None` for a log that comes and goes.
     publisher: Option<mpsc::Sender<PublishRequest>>,
     limits: RingLimits,
+    /// Woken whenever events join the ring (for those waiting on the log, such as a Pull).
+    grown: Notify,
+}
+
+impl Tail {
+    /// Adds events to the ring and wakes whoever waits for the log to grow.
+    fn extend(&self, events: &[Arc<Event>]) {
+        lock(&self.ring).extend(events, self.limits);
+        self.grown.notify_waiters();
+    }
 }
 
 /// The ring of a log that comes and goes: many may be open at once.
@@ -110,6 +125,7 @@ impl EventLog {
                     extend: tokio::sync::Mutex::new(()),
                     publisher: Some(publisher),
                     limits,
+                    grown: Notify::new(),
                 });
                 queues.push((tail.clone(), rx));
                 (name, tail)
@@ -176,6 +192,7 @@ impl EventLog {
                     extend: tokio::sync::Mutex::new(()),
                     publisher: None,
                     limits: SMALL_RING,
+                    grown: Notify::new(),
                 })
             });
         }
@@ -222,6 +239,37 @@ impl EventLog {
     /// The last sequence number of a log.
     pub fn head(&self, name: &SourceName) -> Option<u64> {
         self.tail(name).map(|tail| lock(&tail.ring).head)
+    }
+
+    /// Waits until this node's tail of the log has grown past `seq`, or `deadline` passes.
+    /// Woken by the tail as events join it (appended here, or read in from other nodes'
+    /// appends); also looks again every [`GROWTH_POLL`], should a log's tail not be open here.
+    pub async fn grown_past(&self, name: &SourceName, seq: u64, deadline: Instant) {
+        loop {
+            let Some(tail) = self.tail(name) else {
+                // No tail here: look again after a while.
+                let now = Instant::now();
+                if now >= deadline {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until((now + GROWTH_POLL).min(deadline)) => {}
+                    () = self.stop.cancelled() => return,
+                }
+                continue;
+            };
+            // Created before the head is read: a `notify_waiters` in between still wakes it.
+            let grown = tail.grown.notified();
+            let now = Instant::now();
+            if lock(&tail.ring).head > seq || now >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = grown => {}
+                () = tokio::time::sleep_until((now + GROWTH_POLL).min(deadline)) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
     }
 
     /// Appends events to a configured source's log; returns them once durable. Concurrent
@@ -310,7 +358,7 @@ impl EventLog {
             };
             let full = events.len() == batch as usize;
             let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-            lock(&tail.ring).extend(&events, tail.limits);
+            tail.extend(&events);
             if !full {
                 break;
             }
@@ -354,14 +402,14 @@ impl EventLog {
             match self.store.events_after(&tail.name, head, missing).await {
                 Ok(between) => {
                     let between: Vec<Arc<Event>> = between.into_iter().map(Arc::new).collect();
-                    lock(&tail.ring).extend(&between, tail.limits);
+                    tail.extend(&between);
                 }
                 Err(err) => {
                     tracing::warn!(source = %tail.name, error = %err, "reading other nodes' events failed; they will be read as backlog");
                 }
             }
         }
-        lock(&tail.ring).extend(appended, tail.limits);
+        tail.extend(appended);
     }
 }
 

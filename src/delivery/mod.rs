@@ -49,7 +49,7 @@ use crate::domain::event::{Event, NewEvent};
 use crate::domain::subscription::{
     DeliveryProgress, EndReason, SourceName, Subscription, SubscriptionId,
 };
-use crate::filter::Matcher;
+use crate::filter::{EventView, Matcher};
 use crate::metrics::{Metrics, SourceLabels};
 use crate::store::{NodeId, Store, StoreError};
 use client::{DeliveryClient, Outgoing};
@@ -426,6 +426,30 @@ impl Dispatcher {
     /// The last sequence number of a log.
     pub fn head(&self, source: &SourceName) -> Option<u64> {
         self.log.head(source)
+    }
+
+    /// Up to `limit` events of a log after `after`, in order: from this node's tail when it
+    /// reaches back that far, otherwise from the store. (This node's tail may lag other
+    /// nodes' appends by up to the poll interval.)
+    pub async fn events_after(
+        &self,
+        log: &SourceName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<EventView>>, StoreError> {
+        self.log.events_after(log, after, limit).await
+    }
+
+    /// Waits until this node's tail of `log` has grown past `seq`, or `deadline` passes: woken
+    /// as events join it, never spinning.
+    pub async fn grown_past(&self, log: &SourceName, seq: u64, deadline: tokio::time::Instant) {
+        self.log.grown_past(log, seq, deadline).await;
+    }
+
+    /// A pulled subscription's stored cursor is now `cursor` (its Pull wrote it): this node's
+    /// copy follows, never backwards, so the backlog it reports stays true.
+    pub fn pulled_to(&self, source: &SourceName, id: SubscriptionId, cursor: u64) {
+        self.readers.pulled_to(source, id, cursor);
     }
 
     /// Refreshes the backlog gauge of each configured source.

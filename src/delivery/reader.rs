@@ -105,6 +105,13 @@ impl Reader {
         }
     }
 
+    /// Moves the cursor forward to `seq` (never backwards), keeping the retry state: for a
+    /// reader whose cursor is moved outside delivery (a pulled subscription).
+    pub fn move_to(&self, seq: u64) {
+        let mut progress = lock(&self.progress);
+        progress.cursor = progress.cursor.max(seq);
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
     }

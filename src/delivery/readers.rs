@@ -234,6 +234,16 @@ impl Readers {
         Some(progress)
     }
 
+    /// A pulled reader's cursor moved to `cursor` elsewhere (in the store): follow it here.
+    pub fn pulled_to(&self, source: &SourceName, id: SubscriptionId, cursor: u64) {
+        let reader = self
+            .entry(source)
+            .and_then(|log| lock(&log.readers).get(&id).cloned());
+        if let Some(reader) = reader {
+            reader.move_to(cursor);
+        }
+    }
+
     /// The sum of a log's readers' distance from `head`.
     pub fn backlog(&self, source: &SourceName, head: u64) -> u64 {
         self.entry(source).map_or(0, |log| {

@@ -37,11 +37,12 @@ pub(super) struct Admission<'a> {
 
 impl Engine {
     /// Creates a subscription. It is durable when this returns, and delivery starts with the
-    /// next event published.
+    /// next event published. Returns it, its expiry, and the position in its log it reads
+    /// after (where a pulled subscription's first Pull starts).
     pub async fn subscribe(
         &self,
         request: SubscribeRequest,
-    ) -> Result<(Subscription, GrantedExpiry), EngineError> {
+    ) -> Result<(Subscription, GrantedExpiry, u64), EngineError> {
         self.create(request, ReaderDelivery::SoapPush, None).await
     }
 
@@ -52,7 +53,7 @@ impl Engine {
         request: SubscribeRequest,
         delivery: ReaderDelivery,
         webhook: Option<crate::domain::webhook::WebhookSettings>,
-    ) -> Result<(Subscription, GrantedExpiry), EngineError> {
+    ) -> Result<(Subscription, GrantedExpiry, u64), EngineError> {
         let policy = self
             .sources
             .get(&request.source)
@@ -108,18 +109,19 @@ impl Engine {
             retry: retry_for(&subscription, policy.retry),
             start_after,
         };
-        self.admit(subscription.clone(), admission).await?;
-        Ok((subscription, granted))
+        let cursor = self.admit(subscription.clone(), admission).await?;
+        Ok((subscription, granted, cursor))
     }
 
     /// Stores a new reader and starts delivering it, under the capacity rule: a place is taken
     /// under `limit` (beside the `count` delivery already has), and given back once the reader
-    /// is in delivery (which counts it) or was not stored. Durable when this returns.
+    /// is in delivery (which counts it) or was not stored. Durable when this returns; returns
+    /// the cursor it starts at.
     pub(super) async fn admit(
         &self,
         reader: Subscription,
         admission: Admission<'_>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<u64, EngineError> {
         let Admission {
             counted_as,
             limit,
@@ -148,8 +150,7 @@ impl Engine {
                 .await;
         }
         self.capacity.give_back(counted_as);
-        stored?;
-        Ok(())
+        Ok(stored?)
     }
 
     /// The cursor a new reader of `log` starts at: `None` for the head; for a bookmark, the

@@ -15,6 +15,7 @@ mod channels;
 mod contexts;
 mod invocations;
 mod lifecycle;
+mod pulls;
 mod webhooks;
 pub use webhooks::{MadeWebhook, ROTATION_GRACE, WebhookChange, WebhookFilter, WebhookRequest};
 
@@ -25,6 +26,7 @@ pub use invocations::{
     AgentMessages, AgentPolicy, AmqpBridge, Answer, Finished, InvocationPolicy, InvokeProtocol,
     InvokerPolicy, MAX_KEY_CHARS, Reply,
 };
+pub use pulls::{PullRequest, Pulled};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -138,6 +140,10 @@ pub enum EngineError {
     /// A `wsman:Bookmark` that names no position herald still holds (why).
     #[error("{0}")]
     InvalidBookmark(String),
+    /// A Pull or Release that cannot be served (why): the subscription is pushed, or the
+    /// position it names has not been reached or is no longer retained.
+    #[error("{0}")]
+    InvalidPullPosition(String),
     /// The store failed; nothing was changed.
     #[error("the store failed")]
     Store(#[from] StoreError),
@@ -336,7 +342,9 @@ impl Engine {
             .await?
             .ok_or(EngineError::UnknownSubscription)?;
         let source = record.subscription.source.clone();
+        // A pulled subscription's cursor is moved by its Pulls, on any node: the store knows.
         if record.status == SubscriptionStatus::Active
+            && !record.subscription.pulled()
             && let Some(progress) = self.delivery.progress(&source, id)
         {
             record.progress = progress;

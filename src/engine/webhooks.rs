@@ -176,7 +176,7 @@ impl Engine {
             start: request.start,
         };
         let settings = secret.clone().map(WebhookSettings::signed_with);
-        let (subscription, expiry) = self.create(subscribe, request.delivery, settings).await?;
+        let (subscription, expiry, _) = self.create(subscribe, request.delivery, settings).await?;
         Ok(MadeWebhook {
             subscription,
             expiry,

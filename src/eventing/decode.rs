@@ -251,25 +251,7 @@ pub fn subscription_id<'a, 'input: 'a>(
         })?;
         xml::trimmed_text(id)
     } else {
-        let mut found: Option<String> = None;
-        for block in header_blocks {
-            let is_identifier = xml::is(block, HERALD_NS, "SubscriptionId")
-                || xml::is(block, WSE_2004_08_NS, "Identifier")
-                || xml::is(block, version.ns(), "Identifier");
-            if !is_identifier {
-                continue;
-            }
-            let text = xml::trimmed_text(block);
-            match &found {
-                Some(previous) if *previous != text => {
-                    return Err(Problem::InvalidMessage(
-                        "the request carries two different subscription identifiers".into(),
-                    ));
-                }
-                _ => found = Some(text),
-            }
-        }
-        found.ok_or_else(|| {
+        identifier_text(version, header_blocks)?.ok_or_else(|| {
             Problem::UnknownSubscription(
                 "the request carries no subscription identifier header (the reference \
                  parameter of the SubscriptionManager endpoint reference)"
@@ -283,6 +265,51 @@ pub fn subscription_id<'a, 'input: 'a>(
             text.chars().take(80).collect::<String>()
         ))
     })
+}
+
+/// The text of the subscription identifier header (herald's own element, or `wse:Identifier`),
+/// if the request carries one; two different ones are refused.
+fn identifier_text<'a, 'input: 'a>(
+    version: EventingVersion,
+    header_blocks: impl Iterator<Item = Node<'a, 'input>>,
+) -> Result<Option<String>, Problem> {
+    let mut found: Option<String> = None;
+    for block in header_blocks {
+        let is_identifier = xml::is(block, HERALD_NS, "SubscriptionId")
+            || xml::is(block, WSE_2004_08_NS, "Identifier")
+            || xml::is(block, version.ns(), "Identifier");
+        if !is_identifier {
+            continue;
+        }
+        let text = xml::trimmed_text(block);
+        match &found {
+            Some(previous) if *previous != text => {
+                return Err(Problem::InvalidMessage(
+                    "the request carries two different subscription identifiers".into(),
+                ));
+            }
+            _ => found = Some(text),
+        }
+    }
+    Ok(found)
+}
+
+/// The subscription the identifier header names, if the request carries one (a Pull may name
+/// its subscription by its enumeration context alone).
+pub fn identifier_header<'a, 'input: 'a>(
+    version: EventingVersion,
+    header_blocks: impl Iterator<Item = Node<'a, 'input>>,
+) -> Result<Option<SubscriptionId>, Problem> {
+    identifier_text(version, header_blocks)?
+        .map(|text| {
+            SubscriptionId::parse(&text).ok_or_else(|| {
+                Problem::UnknownSubscription(format!(
+                    "'{}' is not an identifier issued here",
+                    text.chars().take(80).collect::<String>()
+                ))
+            })
+        })
+        .transpose()
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! - filter expression and endpoint problems in the 2004 versions: `wse:InvalidMessage`;
 //! - WS-Management (DSP0226) refusals: `wsman:` subcodes with the WS-Man fault action and a
 //!   `wsman:FaultDetail`, and an unknown resource URI as `wsa:DestinationUnreachable` with
-//!   detail `InvalidResourceURI` (see `wsman.rs`).
+//!   detail `InvalidResourceURI` (see `wsman.rs`);
+//! - Pull mode (`wsman_pull.rs`): WS-Enumeration's `wsen:InvalidEnumerationContext` (Receiver,
+//!   the WS-Enumeration fault action) for every context that cannot be used, whether the
+//!   subscription behind it is unknown, ended, pushed, or the position unreadable.
 
 use super::version::{FORMAT_UNWRAP, FORMAT_WRAP, PUSH_MODE};
 use crate::delivery::PublishError;
@@ -27,6 +30,11 @@ use crate::soap::xml;
 pub const WSMAN_NS: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
 /// The `wsa:Action` of WS-Management faults.
 pub const WSMAN_FAULT_ACTION: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
+/// The WS-Enumeration (2004/09) namespace, whose Pull and Release WS-Management's Pull mode
+/// uses.
+pub const WSEN_NS: &str = "http://schemas.xmlsoap.org/ws/2004/09/enumeration";
+/// The `wsa:Action` of WS-Enumeration faults.
+pub const WSEN_FAULT_ACTION: &str = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/fault";
 /// The prefix of DSP0226 fault detail URIs.
 pub const FAULT_DETAIL: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/";
 
@@ -80,6 +88,10 @@ pub enum Problem {
     UnknownResource(String),
     /// A WS-Management fault (DSP0226).
     Wsman(WsmanFault),
+    /// A Pull or Release whose `wsen:EnumerationContext` cannot be used (why): unparseable,
+    /// another subscription's, past the head, or of a subscription that is unknown, ended or
+    /// not pulled.
+    InvalidEnumerationContext(String),
 }
 
 /// A WS-Management fault: its `wsman:` subcode, reason and `wsman:FaultDetail` name.
@@ -103,6 +115,14 @@ impl WsmanFault {
             subcode,
             reason,
             detail,
+        }
+    }
+
+    /// A Receiver fault.
+    pub fn receiver(subcode: &'static str, reason: String, detail: Option<&'static str>) -> Self {
+        WsmanFault {
+            code: FaultCode::Receiver,
+            ..WsmanFault::sender(subcode, reason, detail)
         }
     }
 }
@@ -338,6 +358,18 @@ impl Problem {
                 detail: fault.detail.map(fault_detail).into_iter().collect(),
                 action: WSMAN_FAULT_ACTION.to_owned(),
             },
+            // WS-Enumeration 2004/09 defines it as a Receiver fault.
+            Problem::InvalidEnumerationContext(why) => Fault {
+                code: FaultCode::Receiver,
+                subcode: Some(Subcode {
+                    ns: WSEN_NS,
+                    prefix: "wsen",
+                    local: "InvalidEnumerationContext",
+                }),
+                reason: format!("The supplied enumeration context is invalid: {why}."),
+                detail: Vec::new(),
+                action: WSEN_FAULT_ACTION.to_owned(),
+            },
             Problem::Unauthorized => plain(
                 sender,
                 "Publishing requires a valid bearer token (Authorization: Bearer ...).".into(),
@@ -402,6 +434,7 @@ impl From<EngineError> for Problem {
                 format!("The bookmark supplied with the subscription is not valid: {why}"),
                 None,
             )),
+            EngineError::InvalidPullPosition(why) => Problem::InvalidEnumerationContext(why),
             EngineError::EventTooLarge { .. } => Problem::InvalidMessage(err.to_string()),
             EngineError::Publish(PublishError::UnknownSource(name)) => Problem::UnknownSource(name),
             EngineError::Publish(err) => Problem::UnableToProcess(err.to_string()),

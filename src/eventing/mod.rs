@@ -14,6 +14,7 @@ pub mod wsdl;
 pub mod wsman;
 pub mod wsman_delivery;
 pub mod wsman_messages;
+pub mod wsman_pull;
 
 use crate::domain::event::NewEvent;
 use crate::domain::expiry::{self, ExpiryRules, RequestedExpiry};
@@ -161,6 +162,22 @@ impl ReplyContext {
     }
 
     fn response(&self, version: EventingVersion, action: &str, body: &str) -> SoapReply {
+        let mut namespaces = vec![("wse", version.ns())];
+        if version == EventingVersion::W3c2011 {
+            namespaces.push(("hrd", HERALD_NS));
+        }
+        self.response_with(action, body, &namespaces, Vec::new())
+    }
+
+    /// A response with `namespaces` declared beside `wsa`, and `extra_headers` after the
+    /// addressing headers.
+    fn response_with(
+        &self,
+        action: &str,
+        body: &str,
+        namespaces: &[(&str, &str)],
+        extra_headers: Vec<String>,
+    ) -> SoapReply {
         let Some(reply) = &self.reply else {
             return SoapReply {
                 status: 202,
@@ -171,14 +188,14 @@ impl ReplyContext {
                 headers: Vec::new(),
             };
         };
-        let mut namespaces = vec![("wsa", reply.version.ns()), ("wse", version.ns())];
-        if version == EventingVersion::W3c2011 {
-            namespaces.push(("hrd", HERALD_NS));
-        }
+        let mut all_namespaces = vec![("wsa", reply.version.ns())];
+        all_namespaces.extend_from_slice(namespaces);
+        let mut headers = reply.headers(action);
+        headers.extend(extra_headers);
         SoapReply {
             status: 200,
             content_type: self.soap.content_type(),
-            body: write_envelope(self.soap, &namespaces, &reply.headers(action), body),
+            body: write_envelope(self.soap, &all_namespaces, &headers, body),
             operation: self.operation,
             outcome: Outcome::Ok,
             headers: Vec::new(),
@@ -197,6 +214,8 @@ enum Call {
     GetStatus(SubscriptionId),
     Unsubscribe(SubscriptionId),
     Publish(NewEvent),
+    Pull(wsman_pull::PullCall),
+    Release(SubscriptionId),
 }
 
 /// Handles one SOAP request to an eventing endpoint.
@@ -224,7 +243,11 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
         };
     // The subscription the request is about, for the log line that ends the request.
     let mut subject = match &call {
-        Call::Renew { id, .. } | Call::GetStatus(id) | Call::Unsubscribe(id) => Some(*id),
+        Call::Renew { id, .. }
+        | Call::GetStatus(id)
+        | Call::Unsubscribe(id)
+        | Call::Release(id) => Some(*id),
+        Call::Pull(pull) => Some(pull.context.subscription),
         Call::Subscribe(_) | Call::Publish(_) => None,
     };
     let mut published = None;
@@ -232,17 +255,21 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
         Call::Subscribe(subscribe) => engine
             .subscribe(*subscribe)
             .await
-            .map(|(subscription, granted)| {
+            .map(|(subscription, granted, cursor)| {
                 subject = Some(subscription.id);
                 let wsa = context.reply.as_ref().map_or(context.addressing, |r| r.version);
                 let parameters = context.wsman.resource_uri.as_deref().map(wsman::resource_uri_parameter);
+                // A pulled subscription's first Pull reads after where it starts.
+                let enumeration = subscription.pulled().then(|| {
+                    wsman_pull::PullContext { subscription: subscription.id, after: cursor }.element()
+                });
                 let body = subscribe_response(
                     version,
                     wsa,
                     &manager_address,
-                    subscription.id,
-                    &granted.text,
+                    (subscription.id, &granted.text),
                     parameters,
+                    enumeration,
                 );
                 context.response(version, &version.action("SubscribeResponse"), &body)
             })
@@ -298,6 +325,44 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
                 context.response(version, &version.action("UnsubscribeResponse"), body)
             })
             .map_err(Problem::from),
+        Call::Pull(pull) => engine
+            .pull(pull.request())
+            .await
+            .map_err(|err| wsman_pull::context_problem(Problem::from(err)))
+            .and_then(|pulled| {
+                if pulled.events.is_empty() && pulled.read_to == pull.context.after {
+                    Err(Problem::Wsman(faults::WsmanFault::receiver(
+                        "TimedOut",
+                        format!(
+                            "The operation has timed out: no event arrived within {} ms",
+                            pull.wait.as_millis()
+                        ),
+                        None,
+                    )))
+                } else {
+                    let envelope = |parts: &wsman_pull::PullResponse| {
+                        context.response_with(
+                            wsman_pull::PULL_RESPONSE_ACTION,
+                            &parts.body,
+                            &wsman_pull::RESPONSE_NAMESPACES,
+                            parts.headers.clone(),
+                        )
+                    };
+                    let limit = context.wsman.max_envelope_size;
+                    let parts = wsman_pull::pull_response(&pull, &pulled, limit, |parts| {
+                        envelope(parts).body.len()
+                    });
+                    Ok(envelope(&parts))
+                }
+            }),
+        Call::Release(id) => engine
+            .release(id)
+            .await
+            .map(|_| {
+                let action = wsman_pull::RELEASE_RESPONSE_ACTION;
+                context.response_with(action, "", &[], Vec::new())
+            })
+            .map_err(|err| wsman_pull::context_problem(Problem::from(err))),
         Call::Publish(event) => engine
             .publish(request.source, vec![event])
             .await

@@ -162,6 +162,15 @@ pub(super) fn decode_request(
         (Some(action), _) | (None, Some(action)) => action.to_owned(),
         (None, None) => return Err(context.fault(&Problem::HeaderRequired("Action"))),
     };
+    if let Some(operation) = wsman_pull::classify(&action) {
+        // WS-Management's Pull mode: WS-Enumeration requests about 2004/08 subscriptions.
+        let version = EventingVersion::Aug2004;
+        context.eventing = Some(version);
+        context.operation = Some(operation);
+        let call = decode_enumeration(&envelope, operation, context.wsman.operation_timeout)
+            .map_err(|problem| context.fault(&problem))?;
+        return Ok((context, version, call));
+    }
     let Some((version, operation)) = classify_action(&action) else {
         if request.endpoint == Endpoint::Source && !is_eventing_action(&action) {
             // Publishing is only at the source's own endpoint, not at /wsman.
@@ -232,9 +241,47 @@ pub(super) fn decode_request(
             decode::subscription_id(version, body_element, envelope.header_blocks())
                 .map_err(|p| context.fault(&p))?,
         ),
-        Operation::Publish => return Err(context.fault(&Problem::ActionNotSupported(action))),
+        Operation::Publish | Operation::Pull | Operation::Release => {
+            return Err(context.fault(&Problem::ActionNotSupported(action)));
+        }
     };
     Ok((context, version, call))
+}
+
+/// Decodes a WS-Enumeration Pull or Release. The subscription is named by the context; an
+/// identifier header, when present, must name the same.
+fn decode_enumeration(
+    envelope: &Envelope<'_, '_>,
+    operation: Operation,
+    operation_timeout: Option<std::time::Duration>,
+) -> Result<Call, Problem> {
+    let body = envelope
+        .body_element()
+        .filter(|element| xml::is(*element, faults::WSEN_NS, operation.name()))
+        .ok_or_else(|| {
+            Problem::Wsman(faults::WsmanFault::sender(
+                "SchemaValidationError",
+                format!(
+                    "The supplied SOAP violates the corresponding XML Schema definition: the \
+                     SOAP Body must contain wsen:{} in {}",
+                    operation.name(),
+                    faults::WSEN_NS
+                ),
+                None,
+            ))
+        })?;
+    let identifier = decode::identifier_header(EventingVersion::Aug2004, envelope.header_blocks())
+        .map_err(wsman_pull::context_problem)?;
+    Ok(match operation {
+        Operation::Release => {
+            Call::Release(wsman_pull::decode_release(body, identifier)?.subscription)
+        }
+        _ => Call::Pull(wsman_pull::decode_pull(
+            body,
+            identifier,
+            operation_timeout,
+        )?),
+    })
 }
 
 /// The fault for a message that is not a usable envelope: no addressing is known, so the fault

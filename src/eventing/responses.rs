@@ -15,13 +15,16 @@ pub(super) fn expires_element(version: EventingVersion) -> &'static str {
 /// The body of a SubscribeResponse: the identifier in the body (2004/01) or as a reference
 /// parameter of the SubscriptionManager endpoint reference (2004/08: `wse:Identifier`; 2011:
 /// herald's own element, as 2011 defines none).
+///
+/// A 2004/08 response may carry `extension`, after `wse:Expires` (a pulled subscription's
+/// `wsen:EnumerationContext`).
 pub(super) fn subscribe_response(
     version: EventingVersion,
     wsa: WsaVersion,
     manager_address: &str,
-    id: SubscriptionId,
-    granted: &str,
+    (id, granted): (SubscriptionId, &str),
     extra_parameter: Option<String>,
+    extension: Option<String>,
 ) -> String {
     let granted = xml::escape(granted);
     let manager = |parameter: String| {
@@ -39,8 +42,9 @@ pub(super) fn subscribe_response(
             "<wse:SubscribeResponse><wse:Id>{id}</wse:Id><wse:Expires>{granted}</wse:Expires></wse:SubscribeResponse>"
         ),
         EventingVersion::Aug2004 => format!(
-            "<wse:SubscribeResponse><wse:SubscriptionManager>{}</wse:SubscriptionManager><wse:Expires>{granted}</wse:Expires></wse:SubscribeResponse>",
-            manager(format!("<wse:Identifier>{id}</wse:Identifier>"))
+            "<wse:SubscribeResponse><wse:SubscriptionManager>{}</wse:SubscriptionManager><wse:Expires>{granted}</wse:Expires>{}</wse:SubscribeResponse>",
+            manager(format!("<wse:Identifier>{id}</wse:Identifier>")),
+            extension.unwrap_or_default()
         ),
         EventingVersion::W3c2011 => format!(
             "<wse:SubscribeResponse><wse:SubscriptionManager>{}</wse:SubscriptionManager><wse:GrantedExpires>{granted}</wse:GrantedExpires></wse:SubscribeResponse>",

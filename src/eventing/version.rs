@@ -33,6 +33,11 @@ pub enum Operation {
     Unsubscribe,
     /// A one-way message to the event source whose action is not a WS-Eventing one: an event.
     Publish,
+    /// WS-Enumeration Pull, sent to the manager of a pulled (WS-Management Pull mode)
+    /// subscription.
+    Pull,
+    /// WS-Enumeration Release: ends a pulled subscription.
+    Release,
 }
 
 impl Operation {
@@ -44,6 +49,8 @@ impl Operation {
             Operation::GetStatus => "GetStatus",
             Operation::Unsubscribe => "Unsubscribe",
             Operation::Publish => "Publish",
+            Operation::Pull => "Pull",
+            Operation::Release => "Release",
         }
     }
 
@@ -55,6 +62,8 @@ impl Operation {
             Operation::GetStatus => "get_status",
             Operation::Unsubscribe => "unsubscribe",
             Operation::Publish => "publish",
+            Operation::Pull => "pull",
+            Operation::Release => "release",
         }
     }
 }

@@ -1,8 +1,8 @@
 //! WS-Management (DMTF DSP0226) on the eventing endpoints: the addressing headers
 //! (`wsman:ResourceURI`, `wsman:SelectorSet`), the request headers herald understands
 //! (`wsman:OptionSet`, `wsman:Locale`, `p:DataLocale`, `wsman:MaxEnvelopeSize`,
-//! `wsman:OperationTimeout`), the extension elements of a 2004/08 Subscribe, and the table that
-//! maps a resource URI to the source that declares it.
+//! `wsman:OperationTimeout`, which bounds a Pull's wait), and the table that maps a resource
+//! URI to the source that declares it.
 //!
 //! Choices where DSP0226 leaves room (also in the README, "WS-Management"):
 //! - a request whose ResourceURI its source does not declare: `wsa:DestinationUnreachable`,
@@ -82,6 +82,9 @@ pub struct RequestHeaders {
     pub resource_uri: Option<String>,
     /// `wsman:MaxEnvelopeSize`, in bytes.
     pub max_envelope_size: Option<usize>,
+    /// `wsman:OperationTimeout`: how long the client waits for the answer (a Pull waits for
+    /// events no longer).
+    pub operation_timeout: Option<Duration>,
 }
 
 fn must_understand(block: Node<'_, '_>) -> bool {
@@ -181,12 +184,12 @@ impl RequestHeaders {
                 }
                 (WSMAN_NS, "OperationTimeout") => {
                     let text = xml::trimmed_text(block);
-                    if xs_duration(&text).is_none() {
-                        return Err(Problem::InvalidHeader(format!(
+                    headers.operation_timeout = Some(xs_duration(&text).ok_or_else(|| {
+                        Problem::InvalidHeader(format!(
                             "wsman:OperationTimeout '{}' is not an xs:duration",
                             text.chars().take(40).collect::<String>()
-                        )));
-                    }
+                        ))
+                    })?);
                 }
                 _ => {}
             }

@@ -13,6 +13,7 @@
 pub mod channels;
 mod codec;
 pub mod postgres;
+pub mod pulls;
 pub mod queues;
 mod sql;
 pub mod sqlite;
@@ -35,6 +36,7 @@ use crate::domain::subscription::{
 
 pub use channels::Channels;
 pub use postgres::PostgresStore;
+pub use pulls::{PulledCursor, Pulls};
 pub use queues::{Completed, Queues};
 pub use sqlite::SqliteStore;
 
@@ -140,7 +142,7 @@ pub enum StoreError {
 /// first and written later.
 #[async_trait]
 pub trait Store:
-    queues::Queues + channels::Channels + webhooks::Webhooks + Send + Sync + 'static
+    queues::Queues + channels::Channels + webhooks::Webhooks + pulls::Pulls + Send + Sync + 'static
 {
     /// Stores a new subscription, owned by `owner`, with its cursor at `start_after` or else at
     /// its source's current head (it receives events published after it), and returns that

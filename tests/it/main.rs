@@ -41,5 +41,6 @@ mod wsdl_generators;
 mod wsman;
 mod wsman_bookmarks;
 mod wsman_modes;
+mod wsman_pull;
 mod wsman_retry;
 mod wsman_sink;

@@ -14,10 +14,10 @@ use crate::sink::Sink;
 pub const WSMAN: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
 const MS_WSMAN: &str = "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd";
 pub(crate) const EVENT_LOG: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/EventLog";
-const CIM_INDICATION: &str =
+pub(crate) const CIM_INDICATION: &str =
     "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ProcessIndication";
-const WSMAN_FAULT: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
-const DETAIL: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/";
+pub(crate) const WSMAN_FAULT: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
+pub(crate) const DETAIL: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/";
 pub(crate) const PUSH: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push";
 const ANONYMOUS: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous";
 
@@ -37,12 +37,12 @@ pub fn wsman_sources(config: &mut Config) {
 
 /// A WS-Man request envelope: SOAP 1.2, WS-Addressing 2004/08, `headers` after the addressing
 /// headers.
-fn envelope(to: &str, operation: &str, headers: &str, body: &str) -> String {
+fn envelope(to: &str, action: &str, headers: &str, body: &str) -> String {
     format!(
         r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA2004}" xmlns:e="{WSE08}" xmlns:w="{WSMAN}" xmlns:p="{MS_WSMAN}">
   <s:Header>
     <a:To>{to}</a:To>
-    <a:Action s:mustUnderstand="true">{WSE08}/{operation}</a:Action>
+    <a:Action s:mustUnderstand="true">{action}</a:Action>
     <a:MessageID>uuid:{}</a:MessageID>
     <a:ReplyTo><a:Address s:mustUnderstand="true">{ANONYMOUS}</a:Address></a:ReplyTo>
     {headers}
@@ -60,14 +60,23 @@ pub(crate) async fn send(
     headers: &str,
     body: &str,
 ) -> Reply {
-    let text = envelope(url, operation, headers, body);
-    server
-        .post_soap(url, Soap::V12, Some(&format!("{WSE08}/{operation}")), text)
-        .await
+    send_action(server, url, &format!("{WSE08}/{operation}"), headers, body).await
+}
+
+/// A WS-Man request with any action (a WS-Enumeration one, say).
+pub(crate) async fn send_action(
+    server: &TestServer,
+    url: &str,
+    action: &str,
+    headers: &str,
+    body: &str,
+) -> Reply {
+    let text = envelope(url, action, headers, body);
+    server.post_soap(url, Soap::V12, Some(action), text).await
 }
 
 /// The headers a Windows collector (WinRM client) puts on a Subscribe.
-fn windows_headers(resource: &str) -> String {
+pub(crate) fn windows_headers(resource: &str) -> String {
     format!(
         r#"<w:ResourceURI s:mustUnderstand="true">{resource}</w:ResourceURI>
     <w:MaxEnvelopeSize s:mustUnderstand="true">512000</w:MaxEnvelopeSize>
@@ -83,7 +92,7 @@ fn windows_headers(resource: &str) -> String {
 }
 
 /// A Subscribe body as a Windows collector sends it (Push mode here: herald does not batch yet).
-fn windows_subscribe(notify_to: &str, end_to: &str, delivery_extra: &str) -> String {
+pub(crate) fn windows_subscribe(notify_to: &str, end_to: &str, delivery_extra: &str) -> String {
     format!(
         r#"<e:Subscribe>
       <e:EndTo><a:Address>{end_to}</a:Address>

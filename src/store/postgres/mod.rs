@@ -45,6 +45,7 @@ macro_rules! db_now {
 }
 
 mod channels;
+mod pulls;
 mod queues;
 mod webhooks;
 

@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 mod channels;
 mod inserts;
+mod pulls;
 mod queue_writes;
 mod queues;
 mod statements;

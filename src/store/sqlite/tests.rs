@@ -5,6 +5,7 @@ use crate::domain::subscription::{
     EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
     WireDialect, WsaVersion,
 };
+use crate::store::pulls::{PulledCursor, Pulls};
 
 fn subscription() -> Subscription {
     Subscription {
@@ -345,4 +346,53 @@ async fn an_ended_logs_head_is_forgotten_once_it_is_empty() {
             .iter()
             .all(|(name, _)| name != &log)
     );
+}
+
+#[tokio::test]
+async fn a_pulled_cursor_moves_forward_only_and_never_past_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let node = NodeId::parse("a").unwrap();
+    store
+        .register_node(&node, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let pulled = subscription();
+    let source = pulled.source.clone();
+    store
+        .insert_subscription(&pulled, &node, None)
+        .await
+        .unwrap();
+    let events: Vec<NewEvent> = (0..3)
+        .map(|_| NewEvent {
+            action: "urn:a".into(),
+            payload: "<a/>".into(),
+        })
+        .collect();
+    let now = Timestamp::now();
+    store.append_events(&source, &events, now).await.unwrap();
+    let at = |cursor, head| Some(PulledCursor { cursor, head });
+    assert_eq!(
+        store.advance_pulled(pulled.id, 2, now).await.unwrap(),
+        at(2, 3)
+    );
+    assert_eq!(
+        store.advance_pulled(pulled.id, 1, now).await.unwrap(),
+        at(2, 3),
+        "never backwards"
+    );
+    assert_eq!(
+        store.advance_pulled(pulled.id, 4, now).await.unwrap(),
+        at(2, 3),
+        "never past the head"
+    );
+    assert_eq!(
+        store.advance_pulled(pulled.id, 3, now).await.unwrap(),
+        at(3, 3)
+    );
+    store
+        .end_subscription(pulled.id, EndReason::Unsubscribed, now)
+        .await
+        .unwrap();
+    assert_eq!(store.advance_pulled(pulled.id, 3, now).await.unwrap(), None);
 }
