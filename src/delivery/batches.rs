@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use super::client::Outgoing;
 use super::reader::Reader;
-use super::worker::{LastWarned, Outcome, Sending, deliver_one_message};
+use super::sending::{LastWarned, Outcome, Sending, deliver_one_message};
 use crate::domain::event::Event;
 use crate::domain::wsman::{BatchLimits, EnvelopePolicy};
 use crate::filter::EventView;
 
 /// Events per batch when the subscriber sets no `MaxElements`.
 const DEFAULT_ELEMENTS: usize = 512;
+/// How often a batch held for `MaxTime` is looked at again, to send it as soon as it is full.
+const FILL_CHECK: Duration = Duration::from_millis(50);
+
 /// The most events per batch, whatever `MaxElements` says: what one worker holds at once.
 const MAX_ELEMENTS: usize = 4096;
 
@@ -128,7 +131,9 @@ pub(super) async fn deliver(
             let age = sending.clock.now().duration_since(oldest.published_at);
             let age = Duration::try_from(age).unwrap_or_default();
             if let Some(wait) = max_time.checked_sub(age).filter(|w| !w.is_zero()) {
-                if !reader.pause(wait, &sending.stop).await {
+                // Looked at again every few milliseconds: a batch that fills meanwhile goes
+                // at once.
+                if !reader.pause(wait.min(FILL_CHECK), &sending.stop).await {
                     return;
                 }
                 continue;

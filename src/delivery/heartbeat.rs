@@ -2,49 +2,13 @@
 //! heartbeat message whenever nothing was delivered to it for the interval, so that its sink
 //! can tell herald is gone when they stop. One task per such reader, ending with it.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::client::Attempt;
-use super::lock;
 use super::reader::Reader;
-use super::worker::Sending;
-
-/// A reader's heartbeat state.
-pub(super) struct Heartbeat {
-    interval: Duration,
-    /// Cancelled when the reader ends.
-    stop: CancellationToken,
-    /// When something last reached the reader's sink.
-    last_sent: Mutex<Instant>,
-}
-
-impl Heartbeat {
-    pub fn new(interval: Duration) -> Heartbeat {
-        Heartbeat {
-            interval,
-            stop: CancellationToken::new(),
-            last_sent: Mutex::new(Instant::now()),
-        }
-    }
-
-    /// Something reached the sink now.
-    pub fn sent(&self) {
-        *lock(&self.last_sent) = Instant::now();
-    }
-
-    /// The reader ended: its heartbeats stop.
-    pub fn end(&self) {
-        self.stop.cancel();
-    }
-
-    fn due(&self) -> Instant {
-        *lock(&self.last_sent) + self.interval
-    }
-}
+use super::sending::Sending;
 
 /// Sends the reader's heartbeats until it ends or herald stops. While a worker runs for the
 /// reader (delivering, or retrying a failing sink) its messages stand for heartbeats.
@@ -56,7 +20,7 @@ pub(super) async fn run(sending: Arc<Sending>, reader: Arc<Reader>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(beat.due()) => {}
-            () = beat.stop.cancelled() => return,
+            () = beat.ended() => return,
             () = sending.stop.cancelled() => return,
         }
         if reader.is_ended() {

@@ -34,6 +34,7 @@ mod progress;
 mod reader;
 mod readers;
 mod ring;
+mod sending;
 mod worker;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -61,7 +62,7 @@ use log::{EventLog, OnAppend};
 use readers::Readers;
 use retry::RetryPolicy;
 use ring::RingLimits;
-use worker::Sending;
+use sending::Sending;
 
 /// Builds the messages delivery sends, in each subscriber's dialect. Implemented by the
 /// protocol layer, so delivery knows nothing of WS-Eventing.

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::heartbeat::Heartbeat;
 use super::lock;
 use super::retry::RetryPolicy;
 use crate::domain::subscription::{DeliveryProgress, Subscription, SubscriptionId};
@@ -27,7 +27,7 @@ pub(super) struct Reader {
     /// Interrupts a back-off sleep when it ends.
     wake: Notify,
     /// Its heartbeats, if it asked for them.
-    heartbeat: Option<Heartbeat>,
+    heartbeat: Option<Box<Heartbeat>>,
 }
 
 impl Reader {
@@ -42,7 +42,7 @@ impl Reader {
             .as_ref()
             .and_then(|wsman| wsman.heartbeats())
             .filter(|_| !subscription.pulled())
-            .map(Heartbeat::new);
+            .map(|interval| Box::new(Heartbeat::new(interval)));
         Reader {
             heartbeat,
             subscription,
@@ -95,7 +95,7 @@ impl Reader {
 
     /// Its heartbeat state, if it asked for heartbeats.
     pub fn heartbeat(&self) -> Option<&Heartbeat> {
-        self.heartbeat.as_ref()
+        self.heartbeat.as_deref()
     }
 
     /// A message reached its sink: the next heartbeat is due an interval from now.
@@ -156,5 +156,44 @@ impl Reader {
             () = stop.cancelled() => {}
         }
         !self.is_ended() && !stop.is_cancelled()
+    }
+}
+
+/// A reader's heartbeat state.
+pub(super) struct Heartbeat {
+    interval: Duration,
+    /// Cancelled when the reader ends.
+    stop: CancellationToken,
+    /// When something last reached the reader's sink.
+    last_sent: Mutex<Instant>,
+}
+
+impl Heartbeat {
+    pub fn new(interval: Duration) -> Heartbeat {
+        Heartbeat {
+            interval,
+            stop: CancellationToken::new(),
+            last_sent: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Something reached the sink now.
+    pub fn sent(&self) {
+        *lock(&self.last_sent) = Instant::now();
+    }
+
+    /// The reader ended: its heartbeats stop.
+    pub fn end(&self) {
+        self.stop.cancel();
+    }
+
+    /// Resolves once the reader has ended.
+    pub async fn ended(&self) {
+        self.stop.cancelled().await;
+    }
+
+    /// When the next heartbeat is due.
+    pub fn due(&self) -> Instant {
+        *lock(&self.last_sent) + self.interval
     }
 }

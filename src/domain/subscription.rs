@@ -283,8 +283,9 @@ pub struct Subscription {
     /// The subscriber's own retry schedule (WS-Management `wsman:ConnectionRetry`).
     pub connection_retry: Option<ConnectionRetry>,
     /// What a WS-Management subscriber asked of delivery (mode, batching, heartbeats,
-    /// bookmarks, sink authentication); `None` for everyone else.
-    pub wsman: Option<crate::domain::wsman::WsmanDelivery>,
+    /// bookmarks, sink authentication); `None` for everyone else. Boxed: most readers have
+    /// none, and each costs only a pointer then.
+    pub wsman: Option<Box<crate::domain::wsman::WsmanDelivery>>,
 }
 
 impl Subscription {

@@ -87,7 +87,7 @@ impl Engine {
             manager_address: request.manager_address,
             webhook,
             connection_retry: request.connection_retry,
-            wsman: request.wsman,
+            wsman: request.wsman.map(Box::new),
         };
         let matcher = self.compile(&subscription)?;
         // A pulled subscription's NotifyTo is never sent to.
@@ -171,7 +171,8 @@ impl Engine {
             }
             StartAt::After(after) => after,
         };
-        let head = self.delivery.log_head(log).await?;
+        // The store's head: this node's tail may lag another node's appends.
+        let head = self.store.log_head(log).await?;
         if after > head {
             return Err(EngineError::InvalidBookmark(format!(
                 "it names position {after} of '{log}', which has not been reached"

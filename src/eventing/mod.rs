@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod faults;
 pub mod notify;
+mod outgoing;
 mod request;
 mod responses;
 pub mod version;

@@ -14,6 +14,9 @@ use crate::soap::xml;
 /// The bookmark that asks for the oldest events still retained.
 pub const BOOKMARK_EARLIEST: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/bookmark/earliest";
 
+/// The shortest heartbeat interval herald keeps; a shorter `wsman:Heartbeats` is raised to it.
+pub const MIN_HEARTBEATS: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The WS-Management delivery mode a `wse:Delivery/@Mode` URI names, if any.
 pub fn mode_of(uri: &str) -> Option<WsmanMode> {
     match uri {
@@ -84,9 +87,12 @@ pub fn delivery_extensions(
             )));
         }
     }
+    // Raised to a floor: a heartbeat every microsecond would flood the sink and take the send
+    // permits real deliveries need.
     let heartbeats = xml::single_child(delivery, WSMAN_NS, "Heartbeats")?
         .map(|node| positive_duration(node, "wsman:Heartbeats"))
-        .transpose()?;
+        .transpose()?
+        .map(|interval| interval.max(MIN_HEARTBEATS));
     let connection_retry = xml::single_child(delivery, WSMAN_NS, "ConnectionRetry")?
         .map(|retry| {
             let interval = positive_duration(retry, "wsman:ConnectionRetry")?;
@@ -234,6 +240,21 @@ mod tests {
     fn start(bookmark: &str) -> Result<StartAt, Problem> {
         let doc = roxmltree::Document::parse(bookmark).unwrap();
         read_bookmark(doc.root_element(), &SourceName::parse("orders").unwrap())
+    }
+
+    #[test]
+    fn heartbeats_are_raised_to_the_floor() {
+        let subscribe = format!(
+            r#"<e:Subscribe xmlns:e="urn:e" xmlns:w="{WSMAN_NS}"><e:Delivery><w:Heartbeats>PT0.0001S</w:Heartbeats></e:Delivery></e:Subscribe>"#
+        );
+        let doc = roxmltree::Document::parse(&subscribe).unwrap();
+        let delivery = doc.root_element().first_element_child().unwrap();
+        let source = SourceName::parse("orders").unwrap();
+        let read = delivery_extensions(doc.root_element(), delivery, WsmanMode::Push, &source)
+            .unwrap()
+            .wsman
+            .unwrap();
+        assert_eq!(read.heartbeats(), Some(MIN_HEARTBEATS));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::notify::outgoing;
+use super::outgoing::outgoing;
 use super::wsman::WSMAN_NS;
 use super::wsman_delivery::bookmark_header;
 use crate::delivery::client::{ExpectedReply, Outgoing};

@@ -140,17 +140,26 @@ pub fn fault_codes(message: &[u8]) -> Option<Vec<String>> {
         Some((_, local)) => local.to_owned(),
         None => qname,
     };
-    let codes = fault
-        .descendants()
-        .filter(|node| {
-            node.is_element()
-                && matches!(node.tag_name().name(), "Value" | "faultcode")
-                && node
-                    .ancestors()
-                    .any(|a| a.is_element() && matches!(a.tag_name().name(), "Code" | "Fault"))
-        })
-        .map(|node| local(xml::trimmed_text(node)))
-        .collect();
+    let ns = envelope.version.ns();
+    let codes = match envelope.version {
+        // 1.1: the unqualified `faultcode` child of Fault.
+        SoapVersion::Soap11 => xml::elements(fault)
+            .filter(|node| node.has_tag_name("faultcode"))
+            .map(|node| local(xml::trimmed_text(node)))
+            .collect(),
+        // 1.2: Code/Value, then each nested Subcode/Value; nothing under Detail.
+        SoapVersion::Soap12 => {
+            let mut codes = Vec::new();
+            let mut level = xml::elements(fault).find(|node| xml::is(*node, ns, "Code"));
+            while let Some(code) = level {
+                if let Some(value) = xml::elements(code).find(|node| xml::is(*node, ns, "Value")) {
+                    codes.push(local(xml::trimmed_text(value)));
+                }
+                level = xml::elements(code).find(|node| xml::is(*node, ns, "Subcode"));
+            }
+            codes
+        }
+    };
     Some(codes)
 }
 

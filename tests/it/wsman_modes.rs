@@ -228,6 +228,33 @@ async fn events_mode_batches_by_max_elements_and_moves_by_the_whole_batch() {
 }
 
 #[tokio::test]
+async fn a_batch_that_fills_goes_before_max_time() {
+    let server = TestServer::start_with(wsman_fast).await;
+    let sink = WsmanSink::start().await;
+    let body = openwsman_subscribe(
+        EVENTS_MODE,
+        &sink.url("fills"),
+        "<w:MaxElements>3</w:MaxElements><w:MaxTime>PT5S</w:MaxTime>",
+    );
+    subscribe(&server, &body).await;
+    let first = std::time::Instant::now();
+    publish(&server, "default", TICK_ACTION, &tick(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 2..=3 {
+        publish(&server, "default", TICK_ACTION, &tick(n)).await;
+    }
+    let received = sink
+        .wait("fills", Duration::from_secs(10), |m| !m.is_empty())
+        .await;
+    assert_eq!(received[0].ticks, [1, 2, 3]);
+    assert!(
+        received[0].at - first < Duration::from_secs(2),
+        "full: sent without waiting for MaxTime ({:?})",
+        received[0].at - first
+    );
+}
+
+#[tokio::test]
 async fn max_envelope_size_cuts_batches_and_its_policy_decides_an_event_too_large() {
     let server = TestServer::start_with(wsman_fast).await;
     let sink = WsmanSink::start().await;
