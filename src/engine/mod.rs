@@ -15,6 +15,7 @@ mod channels;
 mod contexts;
 mod invocations;
 mod lifecycle;
+mod sink_auth;
 mod webhooks;
 pub use webhooks::{MadeWebhook, ROTATION_GRACE, WebhookChange, WebhookFilter, WebhookRequest};
 
@@ -138,6 +139,9 @@ pub enum EngineError {
     /// A `wsman:Bookmark` that names no position herald still holds (why).
     #[error("{0}")]
     InvalidBookmark(String),
+    /// herald cannot authenticate to the sink as asked (`wsman:Auth`): why.
+    #[error("{0}")]
+    SinkAuthUnavailable(String),
     /// The store failed; nothing was changed.
     #[error("the store failed")]
     Store(#[from] StoreError),
@@ -172,6 +176,9 @@ pub struct SubscribeRequest {
     pub wsman: Option<crate::domain::wsman::WsmanDelivery>,
     /// Where it starts reading (a `wsman:Bookmark` moves it).
     pub start: crate::domain::wsman::StartAt,
+    /// The sink's password for `wsman.auth` (Basic, Digest), in the clear: the engine seals it
+    /// before anything is stored.
+    pub sink_password: Option<crate::domain::secret::Secret>,
 }
 
 /// The domain engine, shared by every front door.

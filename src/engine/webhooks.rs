@@ -172,6 +172,7 @@ impl Engine {
             connection_retry: None,
             wsman: None,
             start: Default::default(),
+            sink_password: None,
         };
         let settings = secret.clone().map(WebhookSettings::signed_with);
         let (subscription, expiry) = self.create(subscribe, request.delivery, settings).await?;

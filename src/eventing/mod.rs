@@ -12,6 +12,7 @@ mod responses;
 pub mod version;
 pub mod wsdl;
 pub mod wsman;
+pub mod wsman_auth;
 pub mod wsman_delivery;
 
 use crate::domain::event::NewEvent;
