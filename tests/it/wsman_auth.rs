@@ -206,18 +206,24 @@ async fn a_wrong_password_is_retried_until_delivery_failure() {
         ),
     )
     .await;
-    let digest_id = subscribed(
+    let elsewhere_id = subscribed(
         &server,
-        &credentials("wrong", &sink.url("guarded-digest")),
+        &credentials("wrong", &sink.url("guarded")),
         &subscribe_body(
-            &sink.url("guarded-digest"),
+            &sink.url("guarded"),
             Some(&elsewhere.url("elsewhere-end")),
-            Some("http/digest"),
+            Some("http/basic"),
         ),
     )
     .await;
+    let digest_id = subscribed(
+        &server,
+        &credentials("wrong", &sink.url("guarded-digest")),
+        &subscribe_body(&sink.url("guarded-digest"), None, Some("http/digest")),
+    )
+    .await;
     publish(&server, "default", TICK_ACTION, &tick(1)).await;
-    for id in [&basic_id, &digest_id] {
+    for id in [&basic_id, &elsewhere_id, &digest_id] {
         let status = wait_status(&server, id, Duration::from_secs(20), |s| {
             s["status"] == "ended"
         })
