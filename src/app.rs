@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::delivery::client::DeliveryClient;
 use crate::delivery::policy::EndpointPolicy;
+use crate::delivery::sink_auth::SinkSecurity;
 use crate::engine::Engine;
 use crate::eventing::notify::EventingEnvelopes;
 use crate::filter::StandardFilters;
@@ -30,6 +31,9 @@ pub enum StartError {
     /// The delivery HTTP client could not be built.
     #[error("cannot build the delivery HTTP client")]
     Client(#[from] reqwest::Error),
+    /// What sink authentication is configured with could not be loaded.
+    #[error("cannot load what sink authentication is configured with")]
+    SinkSecurity(#[from] crate::delivery::sink_auth::SecurityError),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -73,7 +77,14 @@ impl Application {
             EndpointPolicy::new(config.allowed_networks.clone())
                 .with_hosts(config.allowed_hosts.clone()),
         );
-        let client = DeliveryClient::new(policy.clone(), config.client)?;
+        // The SQLite store's directory may hold a generated credentials key; PostgreSQL nodes
+        // must be given theirs.
+        let embedded_dir = config
+            .database
+            .is_none()
+            .then_some(config.data_dir.as_path());
+        let security = SinkSecurity::load(&config.sink_security, embedded_dir)?;
+        let client = DeliveryClient::with_sink_security(policy.clone(), config.client, security)?;
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             node,

@@ -78,6 +78,25 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Option<Vec<String>>,
+    /// File holding the key that seals the passwords WS-Management subscribers give for their
+    /// sinks (base64 of 32 bytes) [default: on SQLite, credentials.key in --data-dir, made on
+    /// first start; on PostgreSQL none: Basic and Digest sink authentication are refused].
+    #[arg(long, env = "HERALD_CREDENTIALS_KEY_FILE", value_name = "FILE")]
+    pub credentials_key_file: Option<PathBuf>,
+    /// The key itself (base64 of 32 bytes), ahead of the file; give it in the environment.
+    #[arg(
+        long,
+        env = "HERALD_CREDENTIALS_KEY",
+        value_name = "BASE64",
+        hide = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub credentials_key: Option<crate::domain::secret::Secret>,
+}
+
+fn secret(text: &str) -> Result<crate::domain::secret::Secret, String> {
+    Ok(crate::domain::secret::Secret::new(text))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +193,10 @@ pub(super) struct DeliveryFile {
     pub(super) event_retention: Option<String>,
     pub(super) allowed_networks: Option<Vec<String>>,
     pub(super) allowed_hosts: Option<Vec<String>>,
+    pub(super) ca_certificates: Option<PathBuf>,
+    pub(super) client_certificate: Option<PathBuf>,
+    pub(super) client_key: Option<PathBuf>,
+    pub(super) credentials_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -5,6 +5,7 @@ mod args;
 mod channels;
 mod contexts;
 mod invocations;
+mod sink;
 mod sources;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use crate::delivery::DeliverySettings;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::policy::{HostPattern, Network};
+use crate::delivery::sink_auth::SinkSecuritySettings;
 use crate::domain::clock::Clock;
 use crate::engine::{ChannelPolicy, ContextPolicy, InvocationPolicy, SourcePolicy};
 use crate::http::server::ConnectionLimits;
@@ -103,6 +105,9 @@ pub struct Config {
     pub allowed_networks: Vec<Network>,
     /// Names accepted at Subscribe although they do not resolve.
     pub allowed_hosts: Vec<HostPattern>,
+    /// Authenticating to sinks: extra trusted CAs, herald's client certificate, the
+    /// credentials key.
+    pub sink_security: SinkSecuritySettings,
     /// Where "now" comes from (tests use tokio's pausable clock).
     pub clock: Clock,
 }
@@ -287,6 +292,7 @@ impl Config {
         }
         let base_delivery = defaults.delivery.unwrap_or_default();
         let delivery_file = file.delivery.unwrap_or_default();
+        let sink_security = sink::sink_security(args, &delivery_file, &base_delivery)?;
         let max_concurrency = delivery_file
             .max_concurrency
             .or(base_delivery.max_concurrency)
@@ -451,6 +457,7 @@ impl Config {
             client,
             allowed_networks,
             allowed_hosts,
+            sink_security,
             clock: Clock::System,
         })
     }

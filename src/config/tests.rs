@@ -293,3 +293,51 @@ fn resource_uris_name_one_source_each() {
         "{relative}"
     );
 }
+
+#[test]
+fn sink_security_keys_are_read_and_checked() {
+    let config = Config::defaults();
+    assert!(config.sink_security.client_certificate.is_none());
+    assert!(config.sink_security.credentials_key_file.is_none());
+    let file = parse_toml(
+        r#"
+        [delivery]
+        ca_certificates = "/etc/herald/ca.pem"
+        client_certificate = "/etc/herald/client.pem"
+        client_key = "/etc/herald/client.key"
+        credentials_key_file = "/etc/herald/file.key"
+        "#,
+        "test",
+    )
+    .unwrap();
+    let args = ServeArgs {
+        credentials_key_file: Some("/run/flag.key".into()),
+        credentials_key: Some(crate::domain::secret::Secret::new("c2VjcmV0")),
+        ..ServeArgs::default()
+    };
+    let config = Config::resolve(&args, Some(file)).unwrap();
+    let security = &config.sink_security;
+    assert_eq!(
+        security.ca_certificates.as_deref(),
+        Some(Path::new("/etc/herald/ca.pem"))
+    );
+    assert_eq!(
+        security.client_key.as_deref(),
+        Some(Path::new("/etc/herald/client.key"))
+    );
+    assert_eq!(
+        security.credentials_key_file.as_deref(),
+        Some(Path::new("/run/flag.key")),
+        "the flag wins"
+    );
+    assert!(
+        !format!("{config:?}").contains("c2VjcmV0"),
+        "the key never prints"
+    );
+    let half = parse_toml("[delivery]\nclient_certificate = \"/c.pem\"\n", "test").unwrap();
+    let err = Config::resolve(&ServeArgs::default(), Some(half)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: delivery.client_certificate and delivery.client_key go together"
+    );
+}

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use super::policy::{EndpointPolicy, PolicyError, parse_endpoint};
+use super::sink_auth::{Exchange, SinkClients, SinkSecurity};
 use crate::soap::envelope::{fault_codes, is_fault, is_reply};
 
 /// Fault subcodes by which a receiver says it will never take what is sent, so delivery gives
@@ -69,6 +70,17 @@ pub struct ExpectedReply {
     pub relates_to: String,
 }
 
+impl Outgoing {
+    /// Its extra headers with `SOAPAction`, as sent.
+    pub(super) fn all_headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = self.headers.clone();
+        if let Some(action) = &self.soap_action {
+            headers.push(("SOAPAction", format!("\"{action}\"")));
+        }
+        headers
+    }
+}
+
 /// What came of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -86,7 +98,7 @@ pub enum Attempt {
 }
 
 impl Attempt {
-    fn failed(error: impl Into<String>) -> Attempt {
+    pub(super) fn failed(error: impl Into<String>) -> Attempt {
         Attempt::Failed {
             error: error.into(),
             retry_after: None,
@@ -116,38 +128,61 @@ pub struct DeliveryClient {
     http: reqwest::Client,
     policy: Arc<EndpointPolicy>,
     settings: ClientSettings,
+    /// Sink authentication: the client with herald's certificate, the credentials key, Digest
+    /// sessions.
+    pub(super) sinks: Arc<SinkClients>,
 }
 
 impl DeliveryClient {
-    /// Builds the client.
+    /// Builds the client, trusting the system's roots, without a client certificate or a
+    /// credentials key.
     pub fn new(
         policy: Arc<EndpointPolicy>,
         settings: ClientSettings,
     ) -> Result<DeliveryClient, reqwest::Error> {
-        // Several components may build clients; only the first installation counts.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            // No per-host cap on idle connections: no more than `delivery.max_concurrency`
-            // requests are ever in flight, so no host can hold more connections than that. A
-            // smaller cap made a fan-out to subscribers on one host close and reopen
-            // connections (at 256 in flight, one delivery in 15 opened a new one).
-            .pool_max_idle_per_host(usize::MAX)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(PolicyResolver(policy.clone()))
-            .build()?;
-        Ok(DeliveryClient {
+        DeliveryClient::with_sink_security(policy, settings, SinkSecurity::default())
+    }
+
+    /// Assembles the client (see `DeliveryClient::with_sink_security`).
+    pub(super) fn from_parts(
+        http: reqwest::Client,
+        policy: Arc<EndpointPolicy>,
+        settings: ClientSettings,
+        sinks: SinkClients,
+    ) -> DeliveryClient {
+        DeliveryClient {
             http,
             policy,
             settings,
-        })
+            sinks: Arc::new(sinks),
+        }
     }
+}
 
+/// A client builder with herald's delivery settings.
+pub(super) fn builder(
+    policy: &Arc<EndpointPolicy>,
+    settings: ClientSettings,
+    roots: &[reqwest::Certificate],
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        // No per-host cap on idle connections: no more than `delivery.max_concurrency`
+        // requests are ever in flight, so no host can hold more connections than that. A
+        // smaller cap made a fan-out to subscribers on one host close and reopen
+        // connections (at 256 in flight, one delivery in 15 opened a new one).
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(PolicyResolver(policy.clone()))
+        .tls_certs_merge(roots.iter().cloned())
+}
+
+impl DeliveryClient {
     /// The endpoint policy.
     pub fn policy(&self) -> &EndpointPolicy {
         &self.policy
@@ -160,18 +195,16 @@ impl DeliveryClient {
 
     /// POSTs one message and classifies the outcome.
     pub async fn send(&self, message: &Outgoing) -> Attempt {
-        let mut headers = message.headers.clone();
-        if let Some(action) = &message.soap_action {
-            headers.push(("SOAPAction", format!("\"{action}\"")));
-        }
         self.exchange(
+            false,
             &message.url,
             &message.content_type,
             message.body.clone().into_bytes(),
-            &headers,
+            &message.all_headers(),
             message.expect_reply.as_ref(),
         )
         .await
+        .attempt
     }
 
     /// POSTs `body` as it is, with `content_type` and extra headers, and classifies the outcome
@@ -183,44 +216,69 @@ impl DeliveryClient {
         body: Vec<u8>,
         headers: &[(&'static str, String)],
     ) -> Attempt {
-        self.exchange(url, content_type, body, headers, None).await
+        self.exchange(false, url, content_type, body, headers, None)
+            .await
+            .attempt
     }
 
-    /// POSTs `body` and classifies the outcome; with `expected`, a 2xx counts only when it
-    /// carries that reply.
-    async fn exchange(
+    /// [`DeliveryClient::post`], through the client with herald's certificate when `mutual`,
+    /// keeping what sink authentication needs of the answer; with `expected`, a 2xx counts
+    /// only when it carries that reply.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn exchange(
         &self,
+        mutual: bool,
         url: &str,
         content_type: &str,
         body: Vec<u8>,
         headers: &[(&'static str, String)],
         expected: Option<&ExpectedReply>,
-    ) -> Attempt {
+    ) -> Exchange {
+        let http = match (mutual, &self.sinks.mutual) {
+            (false, _) => &self.http,
+            (true, Some(mutual)) => mutual,
+            (true, None) => {
+                return Attempt::failed(
+                    "the sink asked for herald's client certificate, and none is configured \
+                     (delivery.client_certificate)",
+                )
+                .into();
+            }
+        };
         // Parsed once: the client dials the host judged here. The resolver only sees names;
         // an address literal is judged before connecting.
         let url = match parse_endpoint(url) {
             Ok(url) => url,
-            Err(err) => return Attempt::failed(err.to_string()),
+            Err(err) => return Attempt::failed(err.to_string()).into(),
         };
         if let Err(err) = self.policy.check_literal(&url) {
-            return Attempt::failed(err.to_string());
+            return Attempt::failed(err.to_string()).into();
         }
         let Ok(content_type) = HeaderValue::from_str(content_type) else {
-            return Attempt::failed("invalid content type");
+            return Attempt::failed("invalid content type").into();
         };
-        let mut request = self
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, content_type)
-            .body(body);
+        let mut request = http.post(url).header(CONTENT_TYPE, content_type).body(body);
         for (name, value) in headers {
             request = request.header(*name, value.as_str());
         }
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(err) => return Attempt::failed(self.describe(&err)),
+            Err(err) => return Attempt::failed(self.describe(&err)).into(),
         };
         let status = response.status();
+        let challenges = if status == reqwest::StatusCode::UNAUTHORIZED {
+            (response.headers().get_all(WWW_AUTHENTICATE).iter())
+                .filter_map(|value| value.to_str().ok())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let answered = |attempt: Attempt| Exchange {
+            attempt,
+            status: Some(status.as_u16()),
+            challenges: challenges.clone(),
+        };
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -238,42 +296,42 @@ impl DeliveryClient {
                 }
                 Ok(None) => break,
                 Err(err) => {
-                    return Attempt::failed(format!(
+                    return answered(Attempt::failed(format!(
                         "HTTP {}, then reading the response failed: {}",
                         status.as_u16(),
                         self.describe(&err)
-                    ));
+                    )));
                 }
             }
         }
         if status.is_success() {
             if is_fault(&body) {
-                return Attempt::Failed {
+                return answered(Attempt::Failed {
                     error: format!("HTTP {} with a SOAP fault", status.as_u16()),
                     retry_after,
                     gone: refuses(&body),
-                };
+                });
             }
             if let Some(expected) = expected
                 && !is_reply(&body, expected.action, &expected.relates_to)
             {
-                return Attempt::failed(format!(
+                return answered(Attempt::failed(format!(
                     "HTTP {} without the reply {} relating to {}",
                     status.as_u16(),
                     expected.action,
                     expected.relates_to
-                ));
+                )));
             }
-            return Attempt::Delivered;
+            return answered(Attempt::Delivered);
         }
-        Attempt::Failed {
+        answered(Attempt::Failed {
             error: match status.canonical_reason() {
                 Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
                 None => format!("HTTP {}", status.as_u16()),
             },
             retry_after,
             gone: status == reqwest::StatusCode::GONE || refuses(&body),
-        }
+        })
     }
 }
 

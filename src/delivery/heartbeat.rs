@@ -40,7 +40,10 @@ pub(super) async fn run(sending: Arc<Sending>, reader: Arc<Reader>) {
             let Ok(_permit) = sending.permits.acquire().await else {
                 return;
             };
-            sending.client.send(&message).await
+            sending
+                .client
+                .send_to(reader.subscription(), &message)
+                .await
         };
         match attempt {
             Attempt::Delivered => sending.count("heartbeat"),

@@ -15,17 +15,23 @@
 //!   (the engine decides what becomes of each), and following other nodes' appends and ends.
 //! - `ends.rs`, `compaction.rs`: housekeeping: the SubscriptionEnd outbox, retried and never
 //!   looping, and the deletion of events no cursor needs.
+//! - `sink_auth.rs`, `digest.rs`, `credentials.rs`: authenticating to a sink as a WS-Management
+//!   subscriber asked (Basic, Digest, herald's client certificate), and the key its password is
+//!   sealed with.
 //!
 //! The lifecycle rules (what may start, what ends and why) are the engine's: delivery reaches it
 //! through the [`Lifecycle`] port.
 
 pub mod client;
+pub mod credentials;
 pub mod policy;
 pub mod retry;
+pub mod sink_auth;
 
 mod batches;
 mod cluster;
 mod compaction;
+mod digest;
 mod ends;
 mod heartbeat;
 mod lease;
@@ -510,6 +516,11 @@ impl Dispatcher {
     /// The delivery client's timeouts.
     pub fn client_settings(&self) -> client::ClientSettings {
         self.client.settings()
+    }
+
+    /// The delivery client: what sink authentication can do on this node.
+    pub fn client(&self) -> &DeliveryClient {
+        &self.client
     }
 
     /// The last sequence number of any log, read from the store when its tail is not open here.

@@ -125,7 +125,7 @@ pub(super) async fn deliver_one_message(
             if !sending.lease.permits_sending() {
                 return None;
             }
-            let attempt = sending.client.send(message).await;
+            let attempt = sending.client.send_to(reader.subscription(), message).await;
             if attempt == Attempt::Delivered {
                 reader.sent();
             }

@@ -99,7 +99,7 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                         _ => {
                             let message =
                                 sending.envelopes.notification(subscription, view.event());
-                            sending.client.send(&message).await
+                            sending.client.send_to(subscription, &message).await
                         }
                     };
                     log_attempt(reader, view.event(), &attempt);

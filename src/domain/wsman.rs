@@ -75,6 +75,40 @@ impl BatchLimits {
     }
 }
 
+/// The security profile URIs of `wsman:Auth/@Profile` (DSP0226) herald delivers with.
+pub mod profiles {
+    /// HTTP Basic over http.
+    pub const HTTP_BASIC: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/http/basic";
+    /// HTTP Digest over http.
+    pub const HTTP_DIGEST: &str =
+        "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/http/digest";
+    /// HTTP Basic over https.
+    pub const HTTPS_BASIC: &str =
+        "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/basic";
+    /// HTTP Digest over https.
+    pub const HTTPS_DIGEST: &str =
+        "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/digest";
+    /// https with herald's client certificate.
+    pub const HTTPS_MUTUAL: &str =
+        "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual";
+    /// https with herald's client certificate, and HTTP Basic.
+    pub const HTTPS_MUTUAL_BASIC: &str =
+        "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual/basic";
+    /// https with herald's client certificate, and HTTP Digest.
+    pub const HTTPS_MUTUAL_DIGEST: &str =
+        "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual/digest";
+    /// Every profile herald delivers with, as DSP0226 lists them.
+    pub const SUPPORTED: [&str; 7] = [
+        HTTP_BASIC,
+        HTTP_DIGEST,
+        HTTPS_BASIC,
+        HTTPS_DIGEST,
+        HTTPS_MUTUAL,
+        HTTPS_MUTUAL_BASIC,
+        HTTPS_MUTUAL_DIGEST,
+    ];
+}
+
 /// The security profiles of `wsman:Auth/@Profile` herald delivers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -91,7 +125,52 @@ pub enum AuthProfile {
     MutualDigest,
 }
 
-/// How herald authenticates to a subscriber's sink.
+/// The HTTP authentication scheme a profile sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpScheme {
+    /// RFC 7617: `Authorization: Basic` on every request.
+    Basic,
+    /// RFC 7616: answer the sink's challenge.
+    Digest,
+}
+
+impl AuthProfile {
+    /// The profile a `wsman:Auth/@Profile` URI names, and whether it asks for https.
+    pub fn from_uri(uri: &str) -> Option<(AuthProfile, bool)> {
+        Some(match uri {
+            profiles::HTTP_BASIC => (AuthProfile::Basic, false),
+            profiles::HTTP_DIGEST => (AuthProfile::Digest, false),
+            profiles::HTTPS_BASIC => (AuthProfile::Basic, true),
+            profiles::HTTPS_DIGEST => (AuthProfile::Digest, true),
+            profiles::HTTPS_MUTUAL => (AuthProfile::Mutual, true),
+            profiles::HTTPS_MUTUAL_BASIC => (AuthProfile::MutualBasic, true),
+            profiles::HTTPS_MUTUAL_DIGEST => (AuthProfile::MutualDigest, true),
+            _ => return None,
+        })
+    }
+
+    /// Whether herald presents its client certificate.
+    pub fn mutual(self) -> bool {
+        matches!(
+            self,
+            AuthProfile::Mutual | AuthProfile::MutualBasic | AuthProfile::MutualDigest
+        )
+    }
+
+    /// The HTTP authentication it sends, if any (then it needs a user name and password).
+    pub fn http_scheme(self) -> Option<HttpScheme> {
+        match self {
+            AuthProfile::Basic | AuthProfile::MutualBasic => Some(HttpScheme::Basic),
+            AuthProfile::Digest | AuthProfile::MutualDigest => Some(HttpScheme::Digest),
+            AuthProfile::Mutual => None,
+        }
+    }
+}
+
+/// How herald authenticates to a subscriber's sink (`wsman:Auth`, with the credentials of the
+/// Subscribe's `wst:IssuedTokens`). It applies to every message to NotifyTo's origin (scheme,
+/// host and port) sent through `DeliveryClient::send_to`: notifications, heartbeats, and
+/// SubscriptionEnd when EndTo is there too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkAuth {
     /// The profile asked for.
@@ -99,10 +178,15 @@ pub struct SinkAuth {
     /// The user name, for the Basic and Digest profiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// The password, for the Basic and Digest profiles. In memory only in the clear; the
-    /// store keeps it sealed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    /// The password, for the Basic and Digest profiles, sealed with herald's credentials key
+    /// (bound to the subscription's id): the clear text exists only in memory, while a request
+    /// is being authenticated.
+    #[serde(
+        default,
+        rename = "sealed_password",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub password: Option<crate::domain::secret::SealedSecret>,
 }
 
 /// What a WS-Management subscriber asked of delivery.

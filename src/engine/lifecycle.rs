@@ -70,7 +70,7 @@ impl Engine {
         } else {
             LogKind::Source
         };
-        let subscription = Subscription {
+        let mut subscription = Subscription {
             id: SubscriptionId::new_random(),
             source: request.source,
             log: log_kind,
@@ -89,6 +89,7 @@ impl Engine {
             connection_retry: request.connection_retry,
             wsman: request.wsman.map(Box::new),
         };
+        self.secure_sink_auth(&mut subscription, request.sink_password)?;
         let matcher = self.compile(&subscription)?;
         // A pulled subscription's NotifyTo is never sent to.
         let notify_to = (!subscription.pulled()).then_some(&subscription.notify_to);

@@ -16,6 +16,7 @@ mod contexts;
 mod invocations;
 mod lifecycle;
 mod pulls;
+mod sink_auth;
 mod webhooks;
 pub use webhooks::{MadeWebhook, ROTATION_GRACE, WebhookChange, WebhookFilter, WebhookRequest};
 
@@ -144,6 +145,9 @@ pub enum EngineError {
     /// position it names has not been reached or is no longer retained.
     #[error("{0}")]
     InvalidPullPosition(String),
+    /// herald cannot authenticate to the sink as asked (`wsman:Auth`): why.
+    #[error("{0}")]
+    SinkAuthUnavailable(String),
     /// The store failed; nothing was changed.
     #[error("the store failed")]
     Store(#[from] StoreError),
@@ -178,6 +182,9 @@ pub struct SubscribeRequest {
     pub wsman: Option<crate::domain::wsman::WsmanDelivery>,
     /// Where it starts reading (a `wsman:Bookmark` moves it).
     pub start: crate::domain::wsman::StartAt,
+    /// The sink's password for `wsman.auth` (Basic, Digest), in the clear: the engine seals it
+    /// before anything is stored.
+    pub sink_password: Option<crate::domain::secret::Secret>,
 }
 
 /// The domain engine, shared by every front door.

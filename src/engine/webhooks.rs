@@ -174,6 +174,7 @@ impl Engine {
             connection_retry: None,
             wsman: None,
             start: request.start,
+            sink_password: None,
         };
         let settings = secret.clone().map(WebhookSettings::signed_with);
         let (subscription, expiry, _) = self.create(subscribe, request.delivery, settings).await?;

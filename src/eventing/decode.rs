@@ -17,6 +17,7 @@ use crate::soap::xml::{self, Repeated};
 
 // WS-Management puts its filter in `wsman:Filter` beside `wse:Filter`.
 use super::wsman::WSMAN_NS;
+use super::wsman_auth::IssuedTokens;
 use super::wsman_delivery;
 use crate::domain::wsman::WsmanMode;
 
@@ -29,14 +30,23 @@ impl From<Repeated> for Problem {
     }
 }
 
-/// Decodes a `wse:Subscribe` element.
+/// Decodes a `wse:Subscribe` element, with the credentials for its sink that the request's
+/// `wst:IssuedTokens` header carried (WS-Management only).
 pub fn subscribe(
     element: Node<'_, '_>,
     dialect: WireDialect,
     source: SourceName,
     manager_address: String,
+    credentials: &IssuedTokens,
 ) -> Result<SubscribeRequest, Problem> {
     let version = dialect.eventing;
+    if version != EventingVersion::Aug2004 && !credentials.is_empty() {
+        return Err(Problem::InvalidMessage(
+            "credentials for the event sink (wst:IssuedTokens) go with a WS-Management \
+             Subscribe (WS-Eventing 2004/08 with wsman:Auth)"
+                .into(),
+        ));
+    }
     let ns = version.ns();
     let end_to = xml::single_child(element, ns, "EndTo")?
         .map(endpoint)
@@ -66,8 +76,6 @@ pub fn subscribe(
                 other => wsman_delivery::mode_of(other)
                     .ok_or_else(|| Problem::DeliveryModeUnavailable(mode.clone()))?,
             };
-            extensions =
-                wsman_delivery::delivery_extensions(element, delivery, wsman_mode, &source)?;
             let notify_to = match (wsman_mode, xml::single_child(delivery, ns, "NotifyTo")?) {
                 // Nothing is sent in Pull mode: a NotifyTo, if any, is not used.
                 (WsmanMode::Pull, _) => EndpointRef {
@@ -78,6 +86,13 @@ pub fn subscribe(
                 (_, Some(notify_to)) => endpoint(notify_to)?,
                 (_, None) => return Err(Problem::NoDeliveryMechanism),
             };
+            extensions = wsman_delivery::delivery_extensions(
+                element,
+                delivery,
+                wsman_mode,
+                &source,
+                (&notify_to, credentials),
+            )?;
             (notify_to, mode, NotificationFormat::Unwrap)
         }
         EventingVersion::W3c2011 => {
@@ -113,6 +128,7 @@ pub fn subscribe(
         connection_retry: extensions.connection_retry,
         wsman: extensions.wsman,
         start: extensions.start,
+        sink_password: extensions.sink_password,
     })
 }
 

@@ -435,6 +435,11 @@ impl From<EngineError> for Problem {
                 None,
             )),
             EngineError::InvalidPullPosition(why) => Problem::InvalidEnumerationContext(why),
+            EngineError::SinkAuthUnavailable(why) => Problem::Wsman(WsmanFault::sender(
+                "UnsupportedFeature",
+                format!("The requested feature is not supported: {why}"),
+                Some("AuthorizationMode"),
+            )),
             EngineError::EventTooLarge { .. } => Problem::InvalidMessage(err.to_string()),
             EngineError::Publish(PublishError::UnknownSource(name)) => Problem::UnknownSource(name),
             EngineError::Publish(err) => Problem::UnableToProcess(err.to_string()),

@@ -13,6 +13,7 @@ mod responses;
 pub mod version;
 pub mod wsdl;
 pub mod wsman;
+pub mod wsman_auth;
 pub mod wsman_delivery;
 pub mod wsman_messages;
 pub mod wsman_pull;

@@ -9,6 +9,7 @@ pub(super) fn understood(ns: &str, local: &str) -> bool {
         || EventingVersion::from_ns(ns).is_some()
         || ns == HERALD_NS
         || wsman::understood(ns, local)
+        || super::wsman_auth::understood(ns, local)
 }
 
 /// The SOAP 1.1 actor / 1.2 role URIs that address herald as the ultimate receiver.
@@ -221,9 +222,17 @@ pub(super) fn decode_request(
                 soap,
                 addressing: wsa,
             };
+            let credentials = super::wsman_auth::IssuedTokens::read(envelope.header_blocks())
+                .map_err(|p| context.fault(&p))?;
             Call::Subscribe(Box::new(
-                decode::subscribe(body_element, dialect, source, manager_address.to_owned())
-                    .map_err(|p| context.fault(&p))?,
+                decode::subscribe(
+                    body_element,
+                    dialect,
+                    source,
+                    manager_address.to_owned(),
+                    &credentials,
+                )
+                .map_err(|p| context.fault(&p))?,
             ))
         }
         Operation::Renew => {

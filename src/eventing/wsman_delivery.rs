@@ -6,8 +6,10 @@ use roxmltree::Node;
 
 use super::faults::{Problem, WsmanFault};
 use super::wsman::{WSMAN_NS, xs_duration};
+use super::wsman_auth::{self, IssuedTokens};
 use crate::domain::HERALD_NS;
-use crate::domain::subscription::{ConnectionRetry, SourceName};
+use crate::domain::secret::Secret;
+use crate::domain::subscription::{ConnectionRetry, EndpointRef, SourceName};
 use crate::domain::wsman::{BatchLimits, EnvelopePolicy, StartAt, WsmanDelivery, WsmanMode, modes};
 use crate::soap::xml;
 
@@ -36,6 +38,9 @@ pub struct DeliveryExtensions {
     pub wsman: Option<WsmanDelivery>,
     /// Where the subscription starts reading (`wsman:Bookmark`).
     pub start: StartAt,
+    /// The sink's password, in the clear, for the engine to seal (`wsman:Auth` with Basic or
+    /// Digest).
+    pub sink_password: Option<Secret>,
 }
 
 fn positive_integer(node: Node<'_, '_>, what: &str) -> Result<u64, Problem> {
@@ -57,22 +62,20 @@ fn millis(duration: std::time::Duration) -> u64 {
 }
 
 /// Reads the WS-Management children of `wse:Subscribe` and of its `wse:Delivery` for a
-/// subscription to `source` in `mode`.
+/// subscription to `source` in `mode` delivered to `notify_to`, with the `credentials` the
+/// request carried for it.
 pub fn delivery_extensions(
     subscribe: Node<'_, '_>,
     delivery: Node<'_, '_>,
     mode: WsmanMode,
     source: &SourceName,
+    (notify_to, credentials): (&EndpointRef, &IssuedTokens),
 ) -> Result<DeliveryExtensions, Problem> {
-    if xml::single_child(delivery, WSMAN_NS, "Auth")?.is_some() {
-        return Err(Problem::Wsman(WsmanFault::sender(
-            "UnsupportedFeature",
-            "The requested feature is not supported: herald delivers without authenticating \
-             to the event sink (wsman:Auth)"
-                .into(),
-            Some("AuthorizationMode"),
-        )));
-    }
+    let (auth, sink_password) = match wsman_auth::sink_auth(delivery, mode, notify_to, credentials)?
+    {
+        Some((auth, password)) => (Some(auth), password),
+        None => (None, None),
+    };
     if let Some(encoding) = xml::single_child(delivery, WSMAN_NS, "ContentEncoding")? {
         let value = xml::trimmed_text(encoding);
         if !value.eq_ignore_ascii_case("UTF-8") && !value.eq_ignore_ascii_case("UTF-16") {
@@ -115,13 +118,14 @@ pub fn delivery_extensions(
         heartbeats_ms: heartbeats.map(millis),
         batch,
         send_bookmarks,
-        auth: None,
+        auth,
     };
     let plain = wsman == WsmanDelivery::push();
     Ok(DeliveryExtensions {
         connection_retry,
         wsman: (!plain).then_some(wsman),
         start,
+        sink_password,
     })
 }
 
@@ -150,6 +154,7 @@ pub fn bookmark_extensions(
             ..WsmanDelivery::push()
         }),
         start,
+        sink_password: None,
     })
 }
 
@@ -250,10 +255,22 @@ mod tests {
         let doc = roxmltree::Document::parse(&subscribe).unwrap();
         let delivery = doc.root_element().first_element_child().unwrap();
         let source = SourceName::parse("orders").unwrap();
-        let read = delivery_extensions(doc.root_element(), delivery, WsmanMode::Push, &source)
-            .unwrap()
-            .wsman
-            .unwrap();
+        let notify_to = EndpointRef {
+            address: "http://sink.example/".into(),
+            reference_parameters: Vec::new(),
+            reference_properties: Vec::new(),
+        };
+        let tokens = IssuedTokens::default();
+        let read = delivery_extensions(
+            doc.root_element(),
+            delivery,
+            WsmanMode::Push,
+            &source,
+            (&notify_to, &tokens),
+        )
+        .unwrap()
+        .wsman
+        .unwrap();
         assert_eq!(read.heartbeats(), Some(MIN_HEARTBEATS));
     }
 

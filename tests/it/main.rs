@@ -2,6 +2,7 @@
 //! SQLite store in a temporary directory, real sink servers that record what they receive, and
 //! the real binary for crash tests.
 
+mod auth_sink;
 mod channel_callbacks;
 mod channels;
 mod channels_cluster;
@@ -39,6 +40,8 @@ mod webhooks;
 mod wsdl;
 mod wsdl_generators;
 mod wsman;
+mod wsman_auth;
+mod wsman_auth_secrets;
 mod wsman_bookmarks;
 mod wsman_modes;
 mod wsman_pull;
