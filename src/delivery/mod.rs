@@ -41,6 +41,8 @@ mod reader;
 mod readers;
 mod ring;
 mod sending;
+mod sink_security;
+mod transport;
 mod worker;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
