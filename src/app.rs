@@ -208,6 +208,12 @@ impl Application {
         }
         runners.close();
         let refused = self.state.metrics.connections_refused.clone();
+        // Waiting requests (Pulls) answer as soon as stopping begins, so the drain is short.
+        let engine = self.state.engine.clone();
+        let shutdown = async move {
+            shutdown.await;
+            engine.drain();
+        };
         let router = http::router(self.state);
         let served = http::server::serve(
             self.listener,

@@ -209,6 +209,9 @@ pub struct Engine {
     /// Held while a callback endpoint is replaced (store, then delivery), so that two
     /// replacements on this node cannot leave delivery on the older one. They are rare.
     redirects: tokio::sync::Mutex<()>,
+    /// Cancelled when herald starts to stop: requests that wait (a Pull) answer at once, so
+    /// that draining the server does not wait for them.
+    draining: tokio_util::sync::CancellationToken,
     clock: Clock,
 }
 
@@ -247,8 +250,15 @@ impl Engine {
             endpoints,
             capacity: capacity::Capacity::default(),
             redirects: tokio::sync::Mutex::new(()),
+            draining: tokio_util::sync::CancellationToken::new(),
             clock,
         })
+    }
+
+    /// herald is stopping: requests that wait answer now (a Pull with what it has, or
+    /// `wsman:TimedOut`).
+    pub fn drain(&self) {
+        self.draining.cancel();
     }
 
     /// Starts delivery: this node joins, and each subscription it owns is adopted (or ended)

@@ -118,12 +118,15 @@ impl Engine {
                     }
                 }
             }
-            let past_deadline = Instant::now() >= deadline;
+            let past_deadline = Instant::now() >= deadline || self.draining.is_cancelled();
             if events.len() >= max_events || (!full && !events.is_empty()) || past_deadline {
                 break;
             }
             if !full {
-                self.delivery.grown_past(source, read_to, deadline).await;
+                tokio::select! {
+                    () = self.delivery.grown_past(source, read_to, deadline) => {}
+                    () = self.draining.cancelled() => {}
+                }
             }
         }
         Ok(Pulled {

@@ -360,6 +360,34 @@ async fn a_pull_waits_for_events_and_times_out_with_the_wsman_fault() {
 }
 
 #[tokio::test]
+async fn a_waiting_pull_answers_at_once_when_herald_stops() {
+    let server = TestServer::start_with(wsman_sources).await;
+    let url = server.url("/eventing/cim");
+    let puller = subscribe_pull(
+        &server,
+        &url,
+        &openwsman_headers(),
+        &openwsman_subscribe(""),
+    )
+    .await;
+    let client = TestServer::remote(&server.url(""));
+    let waiting = tokio::spawn(async move {
+        let context = puller.context.clone();
+        pull(&client, &puller, &context, "<n:MaxTime>PT50S</n:MaxTime>").await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    server.stop().await;
+    let stopping = started.elapsed();
+    let reply = waiting.await.unwrap();
+    assert_pull_fault(&reply, (WSMAN, "TimedOut"), true, WSMAN_FAULT);
+    assert!(
+        stopping < Duration::from_secs(5),
+        "the stop did not wait out the Pull: {stopping:?}"
+    );
+}
+
+#[tokio::test]
 async fn contexts_that_cannot_be_used_are_invalid_enumeration_contexts() {
     let server = TestServer::start_with(wsman_sources).await;
     let url = server.url("/eventing/cim");
