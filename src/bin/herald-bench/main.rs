@@ -12,8 +12,8 @@
 //!
 //! - [`process`]: herald as a child process (start, wait for ready, RSS, SIGTERM, restart),
 //!   scratch directories and fresh PostgreSQL databases.
-//! - [`sink`]: the sink servers (counting distinct events per subscriber, latency) and the SOAP
-//!   echo server.
+//! - [`sink`]: the sink servers (counting distinct events per subscriber, latency).
+//! - [`echo`]: the SOAP echo server (the Subscribe baseline, the invoked service).
 //! - [`load`]: SOAP messages, the HTTP client, concurrent request loops, statistics, progress.
 //! - [`baseline`]: scenario 1, herald's delivery client in a child process posting to the sinks.
 //! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
@@ -28,6 +28,7 @@ mod baseline;
 mod channels;
 mod contexts;
 mod delivery;
+mod echo;
 mod hostile;
 mod invocations;
 mod load;
@@ -386,7 +387,7 @@ fn herald_binary(args: &Args) -> anyhow::Result<PathBuf> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let helper = match &args.command {
-        Some(Command::EchoServer) => Some(("echo server", sink::run_echo_server())),
+        Some(Command::EchoServer) => Some(("echo server", echo::run_echo_server())),
         Some(Command::PostClient(options)) => {
             Some(("post client", baseline::run_post_client(options)))
         }
