@@ -22,6 +22,7 @@
 //! - [`contexts`]: scenario 9 (callbacks to context instances).
 //! - [`invocations`]: scenario 10 (invocation callbacks end to end, acked by pull listeners).
 //! - [`channels`]: scenario 11 (push channels: notifications streamed, memory per open stream).
+//! - [`wsman`]: scenario 12 (WS-Management Events mode beside Push mode and the raw baseline).
 //! - [`sizes`]: the sizes of a run (`--quick` or full, then the flags).
 //! - [`report`]: the table.
 
@@ -38,6 +39,7 @@ mod report;
 mod sink;
 mod sizes;
 mod subscriptions;
+mod wsman;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +65,8 @@ pub struct Args {
     /// The herald binary [default: `herald` next to this executable].
     #[arg(long, value_name = "PATH")]
     herald: Option<PathBuf>,
-    /// PostgreSQL server URL for scenario 7 (e.g. postgres://postgres@127.0.0.1:5432/postgres).
+    /// PostgreSQL server URL for scenario 7, and scenario 12's second run (e.g.
+    /// postgres://postgres@127.0.0.1:5432/postgres).
     /// Each herald start gets a fresh database `herald_bench_*` created on that server with
     /// psql, passed as `herald serve --database URL`, and dropped afterwards.
     #[arg(long, value_name = "URL")]
@@ -126,6 +129,18 @@ pub struct Args {
     /// Events queued for the stopped sink in the backlog run.
     #[arg(long, value_name = "N")]
     backlog_events: Option<u64>,
+    /// Subscribers in each mode of the WS-Management run (scenario 12).
+    #[arg(long, value_name = "N")]
+    wsman_subscribers: Option<u64>,
+    /// Events published to each mode of the WS-Management run.
+    #[arg(long, value_name = "N")]
+    wsman_events: Option<u64>,
+    /// `wsman:MaxElements` of the Events-mode subscribers.
+    #[arg(long, value_name = "N")]
+    wsman_max_elements: Option<u64>,
+    /// `wsman:MaxTime` of the Events-mode subscribers, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    wsman_max_time_ms: Option<u64>,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -180,6 +195,9 @@ pub enum Scenario {
     Invocations,
     /// 11: push channels: notifications into N channels with a streaming reader each.
     Channels,
+    /// 12: WS-Management Events mode (batches, acked) beside Push mode and the raw baseline,
+    /// N subscribers each (also on PostgreSQL with --database).
+    Wsman,
 }
 
 /// What every scenario needs: where herald is, where scratch data goes, the sizes.
@@ -375,6 +393,25 @@ async fn run(args: Args) -> ExitCode {
             .await
     {
         report.extend(rows);
+    }
+
+    if wanted(Scenario::Wsman) {
+        if let Some(rows) = report
+            .run("12 WS-Management", wsman::wsman(&context, None))
+            .await
+        {
+            report.extend(rows);
+        }
+        if let Some(url) = &context.database
+            && let Some(rows) = report
+                .run(
+                    "12 WS-Management (PostgreSQL)",
+                    wsman::wsman(&context, Some(url)),
+                )
+                .await
+        {
+            report.extend(rows);
+        }
     }
 
     eprintln!(

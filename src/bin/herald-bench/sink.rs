@@ -94,6 +94,8 @@ pub struct Tally {
     pub duplicates: u64,
     pub stray: u64,
     pub refused: u64,
+    /// HTTP requests taken: notifications, or batches in WS-Management's Events mode.
+    pub requests: u64,
 }
 
 /// A set of sink servers sharing one state; stopped when dropped.
@@ -215,6 +217,7 @@ impl Sinks {
             duplicates: c.duplicates.load(Ordering::Acquire),
             stray: c.stray.load(Ordering::Acquire),
             refused: c.refused.load(Ordering::Acquire),
+            requests: c.requests.load(Ordering::Acquire),
         }
     }
 

@@ -29,6 +29,12 @@ pub struct Sizes {
     pub invocations: u64,
     /// Scenario 11: (channels, notifications to each).
     pub channel_run: (u64, u64),
+    /// Scenario 12: subscribers per mode, events per mode, and the Events mode's
+    /// MaxElements and MaxTime (ms).
+    pub wsman_subscribers: u64,
+    pub wsman_events: u64,
+    pub wsman_max_elements: u64,
+    pub wsman_max_time_ms: u64,
 }
 
 impl Sizes {
@@ -55,6 +61,10 @@ impl Sizes {
                 context_runs: vec![(1, 50), (20, 5)],
                 invocations: 500,
                 channel_run: (50, 5),
+                wsman_subscribers: 50,
+                wsman_events: 200,
+                wsman_max_elements: 100,
+                wsman_max_time_ms: 100,
             }
         } else {
             Sizes {
@@ -78,6 +88,10 @@ impl Sizes {
                 context_runs: vec![(1, 2_000), (1_000, 10)],
                 invocations: 20_000,
                 channel_run: (1_000, 20),
+                wsman_subscribers: 1_000,
+                wsman_events: 1_000,
+                wsman_max_elements: 100,
+                wsman_max_time_ms: 100,
             }
         };
         let mut footprint = args
@@ -156,6 +170,19 @@ impl Sizes {
             context_runs: defaults.context_runs,
             invocations: defaults.invocations,
             channel_run: defaults.channel_run,
+            wsman_subscribers: args
+                .wsman_subscribers
+                .unwrap_or(defaults.wsman_subscribers)
+                .max(1),
+            wsman_events: args.wsman_events.unwrap_or(defaults.wsman_events).max(1),
+            wsman_max_elements: args
+                .wsman_max_elements
+                .unwrap_or(defaults.wsman_max_elements)
+                .clamp(1, 4096),
+            wsman_max_time_ms: args
+                .wsman_max_time_ms
+                .unwrap_or(defaults.wsman_max_time_ms)
+                .max(1),
         }
     }
 
