@@ -43,6 +43,8 @@ struct Mode {
 /// What one mode's run measured.
 struct Measured {
     elapsed: Duration,
+    /// From the first publish request to herald's 202 to the last.
+    published_in: Duration,
     requests: u64,
     duplicates: u64,
     stray: u64,
@@ -168,6 +170,7 @@ async fn run(
     setup
         .publish_to(mode.source, phase, events, PUBLISH_BATCH, |_| 0)
         .await?;
+    let published_in = started.elapsed();
     setup.delivered("delivered", subscribers * events).await?;
     let cpu_after = (cpu_time(&herald_pid)?, cpu_time("self")?);
     let elapsed = setup
@@ -177,6 +180,7 @@ async fn run(
     let tally = setup.sinks.tally();
     Ok(Measured {
         elapsed,
+        published_in,
         requests: tally.requests,
         duplicates: tally.duplicates,
         stray: tally.stray,
@@ -213,12 +217,14 @@ fn row(
     let per_request = deliveries as f64 / measured.requests.max(1) as f64;
     let result = format!(
         "{} = {} of (1) at {concurrency} in flight; {} = {} of (1)'s requests ({per_request:.1} events each); \
-         0 lost, {} duplicates; CPU herald {:.1} s, sinks and publisher {:.1} s",
+         0 lost, {} duplicates; published in {:.2} s, delivered in {:.2} s; CPU herald {:.1} s, sinks and publisher {:.1} s",
         per_second(events_per_second, "events delivered"),
         share(events_per_second, base),
         per_second(requests_per_second, unit),
         share(requests_per_second, base),
         thousands(measured.duplicates),
+        measured.published_in.as_secs_f64(),
+        measured.elapsed.as_secs_f64(),
         measured.herald_cpu.as_secs_f64(),
         measured.bench_cpu.as_secs_f64(),
     );
