@@ -23,7 +23,8 @@ use crate::report::{Row, per_second, rate, thousands};
 const PUSH: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push";
 /// WS-Management's Events mode: batches, each acknowledged.
 const EVENTS: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/Events";
-/// Events per publish request: a multiple of MaxElements' default keeps batches full.
+/// Events per publish request: with the default `--wsman-max-elements` (100) every batch is
+/// full, so `MaxTime` does not come into play.
 const PUBLISH_BATCH: u64 = 100;
 
 /// The sources: the bench's default (as every scenario has it) and one for Events mode.
@@ -190,7 +191,7 @@ async fn run(
     })
 }
 
-/// "= 87% of (1)" for a rate beside the baseline's.
+/// "87%": a rate as a share of the baseline's, rounded down.
 fn share(value: f64, base: f64) -> String {
     if base > 0.0 {
         format!("{:.0}%", (value / base * 100.0).floor())
