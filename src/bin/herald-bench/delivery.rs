@@ -10,7 +10,8 @@ use tokio::sync::Semaphore;
 use crate::Context;
 use crate::baseline;
 use crate::load::{
-    self, Latency, Progress, event, publish_batch, publish_one, subscribe_message, wait_for,
+    self, Latency, Progress, event, publish_batch, publish_batch_to, publish_one,
+    subscribe_message, wait_for,
 };
 use crate::process::{FreshDatabase, Herald, Launch, ScratchDir};
 use crate::report::{Row, per_second, rate, thousands, verdict};
@@ -26,16 +27,16 @@ const FANOUT_TARGET: f64 = 0.60;
 const PACED_P99_TARGET: Duration = Duration::from_millis(10);
 
 /// A herald for a delivery scenario, with its scratch directory and database.
-struct Setup {
-    herald: Herald,
-    client: reqwest::Client,
-    sinks: Sinks,
+pub struct Setup {
+    pub herald: Herald,
+    pub client: reqwest::Client,
+    pub sinks: Sinks,
     // Dropped after herald (declaration order): the directory and database outlive it.
     _database: Option<FreshDatabase>,
     _dir: ScratchDir,
 }
 
-async fn setup(
+pub async fn setup(
     context: &Context,
     label: &str,
     config: Option<String>,
@@ -91,9 +92,22 @@ impl Setup {
         Ok(())
     }
 
-    /// Publishes events `0..count` of `phase` in batches, with `k = key(n)`.
+    /// Publishes events `0..count` of `phase` to the default source in batches, with
+    /// `k = key(n)`.
     async fn publish(
         &self,
+        phase: u64,
+        count: u64,
+        batch: u64,
+        key: impl Fn(u64) -> u64,
+    ) -> anyhow::Result<()> {
+        self.publish_to("default", phase, count, batch, key).await
+    }
+
+    /// Publishes events `0..count` of `phase` to `source` in batches, with `k = key(n)`.
+    pub async fn publish_to(
+        &self,
+        source: &str,
         phase: u64,
         count: u64,
         batch: u64,
@@ -104,14 +118,14 @@ impl Setup {
             let end = (n + batch).min(count);
             let t = now_nanos();
             let events: Vec<String> = (n..end).map(|i| event(phase, i, t, key(i))).collect();
-            publish_batch(&self.client, &self.herald.base, &events).await?;
+            publish_batch_to(&self.client, &self.herald.base, source, &events).await?;
             n = end;
         }
         Ok(())
     }
 
     /// Waits for `target` distinct deliveries; on a stall, says what is missing.
-    async fn delivered(&mut self, label: &str, target: u64) -> anyhow::Result<()> {
+    pub async fn delivered(&mut self, label: &str, target: u64) -> anyhow::Result<()> {
         let sinks = &self.sinks;
         if let Err(stalled) = wait_for(label, target, STALL, LIMIT, || sinks.distinct()).await {
             self.herald.check_alive()?;

@@ -12,10 +12,10 @@ use anyhow::{Context as _, bail};
 
 use crate::Context;
 use crate::baseline;
+use crate::echo::EchoServer;
 use crate::load::{self, Latency, wait_for};
 use crate::process::{Herald, Launch};
 use crate::report::{Row, per_second, rate, thousands};
-use crate::sink::EchoServer;
 
 /// Clients raising at once.
 const RAISERS: u64 = 64;

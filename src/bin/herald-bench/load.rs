@@ -51,6 +51,21 @@ pub fn subscribe_message(notify_to: &str, filter: Option<&str>) -> String {
     )
 }
 
+/// WS-Addressing 2004/08 and WS-Eventing 2004/08: what WS-Management clients speak.
+pub const WSA2004: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
+pub const WSE08: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing";
+pub const WSMAN: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd";
+
+/// A 2004/08 SOAP 1.2 Subscribe as a WS-Management client sends one (no `wsman:ResourceURI`:
+/// it goes to `/eventing/{source}`), delivering in `mode` with `delivery_extra` in
+/// `wse:Delivery` (e.g. `<w:MaxElements>`, prefix `w` bound to WS-Management's namespace).
+pub fn wsman_subscribe_message(notify_to: &str, mode: &str, delivery_extra: &str) -> String {
+    format!(
+        r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:wsa="{WSA2004}" xmlns:wse="{WSE08}" xmlns:w="{WSMAN}"><s:Header><wsa:Action>{WSE08}/Subscribe</wsa:Action><wsa:MessageID>uuid:{}</wsa:MessageID><wsa:ReplyTo><wsa:Address>{WSA2004}/role/anonymous</wsa:Address></wsa:ReplyTo></s:Header><s:Body><wse:Subscribe><wse:Delivery Mode="{mode}"><wse:NotifyTo><wsa:Address>{notify_to}</wsa:Address></wse:NotifyTo>{delivery_extra}</wse:Delivery><wse:Expires>PT6H</wse:Expires></wse:Subscribe></s:Body></s:Envelope>"#,
+        uuid::Uuid::new_v4()
+    )
+}
+
 /// A notification as herald writes one for a W3C 2011 SOAP 1.2 subscriber (unwrapped): what
 /// the raw baseline posts.
 pub fn notification(to: &str, event: &str) -> String {
@@ -65,10 +80,21 @@ pub fn notification_content_type() -> String {
     format!("application/soap+xml; charset=utf-8; action=\"{ACTION}\"")
 }
 
-/// Publishes events in one batch request; fails unless herald answers 202.
+/// Publishes events to the default source in one batch request; fails unless herald answers
+/// 202.
 pub async fn publish_batch(
     client: &reqwest::Client,
     base: &str,
+    events: &[String],
+) -> anyhow::Result<()> {
+    publish_batch_to(client, base, "default", events).await
+}
+
+/// Publishes events to `source` in one batch request; fails unless herald answers 202.
+pub async fn publish_batch_to(
+    client: &reqwest::Client,
+    base: &str,
+    source: &str,
     events: &[String],
 ) -> anyhow::Result<()> {
     let mut body = String::from(r#"<Events xmlns="urn:herald:publish">"#);
@@ -77,7 +103,7 @@ pub async fn publish_batch(
     }
     body.push_str("</Events>");
     let response = client
-        .post(format!("{base}/api/v1/sources/default/events/batch"))
+        .post(format!("{base}/api/v1/sources/{source}/events/batch"))
         .header("Content-Type", "application/xml")
         .body(body)
         .send()
@@ -430,6 +456,17 @@ mod tests {
             document
                 .descendants()
                 .any(|n| n.has_tag_name((WSE11, "Filter")))
+        );
+        let message = wsman_subscribe_message(
+            "http://127.0.0.1:1/sink/3",
+            "http://schemas.dmtf.org/wbem/wsman/1/wsman/Events",
+            "<w:MaxElements>100</w:MaxElements>",
+        );
+        let document = roxmltree::Document::parse(&message).unwrap();
+        assert!(
+            document
+                .descendants()
+                .any(|n| n.has_tag_name((WSMAN, "MaxElements")))
         );
         let event = event(1, 2, 3, 4);
         assert!(roxmltree::Document::parse(&notification("http://x/", &event)).is_ok());

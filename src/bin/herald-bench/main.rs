@@ -12,8 +12,8 @@
 //!
 //! - [`process`]: herald as a child process (start, wait for ready, RSS, SIGTERM, restart),
 //!   scratch directories and fresh PostgreSQL databases.
-//! - [`sink`]: the sink servers (counting distinct events per subscriber, latency) and the SOAP
-//!   echo server.
+//! - [`sink`]: the sink servers (counting distinct events per subscriber, latency).
+//! - [`echo`]: the SOAP echo server (the Subscribe baseline, the invoked service).
 //! - [`load`]: SOAP messages, the HTTP client, concurrent request loops, statistics, progress.
 //! - [`baseline`]: scenario 1, herald's delivery client in a child process posting to the sinks.
 //! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
@@ -22,19 +22,24 @@
 //! - [`contexts`]: scenario 9 (callbacks to context instances).
 //! - [`invocations`]: scenario 10 (invocation callbacks end to end, acked by pull listeners).
 //! - [`channels`]: scenario 11 (push channels: notifications streamed, memory per open stream).
+//! - [`wsman`]: scenario 12 (WS-Management Events mode beside Push mode and the raw baseline).
+//! - [`sizes`]: the sizes of a run (`--quick` or full, then the flags).
 //! - [`report`]: the table.
 
 mod baseline;
 mod channels;
 mod contexts;
 mod delivery;
+mod echo;
 mod hostile;
 mod invocations;
 mod load;
 mod process;
 mod report;
 mod sink;
+mod sizes;
 mod subscriptions;
+mod wsman;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +48,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use report::{Report, Row};
+pub use sizes::Sizes;
 
 /// Measures herald against this machine's limits and prints one markdown table.
 #[derive(Parser, Debug, Clone)]
@@ -59,7 +65,8 @@ pub struct Args {
     /// The herald binary [default: `herald` next to this executable].
     #[arg(long, value_name = "PATH")]
     herald: Option<PathBuf>,
-    /// PostgreSQL server URL for scenario 7 (e.g. postgres://postgres@127.0.0.1:5432/postgres).
+    /// PostgreSQL server URL for scenario 7, and scenario 12's second run (e.g.
+    /// postgres://postgres@127.0.0.1:5432/postgres).
     /// Each herald start gets a fresh database `herald_bench_*` created on that server with
     /// psql, passed as `herald serve --database URL`, and dropped afterwards.
     #[arg(long, value_name = "URL")]
@@ -122,6 +129,18 @@ pub struct Args {
     /// Events queued for the stopped sink in the backlog run.
     #[arg(long, value_name = "N")]
     backlog_events: Option<u64>,
+    /// Subscribers in each mode of the WS-Management run (scenario 12).
+    #[arg(long, value_name = "N")]
+    wsman_subscribers: Option<u64>,
+    /// Events published to each mode of the WS-Management run.
+    #[arg(long, value_name = "N")]
+    wsman_events: Option<u64>,
+    /// `wsman:MaxElements` of the Events-mode subscribers.
+    #[arg(long, value_name = "N")]
+    wsman_max_elements: Option<u64>,
+    /// `wsman:MaxTime` of the Events-mode subscribers, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    wsman_max_time_ms: Option<u64>,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -176,170 +195,9 @@ pub enum Scenario {
     Invocations,
     /// 11: push channels: notifications into N channels with a streaming reader each.
     Channels,
-}
-
-/// The sizes of a run, from `--quick` or the full defaults, then the flags.
-#[derive(Debug, Clone)]
-pub struct Sizes {
-    pub sinks: usize,
-    pub baseline_concurrency: usize,
-    pub baseline_requests: u64,
-    pub fanout_subscribers: Vec<u64>,
-    pub fanout_deliveries: u64,
-    pub fanout_min_events: u64,
-    pub fanout_max_events: u64,
-    pub paced_rates: Vec<u64>,
-    pub paced_subscribers: u64,
-    pub paced_seconds: f64,
-    pub subscribe_concurrency: usize,
-    pub subscribe_seconds: f64,
-    pub filtered_subscribers: u64,
-    pub filtered_events: u64,
-    pub footprint_subscriptions: Vec<u64>,
-    pub backlog_events: u64,
-    /// Scenario 8 at four sizes, five tries each (else two sizes, two tries).
-    pub hostile_full: bool,
-    /// Scenario 9's runs: (instances, callbacks to each).
-    pub context_runs: Vec<(u64, u64)>,
-    /// Scenario 10's raises.
-    pub invocations: u64,
-    /// Scenario 11: (channels, notifications to each).
-    pub channel_run: (u64, u64),
-}
-
-impl Sizes {
-    fn from_args(args: &Args) -> Sizes {
-        let defaults = if args.quick {
-            Sizes {
-                sinks: 4,
-                baseline_concurrency: 256,
-                baseline_requests: 10_000,
-                fanout_subscribers: vec![1, 10, 100],
-                fanout_deliveries: 2_000,
-                fanout_min_events: 20,
-                fanout_max_events: 200,
-                paced_rates: vec![200],
-                paced_subscribers: 20,
-                paced_seconds: 1.0,
-                subscribe_concurrency: 16,
-                subscribe_seconds: 1.0,
-                filtered_subscribers: 100,
-                filtered_events: 50,
-                footprint_subscriptions: vec![1_000, 2_000],
-                backlog_events: 2_000,
-                hostile_full: false,
-                context_runs: vec![(1, 50), (20, 5)],
-                invocations: 500,
-                channel_run: (50, 5),
-            }
-        } else {
-            Sizes {
-                sinks: 4,
-                baseline_concurrency: 256,
-                baseline_requests: 200_000,
-                fanout_subscribers: vec![1, 100, 1_000, 10_000],
-                fanout_deliveries: 200_000,
-                fanout_min_events: 20,
-                fanout_max_events: 10_000,
-                paced_rates: vec![1_000, 100],
-                paced_subscribers: 100,
-                paced_seconds: 10.0,
-                subscribe_concurrency: 64,
-                subscribe_seconds: 10.0,
-                filtered_subscribers: 1_000,
-                filtered_events: 1_000,
-                footprint_subscriptions: vec![100_000, 1_000_000],
-                backlog_events: 100_000,
-                hostile_full: true,
-                context_runs: vec![(1, 2_000), (1_000, 10)],
-                invocations: 20_000,
-                channel_run: (1_000, 20),
-            }
-        };
-        let mut footprint = args
-            .footprint_subscriptions
-            .clone()
-            .unwrap_or(defaults.footprint_subscriptions);
-        footprint.sort_unstable();
-        footprint.dedup();
-        footprint.retain(|&n| n > 0);
-        Sizes {
-            sinks: args.sinks.unwrap_or(defaults.sinks).max(1),
-            baseline_concurrency: args
-                .baseline_concurrency
-                .unwrap_or(defaults.baseline_concurrency)
-                .max(1),
-            baseline_requests: args
-                .baseline_requests
-                .unwrap_or(defaults.baseline_requests)
-                .max(1),
-            fanout_subscribers: args
-                .fanout_subscribers
-                .clone()
-                .unwrap_or(defaults.fanout_subscribers)
-                .into_iter()
-                .filter(|&n| n > 0)
-                .collect(),
-            fanout_deliveries: args
-                .fanout_deliveries
-                .unwrap_or(defaults.fanout_deliveries)
-                .max(1),
-            fanout_min_events: args
-                .fanout_min_events
-                .unwrap_or(defaults.fanout_min_events)
-                .max(1),
-            fanout_max_events: args
-                .fanout_max_events
-                .unwrap_or(defaults.fanout_max_events)
-                .max(1),
-            paced_rates: args
-                .paced_rates
-                .clone()
-                .unwrap_or(defaults.paced_rates)
-                .into_iter()
-                .filter(|&n| n > 0)
-                .collect(),
-            paced_subscribers: args
-                .paced_subscribers
-                .unwrap_or(defaults.paced_subscribers)
-                .max(1),
-            paced_seconds: args
-                .paced_seconds
-                .unwrap_or(defaults.paced_seconds)
-                .clamp(0.1, 3600.0),
-            subscribe_concurrency: args
-                .subscribe_concurrency
-                .unwrap_or(defaults.subscribe_concurrency)
-                .max(1),
-            subscribe_seconds: args
-                .subscribe_seconds
-                .unwrap_or(defaults.subscribe_seconds)
-                .clamp(0.1, 3600.0),
-            filtered_subscribers: args
-                .filtered_subscribers
-                .unwrap_or(defaults.filtered_subscribers)
-                .max(10),
-            filtered_events: args
-                .filtered_events
-                .unwrap_or(defaults.filtered_events)
-                .max(1),
-            footprint_subscriptions: footprint,
-            backlog_events: args
-                .backlog_events
-                .unwrap_or(defaults.backlog_events)
-                .max(1),
-            hostile_full: !args.quick,
-            context_runs: defaults.context_runs,
-            invocations: defaults.invocations,
-            channel_run: defaults.channel_run,
-        }
-    }
-
-    /// Events of a fan-out run with `subscribers` subscribers.
-    pub fn fanout_events(&self, subscribers: u64) -> u64 {
-        (self.fanout_deliveries / subscribers.max(1))
-            .clamp(self.fanout_min_events, self.fanout_max_events.max(1))
-    }
+    /// 12: WS-Management Events mode (batches, acked) beside Push mode and the raw baseline,
+    /// N subscribers each (also on PostgreSQL with --database).
+    Wsman,
 }
 
 /// What every scenario needs: where herald is, where scratch data goes, the sizes.
@@ -386,7 +244,7 @@ fn herald_binary(args: &Args) -> anyhow::Result<PathBuf> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let helper = match &args.command {
-        Some(Command::EchoServer) => Some(("echo server", sink::run_echo_server())),
+        Some(Command::EchoServer) => Some(("echo server", echo::run_echo_server())),
         Some(Command::PostClient(options)) => {
             Some(("post client", baseline::run_post_client(options)))
         }
@@ -535,6 +393,25 @@ async fn run(args: Args) -> ExitCode {
             .await
     {
         report.extend(rows);
+    }
+
+    if wanted(Scenario::Wsman) {
+        if let Some(rows) = report
+            .run("12 WS-Management", wsman::wsman(&context, None))
+            .await
+        {
+            report.extend(rows);
+        }
+        if let Some(url) = &context.database
+            && let Some(rows) = report
+                .run(
+                    "12 WS-Management (PostgreSQL)",
+                    wsman::wsman(&context, Some(url)),
+                )
+                .await
+        {
+            report.extend(rows);
+        }
     }
 
     eprintln!(

@@ -271,6 +271,23 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     parse_vm_rss(&status).ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// CPU time (user and system) a process has used so far, from `/proc/PID/stat` (`self` for
+/// this one), in the kernel's clock ticks of 1/100 s.
+pub fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    parse_cpu_time(&stat).ok_or_else(|| anyhow::anyhow!("no CPU times in /proc/{pid}/stat"))
+}
+
+fn parse_cpu_time(stat: &str) -> Option<Duration> {
+    // The command name (field 2) may hold spaces; fields 14 and 15 count after its ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line
@@ -378,5 +395,12 @@ mod tests {
         let status = "Name:\therald\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\n";
         assert_eq!(parse_vm_rss(status), Some(1234 * 1024));
         assert_eq!(parse_vm_rss("Name: x"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_user_plus_system() {
+        let stat = "4242 (herald (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_time(stat), Some(Duration::from_millis(3250)));
+        assert_eq!(parse_cpu_time("4242 (herald) S 1"), None);
     }
 }

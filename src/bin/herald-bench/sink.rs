@@ -1,14 +1,17 @@
-//! The servers herald-bench runs: sinks that receive notifications, and the SOAP echo server
-//! of the Subscribe baseline.
+//! The sinks herald-bench runs: servers that receive notifications.
 //!
 //! Sinks are real axum servers on loopback, several listening ports sharing one state. Each
 //! notification's event carries the bench's phase, event number and publish time
 //! (`<b:tick xmlns:b="urn:bench" p="PHASE" n="N" t="NANOS" k="K"/>`), so a sink counts distinct
 //! events per subscriber (a bitset each), duplicates, and publish-to-receive latency.
+//!
+//! A sink also takes WS-Management messages: every tick in a body counts (a `wsman:Events`
+//! batch holds many), and a message with a `wsman:AckRequested` header is answered with the
+//! `wsman:Ack` relating to its `wsa:MessageID`, which herald needs before it counts the
+//! message delivered. Both are found by scanning the text, not by parsing the envelope: the
+//! sink should cost as little as possible, in the baseline as with herald.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -21,8 +24,6 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::task::JoinHandle;
-
-use crate::process::spawn_until_ready;
 
 /// Nanoseconds since the Unix epoch: the `t` a publisher writes into an event. The system
 /// clock, so that the raw baseline's client, a separate process, writes times the sinks can
@@ -68,6 +69,8 @@ struct Counters {
     stray: AtomicU64,
     /// Requests answered 503 while the sinks were down.
     refused: AtomicU64,
+    /// Requests taken (not refused): one per notification, one per batch.
+    requests: AtomicU64,
     /// When the last accepted event arrived (nanoseconds since the epoch).
     last_received: AtomicU64,
 }
@@ -91,6 +94,8 @@ pub struct Tally {
     pub duplicates: u64,
     pub stray: u64,
     pub refused: u64,
+    /// HTTP requests taken: notifications, or batches in WS-Management's Events mode.
+    pub requests: u64,
 }
 
 /// A set of sink servers sharing one state; stopped when dropped.
@@ -170,6 +175,7 @@ impl Sinks {
             &counters.duplicates,
             &counters.stray,
             &counters.refused,
+            &counters.requests,
             &counters.last_received,
         ] {
             counter.store(0, Ordering::Release);
@@ -211,6 +217,7 @@ impl Sinks {
             duplicates: c.duplicates.load(Ordering::Acquire),
             stray: c.stray.load(Ordering::Acquire),
             refused: c.refused.load(Ordering::Acquire),
+            requests: c.requests.load(Ordering::Acquire),
         }
     }
 
@@ -252,159 +259,220 @@ pub fn sink_url(bases: &[String], subscriber: u64) -> String {
     format!("{base}/sink/{subscriber}")
 }
 
-/// The value of attribute `name` (a number) in the bench's event, found without parsing the
-/// whole envelope (the sink should cost as little as possible, in the baseline as with herald).
-pub fn attribute(body: &str, name: &str) -> Option<u64> {
-    let tick = body.find("<b:tick ")?;
-    let rest = &body[tick..];
-    let end = rest.find("/>")?;
-    let element = &rest[..end];
-    let needle = format!(" {name}=\"");
-    let start = element.find(&needle)? + needle.len();
-    let stop = element[start..].find('"')? + start;
-    element[start..stop].parse().ok()
+/// The bench's events in a body, each `<b:tick …` up to its `/>`: one in a notification, up to
+/// `MaxElements` in a WS-Management batch. Found with byte searches (memchr), not substring
+/// searchers, which cost more to set up than to run on these short stretches.
+fn ticks(body: &str) -> impl Iterator<Item = &[u8]> {
+    const OPEN: &[u8] = b"<b:tick ";
+    let mut rest = body.as_bytes();
+    std::iter::from_fn(move || {
+        loop {
+            let start = rest.iter().position(|&b| b == b'<')?;
+            rest = &rest[start..];
+            if rest.starts_with(OPEN) {
+                break;
+            }
+            rest = &rest[1..];
+        }
+        let mut end = 0;
+        loop {
+            end += rest[end..].iter().position(|&b| b == b'/')?;
+            if rest.get(end + 1) == Some(&b'>') {
+                break;
+            }
+            end += 1;
+        }
+        let element = &rest[..end];
+        rest = &rest[end + 2..];
+        Some(element)
+    })
+}
+
+/// One of the bench's events as a sink reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tick {
+    phase: u64,
+    n: u64,
+    /// When it was published (nanoseconds since the epoch).
+    sent: u64,
+    key: Option<u64>,
+}
+
+/// A decimal number, or nothing.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        value.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// Reads a tick element's numeric attributes in one pass (the bench writes them as
+/// `name="value"`, space-separated, and herald passes the payload on as it was published).
+fn read_tick(element: &[u8]) -> Option<Tick> {
+    let (mut phase, mut n, mut sent, mut key) = (None, None, None, None);
+    let mut rest = element;
+    while let Some(equals) = rest.iter().position(|&b| b == b'=') {
+        let name = rest[..equals]
+            .rsplit(|&b| b == b' ')
+            .next()
+            .unwrap_or_default();
+        let value = rest.get(equals + 2..)?;
+        let length = value.iter().position(|&b| b == b'"')?;
+        let parsed = number(&value[..length]);
+        match name {
+            b"p" => phase = parsed,
+            b"n" => n = parsed,
+            b"t" => sent = parsed,
+            b"k" => key = parsed,
+            _ => {}
+        }
+        rest = &value[length + 1..];
+    }
+    Some(Tick {
+        phase: phase?,
+        n: n?,
+        sent: sent?,
+        key,
+    })
+}
+
+/// What one request brought.
+#[derive(Debug, Default)]
+struct Counted {
+    fresh: u64,
+    duplicates: u64,
+    stray: u64,
+    latencies: Vec<u64>,
+}
+
+/// Counts the ticks of one request to `subscriber`: each is fresh, a duplicate or stray (of
+/// another phase, of an unknown subscriber, against the key filter, or without the bench's
+/// attributes). A body without any tick is stray.
+fn count(state: &SinkState, subscriber: u64, text: &str, received: u64) -> Counted {
+    let phase = state.phase.load(Ordering::Acquire);
+    let events = state.events.load(Ordering::Acquire);
+    let modulus = state.modulus.load(Ordering::Acquire);
+    let subscribers = state.subscribers.read().unwrap_or_else(|e| e.into_inner());
+    let mut seen = usize::try_from(subscriber)
+        .ok()
+        .and_then(|i| subscribers.get(i))
+        .map(|seen| seen.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut counted = Counted::default();
+    let mut any = false;
+    for element in ticks(text) {
+        any = true;
+        let Some(tick) = read_tick(element) else {
+            counted.stray += 1;
+            continue;
+        };
+        let key_ok = modulus == 0 || tick.key == Some(subscriber % modulus);
+        match seen.as_mut() {
+            Some(seen) if key_ok && tick.phase == phase && tick.n < events => {
+                if seen.insert(tick.n) {
+                    counted.fresh += 1;
+                    counted.latencies.push(received.saturating_sub(tick.sent));
+                } else {
+                    counted.duplicates += 1;
+                }
+            }
+            _ => counted.stray += 1,
+        }
+    }
+    if !any {
+        counted.stray += 1;
+    }
+    counted
 }
 
 async fn receive(
     State(state): State<Arc<SinkState>>,
     UrlPath(subscriber): UrlPath<u64>,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
     let received = now_nanos();
     if !state.up.load(Ordering::Acquire) {
         state.counters.refused.fetch_add(1, Ordering::AcqRel);
-        return StatusCode::SERVICE_UNAVAILABLE;
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    state.counters.requests.fetch_add(1, Ordering::AcqRel);
     let text = std::str::from_utf8(&body).unwrap_or("");
-    let (Some(phase), Some(n), Some(sent)) = (
-        attribute(text, "p"),
-        attribute(text, "n"),
-        attribute(text, "t"),
-    ) else {
-        state.counters.stray.fetch_add(1, Ordering::AcqRel);
-        return StatusCode::ACCEPTED;
-    };
-    let modulus = state.modulus.load(Ordering::Acquire);
-    let key_ok = modulus == 0 || attribute(text, "k") == Some(subscriber % modulus);
-    if !key_ok
-        || phase != state.phase.load(Ordering::Acquire)
-        || n >= state.events.load(Ordering::Acquire)
-    {
-        state.counters.stray.fetch_add(1, Ordering::AcqRel);
-        return StatusCode::ACCEPTED;
-    }
-    let fresh = {
-        let subscribers = state.subscribers.read().unwrap_or_else(|e| e.into_inner());
-        let Some(seen) = usize::try_from(subscriber)
-            .ok()
-            .and_then(|i| subscribers.get(i))
-        else {
-            state.counters.stray.fetch_add(1, Ordering::AcqRel);
-            return StatusCode::ACCEPTED;
-        };
-        seen.lock().unwrap_or_else(|e| e.into_inner()).insert(n)
-    };
-    if fresh {
+    let counted = count(&state, subscriber, text, received);
+    let counters = &state.counters;
+    if counted.fresh > 0 {
         state
             .latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(received.saturating_sub(sent));
-        state
-            .counters
-            .last_received
-            .fetch_max(received, Ordering::AcqRel);
-        state.counters.distinct.fetch_add(1, Ordering::AcqRel);
-    } else {
-        state.counters.duplicates.fetch_add(1, Ordering::AcqRel);
+            .extend_from_slice(&counted.latencies);
+        counters.last_received.fetch_max(received, Ordering::AcqRel);
+        counters.distinct.fetch_add(counted.fresh, Ordering::AcqRel);
     }
-    StatusCode::ACCEPTED
-}
-
-const WSA: &str = "http://www.w3.org/2005/08/addressing";
-
-/// The echo server's answer: a SubscribeResponse as herald writes one, with RelatesTo.
-fn echo_response(relates_to: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="utf-8"?>
-<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="{WSA}" xmlns:wse="http://www.w3.org/2011/03/ws-evt" xmlns:hrd="urn:herald:eventing"><s:Header><wsa:Action>http://www.w3.org/2011/03/ws-evt/SubscribeResponse</wsa:Action><wsa:MessageID>urn:uuid:6187a3b2-adf6-490e-aa8b-0e39f548cc95</wsa:MessageID><wsa:RelatesTo>{relates_to}</wsa:RelatesTo></s:Header><s:Body><wse:SubscribeResponse><wse:SubscriptionManager><wsa:Address>http://127.0.0.1/eventing/default/subscriptions</wsa:Address><wsa:ReferenceParameters><hrd:SubscriptionId>uuid:b0cac8d6-69af-4c21-94e3-5895b0df4971</hrd:SubscriptionId></wsa:ReferenceParameters></wse:SubscriptionManager><wse:GrantedExpires>PT1H</wse:GrantedExpires></wse:SubscribeResponse></s:Body></s:Envelope>"#
-    )
-}
-
-/// Parses the request envelope with roxmltree (as herald's decoder does) and answers a fixed
-/// SubscribeResponse: a SOAP server with no store.
-async fn echo(body: Bytes) -> Response {
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let Ok(document) = roxmltree::Document::parse(text) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let root = document.root_element();
-    if root.tag_name().name() != "Envelope" {
-        return StatusCode::BAD_REQUEST.into_response();
+    if counted.duplicates > 0 {
+        counters
+            .duplicates
+            .fetch_add(counted.duplicates, Ordering::AcqRel);
     }
-    let message_id = document
-        .descendants()
-        .find(|node| node.has_tag_name((WSA, "MessageID")))
-        .and_then(|node| node.text())
-        .unwrap_or("")
-        .trim();
-    (
-        [(CONTENT_TYPE, "application/soap+xml; charset=utf-8")],
-        echo_response(&roxmltree_escape(message_id)),
-    )
-        .into_response()
+    if counted.stray > 0 {
+        counters.stray.fetch_add(counted.stray, Ordering::AcqRel);
+    }
+    match ack_request(text) {
+        Some(request) => ack(&request),
+        None => StatusCode::ACCEPTED.into_response(),
+    }
 }
 
-fn roxmltree_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;")
+/// The action of a WS-Management acknowledgement.
+const WSMAN_ACK: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/Ack";
+/// WS-Addressing 2004/08, what WS-Management subscribers speak.
+const WSA2004: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
+
+/// A message that asks for an acknowledgement: its `wsa:MessageID`, and the WS-Addressing
+/// namespace the `wsa` prefix is bound to (herald's prefix; 2004/08 if not declared).
+#[derive(Debug, PartialEq, Eq)]
+struct AckRequest<'a> {
+    message_id: &'a str,
+    addressing: &'a str,
 }
 
-/// `herald-bench echo-server`: serves the echo on an ephemeral loopback port, in its own
-/// process with tokio's default runtime (as herald runs), until its stdin closes.
-pub fn run_echo_server() -> anyhow::Result<()> {
-    // The parent holds our stdin: when it exits, however it exits, so do we.
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let app = Router::new().route("/eventing/default", post(echo));
-        println!("echo listening on http://{address}");
-        axum::serve(listener, app).await?;
-        Ok(())
+/// Finds `wsman:AckRequested` and `wsa:MessageID` in the header, by scanning.
+fn ack_request(text: &str) -> Option<AckRequest<'_>> {
+    let header = &text[..text.find(":Body").unwrap_or(text.len())];
+    if !header.contains(":AckRequested") {
+        return None;
+    }
+    let start = header.find(":MessageID>")? + ":MessageID>".len();
+    let end = header[start..].find('<')? + start;
+    let addressing = header
+        .find("xmlns:wsa=\"")
+        .map(|at| &header[at + "xmlns:wsa=\"".len()..])
+        .and_then(|rest| rest.find('"').map(|end| &rest[..end]))
+        .unwrap_or(WSA2004);
+    Some(AckRequest {
+        message_id: header[start..end].trim(),
+        addressing,
     })
 }
 
-/// The echo server as a child process of herald-bench.
-pub struct EchoServer {
-    child: Child,
-    pub base: String,
+/// The `wsman:Ack` relating to `request`.
+fn ack_body(request: &AckRequest<'_>) -> String {
+    format!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="{}"><s:Header><wsa:Action>{WSMAN_ACK}</wsa:Action><wsa:MessageID>urn:uuid:{}</wsa:MessageID><wsa:RelatesTo>{}</wsa:RelatesTo></s:Header><s:Body/></s:Envelope>"#,
+        request.addressing,
+        uuid::Uuid::new_v4(),
+        request.message_id
+    )
 }
 
-impl EchoServer {
-    pub async fn start(dir: &Path) -> anyhow::Result<EchoServer> {
-        let mut command = Command::new(std::env::current_exe()?);
-        command.arg("echo-server").stdin(Stdio::piped());
-        let (child, base, _) =
-            spawn_until_ready(command, "echo listening on ", &dir.join("echo.log"))?
-                .wait(Duration::from_secs(30))
-                .await?;
-        Ok(EchoServer { child, base })
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn ack(request: &AckRequest<'_>) -> Response {
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "application/soap+xml; charset=utf-8")],
+        ack_body(request),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -412,13 +480,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attributes_are_read_from_the_event_only() {
+    fn ticks_are_read_from_the_events_only() {
         let body = r#"<s:Envelope n="9"><s:Body><b:tick xmlns:b="urn:bench" p="2" n="41" t="123456" k="3"/></s:Body></s:Envelope>"#;
-        assert_eq!(attribute(body, "p"), Some(2));
-        assert_eq!(attribute(body, "n"), Some(41));
-        assert_eq!(attribute(body, "t"), Some(123456));
-        assert_eq!(attribute(body, "x"), None);
-        assert_eq!(attribute("<b:tick/>", "n"), None);
+        let found: Vec<Option<Tick>> = ticks(body).map(read_tick).collect();
+        let tick = Tick {
+            phase: 2,
+            n: 41,
+            sent: 123456,
+            key: Some(3),
+        };
+        assert_eq!(found, [Some(tick)]);
+        assert_eq!(ticks("<b:tick/>").count(), 0);
+        assert_eq!(
+            ticks(r#"<b:tick p="1"/>"#)
+                .map(read_tick)
+                .collect::<Vec<_>>(),
+            [None]
+        );
+    }
+
+    #[test]
+    fn every_tick_of_a_batch_is_read() {
+        let batch = format!(
+            "<wsman:Events>{}</wsman:Events>",
+            (0..3)
+                .map(|n| format!(
+                    r#"<wsman:Event Action="urn:bench:tick"><b:tick xmlns:b="urn:bench" p="1" n="{n}" t="5" k="0"/></wsman:Event>"#
+                ))
+                .collect::<String>()
+        );
+        let numbers: Vec<u64> = ticks(&batch)
+            .filter_map(read_tick)
+            .map(|tick| tick.n)
+            .collect();
+        assert_eq!(numbers, [0, 1, 2]);
+    }
+
+    #[test]
+    fn an_ack_relates_to_the_message_that_asked_for_it() {
+        let batch = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:wsman="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"><s:Header><wsa:Action>http://schemas.dmtf.org/wbem/wsman/1/wsman/Events</wsa:Action><wsa:MessageID>urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427</wsa:MessageID><wsa:To>http://127.0.0.1/sink/0</wsa:To><wsman:AckRequested/></s:Header><s:Body><wsman:Events/></s:Body></s:Envelope>"#;
+        let request = ack_request(batch).unwrap();
+        assert_eq!(
+            request,
+            AckRequest {
+                message_id: "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                addressing: WSA2004,
+            }
+        );
+        assert_eq!(
+            ack_request(&batch.replace("<wsman:AckRequested/>", "")),
+            None
+        );
+        assert_eq!(ack(&request).status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn herald_counts_the_ack_as_the_reply_it_expects() {
+        let request = AckRequest {
+            message_id: "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            addressing: WSA2004,
+        };
+        let body = ack_body(&request);
+        assert!(herald::soap::envelope::is_reply(
+            body.as_bytes(),
+            WSMAN_ACK,
+            request.message_id
+        ));
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::Context;
+use crate::echo::EchoServer;
 use crate::load::{self, Latency, subscribe_message};
 use crate::process::{FreshDatabase, Herald, Launch};
 use crate::report::{Row, mebibytes, per_second, rate, thousands, verdict};
-use crate::sink::EchoServer;
 
 /// The target: Subscribe at this share of the echo baseline.
 const SUBSCRIBE_TARGET: f64 = 0.50;
