@@ -185,7 +185,7 @@ pub(super) async fn deliver(
                 }
             }
         };
-        match deliver_one_message(sending, reader, &message, last_warned).await {
+        match deliver_one_message(sending, reader, &message, position, last_warned).await {
             Outcome::Delivered => {
                 sending.delivered(&events);
                 sending.report(id, reader.advance(position));

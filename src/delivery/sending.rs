@@ -103,16 +103,22 @@ impl Sending {
 /// When a failing reader was last logged at `warn`.
 pub(super) type LastWarned = std::sync::Mutex<Option<tokio::time::Instant>>;
 
-/// Sends one message to the reader's endpoint until it is delivered, given up, or abandoned,
-/// under the global limit of sends in flight and the lease, retrying with back-off.
-pub(super) async fn deliver_one_message(
+/// Delivers what is after the reader's cursor up to `seq` until it is delivered, given up, or
+/// abandoned: each attempt, made by `send`, under the global limit of sends in flight and only
+/// while the lease holds (another node may own the reader once it is in doubt); retried with
+/// back-off, each failure counted, logged and reported.
+pub(super) async fn attempt_until_done<S, SF>(
     sending: &Sending,
     reader: &Reader,
-    message: &Outgoing,
+    seq: u64,
     last_warned: &LastWarned,
-) -> Outcome {
+    send: S,
+) -> Outcome
+where
+    S: Fn() -> SF,
+    SF: std::future::Future<Output = Attempt>,
+{
     let id = reader.id();
-    let seq = reader.cursor();
     until_delivered(
         reader.retry(),
         &sending.clock,
@@ -125,11 +131,10 @@ pub(super) async fn deliver_one_message(
             if !sending.lease.permits_sending() {
                 return None;
             }
-            let attempt = sending.client.send_to(reader.subscription(), message).await;
+            let attempt = send().await;
             if attempt == Attempt::Delivered {
                 reader.sent();
             }
-            tracing::debug!(subscription = %id, after = seq, to = message.url.as_str(), delivered = matches!(attempt, Attempt::Delivered), "delivery attempt");
             Some(attempt)
         },
         |delay, snapshot| async move {
@@ -143,9 +148,27 @@ pub(super) async fn deliver_one_message(
     .await
 }
 
+/// Sends one message to the reader's endpoint until it is delivered, given up, or abandoned
+/// ([`attempt_until_done`]); `seq` is the last event it carries.
+pub(super) async fn deliver_one_message(
+    sending: &Sending,
+    reader: &Reader,
+    message: &Outgoing,
+    seq: u64,
+    last_warned: &LastWarned,
+) -> Outcome {
+    let id = reader.id();
+    attempt_until_done(sending, reader, seq, last_warned, || async {
+        let attempt = sending.client.send_to(reader.subscription(), message).await;
+        tracing::debug!(subscription = %id, seq, to = message.url.as_str(), delivered = matches!(attempt, Attempt::Delivered), "delivery attempt");
+        attempt
+    })
+    .await
+}
+
 /// Logs a failed attempt: at `warn` the first time and then at most once per
 /// [`FAILURE_LOG_INTERVAL`], at `debug` otherwise.
-pub(super) fn log_failure(
+fn log_failure(
     reader: &Reader,
     seq: u64,
     delay: Duration,

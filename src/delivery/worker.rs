@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::client::Attempt;
 use super::lock;
 use super::reader::Reader;
-use super::sending::{LastWarned, Outcome, Sending, log_failure, until_delivered};
+use super::sending::{LastWarned, Outcome, Sending, attempt_until_done};
 use crate::domain::event::Event;
 use crate::domain::subscription::ReaderDelivery;
 use crate::domain::wsman::WsmanMode;
@@ -78,44 +78,20 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                 continue;
             }
             let subscription = reader.subscription();
-            let outcome = until_delivered(
-                reader.retry(),
-                &sending.clock,
-                reader.progress(),
-                || async {
-                    if reader.is_ended() || sending.stop.is_cancelled() {
-                        return None;
+            // Built for each attempt: a webhook is signed at the time it is sent.
+            let outcome = attempt_until_done(sending, reader, seq, last_warned, || async {
+                let attempt = match subscription.delivery {
+                    ReaderDelivery::AmqpPublish => {
+                        sending.bridge.publish(subscription, view.event()).await
                     }
-                    let _permit = sending.permits.acquire().await.ok()?;
-                    // Another node may own it once the lease is in doubt: send nothing then.
-                    if !sending.lease.permits_sending() {
-                        return None;
+                    _ => {
+                        let message = sending.envelopes.notification(subscription, view.event());
+                        sending.client.send_to(subscription, &message).await
                     }
-                    // Built for each attempt: a webhook is signed at the time it is sent.
-                    let attempt = match subscription.delivery {
-                        ReaderDelivery::AmqpPublish => {
-                            sending.bridge.publish(subscription, view.event()).await
-                        }
-                        _ => {
-                            let message =
-                                sending.envelopes.notification(subscription, view.event());
-                            sending.client.send_to(subscription, &message).await
-                        }
-                    };
-                    log_attempt(reader, view.event(), &attempt);
-                    if attempt == Attempt::Delivered {
-                        reader.sent();
-                    }
-                    Some(attempt)
-                },
-                |delay, snapshot| async move {
-                    sending.count("failed");
-                    sending.metrics.retries.inc();
-                    log_failure(reader, seq, delay, &snapshot, last_warned);
-                    sending.report(id, snapshot);
-                    reader.pause(delay, &sending.stop).await
-                },
-            )
+                };
+                log_attempt(reader, view.event(), &attempt);
+                attempt
+            })
             .await;
             match outcome {
                 Outcome::Delivered => {
