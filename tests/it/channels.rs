@@ -416,12 +416,14 @@ async fn a_full_queue_counts_nothing_against_the_daily_limit() {
     assert_eq!(send(&server, &channel, "<a/>", false).await.status(), 406);
 }
 
+/// Times leave a second of slack each way: the send after the renewal comes 3.5 s after the
+/// open (past the first TTL) but only 2 s after the renewal; the last one 6 s after it.
 #[tokio::test]
 async fn a_channel_expires_unless_renewed() {
-    let server = start(|policy| policy.ttl = Duration::from_millis(800)).await;
+    let server = start(|policy| policy.ttl = Duration::from_secs(3)).await;
     let channel = open(&server).await;
     let token = channel.rsplit('/').next().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let renewed = server
         .client
         .post(server.url(&format!("/api/v1/channels/{token}/renew")))
@@ -429,13 +431,13 @@ async fn a_channel_expires_unless_renewed() {
         .await
         .unwrap();
     assert_eq!(renewed.status(), 200);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(
         send(&server, &channel, "<a/>", true).await.status(),
         200,
         "renewed"
     );
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     let expired = send(&server, &channel, "<a/>", true).await;
     assert_eq!(expired.status(), 404);
     assert_eq!(headers_of(&expired).2, "Expired");
