@@ -12,6 +12,7 @@
 
 pub mod channels;
 mod codec;
+mod inserts;
 pub mod postgres;
 pub mod pulls;
 pub mod queues;

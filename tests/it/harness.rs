@@ -114,6 +114,22 @@ impl TestStore {
         self.dir.path()
     }
 
+    /// herald's store itself, opened in this process (for tests of the store's own rules).
+    pub async fn open(&self) -> std::sync::Arc<dyn herald::store::Store> {
+        match &self.database {
+            Some(url) => std::sync::Arc::new(
+                herald::store::PostgresStore::open(url)
+                    .await
+                    .expect("open PostgreSQL"),
+            ),
+            None => std::sync::Arc::new(
+                herald::store::SqliteStore::open(self.dir.path())
+                    .await
+                    .expect("open SQLite"),
+            ),
+        }
+    }
+
     /// Points a configuration at this store.
     pub fn apply(&self, config: &mut Config) {
         config.data_dir = self.dir.path().to_path_buf();

@@ -21,6 +21,7 @@ mod failures;
 mod faults;
 mod filter_conformance;
 mod filters;
+mod group_commit;
 mod harness;
 mod hostile_xml;
 mod invocations;

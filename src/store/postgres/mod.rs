@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,7 +24,8 @@ use super::codec::{
     decode_source_count, decode_subscription, decode_with_progress, duration_millis,
     encode_endpoint, millis, progress_columns, seq_column, stored_seq, subscription_columns,
 };
-use super::sql::{self, bind_subscription};
+use super::inserts::{self, InsertRequest, insert_batches};
+use super::sql;
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
@@ -32,8 +33,10 @@ use crate::domain::subscription::{
     DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
     SubscriptionId, SubscriptionRecord, WsaVersion,
 };
+use batch_insert::PgInserts;
 
 mod appends;
+mod batch_insert;
 mod migrations;
 mod signals;
 
@@ -59,6 +62,8 @@ pub struct PostgresStore {
     /// Ends the listener task, which [`Store::close`] then awaits.
     closing: CancellationToken,
     tasks: TaskTracker,
+    /// To the group commit of new subscriptions.
+    inserts: mpsc::Sender<InsertRequest>,
 }
 
 impl PostgresStore {
@@ -80,11 +85,20 @@ impl PostgresStore {
             .fetch_one(&pool)
             .await?;
         let channel: String = format!("herald.{schema}").chars().take(63).collect();
+        let closing = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (inserts, requests) = inserts::channel();
+        tasks.spawn(insert_batches(
+            PgInserts { pool: pool.clone() },
+            requests,
+            closing.clone(),
+        ));
         let store = PostgresStore {
             pool,
             channel,
-            closing: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            closing,
+            tasks,
+            inserts,
         };
         store.migrate().await?;
         Ok(store)
@@ -111,13 +125,14 @@ impl Store for PostgresStore {
         owner: &NodeId,
         start_after: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let row = SubscriptionRow::encode(subscription);
-        let inserted = bind_subscription(sqlx::query(sql::INSERT_SUBSCRIPTION.postgres()), row)
-            .bind(owner.as_str())
-            .bind(start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)))
-            .fetch_one(&self.pool)
-            .await?;
-        stored_seq("cursor", inserted.int("cursor")?)
+        let (reply, response) = oneshot::channel();
+        let request = InsertRequest {
+            row: SubscriptionRow::encode(subscription),
+            owner: owner.as_str().to_owned(),
+            start_after: start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
+            reply,
+        };
+        inserts::insert(&self.inserts, request, response).await
     }
 
     async fn active_subscription(

@@ -59,15 +59,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+mod batch_insert;
 mod channels;
-mod inserts;
 mod pulls;
 mod queue_writes;
 mod queues;
 mod statements;
 mod webhooks;
 
-use inserts::{InsertRequest, MAX_INSERT_BATCH, insert_batches};
+use super::inserts::{self, InsertRequest, insert_batches};
+use batch_insert::SqliteInserts;
 use statements::{CLAIM_ORPHANS, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis};
 
 /// The embedded SQLite store.
@@ -116,12 +117,14 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let write = Arc::new(Mutex::new(()));
-        let (inserts, requests) = mpsc::channel(4 * MAX_INSERT_BATCH);
+        let (inserts, requests) = inserts::channel();
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(insert_batches(
-            pool.clone(),
-            write.clone(),
+            SqliteInserts {
+                pool: pool.clone(),
+                write: write.clone(),
+            },
             requests,
             closing.clone(),
         ));
@@ -188,11 +191,7 @@ impl Store for SqliteStore {
             start_after: start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
             reply,
         };
-        self.inserts
-            .send(request)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        response.await.map_err(|_| StoreError::Closed)?
+        inserts::insert(&self.inserts, request, response).await
     }
 
     async fn active_subscription(

@@ -1,15 +1,13 @@
-//! Group commit of new subscriptions: whatever has queued while the previous commit ran goes
-//! into the next transaction, so Subscribes arriving together share one fsync.
+//! Group commit of new subscriptions, on either store: whatever has queued while the previous
+//! commit ran goes into the next one, so Subscribes arriving together share one transaction and
+//! one fsync (on PostgreSQL one statement: one round trip for the whole batch).
 
-use std::sync::Arc;
-
-use sqlx::sqlite::SqlitePool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::super::StoreError;
-use super::super::codec::{Columns, SubscriptionRow, stored_seq};
-use super::super::sql::{self, bind_subscription};
+use super::StoreError;
+use super::codec::SubscriptionRow;
 
 /// Most new subscriptions committed in one transaction.
 pub(super) const MAX_INSERT_BATCH: usize = 512;
@@ -22,12 +20,36 @@ pub(super) struct InsertRequest {
     pub reply: oneshot::Sender<Result<u64, StoreError>>,
 }
 
+/// How a store writes a batch of new subscriptions in one transaction: each one's starting
+/// cursor, in the batch's order, or an error and nothing written.
+#[async_trait]
+pub(super) trait CommitInserts: Send + Sync + 'static {
+    async fn commit(&self, batch: &[InsertRequest]) -> Result<Vec<u64>, StoreError>;
+}
+
+/// The channel a store's `insert_subscription` queues to, and the task that commits from it.
+pub(super) fn channel() -> (mpsc::Sender<InsertRequest>, mpsc::Receiver<InsertRequest>) {
+    mpsc::channel(4 * MAX_INSERT_BATCH)
+}
+
+/// Queues `request` and waits for its commit.
+pub(super) async fn insert(
+    inserts: &mpsc::Sender<InsertRequest>,
+    request: InsertRequest,
+    response: oneshot::Receiver<Result<u64, StoreError>>,
+) -> Result<u64, StoreError> {
+    inserts
+        .send(request)
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    response.await.map_err(|_| StoreError::Closed)?
+}
+
 /// Commits new subscriptions in batches: whatever has queued while the previous commit ran goes
 /// into the next transaction. Should a batch fail, its subscriptions are retried one by one, so
 /// one bad row cannot refuse the others.
 pub(super) async fn insert_batches(
-    pool: SqlitePool,
-    write: Arc<Mutex<()>>,
+    committer: impl CommitInserts,
     mut requests: mpsc::Receiver<InsertRequest>,
     closing: CancellationToken,
 ) {
@@ -47,7 +69,6 @@ pub(super) async fn insert_batches(
             }
         };
         let mut batch = vec![first];
-        let _writing = write.lock().await;
         while batch.len() < MAX_INSERT_BATCH {
             match requests.try_recv() {
                 Ok(request) => batch.push(request),
@@ -55,7 +76,7 @@ pub(super) async fn insert_batches(
             }
         }
         if batch.len() > 1
-            && let Ok(cursors) = insert_all(&pool, &batch).await
+            && let Ok(cursors) = committer.commit(&batch).await
         {
             for (request, cursor) in batch.into_iter().zip(cursors) {
                 let _ = request.reply.send(Ok(cursor));
@@ -63,7 +84,8 @@ pub(super) async fn insert_batches(
             continue;
         }
         for request in batch {
-            let result = insert_all(&pool, std::slice::from_ref(&request))
+            let result = committer
+                .commit(std::slice::from_ref(&request))
                 .await
                 .and_then(|cursors| {
                     cursors
@@ -74,27 +96,4 @@ pub(super) async fn insert_batches(
             let _ = request.reply.send(result);
         }
     }
-}
-
-/// Inserts subscriptions in one transaction; returns each one's starting cursor.
-async fn insert_all(pool: &SqlitePool, batch: &[InsertRequest]) -> Result<Vec<u64>, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut cursors = Vec::with_capacity(batch.len());
-    for InsertRequest {
-        row,
-        owner,
-        start_after,
-        ..
-    } in batch
-    {
-        let inserted =
-            bind_subscription(sqlx::query(sql::INSERT_SUBSCRIPTION.sqlite()), row.clone())
-                .bind(owner)
-                .bind(start_after)
-                .fetch_one(&mut *tx)
-                .await?;
-        cursors.push(stored_seq("cursor", inserted.int("cursor")?)?);
-    }
-    tx.commit().await?;
-    Ok(cursors)
 }
