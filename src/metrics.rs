@@ -101,6 +101,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Active subscriptions per source, refreshed at every scrape.
     pub active_subscriptions: Family<SourceLabels, Gauge>,
+    /// 1 while a start still loads this node's stored subscriptions, refreshed at every scrape.
+    pub loading: Gauge,
     /// Events appended per source.
     pub events_published: Family<SourceLabels, Counter>,
     /// Delivery attempts by outcome.
@@ -154,6 +156,12 @@ impl Default for Metrics {
             "active_subscriptions",
             "Active subscriptions per event source",
             active_subscriptions.clone(),
+        );
+        let loading = Gauge::default();
+        registry.register(
+            "loading",
+            "1 while a start still loads this node's stored subscriptions (herald answers meanwhile; the active counts grow to the stored ones)",
+            loading.clone(),
         );
         let events_published = Family::<SourceLabels, Counter>::default();
         registry.register(
@@ -281,6 +289,7 @@ impl Default for Metrics {
             connections_refused,
             requests,
             active_subscriptions,
+            loading,
             events_published,
             deliveries,
             delivery_latency,

@@ -77,9 +77,21 @@ impl Node {
     /// Registers this node with a fresh lease and takes over what it owns and what is
     /// orphaned.
     pub async fn join(&self) -> Result<(), StoreError> {
+        self.register().await?;
+        self.claim_all().await?;
+        self.read_owned().await
+    }
+
+    /// Registers this node with a fresh lease.
+    pub async fn register(&self) -> Result<(), StoreError> {
         let asked = Instant::now();
         self.store.register_node(&self.id, self.lease_ttl).await?;
         self.lease.extend_to(asked + self.lease_ttl);
+        Ok(())
+    }
+
+    /// Takes over every orphan.
+    async fn claim_all(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
         while self
             .store
@@ -88,14 +100,22 @@ impl Node {
             .len()
             == CLAIM_BATCH as usize
         {}
+        Ok(())
+    }
+
+    /// Takes over what this node owns, a page at a time.
+    async fn read_owned(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
         let mut after = None;
-        loop {
+        while !self.stop.is_cancelled() {
             let page = self
                 .store
                 .owned_subscriptions(&self.id, now, after, LOAD_PAGE)
                 .await?;
             for (subscription, progress) in page.items {
+                let log = subscription.source.clone();
                 self.adopt(subscription, progress).await?;
+                self.readers.loading.read_one(&log);
             }
             match page.next {
                 Some(next) => after = Some(next),
@@ -103,6 +123,37 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// A start's load, in the background: orphans are claimed, what this node owns counted
+    /// (a limited log's count is whole from then on) and read a page at a time, while herald
+    /// already answers. A failed step is tried again until it succeeds or delivery stops.
+    /// Readers added or ended by anything else meanwhile are left as they are (`Loading`).
+    pub async fn load_in_background(self: Arc<Self>) {
+        let started = std::time::Instant::now();
+        loop {
+            let loaded = async {
+                self.claim_all().await?;
+                let counts = self.store.owned_counts(&self.id).await?;
+                self.readers.loading.counted(counts);
+                self.read_owned().await
+            };
+            match loaded.await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "loading this node's subscriptions failed; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = self.stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        self.readers.loading.end();
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "this node's stored subscriptions are loaded"
+        );
     }
 
     /// Hands a subscription this node came to own to the engine, which starts delivering it

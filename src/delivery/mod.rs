@@ -35,6 +35,7 @@ mod digest;
 mod ends;
 mod heartbeat;
 mod lease;
+mod loading;
 mod log;
 mod progress;
 mod reader;
@@ -177,6 +178,15 @@ impl EngineLink {
     }
 }
 
+/// [`Readers::add`] or [`Readers::adopt`].
+type AddReader = fn(
+    &Readers,
+    Subscription,
+    DeliveryProgress,
+    Option<Arc<dyn Matcher>>,
+    RetryPolicy,
+) -> Result<(), Box<Subscription>>;
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its data consistent before anything that can panic.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -304,14 +314,17 @@ impl Dispatcher {
         self.node.id()
     }
 
-    /// Loads the log heads, registers this node, hands what it owns (and orphans) to the
-    /// engine's [`Lifecycle::adopt`], and starts the background tasks; [`Dispatcher::stop`]
-    /// ends and awaits them all.
+    /// Loads the log heads, registers this node and starts the background tasks, one of which
+    /// hands what this node owns (and orphans) to the engine's [`Lifecycle::adopt`] while
+    /// herald already answers; [`Dispatcher::stop`] ends and awaits them all.
     pub async fn start(&self, engine: Weak<dyn Lifecycle>) -> Result<(), StoreError> {
         let _ = self.engine.0.set(engine);
         self.log.load_heads().await?;
         let signals = self.store.signals().await?;
-        self.node.join().await?;
+        // What this node owns is loaded in the background (below), once everything that
+        // may add or end a reader meanwhile is running: the load leaves those alone.
+        self.readers.loading.begin();
+        self.node.register().await?;
         let readers = Arc::downgrade(&self.readers);
         let on_append: OnAppend = Arc::new(move |source: &SourceName| {
             if let Some(readers) = readers.upgrade() {
@@ -339,6 +352,7 @@ impl Dispatcher {
             self.stop.clone(),
         ));
         self.tasks.spawn(self.node.clone().run(signals));
+        self.tasks.spawn(self.node.clone().load_in_background());
         self.outbox.wake();
         Ok(())
     }
@@ -384,9 +398,9 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Readers of one log.
+    /// Readers of one log, with those a start's load has still to hand over.
     pub fn reader_count(&self, source: &SourceName) -> u64 {
-        self.readers.count(source)
+        self.readers.count(source) + self.readers.loading.remaining(source)
     }
 
     /// Instances of a context service this node delivers.
@@ -403,21 +417,67 @@ impl Dispatcher {
         matcher: Option<Arc<dyn Matcher>>,
         retry: RetryPolicy,
     ) {
+        self.open_and_add(subscription, progress, matcher, retry, Readers::add)
+            .await;
+    }
+
+    /// As [`Dispatcher::start_reading`], for a subscription the store says this node owns
+    /// (loaded at start or taken over): while the start's load is under way, one that was
+    /// added or ended since is left as it is.
+    pub async fn resume_reading(
+        &self,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+        matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
+    ) {
+        self.open_and_add(subscription, progress, matcher, retry, Readers::adopt)
+            .await;
+    }
+
+    async fn open_and_add(
+        &self,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+        matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
+        add: AddReader,
+    ) {
         let mut subscription = subscription;
         // A removal may close a transient log's tail between opening and adding: open again.
         for _ in 0..3 {
             if !self.log.is_lasting(&subscription.source) {
                 self.log.open(&subscription.source, progress.cursor).await;
             }
-            match self
-                .readers
-                .add(subscription, progress.clone(), matcher.clone(), retry)
-            {
+            match add(
+                &self.readers,
+                subscription,
+                progress.clone(),
+                matcher.clone(),
+                retry,
+            ) {
                 Ok(()) => return,
                 Err(back) => subscription = *back,
             }
         }
         tracing::warn!(id = %subscription.id, log = %subscription.source, "could not open the log's tail; the reader starts at the next join");
+    }
+
+    /// Whether this node is still loading its stored subscriptions after a start.
+    pub fn loading(&self) -> bool {
+        self.readers.loading.is_loading()
+    }
+
+    /// Waits until [`Dispatcher::reader_count`] (for a configured source's log) or
+    /// [`Dispatcher::instance_count`] (for a context service) is whole: a start's load has
+    /// counted what it will hand over, or for instances, has handed everything over.
+    pub async fn counts_whole(&self, log: &SourceName) {
+        let phase = if self.log.is_lasting(log) {
+            loading::Phase::Counting
+        } else {
+            loading::Phase::Reading
+        };
+        self.readers.loading.past(phase).await;
     }
 
     /// Stops delivering a subscription the store has ended; its SubscriptionEnd, if any, is

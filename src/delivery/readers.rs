@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_util::task::TaskTracker;
 
+use super::loading::Loading;
 use super::lock;
 use super::log::EventLog;
 use super::reader::Reader;
@@ -33,6 +34,8 @@ pub(super) struct Readers {
     sending: Arc<Sending>,
     /// The workers, each tracked until it returns.
     workers: TaskTracker,
+    /// A start's background load, and what it must leave alone.
+    pub loading: Loading,
 }
 
 impl Readers {
@@ -53,6 +56,7 @@ impl Readers {
             log,
             sending,
             workers: TaskTracker::new(),
+            loading: Loading::default(),
         }
     }
 
@@ -108,6 +112,33 @@ impl Readers {
         matcher: Option<Arc<dyn Matcher>>,
         retry: RetryPolicy,
     ) -> Result<(), Box<Subscription>> {
+        self.loading.touch(subscription.id);
+        self.insert(subscription, progress, matcher, retry)
+    }
+
+    /// As [`Readers::add`], for a subscription the store says this node owns (loaded at start
+    /// or taken over): while a start's load is under way, one that something else added or
+    /// ended since is left as it is.
+    pub fn adopt(
+        &self,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+        matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
+    ) -> Result<(), Box<Subscription>> {
+        let Some(_adopting) = self.loading.adopt(subscription.id) else {
+            return Ok(());
+        };
+        self.insert(subscription, progress, matcher, retry)
+    }
+
+    fn insert(
+        &self,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+        matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
+    ) -> Result<(), Box<Subscription>> {
         let source = subscription.source.clone();
         let id = subscription.id;
         // The entry and the reader go in under the registry's lock, so that a removal cannot
@@ -147,6 +178,7 @@ impl Readers {
     /// Stops delivering it; its worker stops at its next step. True when it was delivered here.
     /// The last reader of a log that comes and goes takes its tail with it.
     pub fn remove(&self, source: &SourceName, id: SubscriptionId) -> bool {
+        self.loading.touch(id);
         let Some(log) = self.entry(source) else {
             return false;
         };
@@ -177,6 +209,7 @@ impl Readers {
 
     /// Stops delivering it, whichever log it reads.
     pub fn remove_id(&self, id: SubscriptionId) -> bool {
+        self.loading.touch(id);
         let source = self
             .entries()
             .into_iter()

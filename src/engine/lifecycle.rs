@@ -131,6 +131,11 @@ impl Engine {
             retry,
             start_after,
         } = admission;
+        // While a start still loads, a limited log's count is whole once the load has counted
+        // what it will hand over.
+        if limit.is_some() {
+            self.delivery.counts_whole(counted_as).await;
+        }
         if !self.capacity.take(counted_as, limit, count) {
             return Err(EngineError::SourceFull {
                 source_name: counted_as.clone(),
@@ -373,7 +378,7 @@ impl Lifecycle for Engine {
         match self.compile(&subscription) {
             Ok(matcher) => {
                 self.delivery
-                    .start_reading(subscription, progress, matcher, retry)
+                    .resume_reading(subscription, progress, matcher, retry)
                     .await;
             }
             Err(err) => {

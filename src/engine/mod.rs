@@ -289,6 +289,11 @@ impl Engine {
         self.delivery.update_backlog_metrics();
     }
 
+    /// Whether a start still loads this node's stored subscriptions (herald answers meanwhile).
+    pub fn loading(&self) -> bool {
+        self.delivery.loading()
+    }
+
     /// Active subscriptions per configured source.
     pub fn active_counts(&self) -> Vec<(SourceName, u64)> {
         self.delivery.reader_counts()

@@ -44,6 +44,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .get_or_create(&labels)
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
+    state.metrics.loading.set(i64::from(state.engine.loading()));
     state.engine.refresh_metrics();
     match state.engine.queue_depths().await {
         Ok(depths) => {

@@ -282,6 +282,10 @@ pub trait Store:
         limit: u32,
     ) -> Result<Page, StoreError>;
 
+    /// How many active subscriptions `node` owns, per log (at least: some may have expired
+    /// unswept). What a start's load will hand over, counted before it reads a page.
+    async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError>;
+
     /// Stores delivery progress for many subscriptions in one transaction (group commit), for
     /// those that are active and owned by `node`; returns the ids that are not (they ended, or
     /// another node took them over), which the caller must stop delivering.

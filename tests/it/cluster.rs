@@ -295,10 +295,11 @@ async fn a_node_that_stops_gracefully_hands_its_subscriptions_over_at_once() {
     let handover = stopped.elapsed();
     println!("handed over and delivered {handover:?} after the graceful stop");
     assert!(handover < Duration::from_secs(5), "{handover:?}");
-    // A node restarted under its name resumes what it owns at once, from the stored cursors.
+    // A node restarted under its name resumes what it owns, from the stored cursors, as its
+    // start's background load hands them over (moments, not a lease).
     b.stop().await;
     let b = node(&store, "staying", lease, poll).await;
-    assert_eq!(b.active("default").await, 2);
+    assert_eq!(b.wait_active("default", 2, Duration::from_secs(5)).await, 2);
     publish(&b, "default", TICK_ACTION, &tick(2)).await;
     for path in ["h0", "h1"] {
         let ticks = wait_ticks(&sink, path, 3, Duration::from_secs(10)).await;

@@ -35,6 +35,7 @@ mod restart;
 mod retention;
 mod samples;
 mod sink;
+mod start_load;
 mod store_failures;
 mod upgrade;
 mod webhooks;

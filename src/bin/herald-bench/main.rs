@@ -102,9 +102,11 @@ pub struct Args {
     /// Most events per fan-out run.
     #[arg(long, value_name = "N")]
     fanout_max_events: Option<u64>,
-    /// Events per second of the paced runs, comma-separated (one run each).
+    /// Shares of the raw ceiling, in percent, the paced runs publish at (one run each): the
+    /// raw baseline at the paced subscribers' concurrency is measured just before, and each
+    /// run publishes share × ceiling / subscribers events per second.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    paced_rates: Option<Vec<u64>>,
+    paced_shares: Option<Vec<u64>>,
     /// Subscribers of the paced run.
     #[arg(long, value_name = "N")]
     paced_subscribers: Option<u64>,
@@ -175,7 +177,7 @@ pub enum Scenario {
     Baseline,
     /// 2: N subscribers, M events, as fast as herald goes (each run after its baseline).
     Fanout,
-    /// 2: a paced publisher, latency at a fixed rate.
+    /// 2: a paced publisher at shares of the raw ceiling measured just before, latency.
     Paced,
     /// 3: durable Subscribe against a SOAP echo server.
     Subscribe,
@@ -185,7 +187,7 @@ pub enum Scenario {
     Footprint,
     /// 6: a sink down while events queue, then up: drain time and losses.
     Backlog,
-    /// 7: scenarios 2 and 3 on PostgreSQL (needs --database).
+    /// 7: scenarios 2, 3 and 5 on PostgreSQL (needs --database).
     Postgres,
     /// 8: XML bombs refused in linear time, beside a benign event of the same size.
     Hostile,
@@ -327,7 +329,7 @@ async fn run(args: Args) -> ExitCode {
     }
     if wanted(Scenario::Footprint)
         && let Some(rows) = report
-            .run("5 footprint", subscriptions::footprint(&context))
+            .run("5 footprint", subscriptions::footprint(&context, None))
             .await
     {
         report.extend(rows);
@@ -354,6 +356,15 @@ async fn run(args: Args) -> ExitCode {
                     .run(
                         "7 PostgreSQL subscribe",
                         subscriptions::subscribe(&context, Some(url)),
+                    )
+                    .await
+                {
+                    report.extend(rows);
+                }
+                if let Some(rows) = report
+                    .run(
+                        "7 PostgreSQL footprint",
+                        subscriptions::footprint(&context, Some(url)),
                     )
                     .await
                 {

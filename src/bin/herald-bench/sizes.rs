@@ -12,7 +12,8 @@ pub struct Sizes {
     pub fanout_deliveries: u64,
     pub fanout_min_events: u64,
     pub fanout_max_events: u64,
-    pub paced_rates: Vec<u64>,
+    /// Shares of the raw ceiling (percent) the paced runs publish at, one run each.
+    pub paced_shares: Vec<u64>,
     pub paced_subscribers: u64,
     pub paced_seconds: f64,
     pub subscribe_concurrency: usize,
@@ -48,7 +49,7 @@ impl Sizes {
                 fanout_deliveries: 2_000,
                 fanout_min_events: 20,
                 fanout_max_events: 200,
-                paced_rates: vec![200],
+                paced_shares: vec![50],
                 paced_subscribers: 20,
                 paced_seconds: 1.0,
                 subscribe_concurrency: 16,
@@ -75,7 +76,7 @@ impl Sizes {
                 fanout_deliveries: 200_000,
                 fanout_min_events: 20,
                 fanout_max_events: 10_000,
-                paced_rates: vec![1_000, 100],
+                paced_shares: vec![25, 50, 75],
                 paced_subscribers: 100,
                 paced_seconds: 10.0,
                 subscribe_concurrency: 64,
@@ -130,10 +131,10 @@ impl Sizes {
                 .fanout_max_events
                 .unwrap_or(defaults.fanout_max_events)
                 .max(1),
-            paced_rates: args
-                .paced_rates
+            paced_shares: args
+                .paced_shares
                 .clone()
-                .unwrap_or(defaults.paced_rates)
+                .unwrap_or(defaults.paced_shares)
                 .into_iter()
                 .filter(|&n| n > 0)
                 .collect(),

@@ -117,6 +117,10 @@ impl PostgresStore {
     }
 }
 
+/// Active subscriptions `$1` owns, per log.
+const OWNED_COUNTS: &str = "SELECT source, COUNT(*) AS n FROM subscriptions
+     WHERE owner = $1 AND status = 'active' GROUP BY source";
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_subscription(
@@ -458,6 +462,16 @@ impl Store for PostgresStore {
             items: decode_with_progress(&rows)?,
             next,
         })
+    }
+
+    async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError> {
+        let rows = sqlx::query(OWNED_COUNTS)
+            .bind(node.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| decode_source_count(row, "n"))
+            .collect()
     }
 
     async fn save_progress(

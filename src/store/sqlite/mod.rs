@@ -176,6 +176,11 @@ impl SqliteStore {
     }
 }
 
+/// Active subscriptions per log. The embedded store has one node: counting every active row
+/// walks the (source) index alone, where the owner's index would visit each row.
+const OWNED_COUNTS: &str = "SELECT source, COUNT(*) AS n FROM subscriptions
+     WHERE status = 'active' AND ?1 IS NOT NULL GROUP BY source";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_subscription(
@@ -462,6 +467,16 @@ impl Store for SqliteStore {
             _ => None,
         };
         Ok(Page { items, next })
+    }
+
+    async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError> {
+        let rows = sqlx::query(OWNED_COUNTS)
+            .bind(node.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| decode_source_count(row, "n"))
+            .collect()
     }
 
     async fn save_progress(

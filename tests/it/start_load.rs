@@ -1,0 +1,158 @@
+//! A start with many stored subscriptions answers at once and hands them over in the
+//! background: a Subscribe, a publish and an end that arrive meanwhile are served, each stored
+//! subscriber gets the event once, and one ended while the load is under way stays ended.
+//! (The narrow race of an end between the load reading a page and handing that row over is
+//! the rule of `delivery/loading.rs`, tested there.)
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use herald::domain::expiry::ExpiryKind;
+use herald::domain::subscription::{
+    EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
+    SourceName, Subscription, SubscriptionId, WireDialect, WsaVersion,
+};
+use herald::store::NodeId;
+use jiff::Timestamp;
+
+use crate::harness::*;
+use crate::publish::{publish, tick};
+use crate::sink::Sink;
+
+/// Enough that loading them takes longer than a few requests do, even in a release build.
+const STORED: usize = 10_000;
+/// Sink paths the stored subscribers share.
+const PATHS: usize = 10;
+
+fn stored(notify_to: String) -> Subscription {
+    Subscription {
+        id: SubscriptionId::new_random(),
+        source: SourceName::parse("default").unwrap(),
+        log: LogKind::Source,
+        delivery: ReaderDelivery::SoapPush,
+        dialect: WireDialect {
+            eventing: EventingVersion::W3c2011,
+            soap: SoapVersion::Soap12,
+            addressing: WsaVersion::W3c2005,
+        },
+        notify_to: EndpointRef {
+            address: notify_to,
+            reference_parameters: Vec::new(),
+            reference_properties: Vec::new(),
+        },
+        end_to: None,
+        delivery_mode: "push".into(),
+        format: NotificationFormat::Unwrap,
+        filter: None,
+        expires_at: None,
+        expiry_kind: ExpiryKind::Duration,
+        created_at: Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap(),
+        manager_address: String::new(),
+        webhook: None,
+        connection_retry: None,
+        wsman: None,
+    }
+}
+
+fn gauge(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_start_answers_while_it_loads_and_leaves_what_changed_meanwhile_alone() {
+    let store = TestStore::new().await;
+    let sink = Sink::start().await;
+    let node = NodeId::parse("loader").unwrap();
+
+    // Stored straight into the store, owned by the node that will start. Pages come in id
+    // order: the subscription with the highest id is handed over last.
+    let mut subscriptions: Vec<Subscription> = (0..STORED)
+        .map(|i| stored(sink.url(&format!("s{}", i % PATHS))))
+        .collect();
+    subscriptions.sort_by_key(|s| s.id.key());
+    let last = subscriptions.last_mut().unwrap();
+    let short = std::mem::replace(&mut last.notify_to.address, sink.url("ended"));
+    let ended = last.id;
+    {
+        let opened = store.open().await;
+        for chunk in subscriptions.chunks(2000) {
+            let writes = chunk
+                .iter()
+                .map(|s| opened.insert_subscription(s, &node, None));
+            for written in join_all(writes).await {
+                written.expect("stored");
+            }
+        }
+        opened.close().await;
+    }
+
+    let config = store.data_dir().join("load.toml");
+    std::fs::write(&config, "[sources.default]\nmax_subscriptions = 100000\n").unwrap();
+    let spawned = Instant::now();
+    let process = Process::start_with(
+        &store,
+        &["--node-id", "loader", "--config", config.to_str().unwrap()],
+    );
+    let server = process.client();
+    let ready = spawned.elapsed();
+
+    // Straight away: herald answers, and says it is still loading.
+    let metrics = server.metrics().await;
+    assert_eq!(
+        gauge(&metrics, "herald_loading"),
+        Some(1),
+        "still loading {ready:?} after the spawn"
+    );
+    let response = server
+        .client
+        .delete(server.url(&format!("/api/v1/subscriptions/{}", ended.key())))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "the end of one not loaded yet: {}",
+        response.status()
+    );
+    subscribe(
+        &server,
+        Soap::V12,
+        W3C2011,
+        "default",
+        "<wse:Expires>PT1H</wse:Expires>",
+    )
+    .await;
+    let answered = spawned.elapsed();
+    publish(&server, "default", "urn:test:tick", &tick(1)).await;
+
+    // Every stored subscriber, and no other, gets the event once.
+    for path in 0..PATHS {
+        let path = format!("s{path}");
+        let expected = STORED / PATHS - usize::from(short == sink.url(&path));
+        let got = sink
+            .wait_accepted(&path, expected, Duration::from_secs(120))
+            .await;
+        assert!(got.iter().all(|r| r.tick() == Some(1)), "{path}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = server.metrics().await;
+        if gauge(&metrics, "herald_loading") == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still loading after a minute");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let loaded = spawned.elapsed();
+    assert_eq!(
+        server.active("default").await,
+        STORED as u64,
+        "the stored ones but the ended one, and the new one"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received("ended").len(), 0, "the ended one stays ended");
+    println!("ready {ready:?}, requests answered by {answered:?}, loaded at {loaded:?}");
+}
