@@ -125,17 +125,17 @@ impl Node {
         Ok(())
     }
 
-    /// A start's load, in the background: orphans are claimed, what this node owns counted
-    /// (a limited log's count is whole from then on) and read a page at a time, while herald
-    /// already answers. A failed step is tried again until it succeeds or delivery stops.
+    /// A start's load, in the background: what this node owns or may claim is counted (a
+    /// limited log's count is whole from then on), orphans claimed, and what it owns read a
+    /// page at a time, while herald already answers. A failed step is tried again until it succeeds or delivery stops.
     /// Readers added or ended by anything else meanwhile are left as they are (`Loading`).
     pub async fn load_in_background(self: Arc<Self>) {
         let started = std::time::Instant::now();
         loop {
             let loaded = async {
-                self.claim_all().await?;
                 let counts = self.store.owned_counts(&self.id).await?;
                 self.readers.loading.counted(counts);
+                self.claim_all().await?;
                 self.read_owned().await
             };
             match loaded.await {

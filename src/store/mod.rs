@@ -282,8 +282,9 @@ pub trait Store:
         limit: u32,
     ) -> Result<Page, StoreError>;
 
-    /// How many active subscriptions `node` owns, per log (at least: some may have expired
-    /// unswept). What a start's load will hand over, counted before it reads a page.
+    /// How many active subscriptions `node` owns or may claim as orphans, per log: at least
+    /// what a start's load will hand over (some may have expired unswept, or go to another
+    /// node), counted before the load claims or reads anything.
     async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError>;
 
     /// Stores delivery progress for many subscriptions in one transaction (group commit), for

@@ -5,10 +5,7 @@
 
 use std::sync::OnceLock;
 
-use sqlx::query::Query;
-use sqlx::{Database, Encode, Type};
-
-use super::codec::{SubscriptionRow, progress_columns, subscription_columns};
+use super::codec::{progress_columns, subscription_columns};
 
 /// One statement in both dialects.
 pub struct Sql {
@@ -47,53 +44,6 @@ fn to_sqlite(sql: &str) -> String {
         }
     }
     out
-}
-
-/// Inserts an active subscription owned by `$21`, its cursor at `$22` or else its source's head.
-pub static INSERT_SUBSCRIPTION: Sql = Sql::new(concat!(
-    "INSERT INTO subscriptions (",
-    subscription_columns!(),
-    ", status, owner, cursor)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, $20, 'active', $21,
-             COALESCE($22, (SELECT last_seq FROM source_heads WHERE source = $2), 0))
-     RETURNING cursor"
-));
-
-/// Binds a subscription row to [`INSERT_SUBSCRIPTION`]'s `$1`–`$20`, in column order (the
-/// owner and the starting cursor are bound next).
-pub fn bind_subscription<'q, DB>(
-    query: Query<'q, DB, <DB as Database>::Arguments>,
-    row: SubscriptionRow,
-) -> Query<'q, DB, <DB as Database>::Arguments>
-where
-    DB: Database,
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-    Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
-    i64: for<'t> Encode<'t, DB> + Type<DB>,
-    Option<i64>: for<'t> Encode<'t, DB> + Type<DB>,
-{
-    query
-        .bind(row.id)
-        .bind(row.source)
-        .bind(row.eventing)
-        .bind(row.soap)
-        .bind(row.addressing)
-        .bind(row.notify_to)
-        .bind(row.end_to)
-        .bind(row.delivery_mode)
-        .bind(row.format)
-        .bind(row.filter)
-        .bind(row.expires_at)
-        .bind(row.expiry_kind)
-        .bind(row.created_at)
-        .bind(row.manager_address)
-        .bind(row.log_kind)
-        .bind(row.delivery)
-        .bind(row.webhook)
-        .bind(row.retry_interval_ms)
-        .bind(row.retry_total)
-        .bind(row.wsman)
 }
 
 /// The subscription `$1` if active and unexpired at `$2`.

@@ -142,6 +142,6 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [7]
+        [8]
     );
 }

@@ -183,11 +183,12 @@ pub enum Scenario {
     Subscribe,
     /// 4: XPath-filtered fan-out, 10% matching.
     Filtered,
-    /// 5: resident memory per subscription, and time to ready after a restart.
+    /// 5: resident memory per subscription, and time to ready after a restart (also on
+    /// PostgreSQL with --database).
     Footprint,
     /// 6: a sink down while events queue, then up: drain time and losses.
     Backlog,
-    /// 7: scenarios 2, 3 and 5 on PostgreSQL (needs --database).
+    /// 7: scenarios 2 and 3 on PostgreSQL (needs --database).
     Postgres,
     /// 8: XML bombs refused in linear time, beside a benign event of the same size.
     Hostile,
@@ -327,12 +328,23 @@ async fn run(args: Args) -> ExitCode {
     {
         report.extend(rows);
     }
-    if wanted(Scenario::Footprint)
-        && let Some(rows) = report
+    if wanted(Scenario::Footprint) {
+        if let Some(rows) = report
             .run("5 footprint", subscriptions::footprint(&context, None))
             .await
-    {
-        report.extend(rows);
+        {
+            report.extend(rows);
+        }
+        if let Some(url) = &context.database
+            && let Some(rows) = report
+                .run(
+                    "5 footprint (PostgreSQL)",
+                    subscriptions::footprint(&context, Some(url)),
+                )
+                .await
+        {
+            report.extend(rows);
+        }
     }
     if wanted(Scenario::Backlog)
         && let Some(rows) = report.run("6 backlog", delivery::backlog(&context)).await
@@ -356,15 +368,6 @@ async fn run(args: Args) -> ExitCode {
                     .run(
                         "7 PostgreSQL subscribe",
                         subscriptions::subscribe(&context, Some(url)),
-                    )
-                    .await
-                {
-                    report.extend(rows);
-                }
-                if let Some(rows) = report
-                    .run(
-                        "7 PostgreSQL footprint",
-                        subscriptions::footprint(&context, Some(url)),
                     )
                     .await
                 {

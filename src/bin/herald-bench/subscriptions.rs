@@ -155,7 +155,7 @@ pub async fn footprint(context: &Context, database: Option<&str>) -> anyhow::Res
     let client = load::client()?;
     let database = database.map(FreshDatabase::create).transpose()?;
     let (footprint_label, restart_label) = match database {
-        Some(_) => ("7 PostgreSQL footprint", "7 PostgreSQL restart"),
+        Some(_) => ("5 footprint (PostgreSQL)", "5 restart (PostgreSQL)"),
         None => ("5 footprint", "5 restart"),
     };
     let launch = Launch {
@@ -302,7 +302,8 @@ async fn loaded_after(
             spawned.elapsed() < Duration::from_secs(1800),
             "the stored subscriptions did not load within 30 minutes"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Not more often: each scrape walks every reader for the backlog gauges.
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

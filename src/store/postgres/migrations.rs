@@ -29,6 +29,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_wsman_delivery.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_owned_pages.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

@@ -117,9 +117,16 @@ impl PostgresStore {
     }
 }
 
-/// Active subscriptions `$1` owns, per log.
-const OWNED_COUNTS: &str = "SELECT source, COUNT(*) AS n FROM subscriptions
-     WHERE owner = $1 AND status = 'active' GROUP BY source";
+/// Active subscriptions `$1` owns or may claim (no owner, or one whose lease lapsed), per log.
+const OWNED_COUNTS: &str = concat!(
+    "SELECT source, COUNT(*) AS n FROM subscriptions
+     WHERE status = 'active'
+       AND (owner = $1 OR owner IS NULL OR owner IN (
+           SELECT id FROM nodes WHERE id <> $1 AND lease_until < ",
+    db_now!(),
+    "))
+     GROUP BY source"
+);
 
 #[async_trait]
 impl Store for PostgresStore {
