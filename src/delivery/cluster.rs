@@ -74,12 +74,16 @@ impl Node {
         self.lease.confirmed()
     }
 
-    /// Registers this node with a fresh lease and takes over what it owns and what is
-    /// orphaned.
-    pub async fn join(&self) -> Result<(), StoreError> {
-        self.register().await?;
-        self.claim_all().await?;
-        self.read_owned().await
+    /// Joins again after the lease lapsed: registers afresh (or tries again at the next
+    /// renewal) and takes back what is still this node's in the background, as a start does,
+    /// so that the lease keeps being renewed however much there is to take back.
+    async fn rejoin(self: &Arc<Self>) {
+        if let Err(err) = self.register().await {
+            tracing::warn!(error = %err, "joining again failed; will retry");
+            return;
+        }
+        self.readers.loading.begin();
+        tokio::spawn(self.clone().load_in_background());
     }
 
     /// Registers this node with a fresh lease.
@@ -213,7 +217,11 @@ impl Node {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = renew.tick() => self.keep_lease().await,
+                _ = renew.tick() => {
+                    if self.keep_lease().await {
+                        self.rejoin().await;
+                    }
+                }
                 _ = poll.tick() => {
                     self.poll_heads().await;
                     self.claim().await;
@@ -259,8 +267,8 @@ const RENEW_RETRY: Duration = Duration::from_millis(50);
 impl Node {
     /// Renews the lease, trying again at once after an error for as long as the lease still
     /// holds. When it had lapsed, other nodes may have taken this node's subscriptions: it lets
-    /// go of all of them and joins again, taking back what is still its own.
-    async fn keep_lease(&self) {
+    /// go of all of them and says so (true): it must join again.
+    async fn keep_lease(&self) -> bool {
         let mut failures = 0u32;
         let asked = loop {
             let asked = Instant::now();
@@ -288,19 +296,23 @@ impl Node {
             Ok(false) => {
                 tracing::warn!(node = %self.id, "this node's lease lapsed; letting go of its subscriptions and joining again");
                 self.readers.remove_all();
-                if let Err(err) = self.join().await {
-                    tracing::warn!(error = %err, "joining again failed; will retry");
-                }
+                return true;
             }
             Err(err) => {
                 tracing::warn!(error = %err, "renewing this node's lease failed; deliveries stop when it runs out");
             }
         }
+        false
     }
 
     /// Claims orphaned subscriptions and starts delivering them.
     async fn claim(&self) {
-        if !self.lease.permits_sending() || self.stop.is_cancelled() {
+        // A start's load claims orphans itself; claiming here too would keep this loop from
+        // renewing the lease for as long as a takeover of many lasts.
+        if !self.lease.permits_sending()
+            || self.stop.is_cancelled()
+            || self.readers.loading.is_loading()
+        {
             return;
         }
         loop {

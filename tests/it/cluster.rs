@@ -500,3 +500,53 @@ async fn a_burst_of_killed_database_sessions_costs_the_node_no_lease() {
             .count()
     );
 }
+
+/// A node whose lease lapsed (here: set in the past behind its back) lets go of everything,
+/// registers again, and takes back what is still its own in the background, as a start does,
+/// while it goes on renewing its lease: each subscription is delivered again, from its cursor.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set HERALD_TEST_DATABASE and pass -- --include-ignored"]
+async fn a_node_whose_lease_lapsed_takes_back_its_own_and_keeps_its_lease() {
+    let store = shared_store().await;
+    let lease = Duration::from_millis(1200);
+    let a = node(&store, "lapsing", lease, Duration::from_millis(200)).await;
+    let sink = Sink::start().await;
+    const SUBSCRIBERS: u64 = 200;
+    for i in 0..SUBSCRIBERS {
+        subscribe_to(&a, Soap::V12, W3C2011, &sink.url(&format!("l{i}")), "").await;
+    }
+    publish(&a, "default", TICK_ACTION, &tick(0)).await;
+    for i in 0..SUBSCRIBERS {
+        wait_ticks(&sink, &format!("l{i}"), 1, Duration::from_secs(20)).await;
+    }
+    store
+        .execute(&["UPDATE nodes SET lease_until = 0 WHERE id = 'lapsing'"])
+        .await;
+    // It finds out at its next renewal, drops everything, and takes it back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.active("default").await == SUBSCRIBERS {
+        assert!(Instant::now() < deadline, "the lapse went unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        a.wait_active("default", SUBSCRIBERS, Duration::from_secs(10))
+            .await,
+        SUBSCRIBERS
+    );
+    publish(&a, "default", TICK_ACTION, &tick(1)).await;
+    for i in 0..SUBSCRIBERS {
+        let ticks = wait_ticks(&sink, &format!("l{i}"), 2, Duration::from_secs(20)).await;
+        assert_eq!(ticks.last(), Some(&1), "l{i}: {ticks:?}");
+    }
+    // The lease holds from then on: a while later, it is still confirmed.
+    tokio::time::sleep(lease * 2).await;
+    let lease_until = store
+        .integers("SELECT lease_until FROM nodes WHERE id = 'lapsing'")
+        .await;
+    let now = store
+        .integers("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
+        .await;
+    assert!(lease_until[0] > now[0], "{lease_until:?} ≤ {now:?}");
+    assert_eq!(a.active("default").await, SUBSCRIBERS);
+    a.stop().await;
+}
