@@ -48,6 +48,7 @@ macro_rules! db_now {
 }
 
 mod channels;
+mod owned;
 mod pulls;
 mod queues;
 mod webhooks;
@@ -116,17 +117,6 @@ impl PostgresStore {
         Ok(())
     }
 }
-
-/// Active subscriptions `$1` owns or may claim (no owner, or one whose lease lapsed), per log.
-const OWNED_COUNTS: &str = concat!(
-    "SELECT source, COUNT(*) AS n FROM subscriptions
-     WHERE status = 'active'
-       AND (owner = $1 OR owner IS NULL OR owner IN (
-           SELECT id FROM nodes WHERE id <> $1 AND lease_until < ",
-    db_now!(),
-    "))
-     GROUP BY source"
-);
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -472,13 +462,7 @@ impl Store for PostgresStore {
     }
 
     async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError> {
-        let rows = sqlx::query(OWNED_COUNTS)
-            .bind(node.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| decode_source_count(row, "n"))
-            .collect()
+        owned::counts(&self.pool, node).await
     }
 
     async fn save_progress(
