@@ -2,12 +2,14 @@
 //! commit ran goes into the next one, so Subscribes arriving together share one transaction and
 //! one fsync (on PostgreSQL one statement: one round trip for the whole batch).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
-use super::codec::SubscriptionRow;
+use super::codec::{Columns, SubscriptionRow, stored_seq};
 
 /// Most new subscriptions committed in one transaction.
 pub(super) const MAX_INSERT_BATCH: usize = 512;
@@ -96,4 +98,24 @@ pub(super) async fn insert_batches(
             let _ = request.reply.send(result);
         }
     }
+}
+
+/// Each request's starting cursor, in the batch's order, from the `id` and `cursor` columns of
+/// the rows an insert returned (in whatever order the database returned them).
+pub(super) fn cursors_in_order<R: Columns>(
+    batch: &[InsertRequest],
+    rows: &[R],
+) -> Result<Vec<u64>, StoreError> {
+    let mut cursors = HashMap::with_capacity(rows.len());
+    for row in rows {
+        cursors.insert(row.text("id")?, stored_seq("cursor", row.int("cursor")?)?);
+    }
+    batch
+        .iter()
+        .map(|request| {
+            cursors.get(&request.row.id).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!("no cursor returned for {}", request.row.id))
+            })
+        })
+        .collect()
 }

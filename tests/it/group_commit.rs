@@ -14,7 +14,9 @@ use jiff::Timestamp;
 
 use crate::harness::TestStore;
 
-fn subscription(i: usize) -> Subscription {
+/// Stored subscription `i`: a W3C 2011 SOAP 1.2 push of the default source to a NotifyTo of its
+/// own (every second with an EndTo, every third with an expiry).
+pub fn subscription(i: usize) -> Subscription {
     Subscription {
         id: SubscriptionId::new_random(),
         source: SourceName::parse("default").unwrap(),

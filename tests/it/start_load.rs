@@ -7,13 +7,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use herald::domain::expiry::ExpiryKind;
-use herald::domain::subscription::{
-    EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
-    SourceName, Subscription, SubscriptionId, WireDialect, WsaVersion,
-};
+use herald::domain::subscription::Subscription;
 use herald::store::NodeId;
-use jiff::Timestamp;
 
 use crate::harness::*;
 use crate::publish::{publish, tick};
@@ -24,34 +19,13 @@ const STORED: usize = 10_000;
 /// Sink paths the stored subscribers share.
 const PATHS: usize = 10;
 
-fn stored(notify_to: String) -> Subscription {
-    Subscription {
-        id: SubscriptionId::new_random(),
-        source: SourceName::parse("default").unwrap(),
-        log: LogKind::Source,
-        delivery: ReaderDelivery::SoapPush,
-        dialect: WireDialect {
-            eventing: EventingVersion::W3c2011,
-            soap: SoapVersion::Soap12,
-            addressing: WsaVersion::W3c2005,
-        },
-        notify_to: EndpointRef {
-            address: notify_to,
-            reference_parameters: Vec::new(),
-            reference_properties: Vec::new(),
-        },
-        end_to: None,
-        delivery_mode: "push".into(),
-        format: NotificationFormat::Unwrap,
-        filter: None,
-        expires_at: None,
-        expiry_kind: ExpiryKind::Duration,
-        created_at: Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap(),
-        manager_address: String::new(),
-        webhook: None,
-        connection_retry: None,
-        wsman: None,
-    }
+/// A stored push subscription to `notify_to` that never expires.
+fn stored(i: usize, notify_to: String) -> Subscription {
+    let mut subscription = crate::group_commit::subscription(i);
+    subscription.notify_to.address = notify_to;
+    subscription.end_to = None;
+    subscription.expires_at = None;
+    subscription
 }
 
 fn gauge(metrics: &str, name: &str) -> Option<u64> {
@@ -70,7 +44,7 @@ async fn a_start_answers_while_it_loads_and_leaves_what_changed_meanwhile_alone(
     // Stored straight into the store, owned by the node that will start. Pages come in id
     // order: the subscription with the highest id is handed over last.
     let mut subscriptions: Vec<Subscription> = (0..STORED)
-        .map(|i| stored(sink.url(&format!("s{}", i % PATHS))))
+        .map(|i| stored(i, sink.url(&format!("s{}", i % PATHS))))
         .collect();
     subscriptions.sort_by_key(|s| s.id.key());
     let last = subscriptions.last_mut().unwrap();

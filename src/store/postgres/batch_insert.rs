@@ -2,14 +2,12 @@
 //! group commit that batches them): the rows go as one array per column, so a batch costs one
 //! round trip and one commit however many Subscribes it holds.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
 use super::super::StoreError;
-use super::super::codec::{Columns, stored_seq, subscription_columns};
-use super::super::inserts::{CommitInserts, InsertRequest};
+use super::super::codec::subscription_columns;
+use super::super::inserts::{CommitInserts, InsertRequest, cursors_in_order};
 
 /// Inserts the rows given as arrays; each starts at its given cursor or at its log's head.
 const INSERT_BATCH: &str = concat!(
@@ -77,17 +75,6 @@ impl CommitInserts for PgInserts {
         let rows = bind_columns(sqlx::query(INSERT_BATCH), batch)
             .fetch_all(&self.pool)
             .await?;
-        let mut cursors = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            cursors.insert(row.text("id")?, stored_seq("cursor", row.int("cursor")?)?);
-        }
-        batch
-            .iter()
-            .map(|request| {
-                cursors.get(&request.row.id).copied().ok_or_else(|| {
-                    StoreError::Corrupt(format!("no cursor returned for {}", request.row.id))
-                })
-            })
-            .collect()
+        cursors_in_order(batch, &rows)
     }
 }

@@ -2,7 +2,6 @@
 //! group commit that batches them): the rows go as one JSON array, so a batch costs one trip to
 //! the driver's worker thread and one fsync however many Subscribes it holds.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,8 +10,8 @@ use sqlx::sqlite::SqlitePool;
 use tokio::sync::Mutex;
 
 use super::super::StoreError;
-use super::super::codec::{Columns, stored_seq, subscription_columns};
-use super::super::inserts::{CommitInserts, InsertRequest};
+use super::super::codec::subscription_columns;
+use super::super::inserts::{CommitInserts, InsertRequest, cursors_in_order};
 
 /// Inserts the rows of a JSON array of arrays (the subscription columns in order, then the
 /// owner and the starting cursor); each starts at its given cursor or at its log's head.
@@ -93,17 +92,6 @@ impl CommitInserts for SqliteInserts {
             .bind(rows)
             .fetch_all(&self.pool)
             .await?;
-        let mut cursors = HashMap::with_capacity(inserted.len());
-        for row in &inserted {
-            cursors.insert(row.text("id")?, stored_seq("cursor", row.int("cursor")?)?);
-        }
-        batch
-            .iter()
-            .map(|request| {
-                cursors.get(&request.row.id).copied().ok_or_else(|| {
-                    StoreError::Corrupt(format!("no cursor returned for {}", request.row.id))
-                })
-            })
-            .collect()
+        cursors_in_order(batch, &inserted)
     }
 }
