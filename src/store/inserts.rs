@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::StoreError;
 use super::codec::{Columns, SubscriptionRow, stored_seq};
+use super::{NodeId, StoreError};
+use crate::domain::subscription::Subscription;
 
 /// Most new subscriptions committed in one transaction.
 pub(super) const MAX_INSERT_BATCH: usize = 512;
@@ -34,12 +35,21 @@ pub(super) fn channel() -> (mpsc::Sender<InsertRequest>, mpsc::Receiver<InsertRe
     mpsc::channel(4 * MAX_INSERT_BATCH)
 }
 
-/// Queues `request` and waits for its commit.
+/// Queues `subscription` (owned by `owner`, its cursor at `start_after` or else at its log's
+/// head) for the next group commit and waits for it; returns its starting cursor.
 pub(super) async fn insert(
     inserts: &mpsc::Sender<InsertRequest>,
-    request: InsertRequest,
-    response: oneshot::Receiver<Result<u64, StoreError>>,
+    subscription: &Subscription,
+    owner: &NodeId,
+    start_after: Option<u64>,
 ) -> Result<u64, StoreError> {
+    let (reply, response) = oneshot::channel();
+    let request = InsertRequest {
+        row: SubscriptionRow::encode(subscription),
+        owner: owner.as_str().to_owned(),
+        start_after: start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
+        reply,
+    };
     inserts
         .send(request)
         .await

@@ -15,14 +15,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{
-    Columns, ProgressRow, SubscriptionRow, decode_event, decode_progress, decode_record,
-    decode_source_count, decode_subscription, decode_with_progress, duration_millis,
-    encode_endpoint, millis, progress_columns, seq_column, stored_seq, subscription_columns,
+    Columns, ProgressRow, decode_event, decode_progress, decode_record, decode_source_count,
+    decode_subscription, decode_with_progress, duration_millis, encode_endpoint, millis,
+    progress_columns, seq_column, stored_seq, subscription_columns,
 };
 use super::inserts::{self, InsertRequest, insert_batches};
 use super::sql;
@@ -126,14 +126,7 @@ impl Store for PostgresStore {
         owner: &NodeId,
         start_after: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let (reply, response) = oneshot::channel();
-        let request = InsertRequest {
-            row: SubscriptionRow::encode(subscription),
-            owner: owner.as_str().to_owned(),
-            start_after: start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
-            reply,
-        };
-        inserts::insert(&self.inserts, request, response).await
+        inserts::insert(&self.inserts, subscription, owner, start_after).await
     }
 
     async fn active_subscription(

@@ -13,13 +13,13 @@ use sqlx::Executor;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{
-    Columns, ProgressRow, SubscriptionRow, decode_event, decode_json_page, decode_progress,
-    decode_record, decode_source_count, decode_subscription, decode_with_progress, duration_millis,
+    Columns, ProgressRow, decode_event, decode_json_page, decode_progress, decode_record,
+    decode_source_count, decode_subscription, decode_with_progress, duration_millis,
     encode_endpoint, millis, seq_column, stored_seq,
 };
 use super::sql;
@@ -189,14 +189,7 @@ impl Store for SqliteStore {
         owner: &NodeId,
         start_after: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let (reply, response) = oneshot::channel();
-        let request = InsertRequest {
-            row: SubscriptionRow::encode(subscription),
-            owner: owner.as_str().to_owned(),
-            start_after: start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
-            reply,
-        };
-        inserts::insert(&self.inserts, request, response).await
+        inserts::insert(&self.inserts, subscription, owner, start_after).await
     }
 
     async fn active_subscription(
