@@ -12,12 +12,13 @@
 
 pub mod channels;
 mod codec;
-mod inserts;
+mod group_commit;
 pub mod postgres;
 pub mod pulls;
 pub mod queues;
 mod sql;
 pub mod sqlite;
+mod subscription_writes;
 pub mod webhooks;
 
 use std::fmt;

@@ -54,23 +54,6 @@ pub static ACTIVE_SUBSCRIPTION: Sql = Sql::new(concat!(
      WHERE id = $1 AND status = 'active' AND (expires_at IS NULL OR expires_at > $2)"
 ));
 
-/// Sets subscription `$3`'s expiry to `$1` (kind `$2`) if it is active and unexpired at `$4`.
-pub static RENEW: Sql = Sql::new(
-    "UPDATE subscriptions SET expires_at = $1, expiry_kind = $2
-     WHERE id = $3 AND status = 'active' AND (expires_at IS NULL OR expires_at > $4)",
-);
-
-/// Ends subscription `$3` for reason `$1` at `$2` if it is active and unexpired, queueing its
-/// SubscriptionEnd when it has an EndTo.
-pub static END_SUBSCRIPTION: Sql = Sql::new(concat!(
-    "UPDATE subscriptions SET status = 'ended', end_reason = $1, ended_at = $2,
-         end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
-         end_next_at = $2
-     WHERE id = $3 AND status = 'active' AND (expires_at IS NULL OR expires_at > $2)
-     RETURNING ",
-    subscription_columns!()
-));
-
 /// Points active reader `$5` (unexpired at `$6`) at endpoint `$1` in SOAP `$2` and
 /// WS-Addressing `$3`, owned by node `$4` from now on.
 pub static REDIRECT: Sql = Sql::new(concat!(
@@ -211,7 +194,7 @@ mod tests {
             to_sqlite("WHERE a = $1 AND b > $12 AND c = '$x'"),
             "WHERE a = ?1 AND b > ?12 AND c = '$x'"
         );
-        assert!(END_SUBSCRIPTION.sqlite().contains("ended_at = ?2"));
+        assert!(REDIRECT.sqlite().contains("owner = ?4"));
         assert!(!END_EXPIRED_SQLITE.sqlite().contains('$'));
         assert!(END_EXPIRED_POSTGRES.postgres().contains("SKIP LOCKED"));
     }

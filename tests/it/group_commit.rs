@@ -1,15 +1,17 @@
-//! The store's group commit of new subscriptions, on the store under test: Subscribes that
-//! arrive together share one commit (on PostgreSQL one statement), each gets its own starting
-//! cursor, and one row that cannot be written refuses only itself.
+//! The store's group commit of the subscription lifecycle, on the store under test: Subscribes,
+//! Renews and ends that arrive together share one commit (one statement), each is answered as
+//! if it had run alone (its own starting cursor, expiry, end), and one row that cannot be
+//! written refuses only itself.
 
 use futures_util::future::join_all;
 use herald::domain::event::NewEvent;
 use herald::domain::expiry::ExpiryKind;
 use herald::domain::subscription::{
-    EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
-    SourceName, Subscription, SubscriptionId, WireDialect, WsaVersion,
+    EndNotice, EndReason, EndpointRef, EventingVersion, LogKind, NotificationFormat,
+    ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionStatus,
+    WireDialect, WsaVersion,
 };
-use herald::store::NodeId;
+use herald::store::{NodeId, Signal};
 use jiff::Timestamp;
 
 use crate::harness::TestStore;
@@ -125,5 +127,113 @@ async fn subscribes_arriving_together_commit_together_each_whole_with_its_own_cu
         }
     }
     assert_eq!(owned, 300);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn renews_and_ends_arriving_together_commit_together_each_answered_as_alone() {
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let node = NodeId::parse("n1").unwrap();
+    let subscriptions: Vec<Subscription> = (0..300).map(subscription).collect();
+    for s in &subscriptions {
+        store.insert_subscription(s, &node, None).await.unwrap();
+    }
+    let mut signals = store.signals().await.unwrap();
+    // The last 20 ended beforehand: Renew and Unsubscribe find nothing there.
+    for s in &subscriptions[280..] {
+        let ended = store.end_subscription(s.id, EndReason::Unsubscribed, Timestamp::now());
+        assert!(ended.await.unwrap().is_some());
+    }
+
+    // 300 Renews at once, each to an expiry of its own.
+    let expiry = |i: usize| Timestamp::from_second(4_100_000_000 + i as i64).unwrap();
+    let renewals = subscriptions.iter().enumerate().map(|(i, s)| {
+        let store = store.clone();
+        async move {
+            let renewal = store.renew_subscription(
+                s.id,
+                Some(expiry(i)),
+                ExpiryKind::DateTime,
+                Timestamp::now(),
+            );
+            renewal.await.unwrap()
+        }
+    });
+    let renewed = join_all(renewals).await;
+    for (i, (s, renewed)) in subscriptions.iter().zip(renewed).enumerate() {
+        assert_eq!(renewed, i < 280, "renewal {i}");
+        let record = store.subscription_record(s.id).await.unwrap().unwrap();
+        let expected = if i < 280 {
+            Some(expiry(i))
+        } else {
+            s.expires_at
+        };
+        assert_eq!(record.subscription.expires_at, expected, "expiry {i}");
+        if i < 280 {
+            assert_eq!(record.subscription.expiry_kind, ExpiryKind::DateTime);
+        }
+    }
+
+    // 300 ends at once, every tenth asked twice: each ends once, its twin finds nothing.
+    let ends = (0..300).chain((0..300).step_by(10)).map(|i| {
+        let store = store.clone();
+        let id = subscriptions[i].id;
+        async move {
+            (
+                i,
+                store
+                    .end_subscription(id, EndReason::DeliveryFailure, Timestamp::now())
+                    .await
+                    .unwrap(),
+            )
+        }
+    });
+    let mut ended_once = vec![0; 300];
+    for (i, ended) in join_all(ends).await {
+        if let Some(ended) = ended {
+            assert_eq!(ended.id, subscriptions[i].id);
+            assert_eq!(ended.expires_at, Some(expiry(i)), "returned as it was");
+            ended_once[i] += 1;
+        }
+    }
+    for (i, s) in subscriptions.iter().enumerate() {
+        assert_eq!(ended_once[i], usize::from(i < 280), "ended {i}");
+        let record = store.subscription_record(s.id).await.unwrap().unwrap();
+        let SubscriptionStatus::Ended { reason, .. } = record.status else {
+            panic!("{i} still active");
+        };
+        let expected = if i < 280 {
+            EndReason::DeliveryFailure
+        } else {
+            EndReason::Unsubscribed
+        };
+        assert_eq!(reason, expected, "reason {i}");
+        // An EndTo gets its SubscriptionEnd queued with the end, exactly when it has one.
+        let pending = record.end_notice == Some(EndNotice::Pending);
+        assert_eq!(pending, s.end_to.is_some(), "notice {i}");
+        assert!(
+            store
+                .active_subscription(s.id, Timestamp::now())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    // A store several nodes share announces every end (the 20 before, the 280 now).
+    if let Some(signals) = signals.as_mut() {
+        let mut announced = std::collections::HashSet::new();
+        while announced.len() < 300 {
+            let signal = tokio::time::timeout(std::time::Duration::from_secs(10), signals.recv())
+                .await
+                .expect("every end announced")
+                .expect("signals open");
+            if let Signal::Ended(id) = signal {
+                announced.insert(id);
+            }
+        }
+        assert!(subscriptions.iter().all(|s| announced.contains(&s.id)));
+    }
     store.close().await;
 }

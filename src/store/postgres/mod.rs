@@ -24,8 +24,8 @@ use super::codec::{
     decode_subscription, decode_with_progress, duration_millis, encode_endpoint, millis,
     progress_columns, seq_column, stored_seq, subscription_columns,
 };
-use super::inserts::{self, InsertRequest, insert_batches};
 use super::sql;
+use super::subscription_writes::SubscriptionWrites;
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
@@ -33,10 +33,10 @@ use crate::domain::subscription::{
     DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
     SubscriptionId, SubscriptionRecord, WsaVersion,
 };
-use batch_insert::PgInserts;
+use batch_writes::{PgBatches, PgEnds, PgInserts, PgRenewals};
 
 mod appends;
-mod batch_insert;
+mod batch_writes;
 mod migrations;
 mod signals;
 
@@ -63,8 +63,8 @@ pub struct PostgresStore {
     /// Ends the listener task, which [`Store::close`] then awaits.
     closing: CancellationToken,
     tasks: TaskTracker,
-    /// To the group commit of new subscriptions.
-    inserts: mpsc::Sender<InsertRequest>,
+    /// To the group commits of Subscribes, Renews and ends.
+    writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds>,
 }
 
 impl PostgresStore {
@@ -88,18 +88,17 @@ impl PostgresStore {
         let channel: String = format!("herald.{schema}").chars().take(63).collect();
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let (inserts, requests) = inserts::channel();
-        tasks.spawn(insert_batches(
-            PgInserts { pool: pool.clone() },
-            requests,
-            closing.clone(),
-        ));
+        let batches = PgBatches {
+            pool: pool.clone(),
+            channel: channel.clone(),
+        };
+        let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
         let store = PostgresStore {
             pool,
             channel,
             closing,
             tasks,
-            inserts,
+            writes,
         };
         store.migrate().await?;
         Ok(store)
@@ -126,7 +125,7 @@ impl Store for PostgresStore {
         owner: &NodeId,
         start_after: Option<u64>,
     ) -> Result<u64, StoreError> {
-        inserts::insert(&self.inserts, subscription, owner, start_after).await
+        self.writes.insert(subscription, owner, start_after).await
     }
 
     async fn active_subscription(
@@ -149,14 +148,7 @@ impl Store for PostgresStore {
         kind: ExpiryKind,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(sql::RENEW.postgres())
-            .bind(expires_at.map(millis))
-            .bind(kind.as_str())
-            .bind(id.key())
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.writes.renew(id, expires_at, kind, now).await
     }
 
     async fn end_subscription(
@@ -165,20 +157,7 @@ impl Store for PostgresStore {
         reason: EndReason,
         now: Timestamp,
     ) -> Result<Option<Subscription>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(sql::END_SUBSCRIPTION.postgres())
-            .bind(reason.as_str())
-            .bind(millis(now))
-            .bind(id.key())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let ended = row.as_ref().map(decode_subscription).transpose()?;
-        if let Some(subscription) = &ended {
-            self.notify(&mut *tx, &format!("e:{}", subscription.id))
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(ended)
+        self.writes.end(id, reason, now).await
     }
 
     async fn redirect(

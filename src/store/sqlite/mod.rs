@@ -59,7 +59,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-mod batch_insert;
+mod batch_writes;
 mod channels;
 mod pulls;
 mod queue_writes;
@@ -67,8 +67,8 @@ mod queues;
 mod statements;
 mod webhooks;
 
-use super::inserts::{self, InsertRequest, insert_batches};
-use batch_insert::SqliteInserts;
+use super::subscription_writes::SubscriptionWrites;
+use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqliteRenewals};
 use statements::{CLAIM_ORPHANS, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis};
 
 /// The embedded SQLite store.
@@ -80,7 +80,8 @@ use statements::{CLAIM_ORPHANS, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock
 pub struct SqliteStore {
     pool: SqlitePool,
     write: Arc<Mutex<()>>,
-    inserts: mpsc::Sender<InsertRequest>,
+    /// To the group commits of Subscribes, Renews and ends.
+    writes: SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds>,
     /// To the group commit of invocations' and agents' writes.
     queue_writes: mpsc::Sender<queue_writes::QueueWrite>,
     /// Ends the group-commit task, which [`Store::close`] then awaits.
@@ -117,28 +118,24 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let write = Arc::new(Mutex::new(()));
-        let (inserts, requests) = inserts::channel();
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(insert_batches(
-            SqliteInserts {
-                pool: pool.clone(),
-                write: write.clone(),
-            },
-            requests,
-            closing.clone(),
-        ));
-        let (queue_writes, writes) = mpsc::channel(4 * queue_writes::MAX_QUEUE_BATCH);
+        let batches = SqliteBatches {
+            pool: pool.clone(),
+            write: write.clone(),
+        };
+        let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
+        let (queue_writes, queued) = mpsc::channel(4 * queue_writes::MAX_QUEUE_BATCH);
         tasks.spawn(queue_writes::queue_batches(
             pool.clone(),
             write.clone(),
-            writes,
+            queued,
             closing.clone(),
         ));
         let store = SqliteStore {
             pool,
             write,
-            inserts,
+            writes,
             queue_writes,
             closing,
             tasks,
@@ -189,7 +186,7 @@ impl Store for SqliteStore {
         owner: &NodeId,
         start_after: Option<u64>,
     ) -> Result<u64, StoreError> {
-        inserts::insert(&self.inserts, subscription, owner, start_after).await
+        self.writes.insert(subscription, owner, start_after).await
     }
 
     async fn active_subscription(
@@ -212,15 +209,7 @@ impl Store for SqliteStore {
         kind: ExpiryKind,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let _writing = self.write.lock().await;
-        let result = sqlx::query(sql::RENEW.sqlite())
-            .bind(expires_at.map(millis))
-            .bind(kind.as_str())
-            .bind(id.key())
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.writes.renew(id, expires_at, kind, now).await
     }
 
     async fn end_subscription(
@@ -229,14 +218,7 @@ impl Store for SqliteStore {
         reason: EndReason,
         now: Timestamp,
     ) -> Result<Option<Subscription>, StoreError> {
-        let _writing = self.write.lock().await;
-        let row = sqlx::query(sql::END_SUBSCRIPTION.sqlite())
-            .bind(reason.as_str())
-            .bind(millis(now))
-            .bind(id.key())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(decode_subscription).transpose()
+        self.writes.end(id, reason, now).await
     }
 
     async fn redirect(

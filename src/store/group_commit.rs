@@ -1,0 +1,130 @@
+//! Group commit, on either store: whatever has queued while the previous commit ran goes into
+//! the next one, so writes arriving together share one transaction and one fsync (on PostgreSQL
+//! one statement: one round trip for the whole batch).
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::StoreError;
+
+/// Most writes committed in one transaction.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// How a store writes a batch of one kind of write in one transaction: each write's answer, in
+/// the batch's order, or an error and nothing written.
+#[async_trait]
+pub(super) trait Commit: Send + Sync + 'static {
+    type Write: Send + Sync + 'static;
+    type Answer: Send + 'static;
+
+    /// The row a write changes. Two writes to one row never share a batch: the later one waits
+    /// for the next, so each sees the other's result in the order they were queued.
+    fn row(write: &Self::Write) -> &str;
+
+    /// Exactly one answer per write, in order.
+    async fn commit(&self, batch: &[Self::Write]) -> Result<Vec<Self::Answer>, StoreError>;
+}
+
+type Queued<C> = (
+    <C as Commit>::Write,
+    oneshot::Sender<Result<<C as Commit>::Answer, StoreError>>,
+);
+
+/// The queue to one group-commit task.
+pub(super) struct Queue<C: Commit> {
+    sender: mpsc::Sender<Queued<C>>,
+}
+
+impl<C: Commit> Clone for Queue<C> {
+    fn clone(&self) -> Self {
+        Queue {
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<C: Commit> Queue<C> {
+    /// Starts the task that commits `committer`'s batches until `closing`.
+    pub fn start(committer: C, tasks: &TaskTracker, closing: CancellationToken) -> Queue<C> {
+        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+        tasks.spawn(commit_batches(committer, receiver, closing));
+        Queue { sender }
+    }
+
+    /// Queues `write` for the next group commit and waits for it.
+    pub async fn submit(&self, write: C::Write) -> Result<C::Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((write, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Commits batches: whatever has queued while the previous commit ran goes into the next
+/// transaction. Should a batch fail, its writes are retried one by one, so one bad write cannot
+/// refuse the others.
+async fn commit_batches<C: Commit>(
+    committer: C,
+    mut requests: mpsc::Receiver<Queued<C>>,
+    closing: CancellationToken,
+) {
+    let mut held: Option<Queued<C>> = None;
+    loop {
+        let first = match held.take() {
+            Some(request) => request,
+            None => tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => request,
+                    None => return,
+                },
+                () = closing.cancelled() => {
+                    // Whatever still waits is refused, not lost silently: its caller fails.
+                    requests.close();
+                    while let Ok((_, reply)) = requests.try_recv() {
+                        let _ = reply.send(Err(StoreError::Closed));
+                    }
+                    return;
+                }
+            },
+        };
+        let mut rows: HashSet<String> = HashSet::from([C::row(&first.0).to_owned()]);
+        let (mut writes, mut replies) = (vec![first.0], vec![first.1]);
+        while writes.len() < MAX_BATCH {
+            let Ok(request) = requests.try_recv() else {
+                break;
+            };
+            if !rows.insert(C::row(&request.0).to_owned()) {
+                held = Some(request);
+                break;
+            }
+            writes.push(request.0);
+            replies.push(request.1);
+        }
+        if writes.len() > 1
+            && let Ok(answers) = committer.commit(&writes).await
+        {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+            continue;
+        }
+        for (write, reply) in writes.iter().zip(replies) {
+            let result = committer
+                .commit(std::slice::from_ref(write))
+                .await
+                .and_then(|answers| {
+                    answers
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("a write returned no answer".into()))
+                });
+            let _ = reply.send(result);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The subscription lifecycle's writes as one statement per batch (see
+//! [`super::super::group_commit`] for the group commit that batches them): the rows go as one
+//! array per column, so a batch costs one round trip and one commit however many Subscribes,
+//! Renews or Unsubscribes it holds.
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPool;
+
+use super::super::StoreError;
+use super::super::codec::subscription_columns;
+use super::super::group_commit::Commit;
+use super::super::subscription_writes::{
+    Ending, NewSubscription, Renewal, cursors_in_order, ended, renewed,
+};
+use crate::domain::subscription::Subscription;
+
+/// Inserts the rows given as arrays; each starts at its given cursor or at its log's head.
+const INSERT_BATCH: &str = concat!(
+    "INSERT INTO subscriptions (",
+    subscription_columns!(),
+    ", status, owner, cursor)
+     SELECT r.id, r.source, r.eventing, r.soap, r.addressing, r.notify_to, r.end_to,
+            r.delivery_mode, r.format, r.filter, r.expires_at, r.expiry_kind, r.created_at,
+            r.manager_address, r.log_kind, r.delivery, r.webhook, r.retry_interval_ms,
+            r.retry_total, r.wsman, 'active', r.owner,
+            COALESCE(r.start_after,
+                     (SELECT last_seq FROM source_heads WHERE source = r.source), 0)
+     FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
+                 $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::BIGINT[], $12::TEXT[],
+                 $13::BIGINT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[],
+                 $18::BIGINT[], $19::BIGINT[], $20::TEXT[], $21::TEXT[], $22::BIGINT[])
+          AS r(id, source, eventing, soap, addressing, notify_to, end_to, delivery_mode,
+               format, filter, expires_at, expiry_kind, created_at, manager_address,
+               log_kind, delivery, webhook, retry_interval_ms, retry_total, wsman, owner,
+               start_after)
+     RETURNING id, cursor"
+);
+
+/// Sets each given expiry on a subscription active and unexpired at its `now`.
+const RENEW_BATCH: &str = "UPDATE subscriptions s
+     SET expires_at = r.new_expiry, expiry_kind = r.new_kind
+     FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[])
+          AS r(renewed_id, new_expiry, new_kind, renewed_at)
+     WHERE s.id = r.renewed_id AND s.status = 'active'
+       AND (s.expires_at IS NULL OR s.expires_at > r.renewed_at)
+     RETURNING s.id";
+
+/// Ends each given subscription active and unexpired at its `now`, queueing its
+/// SubscriptionEnd when it has an EndTo, and announces each end on
+/// channel `$4` at commit.
+const END_BATCH: &str = concat!(
+    "WITH ended AS (
+         UPDATE subscriptions s
+         SET status = 'ended', end_reason = e.why, ended_at = e.at,
+             end_notice = CASE WHEN s.end_to IS NULL THEN NULL ELSE 'pending' END,
+             end_next_at = e.at
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS e(ending_id, why, at)
+         WHERE s.id = e.ending_id AND s.status = 'active'
+           AND (s.expires_at IS NULL OR s.expires_at > e.at)
+         RETURNING s.*)
+     SELECT ",
+    subscription_columns!(),
+    ", pg_notify($4, 'e:uuid:' || id) AS announced FROM ended"
+);
+
+/// Writes batches through the pool (autocommit: the statement is the transaction).
+#[derive(Clone)]
+pub(super) struct PgBatches {
+    pub pool: PgPool,
+    /// The NOTIFY channel ends are announced on.
+    pub channel: String,
+}
+
+/// New subscriptions.
+pub(super) struct PgInserts(pub PgBatches);
+
+/// Renewals.
+pub(super) struct PgRenewals(pub PgBatches);
+
+/// Ends.
+pub(super) struct PgEnds(pub PgBatches);
+
+impl PgBatches {
+    /// The three committers, sharing the pool.
+    pub fn committers(self) -> (PgInserts, PgRenewals, PgEnds) {
+        (
+            PgInserts(self.clone()),
+            PgRenewals(self.clone()),
+            PgEnds(self),
+        )
+    }
+}
+
+/// Binds each column of `batch` as one array, in [`INSERT_BATCH`]'s order.
+fn bind_columns<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    batch: &[NewSubscription],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(column(batch, |r| r.row.id.clone()))
+        .bind(column(batch, |r| r.row.source.clone()))
+        .bind(column(batch, |r| r.row.eventing.clone()))
+        .bind(column(batch, |r| r.row.soap.clone()))
+        .bind(column(batch, |r| r.row.addressing.clone()))
+        .bind(column(batch, |r| r.row.notify_to.clone()))
+        .bind(column(batch, |r| r.row.end_to.clone()))
+        .bind(column(batch, |r| r.row.delivery_mode.clone()))
+        .bind(column(batch, |r| r.row.format.clone()))
+        .bind(column(batch, |r| r.row.filter.clone()))
+        .bind(column(batch, |r| r.row.expires_at))
+        .bind(column(batch, |r| r.row.expiry_kind.clone()))
+        .bind(column(batch, |r| r.row.created_at))
+        .bind(column(batch, |r| r.row.manager_address.clone()))
+        .bind(column(batch, |r| r.row.log_kind.clone()))
+        .bind(column(batch, |r| r.row.delivery.clone()))
+        .bind(column(batch, |r| r.row.webhook.clone()))
+        .bind(column(batch, |r| r.row.retry_interval_ms))
+        .bind(column(batch, |r| r.row.retry_total))
+        .bind(column(batch, |r| r.row.wsman.clone()))
+        .bind(column(batch, |r| r.owner.clone()))
+        .bind(column(batch, |r| r.start_after))
+}
+
+/// One column of `batch`.
+fn column<W, T>(batch: &[W], pick: impl Fn(&W) -> T) -> Vec<T> {
+    batch.iter().map(pick).collect()
+}
+
+#[async_trait]
+impl Commit for PgInserts {
+    type Write = NewSubscription;
+    type Answer = u64;
+
+    fn row(write: &NewSubscription) -> &str {
+        &write.row.id
+    }
+
+    async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
+        let rows = bind_columns(sqlx::query(INSERT_BATCH), batch)
+            .fetch_all(&self.0.pool)
+            .await?;
+        cursors_in_order(batch, &rows)
+    }
+}
+
+#[async_trait]
+impl Commit for PgRenewals {
+    type Write = Renewal;
+    type Answer = bool;
+
+    fn row(write: &Renewal) -> &str {
+        &write.id
+    }
+
+    async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
+        let rows = sqlx::query(RENEW_BATCH)
+            .bind(column(batch, |r| r.id.clone()))
+            .bind(column(batch, |r| r.expires_at))
+            .bind(column(batch, |r| r.kind))
+            .bind(column(batch, |r| r.now))
+            .fetch_all(&self.0.pool)
+            .await?;
+        renewed(batch, &rows)
+    }
+}
+
+#[async_trait]
+impl Commit for PgEnds {
+    type Write = Ending;
+    type Answer = Option<Subscription>;
+
+    fn row(write: &Ending) -> &str {
+        &write.id
+    }
+
+    async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Subscription>>, StoreError> {
+        let rows = sqlx::query(END_BATCH)
+            .bind(column(batch, |e| e.id.clone()))
+            .bind(column(batch, |e| e.reason))
+            .bind(column(batch, |e| e.now))
+            .bind(&self.0.channel)
+            .fetch_all(&self.0.pool)
+            .await?;
+        ended(batch, &rows)
+    }
+}

@@ -1,0 +1,179 @@
+//! The writes of the subscription lifecycle that must be durable before their answer —
+//! Subscribe, Renew, Unsubscribe and every other end — each group-committed on either store
+//! (see [`super::group_commit`]): concurrent requests share one statement, one transaction and
+//! one fsync.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{Columns, SubscriptionRow, decode_subscription, millis, stored_seq};
+use super::group_commit::{Commit, Queue};
+use super::{NodeId, StoreError};
+use crate::domain::expiry::ExpiryKind;
+use crate::domain::subscription::{EndReason, Subscription, SubscriptionId};
+
+/// A new subscription, owned by `owner`, its cursor at `start_after` or else at its log's head.
+pub(super) struct NewSubscription {
+    pub row: SubscriptionRow,
+    pub owner: String,
+    pub start_after: Option<i64>,
+}
+
+/// A new expiry for a subscription active and unexpired at `now`.
+pub(super) struct Renewal {
+    pub id: String,
+    pub expires_at: Option<i64>,
+    pub kind: &'static str,
+    pub now: i64,
+}
+
+/// The end of a subscription active and unexpired at `now`.
+pub(super) struct Ending {
+    pub id: String,
+    pub reason: &'static str,
+    pub now: i64,
+}
+
+/// The queues to a store's three group commits.
+pub(super) struct SubscriptionWrites<I, R, E>
+where
+    I: Commit<Write = NewSubscription, Answer = u64>,
+    R: Commit<Write = Renewal, Answer = bool>,
+    E: Commit<Write = Ending, Answer = Option<Subscription>>,
+{
+    inserts: Queue<I>,
+    renewals: Queue<R>,
+    ends: Queue<E>,
+}
+
+impl<I, R, E> Clone for SubscriptionWrites<I, R, E>
+where
+    I: Commit<Write = NewSubscription, Answer = u64>,
+    R: Commit<Write = Renewal, Answer = bool>,
+    E: Commit<Write = Ending, Answer = Option<Subscription>>,
+{
+    fn clone(&self) -> Self {
+        SubscriptionWrites {
+            inserts: self.inserts.clone(),
+            renewals: self.renewals.clone(),
+            ends: self.ends.clone(),
+        }
+    }
+}
+
+impl<I, R, E> SubscriptionWrites<I, R, E>
+where
+    I: Commit<Write = NewSubscription, Answer = u64>,
+    R: Commit<Write = Renewal, Answer = bool>,
+    E: Commit<Write = Ending, Answer = Option<Subscription>>,
+{
+    /// Starts the three group-commit tasks, which run until `closing`.
+    pub fn start(
+        (inserts, renewals, ends): (I, R, E),
+        tasks: &TaskTracker,
+        closing: &CancellationToken,
+    ) -> Self {
+        SubscriptionWrites {
+            inserts: Queue::start(inserts, tasks, closing.clone()),
+            renewals: Queue::start(renewals, tasks, closing.clone()),
+            ends: Queue::start(ends, tasks, closing.clone()),
+        }
+    }
+
+    /// Stores `subscription` and returns its starting cursor, once durable.
+    pub async fn insert(
+        &self,
+        subscription: &Subscription,
+        owner: &NodeId,
+        start_after: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.inserts
+            .submit(NewSubscription {
+                row: SubscriptionRow::encode(subscription),
+                owner: owner.as_str().to_owned(),
+                start_after: start_after.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)),
+            })
+            .await
+    }
+
+    /// Sets a new expiry; false when the subscription is not active and unexpired at `now`.
+    pub async fn renew(
+        &self,
+        id: SubscriptionId,
+        expires_at: Option<Timestamp>,
+        kind: ExpiryKind,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.renewals
+            .submit(Renewal {
+                id: id.key(),
+                expires_at: expires_at.map(millis),
+                kind: kind.as_str(),
+                now: millis(now),
+            })
+            .await
+    }
+
+    /// Ends a subscription active and unexpired at `now`, returning it as it was.
+    pub async fn end(
+        &self,
+        id: SubscriptionId,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.ends
+            .submit(Ending {
+                id: id.key(),
+                reason: reason.as_str(),
+                now: millis(now),
+            })
+            .await
+    }
+}
+
+/// Each new subscription's starting cursor, in the batch's order, from the `id` and `cursor`
+/// columns of the rows an insert returned (in whatever order the database returned them).
+pub(super) fn cursors_in_order<R: Columns>(
+    batch: &[NewSubscription],
+    rows: &[R],
+) -> Result<Vec<u64>, StoreError> {
+    let mut cursors = HashMap::with_capacity(rows.len());
+    for row in rows {
+        cursors.insert(row.text("id")?, stored_seq("cursor", row.int("cursor")?)?);
+    }
+    batch
+        .iter()
+        .map(|write| {
+            cursors.get(&write.row.id).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!("no cursor returned for {}", write.row.id))
+            })
+        })
+        .collect()
+}
+
+/// Whether each renewal took, in the batch's order, from the `id` column of the rows changed.
+pub(super) fn renewed<R: Columns>(batch: &[Renewal], rows: &[R]) -> Result<Vec<bool>, StoreError> {
+    let changed = rows
+        .iter()
+        .map(|row| row.text("id"))
+        .collect::<Result<HashSet<_>, _>>()?;
+    Ok(batch
+        .iter()
+        .map(|write| changed.contains(&write.id))
+        .collect())
+}
+
+/// Each ending's subscription as it was, in the batch's order, from the rows ended.
+pub(super) fn ended<R: Columns>(
+    batch: &[Ending],
+    rows: &[R],
+) -> Result<Vec<Option<Subscription>>, StoreError> {
+    let mut ended = HashMap::with_capacity(rows.len());
+    for row in rows {
+        ended.insert(row.text("id")?, decode_subscription(row)?);
+    }
+    Ok(batch.iter().map(|write| ended.remove(&write.id)).collect())
+}
