@@ -34,6 +34,7 @@ mod echo;
 mod hostile;
 mod invocations;
 mod load;
+mod manage;
 mod process;
 mod report;
 mod sink;

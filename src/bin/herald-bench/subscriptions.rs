@@ -1,4 +1,5 @@
-//! The subscription scenarios: 3 (durable Subscribe against a SOAP echo server) and 5
+//! The subscription scenarios: 3 (durable Subscribe, then Renew and Unsubscribe, against a SOAP
+//! echo server; see [`crate::manage`]) and 5
 //! (resident memory per subscription, and time to ready after a restart).
 
 use std::time::{Duration, Instant};
@@ -119,6 +120,16 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     .target(target);
     eprintln!("   herald: {} ({})", row.result, row.latency);
     rows.push(row);
+    rows.extend(
+        crate::manage::renew_and_unsubscribe(
+            &client,
+            &mut herald,
+            (concurrency, length),
+            echo_rate,
+            (&size, postgres),
+        )
+        .await?,
+    );
     drop(herald);
     drop(database);
     Ok(rows)
