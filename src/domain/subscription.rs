@@ -13,6 +13,11 @@ use super::expiry::ExpiryKind;
 pub struct SubscriptionId(Uuid);
 
 impl SubscriptionId {
+    /// The UUID itself.
+    pub fn uuid(&self) -> Uuid {
+        self.0
+    }
+
     /// A fresh random identifier.
     pub fn new_random() -> SubscriptionId {
         SubscriptionId(Uuid::new_v4())

@@ -26,11 +26,20 @@ pub const WRAPPED_ACTION: &str = "http://www.w3.org/2011/03/ws-evt/WrappedSinkPo
 /// attempt, so a sink can drop duplicates. A name-based UUID (v5) in the subscription's UUID
 /// namespace.
 pub fn notification_message_id(subscription: SubscriptionId, seq: u64) -> String {
-    let namespace = Uuid::parse_str(&subscription.key()).unwrap_or(Uuid::nil());
-    format!(
-        "urn:uuid:{}",
-        Uuid::new_v5(&namespace, seq.to_string().as_bytes()).hyphenated()
-    )
+    use std::io::Write as _;
+    // The sequence number's decimal digits, without a string of their own (this runs once per
+    // notification and subscriber).
+    let mut digits = [0u8; 20];
+    let written = {
+        let mut unwritten = &mut digits[..];
+        let _ = write!(unwritten, "{seq}");
+        20 - unwritten.len()
+    };
+    let id = Uuid::new_v5(&subscription.uuid(), &digits[..written]);
+    let mut text = String::with_capacity(45);
+    text.push_str("urn:uuid:");
+    text.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    text
 }
 
 /// WS-Eventing's messages, for the dispatcher.
@@ -231,5 +240,25 @@ fn reason_text(reason: EndReason) -> &'static str {
         EndReason::DeliveryFailure => "Notifications could not be delivered to NotifyTo.",
         EndReason::SourceShuttingDown => "The event source is shutting down.",
         EndReason::SourceCancelling => "The event source cancelled the subscription.",
+    }
+}
+
+#[cfg(test)]
+mod message_id_tests {
+    use super::*;
+
+    /// A notification's MessageID never changes between versions: sinks drop duplicates by it
+    /// (expected values from Python's `uuid.uuid5`).
+    #[test]
+    fn message_ids_are_the_published_name_based_uuids() {
+        let id = SubscriptionId::parse("uuid:6f0f5f3e-0000-4000-8000-000000000001").unwrap();
+        assert_eq!(
+            notification_message_id(id, 42),
+            "urn:uuid:68992274-722c-52c8-a4bd-18044cb90304"
+        );
+        assert_eq!(
+            notification_message_id(id, u64::MAX),
+            "urn:uuid:4505be69-c9a4-579b-9ffa-3ec7f068839b"
+        );
     }
 }

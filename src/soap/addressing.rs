@@ -303,18 +303,34 @@ pub fn write_epr_content(version: WsaVersion, epr: &EndpointRef) -> String {
 /// The header blocks that address a message to `epr` in `version`: `wsa:To` and every reference
 /// property and parameter, the latter marked `wsa:IsReferenceParameter="true"` in 1.0.
 pub fn addressed_to(version: WsaVersion, epr: &EndpointRef) -> Vec<String> {
-    let mut headers = vec![format!("<wsa:To>{}</wsa:To>", xml::escape(&epr.address))];
-    headers.extend(epr.reference_properties.iter().cloned());
+    let mut headers =
+        Vec::with_capacity(1 + epr.reference_properties.len() + epr.reference_parameters.len());
+    each_addressing_block(version, epr, |pieces| headers.push(pieces.concat()));
+    headers
+}
+
+/// [`addressed_to`]'s header blocks appended to `out`, without a string of their own each.
+pub fn write_addressed_to(out: &mut String, version: WsaVersion, epr: &EndpointRef) {
+    each_addressing_block(version, epr, |pieces| {
+        pieces.iter().for_each(|p| out.push_str(p))
+    });
+}
+
+/// Hands each header block addressing `epr` to `block`, in order, as the pieces that make it.
+fn each_addressing_block(version: WsaVersion, epr: &EndpointRef, mut block: impl FnMut(&[&str])) {
+    block(&["<wsa:To>", &xml::escape(&epr.address), "</wsa:To>"]);
+    for property in &epr.reference_properties {
+        block(&[property]);
+    }
     for parameter in &epr.reference_parameters {
         if version == WsaVersion::W3c2005 {
             let marker =
                 format!(" xmlns:wsarp=\"{WSA_2005_NS}\" wsarp:IsReferenceParameter=\"true\"");
-            headers.push(xml::add_attributes(parameter, &marker));
+            block(&[&xml::add_attributes(parameter, &marker)]);
         } else {
-            headers.push(parameter.clone());
+            block(&[parameter]);
         }
     }
-    headers
 }
 
 /// How a reply (response or fault) is addressed, from the request.

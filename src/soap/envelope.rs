@@ -278,13 +278,7 @@ pub fn write_envelope(
 ) -> String {
     let mut out =
         String::with_capacity(512 + body.len() + headers.iter().map(String::len).sum::<usize>());
-    out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<s:Envelope xmlns:s=\"");
-    out.push_str(version.ns());
-    out.push('"');
-    for (prefix, uri) in namespaces {
-        out.push_str(&format!(" xmlns:{prefix}=\"{}\"", xml::escape(uri)));
-    }
-    out.push('>');
+    open_envelope(&mut out, version, namespaces);
     if !headers.is_empty() {
         out.push_str("<s:Header>");
         for header in headers {
@@ -292,10 +286,30 @@ pub fn write_envelope(
         }
         out.push_str("</s:Header>");
     }
+    close_envelope(&mut out, body);
+    out
+}
+
+/// The start of [`write_envelope`]'s envelope, up to where its Header (if any) begins.
+pub fn open_envelope(out: &mut String, version: SoapVersion, namespaces: &[(&str, &str)]) {
+    out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<s:Envelope xmlns:s=\"");
+    out.push_str(version.ns());
+    out.push('"');
+    for (prefix, uri) in namespaces {
+        out.push_str(" xmlns:");
+        out.push_str(prefix);
+        out.push_str("=\"");
+        out.push_str(&xml::escape(uri));
+        out.push('"');
+    }
+    out.push('>');
+}
+
+/// The end of [`write_envelope`]'s envelope: the Body with `body`.
+pub fn close_envelope(out: &mut String, body: &str) {
     out.push_str("<s:Body>");
     out.push_str(body);
     out.push_str("</s:Body></s:Envelope>");
-    out
 }
 
 #[cfg(test)]
