@@ -268,7 +268,7 @@ pub struct Subscription {
     /// Where notifications go.
     pub notify_to: EndpointRef,
     /// Where SubscriptionEnd goes, if anywhere.
-    pub end_to: Option<EndpointRef>,
+    pub end_to: Option<Box<EndpointRef>>,
     /// The delivery mode URI (2004/08 `Delivery/@Mode`; Push for the others).
     pub delivery_mode: String,
     /// Wrapped or unwrapped notifications.

@@ -77,7 +77,7 @@ impl Engine {
             delivery,
             dialect: request.dialect,
             notify_to: request.notify_to,
-            end_to: request.end_to,
+            end_to: request.end_to.map(Box::new),
             delivery_mode: request.delivery_mode,
             format: request.format,
             filter: request.filter,
@@ -93,7 +93,7 @@ impl Engine {
         let matcher = self.compile(&subscription)?;
         // A pulled subscription's NotifyTo is never sent to.
         let notify_to = (!subscription.pulled()).then_some(&subscription.notify_to);
-        for endpoint in notify_to.into_iter().chain(&subscription.end_to) {
+        for endpoint in notify_to.into_iter().chain(subscription.end_to.as_deref()) {
             self.endpoints
                 .check_url(&endpoint.address)
                 .await

@@ -264,7 +264,7 @@ impl SubscriptionRow {
                 addressing,
             },
             notify_to,
-            end_to,
+            end_to: end_to.map(Box::new),
             delivery_mode: self.delivery_mode,
             format,
             filter,

@@ -34,10 +34,12 @@ pub fn subscription(i: usize) -> Subscription {
             reference_parameters: Vec::new(),
             reference_properties: Vec::new(),
         },
-        end_to: i.is_multiple_of(2).then(|| EndpointRef {
-            address: format!("http://127.0.0.1:1/end/{i}"),
-            reference_parameters: Vec::new(),
-            reference_properties: Vec::new(),
+        end_to: i.is_multiple_of(2).then(|| {
+            Box::new(EndpointRef {
+                address: format!("http://127.0.0.1:1/end/{i}"),
+                reference_parameters: Vec::new(),
+                reference_properties: Vec::new(),
+            })
         }),
         delivery_mode: "push".into(),
         format: NotificationFormat::Unwrap,

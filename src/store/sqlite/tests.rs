@@ -104,7 +104,7 @@ async fn owned_subscriptions_come_in_pages_in_id_order() {
     let mut ids = Vec::new();
     for _ in 0..25 {
         let mut owned = subscription();
-        owned.end_to = Some(owned.notify_to.clone());
+        owned.end_to = Some(Box::new(owned.notify_to.clone()));
         store
             .insert_subscription(&owned, &node, None)
             .await
