@@ -17,7 +17,8 @@
 //! - [`load`]: SOAP messages, the HTTP client, concurrent request loops, statistics, progress.
 //! - [`baseline`]: scenario 1, herald's delivery client in a child process posting to the sinks.
 //! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
-//! - [`subscriptions`]: scenarios 3 and 5 (Subscribe against echo, footprint and restart).
+//! - [`subscriptions`]: scenarios 3 and 5 (Subscribe against echo, footprint and restart);
+//!   [`manage`]: scenario 3's Renew and Unsubscribe.
 //! - [`hostile`]: scenario 8 (XML bombs refused in linear time, beside benign events).
 //! - [`contexts`]: scenario 9 (callbacks to context instances).
 //! - [`invocations`]: scenario 10 (invocation callbacks end to end, acked by pull listeners).
@@ -180,7 +181,7 @@ pub enum Scenario {
     Fanout,
     /// 2: a paced publisher at shares of the raw ceiling measured just before, latency.
     Paced,
-    /// 3: durable Subscribe against a SOAP echo server.
+    /// 3: durable Subscribe, then Renew and Unsubscribe, against a SOAP echo server.
     Subscribe,
     /// 4: XPath-filtered fan-out, 10% matching.
     Filtered,
