@@ -69,7 +69,9 @@ mod webhooks;
 
 use super::subscription_writes::SubscriptionWrites;
 use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqliteRenewals};
-use statements::{CLAIM_ORPHANS, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis};
+use statements::{
+    CLAIM_ORPHANS, NOT_OWNED, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis,
+};
 
 /// The embedded SQLite store.
 ///
@@ -479,15 +481,28 @@ impl Store for SqliteStore {
                 ])
             })
             .collect();
-        let saved: Vec<String> = sqlx::query_scalar(SAVE_PROGRESS)
+        // Without RETURNING: the driver hands each returned row over from its thread one at a
+        // time, and a fan-out saves thousands of cursors a batch (a profile at 10,000
+        // subscribers: most of herald's context switches were those hand-offs). Which ids were
+        // not saved is asked only when some were not.
+        let saved = sqlx::query(SAVE_PROGRESS)
             .bind(serde_json::Value::Array(rows).to_string())
+            .bind(node.as_str())
+            .execute(&self.pool)
+            .await?;
+        if saved.rows_affected() == updates.len() as u64 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = updates.iter().map(|(id, _)| id.key()).collect();
+        let missing: Vec<String> = sqlx::query_scalar(NOT_OWNED)
+            .bind(serde_json::to_string(&ids).map_err(|err| StoreError::Corrupt(err.to_string()))?)
             .bind(node.as_str())
             .fetch_all(&self.pool)
             .await?;
-        let saved: std::collections::HashSet<String> = saved.into_iter().collect();
+        let missing: std::collections::HashSet<String> = missing.into_iter().collect();
         Ok(updates
             .iter()
-            .filter(|(id, _)| !saved.contains(&id.key()))
+            .filter(|(id, _)| missing.contains(&id.key()))
             .map(|(id, _)| *id)
             .collect())
     }

@@ -89,5 +89,10 @@ pub(super) const SAVE_PROGRESS: &str =
                           json_extract(value, '$[5]') AS error
                    FROM json_each(?)) AS u
              WHERE subscriptions.id = u.uid AND subscriptions.status = 'active'
-               AND +subscriptions.owner = ?
-             RETURNING id";
+               AND +subscriptions.owner = ?";
+
+/// Of the ids of a JSON array, those that are not active subscriptions owned by node `?2`:
+/// asked only when [`SAVE_PROGRESS`] changed fewer rows than it was given.
+pub(super) const NOT_OWNED: &str = "SELECT value FROM json_each(?1)
+     WHERE NOT EXISTS (SELECT 1 FROM subscriptions s
+                       WHERE s.id = value AND s.status = 'active' AND +s.owner = ?2)";

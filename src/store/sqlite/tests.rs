@@ -82,9 +82,17 @@ async fn orphans_of_a_lapsed_node_are_claimed_once_and_the_node_forgotten() {
         cursor: 7,
         ..DeliveryProgress::default()
     };
-    let update = [(owned.id, progress)];
+    let update = [(owned.id, progress.clone())];
     assert_eq!(store.save_progress(&a, &update).await.unwrap(), [owned.id]);
     assert!(store.save_progress(&b, &update).await.unwrap().is_empty());
+    // In a batch, only what is not saved comes back: an unknown id, and one this node does
+    // not own, beside one it does.
+    let unknown = SubscriptionId::new_random();
+    let mixed = [(unknown, progress.clone()), (owned.id, progress.clone())];
+    assert_eq!(store.save_progress(&b, &mixed).await.unwrap(), [unknown]);
+    let refused = store.save_progress(&a, &mixed).await.unwrap();
+    assert_eq!(refused.len(), 2);
+    assert!(refused.contains(&unknown) && refused.contains(&owned.id));
     let page = store.owned_subscriptions(&b, now, None, 10).await.unwrap();
     assert_eq!(page.items[0].1.cursor, 7);
     assert_eq!(page.next, None, "one page");
@@ -147,6 +155,13 @@ async fn hot_statements_use_their_indexes() {
         (
             "save progress",
             SAVE_PROGRESS,
+            2,
+            "sqlite_autoindex_subscriptions_1 (id=?)",
+            "subscriptions_owner",
+        ),
+        (
+            "ids not saved",
+            NOT_OWNED,
             2,
             "sqlite_autoindex_subscriptions_1 (id=?)",
             "subscriptions_owner",
