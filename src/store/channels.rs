@@ -22,6 +22,28 @@ use crate::domain::channel::{
 
 /// Durable push channels. Every method is one atomic step; `now` is the caller's clock, which
 /// only SQLite uses for presence (see the module's notes).
+/// A reader's visit to a channel (see [`Channels::see_channel`]), waiting for the next group
+/// commit: visits to many channels share one statement and one commit.
+pub(super) struct Sighting {
+    pub token: String,
+    pub now: i64,
+    pub read: Option<i64>,
+    pub sent: Option<i64>,
+}
+
+/// Whether each visit found its channel open, in the batch's order, from the `token` column of
+/// the rows changed.
+pub(super) fn seen<R: Columns>(batch: &[Sighting], rows: &[R]) -> Result<Vec<bool>, StoreError> {
+    let changed = rows
+        .iter()
+        .map(|row| row.text("token"))
+        .collect::<Result<std::collections::HashSet<_>, _>>()?;
+    Ok(batch
+        .iter()
+        .map(|visit| changed.contains(&visit.token))
+        .collect())
+}
+
 #[async_trait]
 pub trait Channels {
     /// Stores a new channel.

@@ -1,9 +1,10 @@
 //! The store's group commit of the subscription lifecycle, on the store under test: Subscribes,
 //! Renews and ends that arrive together share one commit (one statement), each is answered as
 //! if it had run alone (its own starting cursor, expiry, end), and one row that cannot be
-//! written refuses only itself.
+//! written refuses only itself; so do push channels' visits.
 
 use futures_util::future::join_all;
+use herald::domain::channel::{Channel, ChannelToken};
 use herald::domain::event::NewEvent;
 use herald::domain::expiry::ExpiryKind;
 use herald::domain::subscription::{
@@ -236,6 +237,71 @@ async fn renews_and_ends_arriving_together_commit_together_each_answered_as_alon
             }
         }
         assert!(subscriptions.iter().all(|s| announced.contains(&s.id)));
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn channel_visits_arriving_together_commit_together_each_answered_as_alone() {
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..100 {
+        let channel = Channel {
+            token: ChannelToken::new(),
+            created_at: now,
+            expires_at: now + jiff::SignedDuration::from_hours(1),
+            closed_at: None,
+            last_seen: now,
+            cursor: 0,
+            sent: 0,
+            head: 0,
+            callback: None,
+            as_of: now,
+        };
+        store.open_channel(&channel).await.unwrap();
+        tokens.push(channel.token);
+    }
+    // The last ten closed: a visit there finds nothing.
+    for token in &tokens[90..] {
+        assert!(store.close_channel(token, now).await.unwrap());
+    }
+    // Two visits to each at once, read up to i and i + 5 (the second also sent up to 2 i):
+    // each moves the channel forward, never back, whatever order they commit in.
+    let visits = (0..100).flat_map(|i| {
+        [
+            (i, Some(i as u64), None),
+            (i, Some(i as u64 + 5), Some(2 * i as u64)),
+        ]
+    });
+    let visits = visits.map(|(i, read, sent)| {
+        let store = store.clone();
+        let token = tokens[i].clone();
+        async move {
+            (
+                i,
+                store
+                    .see_channel(&token, Timestamp::now(), read, sent)
+                    .await
+                    .unwrap(),
+            )
+        }
+    });
+    for (i, seen) in join_all(visits).await {
+        assert_eq!(seen, i < 90, "visit to {i}");
+    }
+    for (i, token) in tokens.iter().enumerate().take(90) {
+        let channel = store
+            .channel(token, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (channel.cursor, channel.sent),
+            (i as u64 + 5, 2 * i as u64),
+            "channel {i}"
+        );
     }
     store.close().await;
 }

@@ -6,11 +6,13 @@ use jiff::Timestamp;
 use super::super::StoreError;
 use super::super::channels::{
     CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY, FORGET_CHANNEL,
-    FORGET_EVENTS, FORGET_HEAD, REGISTER, RENEW, START_FIRINGS, before, channel_query,
-    decode_channel, decode_counts, decode_firing,
+    FORGET_EVENTS, FORGET_HEAD, REGISTER, RENEW, START_FIRINGS, Sighting, before, channel_query,
+    decode_channel, decode_counts, decode_firing, seen,
 };
 use super::super::codec::{duration_millis, millis, seq_column, timestamp};
+use super::super::group_commit::Commit;
 use super::PostgresStore;
+use super::batch_writes::PgBatches;
 use crate::domain::channel::{CallbackRegistration, Channel, ChannelToken, Firing, FiringOutcome};
 
 /// A channel as of the database's clock.
@@ -27,14 +29,42 @@ const OPEN: &str = concat!(
     ")"
 );
 
-/// A reader was there now, on the database's clock: `last_seen` and the cursor move forward
-/// only.
-const SEE: &str = concat!(
-    "UPDATE channels SET last_seen = GREATEST(last_seen, ",
+/// Readers were there now, on the database's clock: each open channel's `last_seen`, cursor
+/// and what was sent to it move forward only.
+const SEE_BATCH: &str = concat!(
+    "UPDATE channels c SET last_seen = GREATEST(c.last_seen, ",
     db_now!(),
-    "), cursor = GREATEST(cursor, COALESCE($2, cursor)), sent = GREATEST(sent, COALESCE($3, sent))
-     WHERE token = $1 AND closed_at IS NULL"
+    "), cursor = GREATEST(c.cursor, COALESCE(v.seen_read, c.cursor)),
+         sent = GREATEST(c.sent, COALESCE(v.seen_sent, c.sent))
+     FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS v(seen_token, seen_read, seen_sent)
+     WHERE c.token = v.seen_token AND c.closed_at IS NULL
+     RETURNING c.token"
 );
+
+/// Writes batches of visits (group commit; see [`super::super::group_commit`]).
+pub(super) struct PgSightings(pub PgBatches);
+
+#[async_trait]
+impl Commit for PgSightings {
+    type Write = Sighting;
+    type Answer = bool;
+
+    fn row(write: &Sighting) -> &str {
+        &write.token
+    }
+
+    async fn commit(&self, batch: &[Sighting]) -> Result<Vec<bool>, StoreError> {
+        let column =
+            |pick: fn(&Sighting) -> Option<i64>| batch.iter().map(pick).collect::<Vec<_>>();
+        let rows = sqlx::query(SEE_BATCH)
+            .bind(batch.iter().map(|v| v.token.clone()).collect::<Vec<_>>())
+            .bind(column(|v| v.read))
+            .bind(column(|v| v.sent))
+            .fetch_all(&self.0.pool)
+            .await?;
+        seen(batch, &rows)
+    }
+}
 
 /// Claims due firings on the database's clock: `$1` limit, `$2` the claim in milliseconds.
 const DUE_FIRINGS: &str = concat!(
@@ -93,13 +123,15 @@ impl Channels for PostgresStore {
         read: Option<u64>,
         sent: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(SEE)
-            .bind(token.as_str())
-            .bind(read.map(seq_column))
-            .bind(sent.map(seq_column))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.sightings
+            .submit(Sighting {
+                token: token.as_str().to_owned(),
+                // Unused: a visit is dated on the database's clock.
+                now: 0,
+                read: read.map(seq_column),
+                sent: sent.map(seq_column),
+            })
+            .await
     }
 
     async fn close_channel(&self, token: &ChannelToken, at: Timestamp) -> Result<bool, StoreError> {

@@ -24,6 +24,7 @@ use super::codec::{
     decode_subscription, decode_with_progress, duration_millis, encode_endpoint, millis,
     progress_columns, seq_column, stored_seq, subscription_columns,
 };
+use super::group_commit::Queue;
 use super::sql;
 use super::subscription_writes::SubscriptionWrites;
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
@@ -65,6 +66,8 @@ pub struct PostgresStore {
     tasks: TaskTracker,
     /// To the group commits of Subscribes, Renews and ends.
     writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds>,
+    /// To the group commit of channel visits.
+    sightings: Queue<channels::PgSightings>,
 }
 
 impl PostgresStore {
@@ -92,6 +95,11 @@ impl PostgresStore {
             pool: pool.clone(),
             channel: channel.clone(),
         };
+        let sightings = Queue::start(
+            channels::PgSightings(batches.clone()),
+            &tasks,
+            closing.clone(),
+        );
         let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
         let store = PostgresStore {
             pool,
@@ -99,6 +107,7 @@ impl PostgresStore {
             closing,
             tasks,
             writes,
+            sightings,
         };
         store.migrate().await?;
         Ok(store)

@@ -105,7 +105,7 @@ impl SqliteBatches {
 
     /// Runs `statement` with `rows` (one JSON array) under the writer lock: one statement is
     /// one transaction, all of the batch or none of it.
-    async fn run(
+    pub(super) async fn run(
         &self,
         statement: &'static str,
         rows: Vec<Value>,

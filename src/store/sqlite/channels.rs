@@ -3,23 +3,53 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+use serde_json::json;
+
 use super::super::StoreError;
 use super::super::channels::{
     CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY, FORGET_CHANNEL,
-    FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS, before, channel_query,
-    decode_channel, decode_counts, decode_firing,
+    FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS, Sighting, before,
+    channel_query, decode_channel, decode_counts, decode_firing, seen,
 };
 use super::super::codec::{duration_millis, millis, seq_column};
+use super::super::group_commit::Commit;
 use super::SqliteStore;
+use super::batch_writes::SqliteBatches;
 use crate::domain::channel::{CallbackRegistration, Channel, ChannelToken, Firing, FiringOutcome};
 
 /// A channel as of `?2`.
 const CHANNEL: &str = channel_query!("?2");
 
-/// A reader was there: `last_seen` and the cursor move forward only.
-const SEE: &str = "UPDATE channels SET last_seen = MAX(last_seen, ?2),
-         cursor = MAX(cursor, COALESCE(?3, cursor)), sent = MAX(sent, COALESCE(?4, sent))
-     WHERE token = ?1 AND closed_at IS NULL";
+/// Visits to channels, a JSON array of `[token, now, read, sent]`: each open channel seen at
+/// `now`, its cursor and what was sent to it moved forward (never back).
+const SEE_BATCH: &str = "UPDATE channels
+     SET last_seen = MAX(last_seen, json_extract(v.value, '$[1]')),
+         cursor = MAX(cursor, COALESCE(json_extract(v.value, '$[2]'), cursor)),
+         sent = MAX(sent, COALESCE(json_extract(v.value, '$[3]'), sent))
+     FROM json_each(?1) AS v
+     WHERE channels.token = json_extract(v.value, '$[0]') AND closed_at IS NULL
+     RETURNING channels.token AS token";
+
+/// Writes batches of visits (group commit; see [`super::super::group_commit`]).
+pub(super) struct SqliteSightings(pub SqliteBatches);
+
+#[async_trait]
+impl Commit for SqliteSightings {
+    type Write = Sighting;
+    type Answer = bool;
+
+    fn row(write: &Sighting) -> &str {
+        &write.token
+    }
+
+    async fn commit(&self, batch: &[Sighting]) -> Result<Vec<bool>, StoreError> {
+        let rows = batch
+            .iter()
+            .map(|v| json!([v.token, v.now, v.read, v.sent]))
+            .collect();
+        seen(batch, &self.0.run(SEE_BATCH, rows).await?)
+    }
+}
 
 /// Claims due firings: `?1` now, `?2` limit, `?3` claimed until.
 const DUE_FIRINGS: &str = "UPDATE channels SET cb_next_at = ?3
@@ -64,15 +94,14 @@ impl Channels for SqliteStore {
         read: Option<u64>,
         sent: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let _writing = self.write.lock().await;
-        let result = sqlx::query(SEE)
-            .bind(token.as_str())
-            .bind(millis(now))
-            .bind(read.map(seq_column))
-            .bind(sent.map(seq_column))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.sightings
+            .submit(Sighting {
+                token: token.as_str().to_owned(),
+                now: millis(now),
+                read: read.map(seq_column),
+                sent: sent.map(seq_column),
+            })
+            .await
     }
 
     async fn close_channel(&self, token: &ChannelToken, at: Timestamp) -> Result<bool, StoreError> {
