@@ -141,6 +141,23 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// A new channel opened `now` with a fresh token, expiring at `expires_at` unless renewed:
+    /// nothing sent, nothing read, its reader counted as there now.
+    pub fn opened(now: Timestamp, expires_at: Timestamp) -> Channel {
+        Channel {
+            token: ChannelToken::new(),
+            created_at: now,
+            expires_at,
+            closed_at: None,
+            last_seen: now,
+            cursor: 0,
+            sent: 0,
+            head: 0,
+            callback: None,
+            as_of: now,
+        }
+    }
+
     /// Whether it took notifications when read: not closed, not expired.
     pub fn is_open(&self) -> bool {
         self.closed_at.is_none() && self.expires_at > self.as_of

@@ -110,18 +110,7 @@ impl Engine {
     pub async fn open_channel(&self) -> Result<Channel, EngineError> {
         let now = self.clock.now();
         let ttl = SignedDuration::try_from(self.channel_policy.ttl).unwrap_or(SignedDuration::MAX);
-        let channel = Channel {
-            token: ChannelToken::new(),
-            created_at: now,
-            expires_at: now.checked_add(ttl).unwrap_or(jiff::Timestamp::MAX),
-            closed_at: None,
-            last_seen: now,
-            cursor: 0,
-            sent: 0,
-            head: 0,
-            callback: None,
-            as_of: now,
-        };
+        let channel = Channel::opened(now, now.checked_add(ttl).unwrap_or(jiff::Timestamp::MAX));
         self.store.open_channel(&channel).await?;
         Ok(channel)
     }

@@ -4,7 +4,7 @@
 //! written refuses only itself; so do push channels' visits.
 
 use futures_util::future::join_all;
-use herald::domain::channel::{Channel, ChannelToken};
+use herald::domain::channel::Channel;
 use herald::domain::event::NewEvent;
 use herald::domain::expiry::ExpiryKind;
 use herald::domain::subscription::{
@@ -248,18 +248,7 @@ async fn channel_visits_arriving_together_commit_together_each_answered_as_alone
     let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
     let mut tokens = Vec::new();
     for _ in 0..100 {
-        let channel = Channel {
-            token: ChannelToken::new(),
-            created_at: now,
-            expires_at: now + jiff::SignedDuration::from_hours(1),
-            closed_at: None,
-            last_seen: now,
-            cursor: 0,
-            sent: 0,
-            head: 0,
-            callback: None,
-            as_of: now,
-        };
+        let channel = Channel::opened(now, now + jiff::SignedDuration::from_hours(1));
         store.open_channel(&channel).await.unwrap();
         tokens.push(channel.token);
     }
