@@ -12,16 +12,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::StoreError;
-use super::codec::{Columns, corrupt, optional_timestamp, stored_count, stored_seq, timestamp};
+use super::codec::{
+    Columns, corrupt, millis, optional_timestamp, stored_count, stored_seq, timestamp,
+};
+use super::group_commit::{Commit, Queue};
 use super::sql::Sql;
 use crate::domain::channel::{
     CallbackRegistration, CallbackState, Channel, ChannelToken, Firing, FiringOutcome,
 };
 
-/// Durable push channels. Every method is one atomic step; `now` is the caller's clock, which
-/// only SQLite uses for presence (see the module's notes).
 /// A reader's visit to a channel (see [`Channels::see_channel`]), waiting for the next group
 /// commit: visits to many channels share one statement and one commit.
 pub(super) struct Sighting {
@@ -31,19 +34,135 @@ pub(super) struct Sighting {
     pub sent: Option<i64>,
 }
 
-/// Whether each visit found its channel open, in the batch's order, from the `token` column of
-/// the rows changed.
-pub(super) fn seen<R: Columns>(batch: &[Sighting], rows: &[R]) -> Result<Vec<bool>, StoreError> {
+/// A change to one channel, waiting for the next group commit: opens, closes, renewals,
+/// callback registrations and unauthenticated counts of many channels share one transaction.
+/// Times are the callers' milliseconds.
+pub(super) enum ChannelWrite {
+    Open {
+        token: String,
+        log: String,
+        created_at: i64,
+        expires_at: i64,
+    },
+    Close {
+        token: String,
+        at: i64,
+    },
+    Renew {
+        token: String,
+        expires_at: i64,
+        now: i64,
+    },
+    Register {
+        token: String,
+        registration: CallbackRegistration,
+    },
+    CountDay {
+        token: String,
+        day: i64,
+        limit: i64,
+    },
+}
+
+impl ChannelWrite {
+    /// A new channel.
+    pub fn opening(channel: &Channel) -> Self {
+        ChannelWrite::Open {
+            token: channel.token.as_str().to_owned(),
+            log: channel.token.log().as_str().to_owned(),
+            created_at: millis(channel.created_at),
+            expires_at: millis(channel.expires_at),
+        }
+    }
+
+    /// One unauthenticated notification counted on `day` under `limit`.
+    pub fn counting(token: &ChannelToken, day: i64, limit: u64) -> Self {
+        ChannelWrite::CountDay {
+            token: token.as_str().to_owned(),
+            day,
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The channel it changes.
+    pub fn token(&self) -> &str {
+        match self {
+            ChannelWrite::Open { token, .. }
+            | ChannelWrite::Close { token, .. }
+            | ChannelWrite::Renew { token, .. }
+            | ChannelWrite::Register { token, .. }
+            | ChannelWrite::CountDay { token, .. } => token,
+        }
+    }
+}
+
+/// The queues to a store's two group commits of channels: readers' visits, and changes.
+pub(super) struct ChannelQueues<S, W>
+where
+    S: Commit<Write = Sighting, Answer = bool>,
+    W: Commit<Write = ChannelWrite, Answer = bool>,
+{
+    sightings: Queue<S>,
+    changes: Queue<W>,
+}
+
+impl<S, W> Clone for ChannelQueues<S, W>
+where
+    S: Commit<Write = Sighting, Answer = bool>,
+    W: Commit<Write = ChannelWrite, Answer = bool>,
+{
+    fn clone(&self) -> Self {
+        ChannelQueues {
+            sightings: self.sightings.clone(),
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+impl<S, W> ChannelQueues<S, W>
+where
+    S: Commit<Write = Sighting, Answer = bool>,
+    W: Commit<Write = ChannelWrite, Answer = bool>,
+{
+    /// Starts both group commits, until `closing`.
+    pub fn start(
+        (sightings, changes): (S, W),
+        tasks: &TaskTracker,
+        closing: &CancellationToken,
+    ) -> Self {
+        ChannelQueues {
+            sightings: Queue::start(sightings, tasks, closing.clone()),
+            changes: Queue::start(changes, tasks, closing.clone()),
+        }
+    }
+
+    /// A reader's visit, durable when this returns; false when the channel is not open.
+    pub async fn see(&self, visit: Sighting) -> Result<bool, StoreError> {
+        self.sightings.submit(visit).await
+    }
+
+    /// A change, durable when this returns; whether it changed the channel.
+    pub async fn change(&self, write: ChannelWrite) -> Result<bool, StoreError> {
+        self.changes.submit(write).await
+    }
+}
+
+/// Whether each write of a batch (a visit or a change) found its channel, in the batch's
+/// order, from the `token` column of the rows changed: a batch never holds two writes to one
+/// channel.
+pub(super) fn changed<'a, R: Columns>(
+    tokens: impl Iterator<Item = &'a str>,
+    rows: &[R],
+) -> Result<Vec<bool>, StoreError> {
     let changed = rows
         .iter()
         .map(|row| row.text("token"))
         .collect::<Result<std::collections::HashSet<_>, _>>()?;
-    Ok(batch
-        .iter()
-        .map(|visit| changed.contains(&visit.token))
-        .collect())
+    Ok(tokens.map(|token| changed.contains(token)).collect())
 }
 
+/// Durable push channels. Every method is one atomic step; `now` is the caller's clock, which
+/// only SQLite uses for presence (see the module's notes).
 #[async_trait]
 pub trait Channels {
     /// Stores a new channel.

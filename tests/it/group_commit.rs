@@ -1,7 +1,7 @@
 //! The store's group commit of the subscription lifecycle, on the store under test: Subscribes,
 //! Renews and ends that arrive together share one commit (one statement), each is answered as
 //! if it had run alone (its own starting cursor, expiry, end), and one row that cannot be
-//! written refuses only itself; so do push channels' visits.
+//! written refuses only itself; so do push channels' visits and changes.
 
 use futures_util::future::join_all;
 use herald::domain::channel::Channel;
@@ -292,5 +292,115 @@ async fn channel_visits_arriving_together_commit_together_each_answered_as_alone
             "channel {i}"
         );
     }
+    store.close().await;
+}
+
+/// One change to channel `i` of [`channel_changes_arriving_together_commit_together_each_answered_as_alone`].
+type Change<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, &'static str, bool)> + 'a>>;
+
+#[tokio::test]
+async fn channel_changes_arriving_together_commit_together_each_answered_as_alone() {
+    use herald::domain::channel::{CallbackRegistration, CallbackState};
+
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    let hour = jiff::SignedDuration::from_hours(1);
+    // 120 opened at once, each answered and stored.
+    let channels: Vec<Channel> = (0..120).map(|_| Channel::opened(now, now + hour)).collect();
+    let opens = channels.iter().map(|channel| store.open_channel(channel));
+    for opened in join_all(opens).await {
+        opened.unwrap();
+    }
+    let tokens: Vec<_> = channels.iter().map(|c| c.token.clone()).collect();
+    // 100..120 closed beforehand: a renewal or a registration there changes nothing.
+    for token in &tokens[100..] {
+        assert!(store.close_channel(token, now).await.unwrap());
+    }
+    let registration = move |i: usize| CallbackRegistration {
+        uri: format!("http://127.0.0.1:1/callback/{i}"),
+        payload: format!("payload {i}").into_bytes(),
+        content_type: i.is_multiple_of(2).then(|| "text/plain".to_owned()),
+        registered_at: now + jiff::SignedDuration::from_secs(1),
+    };
+    let renewed_to = move |i: usize| now + hour * 2 + jiff::SignedDuration::from_secs(i as i64);
+    // All at once: 0..20 closed (80..100 twice: the twin finds it closed), 20..40 renewed,
+    // 40..60 given a callback, 60..80 counted twice under a limit of one (the twin refused),
+    // 100..110 renewed and 110..120 given a callback though closed.
+    let mut changes: Vec<Change> = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let twice = match i {
+            60..100 => 2,
+            _ => 1,
+        };
+        for _ in 0..twice {
+            let (store, token) = (store.clone(), token.clone());
+            let registration = registration(i);
+            changes.push(Box::pin(async move {
+                let (kind, changed) = match i {
+                    0..20 | 80..100 => ("close", store.close_channel(&token, now).await),
+                    20..40 | 100..110 => (
+                        "renew",
+                        store.renew_channel(&token, renewed_to(i), now).await,
+                    ),
+                    40..60 | 110..120 => (
+                        "register",
+                        store.register_callback(&token, &registration, now).await,
+                    ),
+                    _ => ("count", store.count_unauthenticated(&token, 7, 1).await),
+                };
+                (i, kind, changed.unwrap())
+            }));
+        }
+    }
+    let mut answers = std::collections::HashMap::<usize, Vec<bool>>::new();
+    for (i, kind, changed) in join_all(changes).await {
+        assert!(matches!(
+            (i, kind),
+            (0..20 | 80..100, "close")
+                | (20..40 | 100..110, "renew")
+                | (40..60 | 110..120, "register")
+                | (60..80, "count")
+        ));
+        answers.entry(i).or_default().push(changed);
+    }
+    for (i, mut changed) in answers {
+        changed.sort();
+        let expected = match i {
+            60..100 => vec![false, true],
+            100..120 => vec![false],
+            _ => vec![true],
+        };
+        assert_eq!(changed, expected, "channel {i}");
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        let channel = store.channel(token, now).await.unwrap().unwrap();
+        let closed = matches!(i, 0..20 | 80..120);
+        assert_eq!(channel.closed_at.is_some(), closed, "channel {i} closed");
+        let expires_at = if (20..40).contains(&i) {
+            renewed_to(i)
+        } else {
+            now + hour
+        };
+        assert_eq!(channel.expires_at, expires_at, "channel {i} expiry");
+        let callback = (40..60)
+            .contains(&i)
+            .then(|| (registration(i), CallbackState::Armed));
+        assert_eq!(channel.callback, callback, "channel {i} callback");
+    }
+    // The counted ones stay at their limit for the day.
+    assert!(
+        !store
+            .count_unauthenticated(&tokens[60], 7, 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .count_unauthenticated(&tokens[60], 8, 1)
+            .await
+            .unwrap()
+    );
     store.close().await;
 }

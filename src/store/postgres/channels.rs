@@ -5,9 +5,9 @@ use jiff::Timestamp;
 
 use super::super::StoreError;
 use super::super::channels::{
-    CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY, FORGET_CHANNEL,
-    FORGET_EVENTS, FORGET_HEAD, REGISTER, RENEW, START_FIRINGS, Sighting, before, channel_query,
-    decode_channel, decode_counts, decode_firing, seen,
+    COUNTS, ChannelWrite, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY, FORGET_CHANNEL,
+    FORGET_EVENTS, FORGET_HEAD, START_FIRINGS, Sighting, before, changed, channel_query,
+    decode_channel, decode_counts, decode_firing,
 };
 use super::super::codec::{duration_millis, millis, seq_column, timestamp};
 use super::super::group_commit::Commit;
@@ -20,14 +20,6 @@ const CHANNEL: &str = channel_query!(db_now!());
 
 /// The database's clock.
 const NOW: &str = concat!("SELECT ", db_now!());
-
-/// A new channel, its reader last there now on the database's clock.
-const OPEN: &str = concat!(
-    "INSERT INTO channels (token, log, created_at, expires_at, last_seen)
-     VALUES ($1, $2, $3, $4, ",
-    db_now!(),
-    ")"
-);
 
 /// Readers were there now, on the database's clock: each open channel's `last_seen`, cursor
 /// and what was sent to it move forward only.
@@ -62,7 +54,164 @@ impl Commit for PgSightings {
             .bind(column(|v| v.sent))
             .fetch_all(&self.0.pool)
             .await?;
-        seen(batch, &rows)
+        changed(batch.iter().map(|v| v.token.as_str()), &rows)
+    }
+}
+
+/// A batch of channel changes in one statement (one round trip, one commit), each kind's rows
+/// as arrays: opens (`$1`–`$4`, the reader last there now on the database's clock), closes
+/// (`$5`–`$6`), renewals of channels open at their `now` (`$7`–`$9`), callback registrations
+/// on channels open then, armed and their attempts cleared (`$10`–`$14`), and unauthenticated
+/// counts on a day under a limit (`$15`–`$17`: a later day starts over, an earlier one counts
+/// as the last). A batch never changes one channel twice, so the parts never meet.
+const CHANGE_BATCH: &str = concat!(
+    "WITH opened AS (
+         INSERT INTO channels (token, log, created_at, expires_at, last_seen)
+         SELECT o.token, o.log, o.created_at, o.expires_at, ",
+    db_now!(),
+    "
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
+              AS o(token, log, created_at, expires_at)
+         RETURNING token),
+     closed AS (
+         UPDATE channels c SET closed_at = v.at
+         FROM UNNEST($5::TEXT[], $6::BIGINT[]) AS v(token, at)
+         WHERE c.token = v.token AND c.closed_at IS NULL
+         RETURNING c.token),
+     renewed AS (
+         UPDATE channels c SET expires_at = v.expires_at
+         FROM UNNEST($7::TEXT[], $8::BIGINT[], $9::BIGINT[]) AS v(token, expires_at, now)
+         WHERE c.token = v.token AND c.closed_at IS NULL AND c.expires_at > v.now
+         RETURNING c.token),
+     registered AS (
+         UPDATE channels c SET cb_uri = v.uri, cb_payload = v.payload,
+             cb_content_type = v.content_type, cb_registered_at = v.registered_at,
+             cb_state = 'armed', cb_attempts = 0, cb_next_at = NULL, cb_failing_since = NULL,
+             cb_last_error = NULL, cb_fired_at = NULL
+         FROM UNNEST($10::TEXT[], $11::TEXT[], $12::BYTEA[], $13::TEXT[], $14::BIGINT[])
+              AS v(token, uri, payload, content_type, registered_at)
+         WHERE c.token = v.token AND c.closed_at IS NULL AND c.expires_at > v.registered_at
+         RETURNING c.token),
+     counted AS (
+         UPDATE channels c
+         SET day_count = CASE WHEN c.day < v.day THEN 1 ELSE c.day_count + 1 END,
+             day = CASE WHEN c.day < v.day THEN v.day ELSE c.day END
+         FROM UNNEST($15::TEXT[], $16::BIGINT[], $17::BIGINT[]) AS v(token, day, day_limit)
+         WHERE c.token = v.token AND (c.day < v.day OR c.day_count < v.day_limit)
+         RETURNING c.token)
+     SELECT token FROM opened UNION ALL SELECT token FROM closed
+     UNION ALL SELECT token FROM renewed UNION ALL SELECT token FROM registered
+     UNION ALL SELECT token FROM counted"
+);
+
+/// One batch's columns for [`CHANGE_BATCH`], kind by kind, in its parameters' order.
+#[derive(Default)]
+struct ChangeColumns {
+    open_token: Vec<String>,
+    open_log: Vec<String>,
+    open_created_at: Vec<i64>,
+    open_expires_at: Vec<i64>,
+    close_token: Vec<String>,
+    close_at: Vec<i64>,
+    renew_token: Vec<String>,
+    renew_expires_at: Vec<i64>,
+    renew_now: Vec<i64>,
+    register_token: Vec<String>,
+    register_uri: Vec<String>,
+    register_payload: Vec<Vec<u8>>,
+    register_content_type: Vec<Option<String>>,
+    register_at: Vec<i64>,
+    count_token: Vec<String>,
+    count_day: Vec<i64>,
+    count_limit: Vec<i64>,
+}
+
+impl ChangeColumns {
+    fn of(batch: &[ChannelWrite]) -> Self {
+        let mut c = ChangeColumns::default();
+        for write in batch {
+            match write {
+                ChannelWrite::Open {
+                    token,
+                    log,
+                    created_at,
+                    expires_at,
+                } => {
+                    c.open_token.push(token.clone());
+                    c.open_log.push(log.clone());
+                    c.open_created_at.push(*created_at);
+                    c.open_expires_at.push(*expires_at);
+                }
+                ChannelWrite::Close { token, at } => {
+                    c.close_token.push(token.clone());
+                    c.close_at.push(*at);
+                }
+                ChannelWrite::Renew {
+                    token,
+                    expires_at,
+                    now,
+                } => {
+                    c.renew_token.push(token.clone());
+                    c.renew_expires_at.push(*expires_at);
+                    c.renew_now.push(*now);
+                }
+                ChannelWrite::Register {
+                    token,
+                    registration,
+                } => {
+                    c.register_token.push(token.clone());
+                    c.register_uri.push(registration.uri.clone());
+                    c.register_payload.push(registration.payload.clone());
+                    c.register_content_type
+                        .push(registration.content_type.clone());
+                    c.register_at.push(millis(registration.registered_at));
+                }
+                ChannelWrite::CountDay { token, day, limit } => {
+                    c.count_token.push(token.clone());
+                    c.count_day.push(*day);
+                    c.count_limit.push(*limit);
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Writes batches of channel changes (group commit; see [`super::super::group_commit`]).
+pub(super) struct PgChannelWrites(pub PgBatches);
+
+#[async_trait]
+impl Commit for PgChannelWrites {
+    type Write = ChannelWrite;
+    type Answer = bool;
+
+    fn row(write: &ChannelWrite) -> &str {
+        write.token()
+    }
+
+    async fn commit(&self, batch: &[ChannelWrite]) -> Result<Vec<bool>, StoreError> {
+        let c = ChangeColumns::of(batch);
+        let rows = sqlx::query(CHANGE_BATCH)
+            .bind(c.open_token)
+            .bind(c.open_log)
+            .bind(c.open_created_at)
+            .bind(c.open_expires_at)
+            .bind(c.close_token)
+            .bind(c.close_at)
+            .bind(c.renew_token)
+            .bind(c.renew_expires_at)
+            .bind(c.renew_now)
+            .bind(c.register_token)
+            .bind(c.register_uri)
+            .bind(c.register_payload)
+            .bind(c.register_content_type)
+            .bind(c.register_at)
+            .bind(c.count_token)
+            .bind(c.count_day)
+            .bind(c.count_limit)
+            .fetch_all(&self.0.pool)
+            .await?;
+        changed(batch.iter().map(ChannelWrite::token), &rows)
     }
 }
 
@@ -94,13 +243,7 @@ impl PostgresStore {
 #[async_trait]
 impl Channels for PostgresStore {
     async fn open_channel(&self, channel: &Channel) -> Result<(), StoreError> {
-        sqlx::query(OPEN)
-            .bind(channel.token.as_str())
-            .bind(channel.token.log().as_str())
-            .bind(millis(channel.created_at))
-            .bind(millis(channel.expires_at))
-            .execute(&self.pool)
-            .await?;
+        self.channels.change(ChannelWrite::opening(channel)).await?;
         Ok(())
     }
 
@@ -123,8 +266,8 @@ impl Channels for PostgresStore {
         read: Option<u64>,
         sent: Option<u64>,
     ) -> Result<bool, StoreError> {
-        self.sightings
-            .submit(Sighting {
+        self.channels
+            .see(Sighting {
                 token: token.as_str().to_owned(),
                 // Unused: a visit is dated on the database's clock.
                 now: 0,
@@ -135,12 +278,11 @@ impl Channels for PostgresStore {
     }
 
     async fn close_channel(&self, token: &ChannelToken, at: Timestamp) -> Result<bool, StoreError> {
-        let result = sqlx::query(CLOSE.postgres())
-            .bind(token.as_str())
-            .bind(millis(at))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        let token = token.as_str().to_owned();
+        let at = millis(at);
+        self.channels
+            .change(ChannelWrite::Close { token, at })
+            .await
     }
 
     async fn renew_channel(
@@ -149,13 +291,13 @@ impl Channels for PostgresStore {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(RENEW.postgres())
-            .bind(token.as_str())
-            .bind(millis(expires_at))
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.channels
+            .change(ChannelWrite::Renew {
+                token: token.as_str().to_owned(),
+                expires_at: millis(expires_at),
+                now: millis(now),
+            })
+            .await
     }
 
     async fn count_unauthenticated(
@@ -164,31 +306,23 @@ impl Channels for PostgresStore {
         day: i64,
         limit: u64,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(COUNT_DAY.postgres())
-            .bind(token.as_str())
-            .bind(day)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.channels
+            .change(ChannelWrite::counting(token, day, limit))
+            .await
     }
 
     async fn register_callback(
         &self,
         token: &ChannelToken,
         registration: &CallbackRegistration,
-        now: Timestamp,
+        _now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let _ = now;
-        let result = sqlx::query(REGISTER.postgres())
-            .bind(token.as_str())
-            .bind(&registration.uri)
-            .bind(&registration.payload)
-            .bind(registration.content_type.as_deref())
-            .bind(millis(registration.registered_at))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.channels
+            .change(ChannelWrite::Register {
+                token: token.as_str().to_owned(),
+                registration: registration.clone(),
+            })
+            .await
     }
 
     async fn start_firings(

@@ -19,12 +19,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::channels::ChannelQueues;
 use super::codec::{
     Columns, ProgressRow, decode_event, decode_progress, decode_record, decode_source_count,
     decode_subscription, decode_with_progress, duration_millis, encode_endpoint, millis,
     progress_columns, seq_column, stored_seq, subscription_columns,
 };
-use super::group_commit::Queue;
 use super::sql;
 use super::subscription_writes::SubscriptionWrites;
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
@@ -66,8 +66,8 @@ pub struct PostgresStore {
     tasks: TaskTracker,
     /// To the group commits of Subscribes, Renews and ends.
     writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds>,
-    /// To the group commit of channel visits.
-    sightings: Queue<channels::PgSightings>,
+    /// To the group commits of channel visits and changes.
+    channels: ChannelQueues<channels::PgSightings, channels::PgChannelWrites>,
 }
 
 impl PostgresStore {
@@ -95,10 +95,13 @@ impl PostgresStore {
             pool: pool.clone(),
             channel: channel.clone(),
         };
-        let sightings = Queue::start(
-            channels::PgSightings(batches.clone()),
+        let channels = ChannelQueues::start(
+            (
+                channels::PgSightings(batches.clone()),
+                channels::PgChannelWrites(batches.clone()),
+            ),
             &tasks,
-            closing.clone(),
+            &closing,
         );
         let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
         let store = PostgresStore {
@@ -107,7 +110,7 @@ impl PostgresStore {
             closing,
             tasks,
             writes,
-            sightings,
+            channels,
         };
         store.migrate().await?;
         Ok(store)

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::super::StoreError;
 use super::super::channels::{
-    CLOSE, COUNT_DAY, COUNTS, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY, FORGET_CHANNEL,
-    FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS, Sighting, before,
-    channel_query, decode_channel, decode_counts, decode_firing, seen,
+    CLOSE, COUNT_DAY, COUNTS, ChannelWrite, Channels, ENDED, FIRED, FIRING_FAILED, FIRING_RETRY,
+    FORGET_CHANNEL, FORGET_EVENTS, FORGET_HEAD, OPEN, REGISTER, RENEW, START_FIRINGS, Sighting,
+    before, changed, channel_query, decode_channel, decode_counts, decode_firing,
 };
 use super::super::codec::{duration_millis, millis, seq_column};
 use super::super::group_commit::Commit;
@@ -47,7 +47,69 @@ impl Commit for SqliteSightings {
             .iter()
             .map(|v| json!([v.token, v.now, v.read, v.sent]))
             .collect();
-        seen(batch, &self.0.run(SEE_BATCH, rows).await?)
+        let rows = self.0.run(SEE_BATCH, rows).await?;
+        changed(batch.iter().map(|v| v.token.as_str()), &rows)
+    }
+}
+
+/// Writes batches of channel changes (group commit): one transaction under the writer lock,
+/// one statement per change, one fsync.
+pub(super) struct SqliteChannelWrites(pub SqliteBatches);
+
+#[async_trait]
+impl Commit for SqliteChannelWrites {
+    type Write = ChannelWrite;
+    type Answer = bool;
+
+    fn row(write: &ChannelWrite) -> &str {
+        write.token()
+    }
+
+    async fn commit(&self, batch: &[ChannelWrite]) -> Result<Vec<bool>, StoreError> {
+        let _writing = self.0.write.lock().await;
+        let mut tx = self.0.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for write in batch {
+            let query = match write {
+                ChannelWrite::Open {
+                    token,
+                    log,
+                    created_at,
+                    expires_at,
+                } => sqlx::query(OPEN.sqlite())
+                    .bind(token)
+                    .bind(log)
+                    .bind(created_at)
+                    .bind(expires_at),
+                ChannelWrite::Close { token, at } => {
+                    sqlx::query(CLOSE.sqlite()).bind(token).bind(at)
+                }
+                ChannelWrite::Renew {
+                    token,
+                    expires_at,
+                    now,
+                } => sqlx::query(RENEW.sqlite())
+                    .bind(token)
+                    .bind(expires_at)
+                    .bind(now),
+                ChannelWrite::Register {
+                    token,
+                    registration,
+                } => sqlx::query(REGISTER.sqlite())
+                    .bind(token)
+                    .bind(&registration.uri)
+                    .bind(&registration.payload)
+                    .bind(registration.content_type.as_deref())
+                    .bind(millis(registration.registered_at)),
+                ChannelWrite::CountDay { token, day, limit } => sqlx::query(COUNT_DAY.sqlite())
+                    .bind(token)
+                    .bind(day)
+                    .bind(limit),
+            };
+            answers.push(query.execute(&mut *tx).await?.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(answers)
     }
 }
 
@@ -63,14 +125,7 @@ const DUE_FIRINGS: &str = "UPDATE channels SET cb_next_at = ?3
 #[async_trait]
 impl Channels for SqliteStore {
     async fn open_channel(&self, channel: &Channel) -> Result<(), StoreError> {
-        let _writing = self.write.lock().await;
-        sqlx::query(OPEN.sqlite())
-            .bind(channel.token.as_str())
-            .bind(channel.token.log().as_str())
-            .bind(millis(channel.created_at))
-            .bind(millis(channel.expires_at))
-            .execute(&self.pool)
-            .await?;
+        self.channels.change(ChannelWrite::opening(channel)).await?;
         Ok(())
     }
 
@@ -94,8 +149,8 @@ impl Channels for SqliteStore {
         read: Option<u64>,
         sent: Option<u64>,
     ) -> Result<bool, StoreError> {
-        self.sightings
-            .submit(Sighting {
+        self.channels
+            .see(Sighting {
                 token: token.as_str().to_owned(),
                 now: millis(now),
                 read: read.map(seq_column),
@@ -105,13 +160,11 @@ impl Channels for SqliteStore {
     }
 
     async fn close_channel(&self, token: &ChannelToken, at: Timestamp) -> Result<bool, StoreError> {
-        let _writing = self.write.lock().await;
-        let result = sqlx::query(CLOSE.sqlite())
-            .bind(token.as_str())
-            .bind(millis(at))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        let token = token.as_str().to_owned();
+        let at = millis(at);
+        self.channels
+            .change(ChannelWrite::Close { token, at })
+            .await
     }
 
     async fn renew_channel(
@@ -120,14 +173,13 @@ impl Channels for SqliteStore {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let _writing = self.write.lock().await;
-        let result = sqlx::query(RENEW.sqlite())
-            .bind(token.as_str())
-            .bind(millis(expires_at))
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.channels
+            .change(ChannelWrite::Renew {
+                token: token.as_str().to_owned(),
+                expires_at: millis(expires_at),
+                now: millis(now),
+            })
+            .await
     }
 
     async fn count_unauthenticated(
@@ -136,33 +188,23 @@ impl Channels for SqliteStore {
         day: i64,
         limit: u64,
     ) -> Result<bool, StoreError> {
-        let _writing = self.write.lock().await;
-        let result = sqlx::query(COUNT_DAY.sqlite())
-            .bind(token.as_str())
-            .bind(day)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.channels
+            .change(ChannelWrite::counting(token, day, limit))
+            .await
     }
 
     async fn register_callback(
         &self,
         token: &ChannelToken,
         registration: &CallbackRegistration,
-        now: Timestamp,
+        _now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let _writing = self.write.lock().await;
-        let _ = now;
-        let result = sqlx::query(REGISTER.sqlite())
-            .bind(token.as_str())
-            .bind(&registration.uri)
-            .bind(&registration.payload)
-            .bind(registration.content_type.as_deref())
-            .bind(millis(registration.registered_at))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        self.channels
+            .change(ChannelWrite::Register {
+                token: token.as_str().to_owned(),
+                registration: registration.clone(),
+            })
+            .await
     }
 
     async fn start_firings(

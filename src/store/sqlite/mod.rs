@@ -67,7 +67,7 @@ mod queues;
 mod statements;
 mod webhooks;
 
-use super::group_commit::Queue;
+use super::channels::ChannelQueues;
 use super::subscription_writes::SubscriptionWrites;
 use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqliteRenewals};
 use statements::{
@@ -85,8 +85,8 @@ pub struct SqliteStore {
     write: Arc<Mutex<()>>,
     /// To the group commits of Subscribes, Renews and ends.
     writes: SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds>,
-    /// To the group commit of channel visits.
-    sightings: Queue<channels::SqliteSightings>,
+    /// To the group commits of channel visits and changes.
+    channels: ChannelQueues<channels::SqliteSightings, channels::SqliteChannelWrites>,
     /// To the group commit of invocations' and agents' writes.
     queue_writes: mpsc::Sender<queue_writes::QueueWrite>,
     /// Ends the group-commit task, which [`Store::close`] then awaits.
@@ -129,10 +129,13 @@ impl SqliteStore {
             pool: pool.clone(),
             write: write.clone(),
         };
-        let sightings = Queue::start(
-            channels::SqliteSightings(batches.clone()),
+        let channels = ChannelQueues::start(
+            (
+                channels::SqliteSightings(batches.clone()),
+                channels::SqliteChannelWrites(batches.clone()),
+            ),
             &tasks,
-            closing.clone(),
+            &closing,
         );
         let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
         let (queue_writes, queued) = mpsc::channel(4 * queue_writes::MAX_QUEUE_BATCH);
@@ -146,7 +149,7 @@ impl SqliteStore {
             pool,
             write,
             writes,
-            sightings,
+            channels,
             queue_writes,
             closing,
             tasks,
