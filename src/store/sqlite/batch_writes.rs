@@ -48,7 +48,7 @@ const INSERT_BATCH: &str = concat!(
             COALESCE(json_extract(value, '$[21]'),
                      (SELECT last_seq FROM source_heads
                       WHERE source = json_extract(value, '$[1]')), 0)
-     FROM json_each(?1) WHERE true
+     FROM jsonb_each(?1) WHERE true
      RETURNING id, cursor"
 );
 
@@ -56,7 +56,7 @@ const INSERT_BATCH: &str = concat!(
 /// is active and unexpired at its `now`.
 const RENEW_BATCH: &str = "UPDATE subscriptions
      SET expires_at = json_extract(r.value, '$[1]'), expiry_kind = json_extract(r.value, '$[2]')
-     FROM json_each(?1) AS r
+     FROM jsonb_each(?1) AS r
      WHERE subscriptions.id = json_extract(r.value, '$[0]') AND status = 'active'
        AND (expires_at IS NULL OR expires_at > json_extract(r.value, '$[3]'))
      RETURNING subscriptions.id AS id";
@@ -70,7 +70,7 @@ const END_BATCH: &str = concat!(
          ended_at = json_extract(e.value, '$[2]'),
          end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
          end_next_at = json_extract(e.value, '$[2]')
-     FROM json_each(?1) AS e
+     FROM jsonb_each(?1) AS e
      WHERE subscriptions.id = json_extract(e.value, '$[0]') AND status = 'active'
        AND (expires_at IS NULL OR expires_at > json_extract(e.value, '$[2]'))
      RETURNING ",

@@ -26,7 +26,7 @@ const SEE_BATCH: &str = "UPDATE channels
      SET last_seen = MAX(last_seen, json_extract(v.value, '$[1]')),
          cursor = MAX(cursor, COALESCE(json_extract(v.value, '$[2]'), cursor)),
          sent = MAX(sent, COALESCE(json_extract(v.value, '$[3]'), sent))
-     FROM json_each(?1) AS v
+     FROM jsonb_each(?1) AS v
      WHERE channels.token = json_extract(v.value, '$[0]') AND closed_at IS NULL
      RETURNING channels.token AS token";
 

@@ -87,7 +87,7 @@ pub(super) const SAVE_PROGRESS: &str =
                           json_extract(value, '$[3]') AS next_at,
                           json_extract(value, '$[4]') AS failing,
                           json_extract(value, '$[5]') AS error
-                   FROM json_each(?)) AS u
+                   FROM jsonb_each(?)) AS u
              WHERE subscriptions.id = u.uid AND subscriptions.status = 'active'
                AND +subscriptions.owner = ?";
 
