@@ -92,6 +92,10 @@ impl EchoServer {
                 .await?;
         Ok(EchoServer { child, base })
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for EchoServer {

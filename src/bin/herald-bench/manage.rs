@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::load::{self, Latency, SOAP12, WSA, WSE11};
-use crate::process::Herald;
+use crate::process::{CpuMeter, Herald};
 use crate::report::{Row, per_second, rate, thousands, verdict};
 
 /// The target for every lifecycle write: this share of the echo baseline.
@@ -67,6 +67,7 @@ pub async fn renew_and_unsubscribe(
     anyhow::ensure!(!ids.is_empty(), "no subscriptions to renew");
     let manager = herald.url("/eventing/default/subscriptions");
     let count = ids.len() as u64;
+    let cpu = CpuMeter::start(herald.pid())?;
     let renewals = {
         let (ids, to) = (ids.clone(), manager.clone());
         load::requests_for(
@@ -88,7 +89,9 @@ pub async fn renew_and_unsubscribe(
         .await
         .context("Renew")?
     };
+    let renew_cpu = cpu.micros_each(renewals.count)?;
     herald.check_alive()?;
+    let cpu = CpuMeter::start(herald.pid())?;
     let ends = {
         let (ids, to) = (ids.clone(), manager.clone());
         load::requests(
@@ -103,18 +106,22 @@ pub async fn renew_and_unsubscribe(
         .await
         .context("Unsubscribe")?
     };
+    let end_cpu = cpu.micros_each(ends.count)?;
     herald.check_alive()?;
     let prefix = if postgres { "7 PostgreSQL" } else { "3" };
     let mut rows = Vec::new();
-    for (name, run, what) in [
-        ("renew", renewals, "renews"),
-        ("unsubscribe", ends, "unsubscribes"),
+    for (name, run, what, cpu) in [
+        ("renew", renewals, "renews", renew_cpu),
+        ("unsubscribe", ends, "unsubscribes", end_cpu),
     ] {
         let achieved = rate(run.count, run.elapsed);
         let share = achieved / echo_rate.max(f64::MIN_POSITIVE);
         let row = Row::new(
             &format!("{prefix} {name}"),
-            format!("{size}; durable; {} subscriptions", thousands(count)),
+            format!(
+                "{size}; durable; {} subscriptions; herald {cpu:.0} µs CPU each",
+                thousands(count)
+            ),
             format!(
                 "{} = {:.0}% of the echo",
                 per_second(achieved, what),

@@ -279,6 +279,27 @@ pub fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
     parse_cpu_time(&stat).ok_or_else(|| anyhow::anyhow!("no CPU times in /proc/{pid}/stat"))
 }
 
+/// The CPU time a process spends over a stretch of work, read from [`cpu_time`] at its start
+/// and end.
+pub struct CpuMeter {
+    pid: String,
+    started: Duration,
+}
+
+impl CpuMeter {
+    pub fn start(pid: u32) -> anyhow::Result<CpuMeter> {
+        let pid = pid.to_string();
+        let started = cpu_time(&pid)?;
+        Ok(CpuMeter { pid, started })
+    }
+
+    /// Microseconds of CPU per unit of work since the start: `count` units done.
+    pub fn micros_each(&self, count: u64) -> anyhow::Result<f64> {
+        let spent = cpu_time(&self.pid)?.saturating_sub(self.started);
+        Ok(spent.as_secs_f64() * 1e6 / count.max(1) as f64)
+    }
+}
+
 fn parse_cpu_time(stat: &str) -> Option<Duration> {
     // The command name (field 2) may hold spaces; fields 14 and 15 count after its ')'.
     let after_name = &stat[stat.rfind(')')? + 1..];

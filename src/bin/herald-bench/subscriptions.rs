@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::Context;
 use crate::echo::EchoServer;
 use crate::load::{self, Latency, subscribe_message};
-use crate::process::{FreshDatabase, Herald, Launch};
+use crate::process::{CpuMeter, FreshDatabase, Herald, Launch};
 use crate::report::{Row, mebibytes, per_second, rate, thousands, verdict};
 
 /// The target: Subscribe at this share of the echo baseline.
@@ -46,6 +46,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
         let echo = EchoServer::start(dir.path()).await?;
         let url = format!("{}/eventing/default", echo.base);
         warm_up(&client, &url).await?;
+        let cpu = CpuMeter::start(echo.pid())?;
         let run = load::requests_for(
             &client,
             &url,
@@ -56,6 +57,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
         )
         .await
         .context("the echo baseline")?;
+        let echo_cpu = cpu.micros_each(run.count)?;
         let echo_rate = rate(run.count, run.elapsed);
         let row = Row::new(
             if postgres {
@@ -63,7 +65,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
             } else {
                 "3 SOAP echo baseline"
             },
-            format!("{size}; roxmltree parse, fixed answer, no store"),
+            format!("{size}; roxmltree parse, fixed answer, no store; {echo_cpu:.0} µs CPU each"),
             per_second(echo_rate, "requests"),
         )
         .latency(Latency::cell(Latency::of(run.latencies)));
@@ -81,6 +83,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     let url = herald.url("/eventing/default");
     warm_up(&client, &url).await?;
+    let cpu = CpuMeter::start(herald.pid())?;
     let run = load::requests_for(
         &client,
         &url,
@@ -91,6 +94,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     )
     .await
     .context("Subscribe to herald")?;
+    let herald_cpu = cpu.micros_each(run.count)?;
     herald.check_alive()?;
     let subscribes = rate(run.count, run.elapsed);
     let (ratio, target) = match echo_rate {
@@ -113,7 +117,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
         } else {
             "3 subscribe"
         },
-        format!("{size}; durable"),
+        format!("{size}; durable; herald {herald_cpu:.0} µs CPU each"),
         format!("{}{ratio}", per_second(subscribes, "subscribes")),
     )
     .latency(Latency::cell(Latency::of(run.latencies)))
