@@ -487,6 +487,16 @@ impl Dispatcher {
         self.outbox.wake();
     }
 
+    /// What `look` sees of a subscription of log `source` this node delivers, not ended.
+    pub fn held<T>(
+        &self,
+        source: &str,
+        id: SubscriptionId,
+        look: impl FnOnce(&Subscription) -> T,
+    ) -> Option<T> {
+        self.readers.held(source, id, look)
+    }
+
     /// Delivery state of an active subscription, fresher than the store's.
     pub fn progress(&self, source: &SourceName, id: SubscriptionId) -> Option<DeliveryProgress> {
         self.readers.progress(source, id)

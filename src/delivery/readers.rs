@@ -85,7 +85,11 @@ impl Readers {
         lock(&self.instances).get(service).copied().unwrap_or(0)
     }
 
-    fn entry(&self, source: &SourceName) -> Option<Arc<LogReaders>> {
+    fn entry<Q>(&self, source: &Q) -> Option<Arc<LogReaders>>
+    where
+        SourceName: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         self.logs
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -259,6 +263,17 @@ impl Readers {
     pub fn count(&self, source: &SourceName) -> u64 {
         self.entry(source)
             .map_or(0, |log| lock(&log.readers).len() as u64)
+    }
+
+    /// What `look` sees of a reader of log `source` this node delivers and that has not ended.
+    pub fn held<T>(
+        &self,
+        source: &str,
+        id: SubscriptionId,
+        look: impl FnOnce(&Subscription) -> T,
+    ) -> Option<T> {
+        let reader = lock(&self.entry(source)?.readers).get(&id).cloned()?;
+        (!reader.is_ended()).then(|| look(reader.subscription()))
     }
 
     /// A reader's delivery state, fresher than the store's.

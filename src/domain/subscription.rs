@@ -53,6 +53,13 @@ impl fmt::Display for SubscriptionId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceName(String);
 
+/// A name looked up by its text (as in `/eventing/{source}`).
+impl std::borrow::Borrow<str> for SourceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl SourceName {
     /// Accepts 1–64 characters from `[A-Za-z0-9._-]`, so a name is always safe in a URL path.
     pub fn parse(name: &str) -> Option<SourceName> {

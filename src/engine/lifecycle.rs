@@ -211,38 +211,50 @@ impl Engine {
             .transpose()
     }
 
-    /// Sets a new expiry under the subscription's source policy.
+    /// Sets a new expiry under the subscription's source policy, asked of the manager of
+    /// `manager_of` (the `{source}` of its address).
     pub async fn renew(
         &self,
-        id: SubscriptionId,
+        (id, manager_of): (SubscriptionId, &str),
         expires: Option<&RequestedExpiry>,
         rules: ExpiryRules,
     ) -> Result<GrantedExpiry, EngineError> {
-        self.renew_reader(id, expires, rules, |subscription| {
+        self.renew_reader((id, Some(manager_of)), expires, rules, |subscription| {
             subscription.delivery == ReaderDelivery::SoapPush
         })
         .await
     }
 
     /// Sets a new expiry of an active reader that `kind` accepts, under its source's policy.
+    /// A reader this node delivers from log `held_at` is taken as it is held (its source and
+    /// kind never change), sparing a read of the store; the write checks it is still active.
     pub(super) async fn renew_reader(
         &self,
-        id: SubscriptionId,
+        (id, held_at): (SubscriptionId, Option<&str>),
         expires: Option<&RequestedExpiry>,
         rules: ExpiryRules,
         kind: impl Fn(&Subscription) -> bool,
     ) -> Result<GrantedExpiry, EngineError> {
         let now = self.clock.now();
-        let subscription = self
-            .store
-            .active_subscription(id, now)
-            .await?
-            .filter(|subscription| kind(subscription))
-            .ok_or(EngineError::UnknownSubscription)?;
+        let held = held_at.and_then(|log| {
+            self.delivery.held(log, id, |subscription| {
+                kind(subscription).then(|| subscription.source.clone())
+            })
+        });
+        let source = match held {
+            Some(source) => source,
+            None => self
+                .store
+                .active_subscription(id, now)
+                .await?
+                .filter(|subscription| kind(subscription))
+                .map(|subscription| subscription.source),
+        }
+        .ok_or(EngineError::UnknownSubscription)?;
         let policy = self
             .sources
-            .get(&subscription.source)
-            .ok_or_else(|| EngineError::SourceGone(subscription.source.clone()))?;
+            .get(&source)
+            .ok_or_else(|| EngineError::SourceGone(source.clone()))?;
         let granted = expiry::grant(expires, &policy.expiry, rules, now)?;
         let renewed = self
             .store
@@ -251,7 +263,7 @@ impl Engine {
         if renewed {
             Ok(granted)
         } else {
-            // It expired or was ended between the read and the write.
+            // It expired or was ended (here or on another node) before the write.
             Err(EngineError::UnknownSubscription)
         }
     }

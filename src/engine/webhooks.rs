@@ -251,8 +251,10 @@ impl Engine {
                 .await?;
         }
         if let Some(requested) = &requested {
-            self.renew_reader(id, Some(requested), RULES, |s| s.delivery.is_webhook())
-                .await?;
+            self.renew_reader((id, None), Some(requested), RULES, |s| {
+                s.delivery.is_webhook()
+            })
+            .await?;
         }
         Ok(new_secret_shown)
     }

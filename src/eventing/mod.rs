@@ -277,7 +277,7 @@ pub async fn handle(engine: &Engine, limits: Limits, request: SoapRequest<'_>) -
             })
             .map_err(Problem::from),
         Call::Renew { id, expires, rules } => engine
-            .renew(id, expires.as_ref(), rules)
+            .renew((id, request.source), expires.as_ref(), rules)
             .await
             .map(|granted| {
                 let element = expires_element(version);

@@ -179,3 +179,90 @@ async fn the_2004_versions_adjust_to_the_source_range() {
         .await;
     assert_eq!(reply.text_of(WSE01, "Expires").as_deref(), Some("PT86400S"));
 }
+
+/// The stored expiry of subscription `id`, read through the JSON API.
+async fn stored_expiry(server: &TestServer, id: &str) -> jiff::Timestamp {
+    let response = server
+        .client
+        .get(server.url(&format!("/api/v1/subscriptions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let view: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    view["expires_at"].as_str().unwrap().parse().unwrap()
+}
+
+/// Whether `at` is `minutes` from now, give or take a minute.
+fn in_minutes(at: jiff::Timestamp, minutes: i64) -> bool {
+    let expected = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(minutes);
+    at.duration_since(expected).abs() < jiff::SignedDuration::from_mins(1)
+}
+
+#[tokio::test]
+async fn renew_is_answered_alike_whether_this_node_holds_the_reader_or_not() {
+    let server = TestServer::start_with(|config| {
+        let mut orders = config.sources[0].clone();
+        orders.name = herald::domain::subscription::SourceName::parse("orders").unwrap();
+        config.sources.push(orders);
+    })
+    .await;
+    let managed = subscribe(
+        &server,
+        Soap::V12,
+        W3C2011,
+        "default",
+        "<wse:Expires>PT10M</wse:Expires>",
+    )
+    .await;
+    // Asked of its own source's manager: taken from the reader this node delivers.
+    let reply = managed
+        .request(Soap::V12, "Renew", "<wse:Expires>PT20M</wse:Expires>")
+        .send(&server, &managed.manager_url)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(in_minutes(stored_expiry(&server, &managed.id).await, 20));
+    // Asked of another source's manager: read from the store, renewed alike.
+    let elsewhere = server.url("/eventing/orders/subscriptions");
+    let reply = managed
+        .request(Soap::V12, "Renew", "<wse:Expires>PT30M</wse:Expires>")
+        .send(&server, &elsewhere)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(in_minutes(stored_expiry(&server, &managed.id).await, 30));
+
+    // A webhook of the same source, held by this node too, is no SOAP subscription to renew.
+    let response = server
+        .client
+        .post(server.url("/api/v1/subscriptions"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"source": "default", "url": "http://127.0.0.1:9/hook"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let webhook: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let webhook = Managed {
+        id: webhook["id"].as_str().unwrap().to_owned(),
+        ..managed.clone()
+    };
+    let reply = webhook
+        .request(Soap::V12, "Renew", "<wse:Expires>PT20M</wse:Expires>")
+        .send(&server, &managed.manager_url)
+        .await;
+    reply.assert_fault(Soap::V12, (WSE11, "UnknownSubscription"), false);
+
+    // Ended, it is unknown to either way of asking.
+    let reply = managed
+        .request(Soap::V12, "Unsubscribe", "")
+        .send(&server, &managed.manager_url)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    for url in [&managed.manager_url, &elsewhere] {
+        let reply = managed
+            .request(Soap::V12, "Renew", "")
+            .send(&server, url)
+            .await;
+        reply.assert_fault(Soap::V12, (WSE11, "UnknownSubscription"), false);
+    }
+}
