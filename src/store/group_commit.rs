@@ -22,8 +22,9 @@ pub(super) trait Commit: Send + Sync + 'static {
     type Answer: Send + 'static;
 
     /// The row a write changes. Two writes to one row never share a batch: the later one waits
-    /// for the next, so each sees the other's result in the order they were queued.
-    fn row(write: &Self::Write) -> &str;
+    /// for the next, so each sees the other's result in the order they were queued. `None`:
+    /// the committer applies a batch's writes one after another, so any may share one.
+    fn row(write: &Self::Write) -> Option<&str>;
 
     /// Exactly one answer per write, in order.
     async fn commit(&self, batch: &[Self::Write]) -> Result<Vec<Self::Answer>, StoreError>;
@@ -93,13 +94,15 @@ async fn commit_batches<C: Commit>(
                 }
             },
         };
-        let mut rows: HashSet<String> = HashSet::from([C::row(&first.0).to_owned()]);
+        let mut rows: HashSet<String> = C::row(&first.0).map(str::to_owned).into_iter().collect();
         let (mut writes, mut replies) = (vec![first.0], vec![first.1]);
         while writes.len() < MAX_BATCH {
             let Ok(request) = requests.try_recv() else {
                 break;
             };
-            if !rows.insert(C::row(&request.0).to_owned()) {
+            if let Some(row) = C::row(&request.0)
+                && !rows.insert(row.to_owned())
+            {
                 held = Some(request);
                 break;
             }

@@ -27,6 +27,61 @@ pub enum Completed {
     NotOwned,
 }
 
+/// A write of invocations or agents waiting for the next group commit: raises, completions
+/// (with their agent messages) and acks or nacks that arrive together share one transaction and
+/// one commit, applied one after another.
+pub(super) enum QueueWrite {
+    Raise {
+        invocation: Invocation,
+        window_start: Timestamp,
+    },
+    Complete {
+        id: InvocationId,
+        node: String,
+        completion: Completion,
+        now: Timestamp,
+    },
+    Settle {
+        agent: SourceName,
+        receipt: String,
+        back_after: Option<Duration>,
+    },
+}
+
+/// What a [`QueueWrite`] answers, of its own kind.
+pub(super) enum QueueAnswer {
+    Raised((InvocationId, bool)),
+    Completed(Completed),
+    Settled(bool),
+}
+
+impl QueueAnswer {
+    pub fn raised(self) -> Result<(InvocationId, bool), StoreError> {
+        match self {
+            QueueAnswer::Raised(raised) => Ok(raised),
+            _ => Err(mismatched()),
+        }
+    }
+
+    pub fn completed(self) -> Result<Completed, StoreError> {
+        match self {
+            QueueAnswer::Completed(completed) => Ok(completed),
+            _ => Err(mismatched()),
+        }
+    }
+
+    pub fn settled(self) -> Result<bool, StoreError> {
+        match self {
+            QueueAnswer::Settled(settled) => Ok(settled),
+            _ => Err(mismatched()),
+        }
+    }
+}
+
+fn mismatched() -> StoreError {
+    StoreError::Corrupt("a queue write was answered for another kind".into())
+}
+
 /// Durable invocations and agents' queues. Every method is one atomic step.
 #[async_trait]
 pub trait Queues {

@@ -404,3 +404,139 @@ async fn channel_changes_arriving_together_commit_together_each_answered_as_alon
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn invocation_and_agent_writes_arriving_together_commit_together_each_answered_as_alone() {
+    use herald::domain::invocation::{
+        AgentMessage, Completion, Invocation, InvocationId, InvocationState,
+    };
+    use herald::store::queues::Completed;
+
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let invoker = SourceName::parse("orders").unwrap();
+    let agent = SourceName::parse("inbox").unwrap();
+    let (node, other) = (NodeId::parse("n1").unwrap(), NodeId::parse("n2").unwrap());
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    let window_start = now - jiff::SignedDuration::from_hours(1);
+    // 60 raises at once: keys 0..50, the first ten raised twice. Of each twin one is new and
+    // the other names it.
+    let raises = (0..60).map(|i| {
+        let invocation = Invocation {
+            id: InvocationId::new(),
+            invoker: invoker.clone(),
+            key: format!("k{}", i % 50),
+            payload: format!("<order n=\"{i}\"/>"),
+            parameters: Default::default(),
+            raised_at: now,
+        };
+        let store = store.clone();
+        async move {
+            let answer = store.raise_invocation(&invocation, window_start).await;
+            (invocation, answer.unwrap())
+        }
+    });
+    let mut named = std::collections::HashMap::<String, Vec<(InvocationId, bool)>>::new();
+    for (invocation, (id, new)) in join_all(raises).await {
+        assert_eq!(
+            id == invocation.id,
+            new,
+            "{}: new exactly when named itself",
+            invocation.key
+        );
+        named.entry(invocation.key).or_default().push((id, new));
+    }
+    assert_eq!(named.len(), 50);
+    for (key, answers) in &named {
+        assert_eq!(answers.iter().filter(|(_, new)| *new).count(), 1, "{key}");
+        assert!(answers.iter().all(|(id, _)| *id == answers[0].0), "{key}");
+    }
+    let claimed = store
+        .claim_invocations(&node, &invoker, now, 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 50);
+    // All completed at once with a message for the agent, and ten of them also by a node that
+    // does not run them: refused, nothing appended for them.
+    let completion = |i: usize| Completion {
+        state: InvocationState::Done,
+        response: Some(format!("<done n=\"{i}\"/>")),
+        error: None,
+        message: Some(AgentMessage {
+            agent: agent.clone(),
+            pull: true,
+            correlation_id: format!("cb{i}"),
+            event: NewEvent {
+                action: "urn:test:callback".into(),
+                payload: format!("<callback n=\"{i}\"/>"),
+            },
+        }),
+    };
+    let completions = claimed.iter().enumerate().flat_map(|(i, record)| {
+        let owners = if i < 10 {
+            vec![&node, &other]
+        } else {
+            vec![&node]
+        };
+        owners
+            .into_iter()
+            .map(move |owner| (i, record.invocation.id, owner))
+    });
+    let completions = completions.map(|(i, id, owner)| {
+        let (store, completion) = (store.clone(), completion(i));
+        async move {
+            let completed = store.complete_invocation(id, owner, &completion, now).await;
+            (owner.as_str().to_owned(), completed.unwrap())
+        }
+    });
+    let mut seqs = Vec::new();
+    for (owner, completed) in join_all(completions).await {
+        match completed {
+            Completed::Recorded(Some(event)) if owner == "n1" => seqs.push(event.seq),
+            Completed::NotOwned if owner == "n2" => {}
+            other => panic!("{owner}: {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=50).collect::<Vec<u64>>(),
+        "one message each, in one log"
+    );
+    // Every message leased, then settled at once: half acked, half put back at once, and five
+    // receipts that hold nothing refused.
+    let leased = store
+        .receive(&agent, 100, None, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 50);
+    let receipts = leased
+        .iter()
+        .map(|l| l.receipt.clone())
+        .chain((0..5).map(|i| format!("{i}.nolease")));
+    let settles = receipts.enumerate().map(|(i, receipt)| {
+        let (store, agent) = (store.clone(), agent.clone());
+        async move {
+            let back_after = (i % 2 == 1).then_some(std::time::Duration::ZERO);
+            (i, store.settle(&agent, &receipt, back_after).await.unwrap())
+        }
+    });
+    for (i, settled) in join_all(settles).await {
+        assert_eq!(settled, i < 50, "settle {i}");
+    }
+    let again = store
+        .receive(&agent, 100, None, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut back: Vec<u64> = again.iter().map(|l| l.event.seq).collect();
+    back.sort_unstable();
+    let mut nacked: Vec<u64> = leased
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|l| l.event.seq)
+        .collect();
+    nacked.sort_unstable();
+    assert_eq!(back, nacked, "the nacked ones, and only they, are back");
+    store.close().await;
+}

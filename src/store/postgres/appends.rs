@@ -4,49 +4,51 @@ use jiff::Timestamp;
 
 use super::super::codec::{millis, seq_column};
 use super::super::{StoreError, number_events, sql};
-use super::PostgresStore;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::subscription::SourceName;
 
-impl PostgresStore {
-    /// Appends `events` to `source`'s log inside `tx`, and announces it at commit. The head
-    /// row stays locked until commit: appends to one log commit in order.
-    pub(super) async fn append_in(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        source: &SourceName,
-        events: &[NewEvent],
-        now: Timestamp,
-    ) -> Result<Vec<Event>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.postgres())
-            .bind(source.as_str())
-            .bind(count)
-            .fetch_one(&mut *tx)
-            .await?;
-        let appended = number_events(source, events, last - count + 1, now);
-        let seqs: Vec<i64> = appended.iter().map(|e| seq_column(e.seq)).collect();
-        let ids: Vec<String> = appended.iter().map(|e| e.id.to_string()).collect();
-        let actions: Vec<&str> = appended.iter().map(|e| e.action.as_str()).collect();
-        let payloads: Vec<&str> = appended.iter().map(|e| e.payload.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO events (source, seq, id, action, payload, published_at)
+/// Appends `events` to `source`'s log inside `tx`, and announces it on NOTIFY channel
+/// `channel` at commit. The head row stays locked until commit: appends to one log commit in
+/// order.
+pub(super) async fn append_in(
+    tx: &mut sqlx::PgConnection,
+    channel: &str,
+    source: &SourceName,
+    events: &[NewEvent],
+    now: Timestamp,
+) -> Result<Vec<Event>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.postgres())
+        .bind(source.as_str())
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?;
+    let appended = number_events(source, events, last - count + 1, now);
+    let seqs: Vec<i64> = appended.iter().map(|e| seq_column(e.seq)).collect();
+    let ids: Vec<String> = appended.iter().map(|e| e.id.to_string()).collect();
+    let actions: Vec<&str> = appended.iter().map(|e| e.action.as_str()).collect();
+    let payloads: Vec<&str> = appended.iter().map(|e| e.payload.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO events (source, seq, id, action, payload, published_at)
              SELECT $1, e.seq, e.id, e.action, e.payload, $2
              FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])
                  AS e(seq, id, action, payload)",
-        )
-        .bind(source.as_str())
-        .bind(millis(now))
-        .bind(seqs)
-        .bind(ids)
-        .bind(actions)
-        .bind(payloads)
+    )
+    .bind(source.as_str())
+    .bind(millis(now))
+    .bind(seqs)
+    .bind(ids)
+    .bind(actions)
+    .bind(payloads)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(format!("a:{source}:{last}"))
         .execute(&mut *tx)
         .await?;
-        self.notify(&mut *tx, &format!("a:{source}:{last}")).await?;
-        Ok(appended)
-    }
+    Ok(appended)
 }

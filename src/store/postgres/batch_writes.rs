@@ -131,8 +131,8 @@ impl Commit for PgInserts {
     type Write = NewSubscription;
     type Answer = u64;
 
-    fn row(write: &NewSubscription) -> &str {
-        &write.row.id
+    fn row(write: &NewSubscription) -> Option<&str> {
+        Some(&write.row.id)
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
@@ -148,8 +148,8 @@ impl Commit for PgRenewals {
     type Write = Renewal;
     type Answer = bool;
 
-    fn row(write: &Renewal) -> &str {
-        &write.id
+    fn row(write: &Renewal) -> Option<&str> {
+        Some(&write.id)
     }
 
     async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
@@ -169,8 +169,8 @@ impl Commit for PgEnds {
     type Write = Ending;
     type Answer = Option<Subscription>;
 
-    fn row(write: &Ending) -> &str {
-        &write.id
+    fn row(write: &Ending) -> Option<&str> {
+        Some(&write.id)
     }
 
     async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Subscription>>, StoreError> {

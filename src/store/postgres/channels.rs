@@ -41,8 +41,8 @@ impl Commit for PgSightings {
     type Write = Sighting;
     type Answer = bool;
 
-    fn row(write: &Sighting) -> &str {
-        &write.token
+    fn row(write: &Sighting) -> Option<&str> {
+        Some(&write.token)
     }
 
     async fn commit(&self, batch: &[Sighting]) -> Result<Vec<bool>, StoreError> {
@@ -185,8 +185,8 @@ impl Commit for PgChannelWrites {
     type Write = ChannelWrite;
     type Answer = bool;
 
-    fn row(write: &ChannelWrite) -> &str {
-        write.token()
+    fn row(write: &ChannelWrite) -> Option<&str> {
+        Some(write.token())
     }
 
     async fn commit(&self, batch: &[ChannelWrite]) -> Result<Vec<bool>, StoreError> {

@@ -25,6 +25,7 @@ use super::codec::{
     decode_subscription, decode_with_progress, duration_millis, encode_endpoint, millis,
     progress_columns, seq_column, stored_seq, subscription_columns,
 };
+use super::group_commit::Queue;
 use super::sql;
 use super::subscription_writes::SubscriptionWrites;
 use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
@@ -51,6 +52,7 @@ macro_rules! db_now {
 mod channels;
 mod owned;
 mod pulls;
+mod queue_writes;
 mod queues;
 mod webhooks;
 
@@ -68,6 +70,8 @@ pub struct PostgresStore {
     writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds>,
     /// To the group commits of channel visits and changes.
     channels: ChannelQueues<channels::PgSightings, channels::PgChannelWrites>,
+    /// To the group commit of invocations' and agents' writes.
+    queue_writes: Queue<queue_writes::PgQueueWrites>,
 }
 
 impl PostgresStore {
@@ -103,6 +107,11 @@ impl PostgresStore {
             &tasks,
             &closing,
         );
+        let queue_writes = Queue::start(
+            queue_writes::PgQueueWrites(batches.clone()),
+            &tasks,
+            closing.clone(),
+        );
         let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
         let store = PostgresStore {
             pool,
@@ -111,6 +120,7 @@ impl PostgresStore {
             tasks,
             writes,
             channels,
+            queue_writes,
         };
         store.migrate().await?;
         Ok(store)
@@ -239,7 +249,7 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let appended = self.append_in(&mut tx, source, events, now).await?;
+        let appended = appends::append_in(&mut tx, &self.channel, source, events, now).await?;
         tx.commit().await?;
         Ok(appended)
     }
@@ -257,7 +267,8 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         for index in order {
             let (source, events) = &batches[index];
-            appended[index] = self.append_in(&mut tx, source, events, now).await?;
+            appended[index] =
+                appends::append_in(&mut tx, &self.channel, source, events, now).await?;
         }
         tx.commit().await?;
         Ok(appended)

@@ -8,9 +8,8 @@ use jiff::Timestamp;
 
 use super::super::codec::{decode_event, duration_millis, millis, seq_column, timestamp};
 use super::super::queues::{
-    ACK, CLAIM_KEY, Completed, ENQUEUE, FINISH, INSERT_INVOCATION, INVOCATION, KEY_OWNER, Queues,
-    RECOVER, REOPEN, RETRY_LATER, decode_depth, decode_invocation, encode_parameters,
-    invocation_columns, is_unique_violation, parse_receipt, receipt,
+    Completed, INVOCATION, QueueWrite, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth,
+    decode_invocation, invocation_columns, is_unique_violation, receipt,
 };
 use super::super::{NodeId, StoreError};
 use super::PostgresStore;
@@ -62,13 +61,6 @@ const RECEIVE: &str = concat!(
      RETURNING seq, deliveries, visible_at"
 );
 
-/// Puts a leased message back, visible after `$4` milliseconds.
-const NACK_AFTER: &str = concat!(
-    "UPDATE agent_queue SET visible_at = ",
-    db_now!(),
-    " + $4, receipt = NULL WHERE agent = $1 AND seq = $2 AND receipt = $3"
-);
-
 /// Queue entries and leases per agent, on the database's clock.
 const DEPTHS_NOW: &str = concat!(
     "SELECT agent, COUNT(*) AS depth,
@@ -89,38 +81,11 @@ impl Queues for PostgresStore {
         invocation: &Invocation,
         window_start: Timestamp,
     ) -> Result<(InvocationId, bool), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let id = invocation.id.to_string();
-        let claimed: Option<String> = sqlx::query_scalar(CLAIM_KEY.postgres())
-            .bind(invocation.invoker.as_str())
-            .bind(&invocation.key)
-            .bind(&id)
-            .bind(millis(invocation.raised_at))
-            .bind(millis(window_start))
-            .fetch_optional(&mut *tx)
-            .await?;
-        if claimed.is_none() {
-            let existing: String = sqlx::query_scalar(KEY_OWNER.postgres())
-                .bind(invocation.invoker.as_str())
-                .bind(&invocation.key)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.rollback().await?;
-            let existing = InvocationId::parse(&existing)
-                .ok_or_else(|| super::super::codec::corrupt("invocation_id", &existing))?;
-            return Ok((existing, false));
-        }
-        sqlx::query(INSERT_INVOCATION.postgres())
-            .bind(&id)
-            .bind(invocation.invoker.as_str())
-            .bind(&invocation.key)
-            .bind(&invocation.payload)
-            .bind(encode_parameters(&invocation.parameters))
-            .bind(millis(invocation.raised_at))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((invocation.id, true))
+        let write = QueueWrite::Raise {
+            invocation: invocation.clone(),
+            window_start,
+        };
+        self.queue_writes.submit(write).await?.raised()
     }
 
     async fn recover_invocations(&self, node: &NodeId, now: Timestamp) -> Result<u64, StoreError> {
@@ -203,48 +168,13 @@ impl Queues for PostgresStore {
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Completed, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let appended = match &completion.message {
-            Some(message) => {
-                let event = self
-                    .append_in(
-                        &mut tx,
-                        &message.agent,
-                        std::slice::from_ref(&message.event),
-                        now,
-                    )
-                    .await?
-                    .pop();
-                if let (Some(event), true) = (&event, message.pull) {
-                    sqlx::query(ENQUEUE.postgres())
-                        .bind(message.agent.as_str())
-                        .bind(seq_column(event.seq))
-                        .bind(&message.correlation_id)
-                        .bind(millis(now))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                event
-            }
-            None => None,
+        let write = QueueWrite::Complete {
+            id,
+            node: node.as_str().to_owned(),
+            completion: completion.clone(),
+            now,
         };
-        let finished = sqlx::query(FINISH.postgres())
-            .bind(id.to_string())
-            .bind(node.as_str())
-            .bind(completion.state.as_str())
-            .bind(completion.response.as_deref())
-            .bind(completion.error.as_deref())
-            .bind(appended.as_ref().map(|e| e.source.as_str().to_owned()))
-            .bind(appended.as_ref().map(|e| seq_column(e.seq)))
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
-        if finished.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(Completed::NotOwned);
-        }
-        tx.commit().await?;
-        Ok(Completed::Recorded(appended))
+        self.queue_writes.submit(write).await?.completed()
     }
 
     async fn reopen_invocation(
@@ -318,23 +248,12 @@ impl Queues for PostgresStore {
         receipt: &str,
         back_after: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        let Some((seq, lease)) = parse_receipt(receipt) else {
-            return Ok(false);
+        let write = QueueWrite::Settle {
+            agent: agent.clone(),
+            receipt: receipt.to_owned(),
+            back_after,
         };
-        let result = match back_after {
-            None => sqlx::query(ACK.postgres())
-                .bind(agent.as_str())
-                .bind(seq)
-                .bind(lease),
-            Some(delay) => sqlx::query(NACK_AFTER)
-                .bind(agent.as_str())
-                .bind(seq)
-                .bind(lease)
-                .bind(duration_millis(delay)),
-        }
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        self.queue_writes.submit(write).await?.settled()
     }
 
     async fn queue_depths(&self) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {

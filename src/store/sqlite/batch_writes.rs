@@ -153,8 +153,8 @@ impl Commit for SqliteInserts {
     type Write = NewSubscription;
     type Answer = u64;
 
-    fn row(write: &NewSubscription) -> &str {
-        &write.row.id
+    fn row(write: &NewSubscription) -> Option<&str> {
+        Some(&write.row.id)
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
@@ -171,8 +171,8 @@ impl Commit for SqliteRenewals {
     type Write = Renewal;
     type Answer = bool;
 
-    fn row(write: &Renewal) -> &str {
-        &write.id
+    fn row(write: &Renewal) -> Option<&str> {
+        Some(&write.id)
     }
 
     async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
@@ -189,8 +189,8 @@ impl Commit for SqliteEnds {
     type Write = Ending;
     type Answer = Option<Subscription>;
 
-    fn row(write: &Ending) -> &str {
-        &write.id
+    fn row(write: &Ending) -> Option<&str> {
+        Some(&write.id)
     }
 
     async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Subscription>>, StoreError> {

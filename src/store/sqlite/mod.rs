@@ -68,6 +68,7 @@ mod statements;
 mod webhooks;
 
 use super::channels::ChannelQueues;
+use super::group_commit::Queue;
 use super::subscription_writes::SubscriptionWrites;
 use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqliteRenewals};
 use statements::{
@@ -88,7 +89,7 @@ pub struct SqliteStore {
     /// To the group commits of channel visits and changes.
     channels: ChannelQueues<channels::SqliteSightings, channels::SqliteChannelWrites>,
     /// To the group commit of invocations' and agents' writes.
-    queue_writes: mpsc::Sender<queue_writes::QueueWrite>,
+    queue_writes: Queue<queue_writes::SqliteQueueWrites>,
     /// Ends the group-commit task, which [`Store::close`] then awaits.
     closing: CancellationToken,
     tasks: TaskTracker,
@@ -137,14 +138,12 @@ impl SqliteStore {
             &tasks,
             &closing,
         );
-        let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
-        let (queue_writes, queued) = mpsc::channel(4 * queue_writes::MAX_QUEUE_BATCH);
-        tasks.spawn(queue_writes::queue_batches(
-            pool.clone(),
-            write.clone(),
-            queued,
+        let writes = SubscriptionWrites::start(batches.clone().committers(), &tasks, &closing);
+        let queue_writes = Queue::start(
+            queue_writes::SqliteQueueWrites(batches.clone()),
+            &tasks,
             closing.clone(),
-        ));
+        );
         let store = SqliteStore {
             pool,
             write,

@@ -1,177 +1,73 @@
-//! Group commit of the small writes of invocations and agents: raises, completions (with their
-//! agent messages) and acks or nacks that arrive together share one transaction and one fsync,
-//! as published events and new subscriptions do. Should a batch fail, its writes are retried one
-//! by one, so one bad write cannot refuse the others.
+//! Group commit of the small writes of invocations and agents (see
+//! [`super::super::group_commit`]): raises, completions (with their agent messages) and acks or
+//! nacks that arrive together share one transaction and one fsync, as published events and new
+//! subscriptions do.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::SqliteConnection;
-use sqlx::sqlite::SqlitePool;
-use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use super::super::codec::{corrupt, duration_millis, millis, seq_column};
+use super::super::group_commit::Commit;
 use super::super::queues::{
-    ACK, CLAIM_KEY, Completed, ENQUEUE, FINISH, INSERT_INVOCATION, KEY_OWNER, NACK,
-    encode_parameters, parse_receipt,
+    ACK, CLAIM_KEY, Completed, ENQUEUE, FINISH, INSERT_INVOCATION, KEY_OWNER, NACK, QueueAnswer,
+    QueueWrite, encode_parameters, parse_receipt,
 };
 use super::super::{StoreError, sql::Sql};
+use super::batch_writes::SqliteBatches;
 use super::statements::{append_in, wall_clock_millis};
 use crate::domain::invocation::{Completion, Invocation, InvocationId};
 use crate::domain::subscription::SourceName;
-
-/// Most writes committed in one transaction.
-pub(super) const MAX_QUEUE_BATCH: usize = 256;
 
 /// Whether an invocation is running on a node, checked before its completion writes anything.
 static OWNED: Sql =
     Sql::new("SELECT 1 FROM invocations WHERE id = $1 AND owner = $2 AND state = 'running'");
 
-/// A write waiting for the next group commit.
-pub(super) enum QueueWrite {
-    Raise {
-        invocation: Invocation,
-        window_start: Timestamp,
-        reply: oneshot::Sender<Result<(InvocationId, bool), StoreError>>,
-    },
-    Complete {
-        id: InvocationId,
-        node: String,
-        completion: Completion,
-        now: Timestamp,
-        reply: oneshot::Sender<Result<Completed, StoreError>>,
-    },
-    Settle {
-        agent: SourceName,
-        receipt: String,
-        back_after: Option<Duration>,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-}
+/// Writes batches of queue writes (group commit): one transaction under the writer lock, each
+/// write's statements one after another, one fsync.
+pub(super) struct SqliteQueueWrites(pub SqliteBatches);
 
-/// What one write answers.
-enum Answer {
-    Raised((InvocationId, bool)),
-    Completed(Completed),
-    Settled(bool),
-}
+#[async_trait]
+impl Commit for SqliteQueueWrites {
+    type Write = QueueWrite;
+    type Answer = QueueAnswer;
 
-impl QueueWrite {
-    fn answer(self, result: Result<Answer, StoreError>) {
-        match (self, result) {
-            (QueueWrite::Raise { reply, .. }, Ok(Answer::Raised(raised))) => {
-                let _ = reply.send(Ok(raised));
-            }
-            (QueueWrite::Complete { reply, .. }, Ok(Answer::Completed(completed))) => {
-                let _ = reply.send(Ok(completed));
-            }
-            (QueueWrite::Settle { reply, .. }, Ok(Answer::Settled(settled))) => {
-                let _ = reply.send(Ok(settled));
-            }
-            (QueueWrite::Raise { reply, .. }, Err(err)) => {
-                let _ = reply.send(Err(err));
-            }
-            (QueueWrite::Complete { reply, .. }, Err(err)) => {
-                let _ = reply.send(Err(err));
-            }
-            (QueueWrite::Settle { reply, .. }, Err(err)) => {
-                let _ = reply.send(Err(err));
-            }
-            (write, Ok(_)) => write.answer(Err(StoreError::Corrupt("mismatched answer".into()))),
-        }
+    fn row(_: &QueueWrite) -> Option<&str> {
+        None
     }
 
-    async fn apply(&self, tx: &mut SqliteConnection) -> Result<Answer, StoreError> {
-        match self {
-            QueueWrite::Raise {
-                invocation,
-                window_start,
-                ..
-            } => raise_in(tx, invocation, *window_start)
-                .await
-                .map(Answer::Raised),
-            QueueWrite::Complete {
-                id,
-                node,
-                completion,
-                now,
-                ..
-            } => complete_in(tx, *id, node, completion, *now)
-                .await
-                .map(Answer::Completed),
-            QueueWrite::Settle {
-                agent,
-                receipt,
-                back_after,
-                ..
-            } => settle_in(tx, agent, receipt, *back_after)
-                .await
-                .map(Answer::Settled),
+    async fn commit(&self, batch: &[QueueWrite]) -> Result<Vec<QueueAnswer>, StoreError> {
+        let _writing = self.0.write.lock().await;
+        let mut tx = self.0.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for write in batch {
+            answers.push(apply(&mut tx, write).await?);
         }
+        tx.commit().await?;
+        Ok(answers)
     }
 }
 
-/// Commits queue writes in batches: whatever has queued while the previous commit ran goes into
-/// the next transaction.
-pub(super) async fn queue_batches(
-    pool: SqlitePool,
-    write: Arc<Mutex<()>>,
-    mut requests: mpsc::Receiver<QueueWrite>,
-    closing: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            request = requests.recv() => match request {
-                Some(request) => request,
-                None => return,
-            },
-            () = closing.cancelled() => {
-                requests.close();
-                while let Ok(request) = requests.try_recv() {
-                    request.answer(Err(StoreError::Closed));
-                }
-                return;
-            }
-        };
-        let mut batch = vec![first];
-        let _writing = write.lock().await;
-        while batch.len() < MAX_QUEUE_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        if batch.len() > 1
-            && let Ok(answers) = apply_all(&pool, &batch).await
-        {
-            for (request, answer) in batch.into_iter().zip(answers) {
-                request.answer(Ok(answer));
-            }
-            continue;
-        }
-        for request in batch {
-            let answer = apply_all(&pool, std::slice::from_ref(&request))
-                .await
-                .and_then(|mut answers| {
-                    answers
-                        .pop()
-                        .ok_or_else(|| StoreError::Corrupt("no answer".into()))
-                });
-            request.answer(answer);
-        }
-    }
-}
-
-async fn apply_all(pool: &SqlitePool, batch: &[QueueWrite]) -> Result<Vec<Answer>, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut answers = Vec::with_capacity(batch.len());
-    for write in batch {
-        answers.push(write.apply(&mut tx).await?);
-    }
-    tx.commit().await?;
-    Ok(answers)
+async fn apply(tx: &mut SqliteConnection, write: &QueueWrite) -> Result<QueueAnswer, StoreError> {
+    Ok(match write {
+        QueueWrite::Raise {
+            invocation,
+            window_start,
+        } => QueueAnswer::Raised(raise_in(tx, invocation, *window_start).await?),
+        QueueWrite::Complete {
+            id,
+            node,
+            completion,
+            now,
+        } => QueueAnswer::Completed(complete_in(tx, *id, node, completion, *now).await?),
+        QueueWrite::Settle {
+            agent,
+            receipt,
+            back_after,
+        } => QueueAnswer::Settled(settle_in(tx, agent, receipt, *back_after).await?),
+    })
 }
 
 /// A raise: a new invocation unless its key was raised after `window_start`.

@@ -5,16 +5,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use tokio::sync::oneshot;
 
 use super::super::codec::{decode_event, duration_millis, millis, seq_column, timestamp};
 use super::super::queues::{
-    Completed, DEPTHS, INVOCATION, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth,
+    Completed, DEPTHS, INVOCATION, QueueWrite, Queues, RECOVER, REOPEN, RETRY_LATER, decode_depth,
     decode_invocation, invocation_columns, receipt,
 };
 use super::super::{NodeId, StoreError};
 use super::SqliteStore;
-use super::queue_writes::QueueWrite;
 use super::statements::wall_clock_millis;
 use crate::domain::invocation::{
     Completion, Invocation, InvocationId, InvocationRecord, Leased, QueueDepth,
@@ -73,17 +71,11 @@ impl Queues for SqliteStore {
         invocation: &Invocation,
         window_start: Timestamp,
     ) -> Result<(InvocationId, bool), StoreError> {
-        let (reply, answer) = oneshot::channel();
         let write = QueueWrite::Raise {
             invocation: invocation.clone(),
             window_start,
-            reply,
         };
-        self.queue_writes
-            .send(write)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.queue_writes.submit(write).await?.raised()
     }
 
     async fn recover_invocations(&self, node: &NodeId, now: Timestamp) -> Result<u64, StoreError> {
@@ -146,19 +138,13 @@ impl Queues for SqliteStore {
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Completed, StoreError> {
-        let (reply, answer) = oneshot::channel();
         let write = QueueWrite::Complete {
             id,
             node: node.as_str().to_owned(),
             completion: completion.clone(),
             now,
-            reply,
         };
-        self.queue_writes
-            .send(write)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.queue_writes.submit(write).await?.completed()
     }
 
     async fn reopen_invocation(
@@ -238,18 +224,12 @@ impl Queues for SqliteStore {
         receipt: &str,
         back_after: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
         let write = QueueWrite::Settle {
             agent: agent.clone(),
             receipt: receipt.to_owned(),
             back_after,
-            reply,
         };
-        self.queue_writes
-            .send(write)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.queue_writes.submit(write).await?.settled()
     }
 
     async fn queue_depths(&self) -> Result<Vec<(SourceName, QueueDepth)>, StoreError> {
