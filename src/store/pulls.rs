@@ -5,7 +5,6 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::StoreError;
-use super::sql::Sql;
 use crate::domain::subscription::SubscriptionId;
 
 /// Where a pulled subscription stands after a Pull presented a position.
@@ -32,20 +31,7 @@ pub trait Pulls {
     ) -> Result<Option<PulledCursor>, StoreError>;
 }
 
-/// Moves active subscription `$2`'s (unexpired at `$3`) cursor forward to `$1` when `$1` is not
-/// past its log's head; returns the cursor and the head. The row lock of the UPDATE orders
-/// concurrent Pulls, so the cursor never moves backwards, on any node.
-pub static ADVANCE_PULLED: Sql = Sql::new(
-    "UPDATE subscriptions SET cursor = CASE
-         WHEN cursor < $1 AND $1 <= COALESCE(
-             (SELECT h.last_seq FROM source_heads h WHERE h.source = subscriptions.source), 0)
-         THEN $1 ELSE cursor END
-     WHERE id = $2 AND status = 'active' AND (expires_at IS NULL OR expires_at > $3)
-     RETURNING cursor, COALESCE(
-         (SELECT h.last_seq FROM source_heads h WHERE h.source = subscriptions.source), 0)",
-);
-
-/// The row [`ADVANCE_PULLED`] returns.
+/// The cursor and head a batch of advances returns.
 pub fn decode_pulled(cursor: i64, head: i64) -> Result<PulledCursor, StoreError> {
     Ok(PulledCursor {
         cursor: super::codec::stored_seq("cursor", cursor)?,

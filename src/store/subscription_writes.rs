@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::codec::{Columns, SubscriptionRow, decode_subscription, millis, stored_seq};
 use super::group_commit::{Commit, Queue};
+use super::pulls::PulledCursor;
 use super::{NodeId, StoreError};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{EndReason, Subscription, SubscriptionId};
@@ -37,42 +38,54 @@ pub(super) struct Ending {
     pub now: i64,
 }
 
-/// The queues to a store's three group commits.
-pub(super) struct SubscriptionWrites<I, R, E>
+/// A Pull's position for a pulled subscription active and unexpired at `now`.
+pub(super) struct PullAdvance {
+    pub id: String,
+    pub position: i64,
+    pub now: i64,
+}
+
+/// The queues to a store's four group commits.
+pub(super) struct SubscriptionWrites<I, R, E, P>
 where
     I: Commit<Write = NewSubscription, Answer = u64>,
     R: Commit<Write = Renewal, Answer = bool>,
     E: Commit<Write = Ending, Answer = Option<Subscription>>,
+    P: Commit<Write = PullAdvance, Answer = Option<PulledCursor>>,
 {
     inserts: Queue<I>,
     renewals: Queue<R>,
     ends: Queue<E>,
+    pulls: Queue<P>,
 }
 
-impl<I, R, E> Clone for SubscriptionWrites<I, R, E>
+impl<I, R, E, P> Clone for SubscriptionWrites<I, R, E, P>
 where
     I: Commit<Write = NewSubscription, Answer = u64>,
     R: Commit<Write = Renewal, Answer = bool>,
     E: Commit<Write = Ending, Answer = Option<Subscription>>,
+    P: Commit<Write = PullAdvance, Answer = Option<PulledCursor>>,
 {
     fn clone(&self) -> Self {
         SubscriptionWrites {
             inserts: self.inserts.clone(),
             renewals: self.renewals.clone(),
             ends: self.ends.clone(),
+            pulls: self.pulls.clone(),
         }
     }
 }
 
-impl<I, R, E> SubscriptionWrites<I, R, E>
+impl<I, R, E, P> SubscriptionWrites<I, R, E, P>
 where
     I: Commit<Write = NewSubscription, Answer = u64>,
     R: Commit<Write = Renewal, Answer = bool>,
     E: Commit<Write = Ending, Answer = Option<Subscription>>,
+    P: Commit<Write = PullAdvance, Answer = Option<PulledCursor>>,
 {
-    /// Starts the three group-commit tasks, which run until `closing`.
+    /// Starts the four group-commit tasks, which run until `closing`.
     pub fn start(
-        (inserts, renewals, ends): (I, R, E),
+        (inserts, renewals, ends, pulls): (I, R, E, P),
         tasks: &TaskTracker,
         closing: &CancellationToken,
     ) -> Self {
@@ -80,7 +93,24 @@ where
             inserts: Queue::start(inserts, tasks, closing.clone()),
             renewals: Queue::start(renewals, tasks, closing.clone()),
             ends: Queue::start(ends, tasks, closing.clone()),
+            pulls: Queue::start(pulls, tasks, closing.clone()),
         }
+    }
+
+    /// Moves a pulled subscription's cursor as [`super::pulls::Pulls::advance_pulled`] says.
+    pub async fn advance_pulled(
+        &self,
+        id: SubscriptionId,
+        position: u64,
+        now: Timestamp,
+    ) -> Result<Option<PulledCursor>, StoreError> {
+        self.pulls
+            .submit(PullAdvance {
+                id: id.key(),
+                position: i64::try_from(position).unwrap_or(i64::MAX),
+                now: millis(now),
+            })
+            .await
     }
 
     /// Stores `subscription` and returns its starting cursor, once durable.
@@ -176,4 +206,21 @@ pub(super) fn ended<R: Columns>(
         ended.insert(row.text("id")?, decode_subscription(row)?);
     }
     Ok(batch.iter().map(|write| ended.remove(&write.id)).collect())
+}
+
+/// Where each advanced pulled subscription stands, in the batch's order, from the `id`,
+/// `cursor` and `head` columns of the rows changed (none: no such subscription).
+pub(super) fn advanced<R: Columns>(
+    batch: &[PullAdvance],
+    rows: &[R],
+) -> Result<Vec<Option<PulledCursor>>, StoreError> {
+    let mut advanced = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let pulled = super::pulls::decode_pulled(row.int("cursor")?, row.int("head")?)?;
+        advanced.insert(row.text("id")?, pulled);
+    }
+    Ok(batch
+        .iter()
+        .map(|write| advanced.remove(&write.id))
+        .collect())
 }

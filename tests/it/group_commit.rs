@@ -540,3 +540,68 @@ async fn invocation_and_agent_writes_arriving_together_commit_together_each_answ
     assert_eq!(back, nacked, "the nacked ones, and only they, are back");
     store.close().await;
 }
+
+#[tokio::test]
+async fn pulls_arriving_together_commit_together_each_answered_as_alone() {
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let node = NodeId::parse("n1").unwrap();
+    let source = SourceName::parse("default").unwrap();
+    let subscriptions: Vec<Subscription> = (0..100).map(subscription).collect();
+    for s in &subscriptions {
+        assert_eq!(store.insert_subscription(s, &node, None).await.unwrap(), 0);
+    }
+    let events: Vec<NewEvent> = (0..10)
+        .map(|i| NewEvent {
+            action: "urn:test:tick".into(),
+            payload: format!("<tick n=\"{i}\"/>"),
+        })
+        .collect();
+    store
+        .append_events(&source, &events, Timestamp::now())
+        .await
+        .unwrap();
+    // The last ten ended: a Pull there finds nothing.
+    for s in &subscriptions[90..] {
+        let now = Timestamp::now();
+        let ended = store.end_subscription(s.id, EndReason::Unsubscribed, now);
+        assert!(ended.await.unwrap().is_some());
+    }
+    // Two Pulls each at once, at i % 10 and 3 further (past the head of 10: moves nothing),
+    // and five of subscriptions that do not exist.
+    let position = |i: usize, twin: usize| (i % 10 + 3 * twin) as u64;
+    let pulls = (0..105).flat_map(|i| [(i, 0), (i, 1)]).map(|(i, twin)| {
+        let store = store.clone();
+        let id = subscriptions
+            .get(i)
+            .map_or_else(SubscriptionId::new_random, |s| s.id);
+        async move {
+            let pulled = store.advance_pulled(id, position(i, twin), Timestamp::now());
+            (i, twin, pulled.await.unwrap())
+        }
+    });
+    for (i, twin, pulled) in join_all(pulls).await {
+        let Some(pulled) = pulled else {
+            assert!(i >= 90, "Pull {i}/{twin} found nothing");
+            continue;
+        };
+        assert!(i < 90, "Pull {i}/{twin} found an ended or unknown one");
+        assert_eq!(pulled.head, 10, "Pull {i}/{twin}");
+        if position(i, twin) <= 10 {
+            assert!(
+                pulled.cursor >= position(i, twin),
+                "Pull {i}/{twin}: {pulled:?}"
+            );
+        }
+    }
+    for (i, s) in subscriptions.iter().enumerate().take(90) {
+        let stands = store.advance_pulled(s.id, 0, Timestamp::now());
+        let expected = [position(i, 0), position(i, 1)]
+            .into_iter()
+            .filter(|p| *p <= 10)
+            .max()
+            .unwrap();
+        assert_eq!(stands.await.unwrap().unwrap().cursor, expected, "{i}");
+    }
+    store.close().await;
+}

@@ -12,6 +12,7 @@ use super::super::group_commit::Commit;
 use super::super::subscription_writes::{
     Ending, NewSubscription, Renewal, cursors_in_order, ended, renewed,
 };
+use super::pulls::PgPullAdvances;
 use crate::domain::subscription::Subscription;
 
 /// Inserts the rows given as arrays; each starts at its given cursor or at its log's head.
@@ -81,12 +82,13 @@ pub(super) struct PgRenewals(pub PgBatches);
 pub(super) struct PgEnds(pub PgBatches);
 
 impl PgBatches {
-    /// The three committers, sharing the pool.
-    pub fn committers(self) -> (PgInserts, PgRenewals, PgEnds) {
+    /// The four committers, sharing the pool.
+    pub fn committers(self) -> (PgInserts, PgRenewals, PgEnds, PgPullAdvances) {
         (
             PgInserts(self.clone()),
             PgRenewals(self.clone()),
-            PgEnds(self),
+            PgEnds(self.clone()),
+            PgPullAdvances(self),
         )
     }
 }

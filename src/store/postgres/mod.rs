@@ -67,7 +67,7 @@ pub struct PostgresStore {
     closing: CancellationToken,
     tasks: TaskTracker,
     /// To the group commits of Subscribes, Renews and ends.
-    writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds>,
+    writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds, pulls::PgPullAdvances>,
     /// To the group commits of channel visits and changes.
     channels: ChannelQueues<channels::PgSightings, channels::PgChannelWrites>,
     /// To the group commit of invocations' and agents' writes.

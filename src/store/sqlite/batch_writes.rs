@@ -16,6 +16,7 @@ use super::super::group_commit::Commit;
 use super::super::subscription_writes::{
     Ending, NewSubscription, Renewal, cursors_in_order, ended, renewed,
 };
+use super::pulls::SqlitePullAdvances;
 use crate::domain::subscription::Subscription;
 
 /// Inserts the rows of a JSON array of arrays (the subscription columns in order, then the
@@ -94,12 +95,20 @@ pub(super) struct SqliteRenewals(pub SqliteBatches);
 pub(super) struct SqliteEnds(pub SqliteBatches);
 
 impl SqliteBatches {
-    /// The three committers, sharing the pool and the writer lock.
-    pub fn committers(self) -> (SqliteInserts, SqliteRenewals, SqliteEnds) {
+    /// The four committers, sharing the pool and the writer lock.
+    pub fn committers(
+        self,
+    ) -> (
+        SqliteInserts,
+        SqliteRenewals,
+        SqliteEnds,
+        SqlitePullAdvances,
+    ) {
         (
             SqliteInserts(self.clone()),
             SqliteRenewals(self.clone()),
-            SqliteEnds(self),
+            SqliteEnds(self.clone()),
+            SqlitePullAdvances(self),
         )
     }
 

@@ -85,7 +85,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     write: Arc<Mutex<()>>,
     /// To the group commits of Subscribes, Renews and ends.
-    writes: SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds>,
+    writes:
+        SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds, pulls::SqlitePullAdvances>,
     /// To the group commits of channel visits and changes.
     channels: ChannelQueues<channels::SqliteSightings, channels::SqliteChannelWrites>,
     /// To the group commit of invocations' and agents' writes.
