@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,7 +26,14 @@ pub(super) trait Commit: Send + Sync + 'static {
     /// the committer applies a batch's writes one after another, so any may share one.
     fn row(write: &Self::Write) -> Option<&str>;
 
-    /// Exactly one answer per write, in order.
+    /// Waits for the store's turn to write, held while a batch is gathered and committed: on
+    /// SQLite its writer lock, so that whatever queues while another writer holds it joins the
+    /// batch. None where writers need not take turns.
+    async fn turn(&self) -> Option<OwnedMutexGuard<()>> {
+        None
+    }
+
+    /// Exactly one answer per write, in order, within the store's turn.
     async fn commit(&self, batch: &[Self::Write]) -> Result<Vec<Self::Answer>, StoreError>;
 }
 
@@ -94,6 +101,7 @@ async fn commit_batches<C: Commit>(
                 }
             },
         };
+        let _turn = committer.turn().await;
         let mut rows: HashSet<String> = C::row(&first.0).map(str::to_owned).into_iter().collect();
         let (mut writes, mut replies) = (vec![first.0], vec![first.1]);
         while writes.len() < MAX_BATCH {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::super::StoreError;
 use super::super::codec::subscription_columns;
@@ -110,6 +110,11 @@ impl SqliteBatches {
             SqliteEnds(self.clone()),
             SqlitePullAdvances(self),
         )
+    }
+
+    /// The writer lock, a group commit's turn (see [`Commit::turn`]).
+    pub(super) async fn turn(&self) -> Option<OwnedMutexGuard<()>> {
+        Some(self.write.clone().lock_owned().await)
     }
 
     /// Runs `statement` with `rows` (one JSON array) under the writer lock: one statement is

@@ -38,8 +38,11 @@ impl Commit for SqliteQueueWrites {
         None
     }
 
+    async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.0.turn().await
+    }
+
     async fn commit(&self, batch: &[QueueWrite]) -> Result<Vec<QueueAnswer>, StoreError> {
-        let _writing = self.0.write.lock().await;
         let mut tx = self.0.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut answers = Vec::with_capacity(batch.len());
         for write in batch {
