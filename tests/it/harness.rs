@@ -71,9 +71,14 @@ impl Soap {
 }
 
 /// An HTTP client for tests (rustls needs its crypto provider chosen once per process).
+/// A client that lets go of idle connections before herald does (it closes a connection idle
+/// for its header timeout, 10 s by default): a request never goes out on one herald is closing.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
 }
 
 /// The PostgreSQL database the suite runs against instead of SQLite, when set.
