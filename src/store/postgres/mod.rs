@@ -35,7 +35,7 @@ use crate::domain::subscription::{
     DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
     SubscriptionId, SubscriptionRecord, WsaVersion,
 };
-use batch_writes::{PgBatches, PgEnds, PgInserts, PgRenewals};
+use batch_writes::{PgBatches, PgEnds, PgInserts, PgPullAdvances, PgRenewals};
 
 mod appends;
 mod batch_writes;
@@ -67,7 +67,7 @@ pub struct PostgresStore {
     closing: CancellationToken,
     tasks: TaskTracker,
     /// To the group commits of Subscribes, Renews and ends.
-    writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds, pulls::PgPullAdvances>,
+    writes: SubscriptionWrites<PgInserts, PgRenewals, PgEnds, PgPullAdvances>,
     /// To the group commits of channel visits and changes.
     channels: ChannelQueues<channels::PgSightings, channels::PgChannelWrites>,
     /// To the group commit of invocations' and agents' writes.

@@ -13,10 +13,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::super::StoreError;
 use super::super::codec::subscription_columns;
 use super::super::group_commit::Commit;
+use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
-    Ending, NewSubscription, Renewal, cursors_in_order, ended, renewed,
+    Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
-use super::pulls::SqlitePullAdvances;
 use crate::domain::subscription::Subscription;
 
 /// Inserts the rows of a JSON array of arrays (the subscription columns in order, then the
@@ -213,5 +213,39 @@ impl Commit for SqliteEnds {
             .map(|e| json!([e.id, e.reason, e.now]))
             .collect();
         ended(batch, &self.0.run(END_BATCH, rows).await?)
+    }
+}
+
+/// Moves each pulled subscription of a JSON array of `[id, position, now]`, active and
+/// unexpired at its `now`, forward to `position` when that is not past its log's head; returns
+/// each one's cursor and head.
+const ADVANCE_BATCH: &str = "UPDATE subscriptions SET cursor = CASE
+         WHEN cursor < json_extract(p.value, '$[1]') AND json_extract(p.value, '$[1]') <= COALESCE(
+             (SELECT h.last_seq FROM source_heads h WHERE h.source = subscriptions.source), 0)
+         THEN json_extract(p.value, '$[1]') ELSE cursor END
+     FROM jsonb_each(?1) AS p
+     WHERE subscriptions.id = json_extract(p.value, '$[0]') AND status = 'active'
+       AND (expires_at IS NULL OR expires_at > json_extract(p.value, '$[2]'))
+     RETURNING subscriptions.id AS id, cursor, COALESCE(
+         (SELECT h.last_seq FROM source_heads h WHERE h.source = subscriptions.source), 0) AS head";
+
+/// Pulls' advances.
+pub(super) struct SqlitePullAdvances(pub SqliteBatches);
+
+#[async_trait]
+impl Commit for SqlitePullAdvances {
+    type Write = PullAdvance;
+    type Answer = Option<PulledCursor>;
+
+    fn row(write: &PullAdvance) -> Option<&str> {
+        Some(&write.id)
+    }
+
+    async fn commit(&self, batch: &[PullAdvance]) -> Result<Vec<Option<PulledCursor>>, StoreError> {
+        let rows = batch
+            .iter()
+            .map(|p| json!([p.id, p.position, p.now]))
+            .collect();
+        advanced(batch, &self.0.run(ADVANCE_BATCH, rows).await?)
     }
 }

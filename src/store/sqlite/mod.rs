@@ -70,7 +70,7 @@ mod webhooks;
 use super::channels::ChannelQueues;
 use super::group_commit::Queue;
 use super::subscription_writes::SubscriptionWrites;
-use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqliteRenewals};
+use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqlitePullAdvances, SqliteRenewals};
 use statements::{
     CLAIM_ORPHANS, NOT_OWNED, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis,
 };
@@ -85,8 +85,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     write: Arc<Mutex<()>>,
     /// To the group commits of Subscribes, Renews and ends.
-    writes:
-        SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds, pulls::SqlitePullAdvances>,
+    writes: SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds, SqlitePullAdvances>,
     /// To the group commits of channel visits and changes.
     channels: ChannelQueues<channels::SqliteSightings, channels::SqliteChannelWrites>,
     /// To the group commit of invocations' and agents' writes.
