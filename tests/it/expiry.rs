@@ -182,14 +182,7 @@ async fn the_2004_versions_adjust_to_the_source_range() {
 
 /// The stored expiry of subscription `id`, read through the JSON API.
 async fn stored_expiry(server: &TestServer, id: &str) -> jiff::Timestamp {
-    let response = server
-        .client
-        .get(server.url(&format!("/api/v1/subscriptions/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let view: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let view = crate::delivery::status_json(server, id).await;
     view["expires_at"].as_str().unwrap().parse().unwrap()
 }
 
