@@ -81,7 +81,8 @@ const END_BATCH: &str = concat!(
 /// Writes batches under the store's writer lock.
 #[derive(Clone)]
 pub(super) struct SqliteBatches {
-    pub pool: SqlitePool,
+    /// The store's writer connection.
+    pub writer: SqlitePool,
     pub write: Arc<Mutex<()>>,
 }
 
@@ -95,7 +96,7 @@ pub(super) struct SqliteRenewals(pub SqliteBatches);
 pub(super) struct SqliteEnds(pub SqliteBatches);
 
 impl SqliteBatches {
-    /// The four committers, sharing the pool and the writer lock.
+    /// The four committers, sharing the writer connection and its lock.
     pub fn committers(
         self,
     ) -> (
@@ -128,7 +129,7 @@ impl SqliteBatches {
         let _writing = self.write.lock().await;
         Ok(sqlx::query(statement)
             .bind(rows)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?)
     }
 }

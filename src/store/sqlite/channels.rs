@@ -67,7 +67,7 @@ impl Commit for SqliteChannelWrites {
 
     async fn commit(&self, batch: &[ChannelWrite]) -> Result<Vec<bool>, StoreError> {
         let _writing = self.0.write.lock().await;
-        let mut tx = self.0.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.0.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut answers = Vec::with_capacity(batch.len());
         for write in batch {
             let query = match write {
@@ -218,7 +218,7 @@ impl Channels for SqliteStore {
             .bind(millis(before(now, inactive_after)))
             .bind(millis(now))
             .bind(i64::from(limit))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected())
     }
@@ -234,7 +234,7 @@ impl Channels for SqliteStore {
             .bind(millis(now))
             .bind(i64::from(limit))
             .bind(millis(now).saturating_add(duration_millis(claim_for)))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         rows.iter().map(decode_firing).collect()
     }
@@ -270,7 +270,7 @@ impl Channels for SqliteStore {
                 .bind(i64::from(*attempts))
                 .bind(error.clone()),
         };
-        query.execute(&self.pool).await?;
+        query.execute(&self.writer).await?;
         Ok(())
     }
 
@@ -295,7 +295,7 @@ impl Channels for SqliteStore {
         limit: u32,
     ) -> Result<u64, StoreError> {
         let _writing = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let ended: Vec<(String, String)> = sqlx::query_as(ENDED.sqlite())
             .bind(millis(ended_before))
             .bind(i64::from(limit))

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::Executor;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -31,36 +30,13 @@ use crate::domain::subscription::{
     SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
-/// Schema migrations, applied in order at start; each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        include_str!("../migrations/sqlite/0001_subscriptions.sql"),
-    ),
-    (2, include_str!("../migrations/sqlite/0002_event_log.sql")),
-    (3, include_str!("../migrations/sqlite/0003_nodes.sql")),
-    (
-        4,
-        include_str!("../migrations/sqlite/0004_logs_and_readers.sql"),
-    ),
-    (
-        5,
-        include_str!("../migrations/sqlite/0005_invocations_and_agents.sql"),
-    ),
-    (6, include_str!("../migrations/sqlite/0006_channels.sql")),
-    (7, include_str!("../migrations/sqlite/0007_webhooks.sql")),
-    (
-        8,
-        include_str!("../migrations/sqlite/0008_connection_retry.sql"),
-    ),
-    (
-        9,
-        include_str!("../migrations/sqlite/0009_wsman_delivery.sql"),
-    ),
-];
+/// The writer connection's page cache, in KiB (SQLite's default is 2,000): the pages a write
+/// touches stay there between commits, as no other connection writes.
+const WRITER_CACHE: &str = "-8192";
 
 mod batch_writes;
 mod channels;
+mod migrations;
 mod pulls;
 mod queue_writes;
 mod queues;
@@ -82,7 +58,11 @@ use statements::{
 /// together share one transaction and one fsync (group commit), as published events do.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reads.
     pool: SqlitePool,
+    /// Writes, each within the writer lock `write`: one connection, whose page cache no other
+    /// connection's commit empties.
+    writer: SqlitePool,
     write: Arc<Mutex<()>>,
     /// To the group commits of Subscribes, Renews and ends.
     writes: SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds, SqlitePullAdvances>,
@@ -121,13 +101,20 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
+            .await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
             .await?;
         let write = Arc::new(Mutex::new(()));
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
         let batches = SqliteBatches {
-            pool: pool.clone(),
+            writer: writer.clone(),
             write: write.clone(),
         };
         let channels = ChannelQueues::start(
@@ -146,6 +133,7 @@ impl SqliteStore {
         );
         let store = SqliteStore {
             pool,
+            writer,
             write,
             writes,
             channels,
@@ -156,33 +144,6 @@ impl SqliteStore {
         };
         store.migrate().await?;
         Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        self.pool
-            .execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                     version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-            )
-            .await?;
-        for (version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
-            let applied: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if applied.is_none() {
-                tx.execute(*sql).await?;
-                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                    .bind(version)
-                    .bind(millis(Timestamp::now()))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
     }
 }
 
@@ -250,7 +211,7 @@ impl Store for SqliteStore {
             .bind(owner.as_str())
             .bind(id.key())
             .bind(millis(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?;
         row.as_ref()
             .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
@@ -268,7 +229,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(sql::END_EXPIRED_SQLITE.sqlite())
             .bind(millis(now))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         rows.iter().map(decode_subscription).collect()
     }
@@ -283,7 +244,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let _writing = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let appended = append_in(&mut tx, source, events, now).await?;
         tx.commit().await?;
         Ok(appended)
@@ -295,7 +256,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Vec<Event>>, StoreError> {
         let _writing = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut appended = Vec::with_capacity(batches.len());
         for (source, events) in batches {
             appended.push(append_in(&mut tx, source, events, now).await?);
@@ -323,7 +284,7 @@ impl Store for SqliteStore {
         let _writing = self.write.lock().await;
         let result = sqlx::query(sql::FORGET_LOG.sqlite())
             .bind(log.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -361,7 +322,7 @@ impl Store for SqliteStore {
         )
         .bind(node.as_str())
         .bind(wall_clock_millis().saturating_add(duration_millis(ttl)))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -370,7 +331,7 @@ impl Store for SqliteStore {
         let _writing = self.write.lock().await;
         sqlx::query(sql::CHECK_WRITABLE.sqlite())
             .bind(node.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -383,7 +344,7 @@ impl Store for SqliteStore {
                 .bind(now.saturating_add(duration_millis(ttl)))
                 .bind(node.as_str())
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -392,7 +353,7 @@ impl Store for SqliteStore {
         let _writing = self.write.lock().await;
         sqlx::query(sql::RELEASE_NODE.sqlite())
             .bind(node.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -405,7 +366,7 @@ impl Store for SqliteStore {
                                  WHERE owner = nodes.id AND status = 'active')",
         )
         .bind(wall_clock_millis().saturating_sub(duration_millis(after)))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected())
     }
@@ -425,7 +386,7 @@ impl Store for SqliteStore {
             .bind(wall_clock_millis())
             .bind(millis(now))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         decode_with_progress(&rows)
     }
@@ -499,7 +460,7 @@ impl Store for SqliteStore {
         let saved = sqlx::query(SAVE_PROGRESS)
             .bind(serde_json::Value::Array(rows).to_string())
             .bind(node.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if saved.rows_affected() == updates.len() as u64 {
             return Ok(Vec::new());
@@ -508,7 +469,7 @@ impl Store for SqliteStore {
         let missing: Vec<String> = sqlx::query_scalar(NOT_OWNED)
             .bind(serde_json::to_string(&ids).map_err(|err| StoreError::Corrupt(err.to_string()))?)
             .bind(node.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         let missing: std::collections::HashSet<String> = missing.into_iter().collect();
         Ok(updates
@@ -540,7 +501,7 @@ impl Store for SqliteStore {
             .bind(millis(now))
             .bind(millis(now).saturating_add(duration_millis(claim_for)))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         rows.iter().map(super::decode_end_notice).collect()
     }
@@ -560,7 +521,7 @@ impl Store for SqliteStore {
             .bind(next_at.map(millis))
             .bind(error)
             .bind(id.key())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -574,7 +535,7 @@ impl Store for SqliteStore {
         let result = sqlx::query(sql::COMPACT_EVENTS.sqlite())
             .bind(source.as_str())
             .bind(millis(published_before))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected())
     }
@@ -587,6 +548,7 @@ impl Store for SqliteStore {
         self.closing.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.writer.close().await;
         self.pool.close().await;
         let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(lock);

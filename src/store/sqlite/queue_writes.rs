@@ -43,7 +43,7 @@ impl Commit for SqliteQueueWrites {
     }
 
     async fn commit(&self, batch: &[QueueWrite]) -> Result<Vec<QueueAnswer>, StoreError> {
-        let mut tx = self.0.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.0.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut answers = Vec::with_capacity(batch.len());
         for write in batch {
             answers.push(apply(&mut tx, write).await?);

@@ -83,7 +83,7 @@ impl Queues for SqliteStore {
         let result = sqlx::query(RECOVER.sqlite())
             .bind(node.as_str())
             .bind(millis(now))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected())
     }
@@ -102,7 +102,7 @@ impl Queues for SqliteStore {
             .bind(millis(now))
             .bind(wall_clock_millis())
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         let mut claimed = rows
             .iter()
@@ -126,7 +126,7 @@ impl Queues for SqliteStore {
             .bind(record.next_at.map(millis))
             .bind(record.failing_since.map(millis))
             .bind(record.last_error.as_deref())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -156,7 +156,7 @@ impl Queues for SqliteStore {
         let result = sqlx::query(REOPEN.sqlite())
             .bind(id.to_string())
             .bind(millis(now))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -188,7 +188,7 @@ impl Queues for SqliteStore {
                 .bind(until)
                 .bind(&lease)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.writer)
                 .await?
         };
         if leased.is_empty() {
@@ -199,7 +199,7 @@ impl Queues for SqliteStore {
         let rows = sqlx::query(EVENTS_AT)
             .bind(agent.as_str())
             .bind(seqs)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {

@@ -32,7 +32,7 @@ impl Webhooks for SqliteStore {
             .bind(owner.as_str())
             .bind(id.key())
             .bind(millis(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?;
         row.as_ref()
             .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
