@@ -145,6 +145,16 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [8]
+        [9]
+    );
+    // A delivery cursor's save is a heap-only update: no index of the table holds the cursor.
+    assert_eq!(
+        store
+            .integers(
+                "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()
+                 AND tablename = 'subscriptions' AND indexdef LIKE '%cursor%'"
+            )
+            .await,
+        [0]
     );
 }

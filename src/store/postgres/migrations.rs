@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/postgres/0008_owned_pages.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_hot_cursors.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).
