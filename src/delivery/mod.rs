@@ -439,11 +439,19 @@ impl Dispatcher {
         self.readers.loading.past(phase).await;
     }
 
-    /// Stops delivering a subscription the store has ended; its SubscriptionEnd, if any, is
-    /// sent from the outbox.
+    /// Stops delivering a subscription the store has ended. The store queued its
+    /// SubscriptionEnd if it has an EndTo: then the outbox is woken to send it (an Unsubscribe
+    /// without one costs the outbox nothing).
+    pub fn ended(&self, subscription: &Subscription) {
+        self.readers.remove(&subscription.source, subscription.id);
+        if subscription.end_to.is_some() {
+            self.outbox.wake();
+        }
+    }
+
+    /// Stops delivering a subscription that goes on, to be read again from another start.
     pub fn stop_reading(&self, source: &SourceName, id: SubscriptionId) {
         self.readers.remove(source, id);
-        self.outbox.wake();
     }
 
     /// What `look` sees of a subscription of log `source` this node delivers, not ended.

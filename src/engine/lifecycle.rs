@@ -306,8 +306,7 @@ impl Engine {
 
     /// What follows the store's record of an end: delivery stops and sends the SubscriptionEnd.
     fn forget(&self, subscription: &Subscription) {
-        self.delivery
-            .stop_reading(&subscription.source, subscription.id);
+        self.delivery.ended(subscription);
     }
 
     /// Ends every subscription that has expired by `now`, in batches, and returns them.
