@@ -30,10 +30,6 @@ use crate::domain::subscription::{
     SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
-/// The writer connection's page cache, in KiB (SQLite's default is 2,000): the pages a write
-/// touches stay there between commits, as no other connection writes.
-const WRITER_CACHE: &str = "-8192";
-
 mod batch_writes;
 mod channels;
 mod migrations;
@@ -108,7 +104,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
+            .connect_with(options.clone())
             .await?;
         let write = Arc::new(Mutex::new(()));
         let closing = CancellationToken::new();
