@@ -145,7 +145,7 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [9]
+        [10]
     );
     // A delivery cursor's save is a heap-only update: no index of the table holds the cursor.
     assert_eq!(
@@ -153,6 +153,17 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
             .integers(
                 "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()
                  AND tablename = 'subscriptions' AND indexdef LIKE '%cursor%'"
+            )
+            .await,
+        [0]
+    );
+    // A node's subscriptions are found through (owner, id) alone: beside an index on the owner
+    // only, the planner could take the one that must sort everything the node owns.
+    assert_eq!(
+        store
+            .integers(
+                "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()
+                 AND tablename = 'subscriptions' AND indexdef LIKE '%(owner)%'"
             )
             .await,
         [0]

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/postgres/0009_hot_cursors.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_one_owner_index.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

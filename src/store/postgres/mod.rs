@@ -421,23 +421,22 @@ impl Store for PostgresStore {
         after: Option<PageToken>,
         limit: u32,
     ) -> Result<Page, StoreError> {
-        // An UPDATE rather than a SELECT: it waits for another node's claim in progress on the
-        // same rows and then sees its outcome, so a row is never taken by two nodes at once.
+        // Locked FOR SHARE: it waits for another node's claim in progress on the same rows and
+        // then sees its outcome, so a row is never taken by two nodes at once, without writing
+        // a new version of each row (an UPDATE did, and after a takeover the planner, its
+        // statistics not yet showing the new owner, ran the page's sub-select once per row).
         // The page's last id comes from the database, in its collation.
         let rows = sqlx::query(concat!(
             "WITH page AS (
-                 UPDATE subscriptions SET owner = $1
-                 WHERE id IN (
-                     SELECT id FROM subscriptions
-                     WHERE owner = $1 AND status = 'active'
-                       AND (expires_at IS NULL OR expires_at > $2) AND id > $3
-                     ORDER BY id LIMIT $4)
-                   AND owner = $1 AND status = 'active'
-                 RETURNING ",
+                 SELECT ",
             subscription_columns!(),
             ", ",
             progress_columns!(),
-            ")
+            " FROM subscriptions
+                 WHERE owner = $1 AND status = 'active'
+                   AND (expires_at IS NULL OR expires_at > $2) AND id > $3
+                 ORDER BY id LIMIT $4
+                 FOR SHARE)
              SELECT *, MAX(id) OVER () AS last_id FROM page"
         ))
         .bind(node.as_str())
