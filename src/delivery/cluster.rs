@@ -101,9 +101,12 @@ impl Node {
             let claimed = self.store.claim_orphans(&self.id, now, CLAIM_BATCH).await?;
             let full = claimed.len() == CLAIM_BATCH as usize;
             // Delivered from now on, not only once every orphan is claimed (a takeover of a
-            // million takes minutes on PostgreSQL); the pages read them again, and add none twice.
+            // million takes more than a minute on PostgreSQL). What this node owned before is
+            // read first (`load_in_background`), so a claimed row is handed over once.
             for (subscription, progress) in claimed {
+                let log = subscription.source.clone();
                 self.adopt(subscription, progress).await?;
+                self.readers.loading.read_one(&log);
             }
             if !full {
                 break;
@@ -135,8 +138,8 @@ impl Node {
     }
 
     /// A start's load, in the background: what this node owns or may claim is counted (a
-    /// limited log's count is whole from then on), orphans claimed, and what it owns read a
-    /// page at a time, while herald already answers. A failed step is tried again until it succeeds or delivery stops.
+    /// limited log's count is whole from then on), what it owns read a page at a time, then
+    /// orphans claimed, while herald already answers. A failed step is tried again until it succeeds or delivery stops.
     /// Readers added or ended by anything else meanwhile are left as they are (`Loading`).
     pub async fn load_in_background(self: Arc<Self>) {
         let started = std::time::Instant::now();
@@ -144,8 +147,8 @@ impl Node {
             let loaded = async {
                 let counts = self.store.owned_counts(&self.id).await?;
                 self.readers.loading.counted(counts);
-                self.claim_all().await?;
-                self.read_owned().await
+                self.read_owned().await?;
+                self.claim_all().await
             };
             match loaded.await {
                 Ok(()) => break,
