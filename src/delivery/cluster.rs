@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::EngineLink;
 use super::lease::Lease;
@@ -16,7 +17,7 @@ use super::log::EventLog;
 use super::readers::Readers;
 use crate::domain::clock::Clock;
 use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription};
-use crate::store::{NodeId, Signal, Store, StoreError};
+use crate::store::{NodeId, PageToken, Signal, Store, StoreError};
 
 /// Orphans claimed per statement.
 const CLAIM_BATCH: u32 = 1000;
@@ -36,6 +37,18 @@ pub(super) struct Node {
     engine: Arc<EngineLink>,
     clock: Clock,
     stop: CancellationToken,
+}
+
+/// What a store task of the load returned; its panic goes on, and a task aborted by the
+/// runtime's shutdown is the store closing.
+fn finished<T>(
+    joined: Result<Result<T, StoreError>, tokio::task::JoinError>,
+) -> Result<T, StoreError> {
+    match joined {
+        Ok(result) => result,
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => Err(StoreError::Closed),
+    }
 }
 
 impl Node {
@@ -94,44 +107,64 @@ impl Node {
         Ok(())
     }
 
-    /// Takes over every orphan, handing each to the engine as it is claimed.
+    /// Takes over every orphan, handing each to the engine as it is claimed. The next batch is
+    /// claimed in a task of its own while this one is handed over. A batch claimed but not
+    /// handed over (the load failed or stopped) is this node's in the store: the load's next
+    /// try reads it with what the node owns, and a stopping node releases it with the rest.
     async fn claim_all(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        while !self.stop.is_cancelled() {
-            let claimed = self.store.claim_orphans(&self.id, now, CLAIM_BATCH).await?;
-            let full = claimed.len() == CLAIM_BATCH as usize;
+        let claim = || {
+            let (store, node) = (self.store.clone(), self.id.clone());
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                store.claim_orphans(&node, now, CLAIM_BATCH).await
+            }))
+        };
+        let mut claiming = Some(claim());
+        while let Some(batch) = claiming.take() {
+            let claimed = finished(batch.await)?;
+            if claimed.len() == CLAIM_BATCH as usize && !self.stop.is_cancelled() {
+                claiming = Some(claim());
+            }
             // Delivered from now on, not only once every orphan is claimed (a takeover of a
             // million takes more than a minute on PostgreSQL). What this node owned before is
             // read first (`load_in_background`), so a claimed row is handed over once.
             for (subscription, progress) in claimed {
+                // A batch is handed over in turns with the runtime's other tasks.
+                tokio::task::coop::consume_budget().await;
                 let log = subscription.source.clone();
                 self.adopt(subscription, progress).await?;
                 self.readers.loading.read_one(&log);
-            }
-            if !full {
-                break;
             }
         }
         Ok(())
     }
 
-    /// Takes over what this node owns, a page at a time.
+    /// Takes over what this node owns, a page at a time. The next page is read and decoded in
+    /// a task of its own while this one is handed over, so that the store, the decoding and
+    /// the engine work side by side; a page not yet handed over when the load stops is dropped
+    /// with its task.
     async fn read_owned(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let mut after = None;
-        while !self.stop.is_cancelled() {
-            let page = self
-                .store
-                .owned_subscriptions(&self.id, now, after, LOAD_PAGE)
-                .await?;
+        let read = |after: Option<PageToken>| {
+            let (store, node) = (self.store.clone(), self.id.clone());
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                store
+                    .owned_subscriptions(&node, now, after, LOAD_PAGE)
+                    .await
+            }))
+        };
+        let mut reading = Some(read(None));
+        while let Some(page) = reading.take() {
+            let page = finished(page.await)?;
+            reading = page.next.map(|after| read(Some(after)));
             for (subscription, progress) in page.items {
+                if self.stop.is_cancelled() {
+                    return Ok(());
+                }
+                tokio::task::coop::consume_budget().await;
                 let log = subscription.source.clone();
                 self.adopt(subscription, progress).await?;
                 self.readers.loading.read_one(&log);
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
             }
         }
         Ok(())

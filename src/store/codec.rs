@@ -1,5 +1,7 @@
 //! Conversions between domain values and column values, shared by every backend.
 
+use std::borrow::Cow;
+
 use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -455,7 +457,51 @@ pub fn duration_millis(value: std::time::Duration) -> i64 {
 /// A row that came back inside one JSON value (an array per row, columns in the order of
 /// [`subscription_columns`] then [`progress_columns`]), read by column name like any other.
 pub struct JsonRow<'a> {
-    values: &'a [serde_json::Value],
+    values: &'a [Cell<'a>],
+}
+
+/// One column of a [`JsonRow`]: its text borrowed from the page unless it had escapes.
+enum Cell<'a> {
+    Null,
+    Int(i64),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Cell<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CellVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Reads a [`Cell`]: null, an integer or a string; anything else is refused.
+struct CellVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for CellVisitor<'a> {
+    type Value = Cell<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("null, an integer or a string")
+    }
+    fn visit_unit<E>(self) -> Result<Cell<'a>, E> {
+        Ok(Cell::Null)
+    }
+    fn visit_i64<E>(self, value: i64) -> Result<Cell<'a>, E> {
+        Ok(Cell::Int(value))
+    }
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Cell<'a>, E> {
+        i64::try_from(value)
+            .map(Cell::Int)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+    }
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Cell<'a>, E> {
+        Ok(Cell::Text(Cow::Borrowed(value)))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Cell<'a>, E> {
+        Ok(Cell::Text(Cow::Owned(value.to_owned())))
+    }
+    fn visit_string<E>(self, value: String) -> Result<Cell<'a>, E> {
+        Ok(Cell::Text(Cow::Owned(value)))
+    }
 }
 
 /// The columns a [`JsonRow`] holds, in order: the one column list, split.
@@ -470,7 +516,7 @@ fn json_row_columns() -> &'static [&'static str] {
 }
 
 impl JsonRow<'_> {
-    fn value(&self, name: &str) -> Result<&serde_json::Value, StoreError> {
+    fn value(&self, name: &str) -> Result<&Cell<'_>, StoreError> {
         let index = json_row_columns()
             .iter()
             .position(|column| *column == name)
@@ -488,9 +534,9 @@ impl Columns for JsonRow<'_> {
     }
     fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
         match self.value(name)? {
-            serde_json::Value::Null => Ok(None),
-            serde_json::Value::String(text) => Ok(Some(text.clone())),
-            other => Err(corrupt(name, &other.to_string())),
+            Cell::Null => Ok(None),
+            Cell::Text(text) => Ok(Some(text.as_ref().to_owned())),
+            Cell::Int(value) => Err(corrupt(name, &value.to_string())),
         }
     }
     fn int(&self, name: &str) -> Result<i64, StoreError> {
@@ -499,23 +545,23 @@ impl Columns for JsonRow<'_> {
     }
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
         match self.value(name)? {
-            serde_json::Value::Null => Ok(None),
-            value => value
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| corrupt(name, &value.to_string())),
+            Cell::Null => Ok(None),
+            Cell::Int(value) => Ok(Some(*value)),
+            Cell::Text(text) => Err(corrupt(name, text)),
         }
     }
 }
 
 /// A page of subscriptions with their progress sent as one JSON array of [`JsonRow`]s.
 pub fn decode_json_page(page: &str) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
-    let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(page)
+    let rows: Vec<Vec<Cell<'_>>> = serde_json::from_str(page)
         .map_err(|err| StoreError::Corrupt(format!("owned page: {err}")))?;
-    rows.iter()
-        .map(|values| {
-            let row = JsonRow { values };
-            Ok((decode_subscription(&row)?, decode_progress(&row)?))
-        })
-        .collect()
+    // Sized once: collecting into a Result would grow the vector from nothing, moving every
+    // subscription decoded so far at each doubling.
+    let mut page = Vec::with_capacity(rows.len());
+    for values in &rows {
+        let row = JsonRow { values };
+        page.push((decode_subscription(&row)?, decode_progress(&row)?));
+    }
+    Ok(page)
 }

@@ -254,11 +254,13 @@ impl Process {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
             .args(["--allowed-networks", "127.0.0.0/8"])
-            // On PostgreSQL a restarted process is a new node: it takes the old one's
-            // subscriptions over once the old lease lapses.
-            .args(["--lease-ttl-ms", "2000"])
             .args(store.args())
             .args(extra);
+        if !extra.contains(&"--lease-ttl-ms") {
+            // On PostgreSQL a restarted process is a new node: it takes the old one's
+            // subscriptions over once the old lease lapses.
+            command.args(["--lease-ttl-ms", "2000"]);
+        }
         Process::spawn(command)
     }
 

@@ -43,7 +43,8 @@ async fn a_start_answers_while_it_loads_and_leaves_what_changed_meanwhile_alone(
     let node = NodeId::parse("loader").unwrap();
 
     // Stored straight into the store, owned by the node that will start. Pages come in id
-    // order: the subscription with the highest id is handed over last.
+    // order on PostgreSQL and in the order stored on SQLite: the subscription with the
+    // highest id, stored last, is handed over last on both.
     let mut subscriptions: Vec<Subscription> = (0..STORED)
         .map(|i| stored(i, sink.url(&format!("s{}", i % PATHS))))
         .collect();
@@ -69,7 +70,16 @@ async fn a_start_answers_while_it_loads_and_leaves_what_changed_meanwhile_alone(
     let spawned = Instant::now();
     let process = Process::start_with(
         &store,
-        &["--node-id", "loader", "--config", config.to_str().unwrap()],
+        // A lease that outlasts a busy debug build's slowest writes: this node takes nothing
+        // over, and a lapse (it lets go of everything and loads again) is not what is tested.
+        &[
+            "--node-id",
+            "loader",
+            "--lease-ttl-ms",
+            "30000",
+            "--config",
+            config.to_str().unwrap(),
+        ],
     );
     let server = process.client();
     let ready = spawned.elapsed();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 use super::super::StoreError;
 use super::super::codec::subscription_columns;
@@ -17,6 +17,7 @@ use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
+use super::WriteTurns;
 use crate::domain::subscription::Subscription;
 
 /// Inserts the rows of a JSON array of arrays (the subscription columns in order, then the
@@ -83,7 +84,7 @@ const END_BATCH: &str = concat!(
 pub(super) struct SqliteBatches {
     /// The store's writer connection.
     pub writer: SqlitePool,
-    pub write: Arc<Mutex<()>>,
+    pub write: Arc<WriteTurns>,
 }
 
 /// New subscriptions.
@@ -115,7 +116,7 @@ impl SqliteBatches {
 
     /// The writer lock, a group commit's turn (see [`Commit::turn`]).
     pub(super) async fn turn(&self) -> Option<OwnedMutexGuard<()>> {
-        Some(self.write.clone().lock_owned().await)
+        Some(self.write.lock_owned().await)
     }
 
     /// Runs `statement` with `rows` (one JSON array) under the writer lock: one statement is

@@ -12,12 +12,12 @@ use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{
-    Columns, ProgressRow, decode_event, decode_json_page, decode_progress, decode_record,
+    Columns, ProgressRow, corrupt, decode_event, decode_json_page, decode_progress, decode_record,
     decode_source_count, decode_subscription, decode_with_progress, duration_millis,
     encode_endpoint, millis, seq_column, stored_seq,
 };
@@ -37,6 +37,7 @@ mod pulls;
 mod queue_writes;
 mod queues;
 mod statements;
+mod turns;
 mod webhooks;
 
 use super::channels::ChannelQueues;
@@ -46,6 +47,7 @@ use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqlitePullAdvances,
 use statements::{
     CLAIM_ORPHANS, NOT_OWNED, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis,
 };
+use turns::WriteTurns;
 
 /// The embedded SQLite store.
 ///
@@ -59,7 +61,7 @@ pub struct SqliteStore {
     /// Writes, each within the writer lock `write`: one connection, whose page cache no other
     /// connection's commit empties.
     writer: SqlitePool,
-    write: Arc<Mutex<()>>,
+    write: Arc<WriteTurns>,
     /// To the group commits of Subscribes, Renews and ends.
     writes: SubscriptionWrites<SqliteInserts, SqliteRenewals, SqliteEnds, SqlitePullAdvances>,
     /// To the group commits of channel visits and changes.
@@ -106,7 +108,7 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options.clone())
             .await?;
-        let write = Arc::new(Mutex::new(()));
+        let write = Arc::new(WriteTurns::default());
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
         let batches = SqliteBatches {
@@ -333,7 +335,8 @@ impl Store for SqliteStore {
     }
 
     async fn renew_node(&self, node: &NodeId, ttl: Duration) -> Result<bool, StoreError> {
-        let _writing = self.write.lock().await;
+        // Ahead of queued batches: a lease must not lapse because the node is busy.
+        let _writing = self.write.first().await;
         let now = wall_clock_millis();
         let result =
             sqlx::query("UPDATE nodes SET lease_until = ? WHERE id = ? AND lease_until >= ?")
@@ -395,22 +398,37 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Page, StoreError> {
         // A page comes back as one JSON value rather than one row per subscription: the SQLite
-        // driver hands each row across threads, which dominated a start with a million. The
-        // unary + keeps SQLite off the owner index (every row has the one owner here), which
-        // would read and sort every owned row for each page instead of walking the primary key.
+        // driver hands each row across threads, which dominated a start with a million. Pages
+        // go in rowid order (see `OWNED_PAGE`); the token is the last rowid.
+        let after = match after {
+            Some(token) => token
+                .0
+                .parse::<i64>()
+                .map_err(|_| corrupt("page token", &token.0))?,
+            None => 0,
+        };
         let row = sqlx::query(OWNED_PAGE)
             .bind(node.as_str())
             .bind(millis(now))
-            .bind(after.map(|token| token.0).unwrap_or_default())
+            .bind(after)
             .bind(i64::from(limit))
             .fetch_one(&self.pool)
             .await?;
         let count = row.int("n")?;
-        let items = decode_json_page(&row.text("page")?)?;
-        let next = match row.optional_text("last_id")? {
-            Some(last) if count == i64::from(limit) => Some(PageToken(last)),
+        let next = match row.optional_int("last_rowid")? {
+            Some(last) if count == i64::from(limit) => Some(PageToken(last.to_string())),
             _ => None,
         };
+        // Decoding a page is tens of milliseconds of CPU: off the runtime's workers, so that
+        // requests and the lease's renewal go on beside it.
+        let items = tokio::task::spawn_blocking(move || {
+            decode_json_page(sqlx::Row::try_get::<&str, _>(&row, "page")?)
+        })
+        .await
+        .map_err(|failed| match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => StoreError::Closed,
+        })??;
         Ok(Page { items, next })
     }
 

@@ -64,17 +64,19 @@ pub(super) const CLAIM_ORPHANS: &str = concat!(
     progress_columns!()
 );
 
-/// A page of owned subscriptions as one JSON value.
+/// A page of owned subscriptions as one JSON value, in rowid order (the order they were
+/// stored): the owner index holds `(owner, rowid)`, so a page is one range of it and its rows
+/// are read from the table in the order they lie there, not one random page read per row.
 pub(super) const OWNED_PAGE: &str = concat!(
     "SELECT json_group_array(json_array(",
     subscription_columns!(),
     ", ",
     progress_columns!(),
-    ")) AS page, MAX(id) AS last_id, COUNT(*) AS n FROM (
-                 SELECT * FROM subscriptions
-                 WHERE +owner = ? AND status = 'active'
-                   AND (expires_at IS NULL OR expires_at > ?) AND id > ?
-                 ORDER BY id LIMIT ?)"
+    ")) AS page, MAX(rid) AS last_rowid, COUNT(*) AS n FROM (
+                 SELECT rowid AS rid, * FROM subscriptions
+                 WHERE owner = ? AND status = 'active'
+                   AND (expires_at IS NULL OR expires_at > ?) AND rowid > ?
+                 ORDER BY rowid LIMIT ?)"
 );
 
 /// Saves a batch of progress given as a JSON array; returns the ids saved.
