@@ -132,25 +132,24 @@ impl Node {
         Ok(())
     }
 
-    /// Takes over what this node owns, a page at a time. The next page is read and decoded in
-    /// a task of its own while this one is handed over, so that the store, the decoding and
-    /// the engine work side by side; a page not yet handed over when the load stops is dropped
-    /// with its task.
+    /// Takes over what this node owns, a page at a time. The next page is asked for as soon as
+    /// this one's place is known, so that the store reads it while this one is decoded and
+    /// handed over; a page not yet handed over when the load stops is dropped with its task.
     async fn read_owned(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let read = |after: Option<PageToken>| {
+        let read = |after: PageToken| {
             let (store, node) = (self.store.clone(), self.id.clone());
             AbortOnDropHandle::new(tokio::spawn(async move {
-                store
-                    .owned_subscriptions(&node, now, after, LOAD_PAGE)
-                    .await
+                store.owned_page(&node, now, Some(after), LOAD_PAGE).await
             }))
         };
-        let mut reading = Some(read(None));
-        while let Some(page) = reading.take() {
-            let page = finished(page.await)?;
-            reading = page.next.map(|after| read(Some(after)));
-            for (subscription, progress) in page.items {
+        let mut page = self
+            .store
+            .owned_page(&self.id, now, None, LOAD_PAGE)
+            .await?;
+        loop {
+            let reading = page.next.take().map(read);
+            for (subscription, progress) in page.items.decoded().await? {
                 if self.stop.is_cancelled() {
                     return Ok(());
                 }
@@ -159,8 +158,11 @@ impl Node {
                 self.adopt(subscription, progress).await?;
                 self.readers.loading.read_one(&log);
             }
+            match reading {
+                Some(reading) => page = finished(reading.await)?,
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// A start's load, in the background: what this node owns or may claim is counted (a

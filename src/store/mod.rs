@@ -91,6 +91,39 @@ pub struct Page {
     pub next: Option<PageToken>,
 }
 
+/// A page of owned subscriptions whose place is known before its rows are decoded (see
+/// [`Store::owned_page`]).
+pub struct OwnedPage {
+    /// Where to continue; `None` when this was the last page.
+    pub next: Option<PageToken>,
+    /// The subscriptions, decoded or being decoded.
+    pub items: PageItems,
+}
+
+/// The subscriptions of an [`OwnedPage`].
+pub enum PageItems {
+    /// Decoded.
+    Ready(Vec<(Subscription, DeliveryProgress)>),
+    /// Being decoded on a thread of the runtime's blocking pool.
+    Decoding(tokio::task::JoinHandle<Result<Vec<(Subscription, DeliveryProgress)>, StoreError>>),
+}
+
+impl PageItems {
+    /// The subscriptions, once decoded; a decoder's panic goes on.
+    pub async fn decoded(self) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
+        match self {
+            PageItems::Ready(items) => Ok(items),
+            PageItems::Decoding(decoding) => match decoding.await {
+                Ok(items) => items,
+                Err(failed) => match failed.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(_) => Err(StoreError::Closed),
+                },
+            },
+        }
+    }
+}
+
 /// A change another node made, announced by a shared store so this node need not wait for its
 /// next poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +315,23 @@ pub trait Store:
         after: Option<PageToken>,
         limit: u32,
     ) -> Result<Page, StoreError>;
+
+    /// [`Store::owned_subscriptions`] with the page's place known before its rows are decoded,
+    /// so that a start can ask for the next page while this one decodes. By default the page
+    /// comes whole.
+    async fn owned_page(
+        &self,
+        node: &NodeId,
+        now: Timestamp,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<OwnedPage, StoreError> {
+        let page = self.owned_subscriptions(node, now, after, limit).await?;
+        Ok(OwnedPage {
+            next: page.next,
+            items: PageItems::Ready(page.items),
+        })
+    }
 
     /// How many active subscriptions `node` owns or may claim as orphans, per log: at least
     /// what a start's load will hand over (some may have expired unswept, or go to another

@@ -22,7 +22,7 @@ use super::codec::{
     encode_endpoint, millis, seq_column, stored_seq,
 };
 use super::sql;
-use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
+use super::{NodeId, OwnedPage, Page, PageItems, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
@@ -397,6 +397,20 @@ impl Store for SqliteStore {
         after: Option<PageToken>,
         limit: u32,
     ) -> Result<Page, StoreError> {
+        let page = self.owned_page(node, now, after, limit).await?;
+        Ok(Page {
+            items: page.items.decoded().await?,
+            next: page.next,
+        })
+    }
+
+    async fn owned_page(
+        &self,
+        node: &NodeId,
+        now: Timestamp,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<OwnedPage, StoreError> {
         // A page comes back as one JSON value rather than one row per subscription: the SQLite
         // driver hands each row across threads, which dominated a start with a million. Pages
         // go in rowid order (see `OWNED_PAGE`); the token is the last rowid.
@@ -420,16 +434,14 @@ impl Store for SqliteStore {
             _ => None,
         };
         // Decoding a page is tens of milliseconds of CPU: off the runtime's workers, so that
-        // requests and the lease's renewal go on beside it.
-        let items = tokio::task::spawn_blocking(move || {
+        // requests and the lease's renewal go on beside it, and the next page is read meanwhile.
+        let decoding = tokio::task::spawn_blocking(move || {
             decode_json_page(sqlx::Row::try_get::<&str, _>(&row, "page")?)
+        });
+        Ok(OwnedPage {
+            next,
+            items: PageItems::Decoding(decoding),
         })
-        .await
-        .map_err(|failed| match failed.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => StoreError::Closed,
-        })??;
-        Ok(Page { items, next })
     }
 
     async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError> {
