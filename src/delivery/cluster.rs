@@ -17,7 +17,7 @@ use super::log::EventLog;
 use super::readers::Readers;
 use crate::domain::clock::Clock;
 use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription};
-use crate::store::{NodeId, PageToken, Signal, Store, StoreError};
+use crate::store::{NodeId, PageToken, Signal, Store, StoreError, joined};
 
 /// Orphans claimed per statement.
 const CLAIM_BATCH: u32 = 1000;
@@ -37,18 +37,6 @@ pub(super) struct Node {
     engine: Arc<EngineLink>,
     clock: Clock,
     stop: CancellationToken,
-}
-
-/// What a store task of the load returned; its panic goes on, and a task aborted by the
-/// runtime's shutdown is the store closing.
-fn finished<T>(
-    joined: Result<Result<T, StoreError>, tokio::task::JoinError>,
-) -> Result<T, StoreError> {
-    match joined {
-        Ok(result) => result,
-        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-        Err(_) => Err(StoreError::Closed),
-    }
 }
 
 impl Node {
@@ -159,7 +147,7 @@ impl Node {
                 self.readers.loading.read_one(&log);
             }
             match reading {
-                Some(reading) => page = finished(reading.await)?,
+                Some(reading) => page = joined(reading.await)?,
                 None => return Ok(()),
             }
         }

@@ -109,18 +109,26 @@ pub enum PageItems {
 }
 
 impl PageItems {
-    /// The subscriptions, once decoded; a decoder's panic goes on.
+    /// The subscriptions, once decoded.
     pub async fn decoded(self) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
         match self {
             PageItems::Ready(items) => Ok(items),
-            PageItems::Decoding(decoding) => match decoding.await {
-                Ok(items) => items,
-                Err(failed) => match failed.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(_) => Err(StoreError::Closed),
-                },
-            },
+            PageItems::Decoding(decoding) => joined(decoding.await),
         }
+    }
+}
+
+/// What a task doing a store's work returned: its panic goes on, and a task the runtime's
+/// shutdown cancelled is the store closing.
+pub fn joined<T>(
+    task: Result<Result<T, StoreError>, tokio::task::JoinError>,
+) -> Result<T, StoreError> {
+    match task {
+        Ok(result) => result,
+        Err(failed) => match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(StoreError::Closed),
+        },
     }
 }
 
