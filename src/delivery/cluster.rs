@@ -107,11 +107,7 @@ impl Node {
             // million takes more than a minute on PostgreSQL). What this node owned before is
             // read first (`load_in_background`), so a claimed row is handed over once.
             for (subscription, progress) in claimed {
-                // A batch is handed over in turns with the runtime's other tasks.
-                tokio::task::coop::consume_budget().await;
-                let log = subscription.source.clone();
-                self.adopt(subscription, progress).await?;
-                self.readers.loading.read_one(&log);
+                self.hand_over(subscription, progress).await?;
             }
             if !full {
                 break;
@@ -141,16 +137,27 @@ impl Node {
                 if self.stop.is_cancelled() {
                     return Ok(());
                 }
-                tokio::task::coop::consume_budget().await;
-                let log = subscription.source.clone();
-                self.adopt(subscription, progress).await?;
-                self.readers.loading.read_one(&log);
+                self.hand_over(subscription, progress).await?;
             }
             match reading {
                 Some(reading) => page = joined(reading.await)?,
                 None => return Ok(()),
             }
         }
+    }
+
+    /// Hands one loaded subscription to the engine and counts it as read, in turns with the
+    /// runtime's other tasks (a page or batch holds thousands).
+    async fn hand_over(
+        &self,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+    ) -> Result<(), StoreError> {
+        tokio::task::coop::consume_budget().await;
+        let log = subscription.source.clone();
+        self.adopt(subscription, progress).await?;
+        self.readers.loading.read_one(&log);
+        Ok(())
     }
 
     /// A start's load, in the background: what this node owns or may claim is counted (a
