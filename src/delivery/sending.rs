@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Attempt, DeliveryClient, Outgoing};
@@ -103,14 +103,51 @@ impl Sending {
 /// When a failing reader was last logged at `warn`.
 pub(super) type LastWarned = std::sync::Mutex<Option<tokio::time::Instant>>;
 
+/// A worker's hold on one of the permits of sends in flight, kept across the deliveries of one
+/// batch of events while they succeed: with more readers than permits, a worker then queues on
+/// the semaphore once per batch rather than once per notification (each wait is a task's sleep
+/// and wake-up). It is given back before any retry's wait and when the batch is done (dropped),
+/// so readers still take turns, a batch at a time.
+pub(super) struct Turn<'a> {
+    permits: &'a Semaphore,
+    held: std::sync::Mutex<Option<SemaphorePermit<'a>>>,
+}
+
+impl<'a> Turn<'a> {
+    pub fn new(permits: &'a Semaphore) -> Self {
+        Turn {
+            permits,
+            held: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The permit held, or the next one free (`None`: the semaphore is closed).
+    async fn take(&self) -> Option<SemaphorePermit<'a>> {
+        let held = lock(&self.held).take();
+        match held {
+            Some(permit) => Some(permit),
+            None => self.permits.acquire().await.ok(),
+        }
+    }
+
+    /// After an attempt under `permit`: kept for the batch's next delivery when this one was
+    /// delivered, given back when it failed (the retry's wait holds none).
+    fn finish(&self, permit: SemaphorePermit<'a>, attempt: &Attempt) {
+        if *attempt == Attempt::Delivered {
+            *lock(&self.held) = Some(permit);
+        }
+    }
+}
+
 /// Delivers what is after the reader's cursor up to `seq` until it is delivered, given up, or
-/// abandoned: each attempt, made by `send`, under the global limit of sends in flight and only
-/// while the lease holds (another node may own the reader once it is in doubt); retried with
-/// back-off, each failure counted, logged and reported.
+/// abandoned: each attempt, made by `send`, under the global limit of sends in flight (a
+/// permit taken through `turn`, kept there after a delivery and given back after a failure)
+/// and only while the lease holds (another node may own the reader once it is in doubt);
+/// retried with back-off, each failure counted, logged and reported.
 pub(super) async fn attempt_until_done<S, SF>(
     sending: &Sending,
     reader: &Reader,
-    seq: u64,
+    (seq, turn): (u64, &Turn<'_>),
     last_warned: &LastWarned,
     send: S,
 ) -> Outcome
@@ -127,7 +164,7 @@ where
             if reader.is_ended() || sending.stop.is_cancelled() {
                 return None;
             }
-            let _permit = sending.permits.acquire().await.ok()?;
+            let permit = turn.take().await?;
             if !sending.lease.permits_sending() {
                 return None;
             }
@@ -135,6 +172,7 @@ where
             if attempt == Attempt::Delivered {
                 reader.sent();
             }
+            turn.finish(permit, &attempt);
             Some(attempt)
         },
         |delay, snapshot| async move {
@@ -158,7 +196,8 @@ pub(super) async fn deliver_one_message(
     last_warned: &LastWarned,
 ) -> Outcome {
     let id = reader.id();
-    attempt_until_done(sending, reader, seq, last_warned, || async {
+    let turn = Turn::new(&sending.permits);
+    attempt_until_done(sending, reader, (seq, &turn), last_warned, || async {
         let attempt = sending.client.send_to(reader.subscription(), message).await;
         tracing::debug!(subscription = %id, seq, to = message.url.as_str(), delivered = matches!(attempt, Attempt::Delivered), "delivery attempt");
         attempt
@@ -312,6 +351,35 @@ mod tests {
         .await;
         let progress = progress.into_inner().unwrap();
         (outcome, times, progress)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_keeps_its_permit_while_deliveries_succeed_and_gives_it_back_after() {
+        let permits = Semaphore::new(1);
+        let turn = Turn::new(&permits);
+        let permit = turn.take().await.expect("a permit");
+        turn.finish(permit, &Attempt::Delivered);
+        // Held between deliveries: another reader finds none free, this turn takes it again
+        // without queueing.
+        assert!(permits.try_acquire().is_err());
+        let again = tokio::time::timeout(Duration::from_secs(1), turn.take()).await;
+        let permit = again.expect("taken without waiting").expect("a permit");
+        turn.finish(permit, &Attempt::Delivered);
+        drop(turn);
+        assert_eq!(permits.available_permits(), 1, "given back with the turn");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_attempt_gives_its_permit_back_before_the_retry_waits() {
+        let permits = Semaphore::new(1);
+        let turn = Turn::new(&permits);
+        let permit = turn.take().await.expect("a permit");
+        turn.finish(permit, &failure(None, false).unwrap());
+        assert_eq!(permits.available_permits(), 1);
+        assert!(
+            permits.try_acquire().is_ok(),
+            "another reader sends meanwhile"
+        );
     }
 
     #[tokio::test(start_paused = true)]

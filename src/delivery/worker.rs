@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::client::Attempt;
 use super::lock;
 use super::reader::Reader;
-use super::sending::{LastWarned, Outcome, Sending, attempt_until_done};
+use super::sending::{LastWarned, Outcome, Sending, Turn, attempt_until_done};
 use crate::domain::event::Event;
 use crate::domain::subscription::ReaderDelivery;
 use crate::domain::wsman::WsmanMode;
@@ -71,6 +71,8 @@ async fn deliver(sending: &Sending, reader: &Reader) {
         if events.is_empty() {
             return;
         }
+        // One permit for the batch while its deliveries succeed (see [`Turn`]).
+        let turn = Turn::new(&sending.permits);
         for view in events {
             let seq = view.event().seq;
             if !reader.wants(&view) {
@@ -79,20 +81,22 @@ async fn deliver(sending: &Sending, reader: &Reader) {
             }
             let subscription = reader.subscription();
             // Built for each attempt: a webhook is signed at the time it is sent.
-            let outcome = attempt_until_done(sending, reader, seq, last_warned, || async {
-                let attempt = match subscription.delivery {
-                    ReaderDelivery::AmqpPublish => {
-                        sending.bridge.publish(subscription, view.event()).await
-                    }
-                    _ => {
-                        let message = sending.envelopes.notification(subscription, view.event());
-                        sending.client.send_to(subscription, &message).await
-                    }
-                };
-                log_attempt(reader, view.event(), &attempt);
-                attempt
-            })
-            .await;
+            let outcome =
+                attempt_until_done(sending, reader, (seq, &turn), last_warned, || async {
+                    let attempt = match subscription.delivery {
+                        ReaderDelivery::AmqpPublish => {
+                            sending.bridge.publish(subscription, view.event()).await
+                        }
+                        _ => {
+                            let message =
+                                sending.envelopes.notification(subscription, view.event());
+                            sending.client.send_to(subscription, &message).await
+                        }
+                    };
+                    log_attempt(reader, view.event(), &attempt);
+                    attempt
+                })
+                .await;
             match outcome {
                 Outcome::Delivered => {
                     let attempts = lock(reader.progress()).attempts;
