@@ -1,7 +1,7 @@
 //! One reader in delivery: an active subscription this node delivers, with its cursor and
 //! retry state, whether a worker runs for it, and whether it has ended.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,15 +28,26 @@ pub(super) struct Reader {
     wake: Notify,
     /// Its heartbeats, if it asked for them.
     heartbeat: Option<Box<Heartbeat>>,
+    /// The sum of its log's readers' cursors, which it keeps (under its progress lock) from
+    /// when it is made until it ends.
+    cursors: CursorSum,
+    /// Its cursor is in `cursors`.
+    counted: AtomicBool,
 }
 
+/// The sum of the cursors of one log's readers, kept as each moves, so that the log's backlog
+/// (readers × head − the sum) is read without visiting every reader.
+pub(super) type CursorSum = Arc<AtomicU64>;
+
 impl Reader {
+    /// Its cursor joins `cursors` now, and leaves it when it [`Reader::end`]s.
     pub fn new(
         subscription: Subscription,
         progress: DeliveryProgress,
-        matcher: Option<Arc<dyn Matcher>>,
-        retry: RetryPolicy,
+        (matcher, retry): (Option<Arc<dyn Matcher>>, RetryPolicy),
+        cursors: CursorSum,
     ) -> Reader {
+        cursors.fetch_add(progress.cursor, Ordering::AcqRel);
         let heartbeat = subscription
             .wsman
             .as_ref()
@@ -52,7 +63,18 @@ impl Reader {
             running: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             wake: Notify::new(),
+            cursors,
+            counted: AtomicBool::new(true),
         }
+    }
+
+    /// Sets the cursor, keeping the log's sum of cursors (wrapping: a move back subtracts).
+    fn set_cursor(&self, progress: &mut DeliveryProgress, cursor: u64) {
+        if self.counted.load(Ordering::Acquire) {
+            let delta = cursor.wrapping_sub(progress.cursor);
+            self.cursors.fetch_add(delta, Ordering::AcqRel);
+        }
+        progress.cursor = cursor;
     }
 
     pub fn subscription(&self) -> &Subscription {
@@ -86,6 +108,7 @@ impl Reader {
     /// Moves the cursor past `seq`, clears the retry state, and returns the new state.
     pub fn advance(&self, seq: u64) -> DeliveryProgress {
         let mut progress = lock(&self.progress);
+        self.set_cursor(&mut progress, seq);
         *progress = DeliveryProgress {
             cursor: seq,
             ..DeliveryProgress::default()
@@ -109,15 +132,22 @@ impl Reader {
     /// reader whose cursor is moved outside delivery (a pulled subscription).
     pub fn move_to(&self, seq: u64) {
         let mut progress = lock(&self.progress);
-        progress.cursor = progress.cursor.max(seq);
+        let cursor = progress.cursor.max(seq);
+        self.set_cursor(&mut progress, cursor);
     }
 
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
     }
 
-    /// Marks it ended and wakes its worker, which then stops.
+    /// Marks it ended (its cursor leaves its log's sum) and wakes its worker, which then stops.
     pub fn end(&self) {
+        {
+            let progress = lock(&self.progress);
+            if self.counted.swap(false, Ordering::AcqRel) {
+                self.cursors.fetch_sub(progress.cursor, Ordering::AcqRel);
+            }
+        }
         self.ended.store(true, Ordering::Release);
         self.wake.notify_one();
         if let Some(beat) = &self.heartbeat {

@@ -4,6 +4,7 @@
 //! its tail is closed.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_util::task::TaskTracker;
@@ -11,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::loading::Loading;
 use super::lock;
 use super::log::EventLog;
-use super::reader::Reader;
+use super::reader::{CursorSum, Reader};
 use super::retry::RetryPolicy;
 use super::sending::Sending;
 use super::worker;
@@ -23,6 +24,8 @@ use crate::filter::Matcher;
 #[derive(Default)]
 struct LogReaders {
     readers: Mutex<HashMap<SubscriptionId, Arc<Reader>>>,
+    /// The sum of their cursors (see [`CursorSum`]).
+    cursors: CursorSum,
 }
 
 /// Every reader this node delivers.
@@ -164,7 +167,12 @@ impl Readers {
             if readers.contains_key(&id) {
                 return Ok(());
             }
-            let reader = Arc::new(Reader::new(subscription, progress, matcher, retry));
+            let reader = Arc::new(Reader::new(
+                subscription,
+                progress,
+                (matcher, retry),
+                log.cursors.clone(),
+            ));
             readers.insert(id, reader.clone());
             (reader, opened)
         };
@@ -189,9 +197,13 @@ impl Readers {
         let (removed, now_unread) = {
             let mut readers = lock(&log.readers);
             let removed = readers.remove(&id);
-            (removed, readers.is_empty())
+            // Ended under the lock: its cursor leaves the sum as it leaves the count.
+            if let Some(reader) = &removed {
+                reader.end();
+            }
+            (removed.is_some(), readers.is_empty())
         };
-        if removed.is_some() && now_unread && !self.log.is_lasting(source) {
+        if removed && now_unread && !self.log.is_lasting(source) {
             let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
             if logs
                 .get(source)
@@ -202,13 +214,7 @@ impl Readers {
                 self.count_instance(source, false);
             }
         }
-        match removed {
-            Some(reader) => {
-                reader.end();
-                true
-            }
-            None => false,
-        }
+        removed
     }
 
     /// Stops delivering it, whichever log it reads.
@@ -293,13 +299,17 @@ impl Readers {
         }
     }
 
-    /// The sum of a log's readers' distance from `head`.
+    /// The sum of a log's readers' distance from `head`, from their count and the sum of their
+    /// cursors: no reader is visited, so a scrape does not hold the log's readers while
+    /// millions are counted. (A cursor past `head`, which this node's tail has not caught up
+    /// with yet, offsets the others' distance until it has.)
     pub fn backlog(&self, source: &SourceName, head: u64) -> u64 {
         self.entry(source).map_or(0, |log| {
-            lock(&log.readers)
-                .values()
-                .map(|reader| head.saturating_sub(reader.cursor()))
-                .sum()
+            let readers = lock(&log.readers);
+            let count = readers.len() as u64;
+            count
+                .saturating_mul(head)
+                .saturating_sub(log.cursors.load(Ordering::Acquire))
         })
     }
 

@@ -1,6 +1,11 @@
 //! Every operation in every WS-Eventing version, over SOAP 1.1 and 1.2.
 
+use std::time::{Duration, Instant};
+
+use crate::delivery::subscribe_to;
 use crate::harness::*;
+use crate::publish::{TICK_ACTION, publish, tick};
+use crate::sink::{Behavior, Sink};
 
 #[tokio::test]
 async fn every_operation_in_every_version_over_both_soap_versions() {
@@ -307,4 +312,49 @@ async fn health_and_metrics() {
         metrics.contains(r#"herald_active_subscriptions{source="default"} 1"#),
         "{metrics}"
     );
+}
+
+/// Waits until the backlog gauge of `default` reads `expected`.
+async fn wait_backlog(server: &TestServer, expected: u64) {
+    let line = format!(r#"herald_backlog_events{{source="default"}} {expected}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = server.metrics().await;
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waiting for {line}:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_backlog_gauge_follows_each_readers_distance_from_the_head() {
+    let server = TestServer::start().await;
+    let sink = Sink::start().await;
+    sink.behave("down", Behavior::AlwaysFail);
+    let mut failing = Vec::new();
+    for _ in 0..2 {
+        failing.push(subscribe_to(&server, Soap::V12, W3C2011, &sink.url("down"), "").await);
+    }
+    for n in 1..=3 {
+        publish(&server, "default", TICK_ACTION, &tick(n)).await;
+    }
+    // Two readers three events behind.
+    wait_backlog(&server, 6).await;
+    // One that starts at the head and keeps up adds nothing, also as the head moves.
+    let up = subscribe_to(&server, Soap::V12, W3C2011, &sink.url("up"), "").await;
+    wait_backlog(&server, 6).await;
+    publish(&server, "default", TICK_ACTION, &tick(4)).await;
+    sink.wait_accepted("up", 1, Duration::from_secs(10)).await;
+    wait_backlog(&server, 8).await;
+    // An ended reader leaves it, with its cursor (4, then 0).
+    for managed in [&up, &failing[0]] {
+        let reply = managed
+            .request(Soap::V12, "Unsubscribe", "")
+            .send(&server, &managed.manager_url)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    wait_backlog(&server, 4).await;
 }
