@@ -21,14 +21,14 @@ use tokio_util::task::TaskTracker;
 
 use super::channels::ChannelQueues;
 use super::codec::{
-    Columns, ProgressRow, decode_event, decode_progress, decode_record, decode_source_count,
+    ProgressRow, decode_event, decode_progress, decode_record, decode_source_count,
     decode_subscription, decode_with_progress, duration_millis, encode_endpoint, millis,
     progress_columns, seq_column, stored_seq, subscription_columns,
 };
 use super::group_commit::Queue;
 use super::sql;
 use super::subscription_writes::SubscriptionWrites;
-use super::{NodeId, Page, PageToken, Signal, Store, StoreError};
+use super::{NodeId, OwnedPage, Page, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
@@ -392,7 +392,9 @@ impl Store for PostgresStore {
         // Each kind of orphan by its own lookup in (owner, id), whatever the statistics say
         // (a takeover leaves them stale; without autovacuum there are none): rows with no
         // owner, then each lapsed node's. A plan left free had walked every active row for
-        // each batch (a takeover of 1,000,000 loaded in 281 s).
+        // each batch (a takeover of 1,000,000 loaded in 281 s). A lapsed node's row is held
+        // `FOR SHARE` until the claim commits: that node's renewed lease waits for the claim,
+        // so its own load, which follows the renewal, reads its rows unlocked.
         let rows = sqlx::query(concat!(
             "WITH unowned AS (
                  SELECT s.id FROM subscriptions s
@@ -403,7 +405,8 @@ impl Store for PostgresStore {
              lapsed AS (
                  SELECT id FROM nodes WHERE id <> $1 AND lease_until < ",
             db_now!(),
-            "),
+            "
+                 FOR SHARE),
              left_behind AS (
                  SELECT o.id FROM lapsed CROSS JOIN LATERAL (
                      SELECT s.id FROM subscriptions s
@@ -437,38 +440,21 @@ impl Store for PostgresStore {
         after: Option<PageToken>,
         limit: u32,
     ) -> Result<Page, StoreError> {
-        // Locked FOR SHARE: it waits for another node's claim in progress on the same rows and
-        // then sees its outcome, so a row is never taken by two nodes at once, without writing
-        // a new version of each row (an UPDATE did, and after a takeover the planner, its
-        // statistics not yet showing the new owner, ran the page's sub-select once per row).
-        // The page's last id comes from the database, in its collation.
-        let rows = sqlx::query(concat!(
-            "WITH page AS (
-                 SELECT ",
-            subscription_columns!(),
-            ", ",
-            progress_columns!(),
-            " FROM subscriptions
-                 WHERE owner = $1 AND status = 'active'
-                   AND (expires_at IS NULL OR expires_at > $2) AND id > $3
-                 ORDER BY id LIMIT $4
-                 FOR SHARE)
-             SELECT *, MAX(id) OVER () AS last_id FROM page"
-        ))
-        .bind(node.as_str())
-        .bind(millis(now))
-        .bind(after.map(|token| token.0).unwrap_or_default())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let next = match rows.first() {
-            Some(row) if rows.len() == limit as usize => Some(PageToken(row.text("last_id")?)),
-            _ => None,
-        };
+        let page = owned::page(&self.pool, node, now, after, limit).await?;
         Ok(Page {
-            items: decode_with_progress(&rows)?,
-            next,
+            items: page.items.decoded().await?,
+            next: page.next,
         })
+    }
+
+    async fn owned_page(
+        &self,
+        node: &NodeId,
+        now: Timestamp,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<OwnedPage, StoreError> {
+        owned::page(&self.pool, node, now, after, limit).await
     }
 
     async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError> {
