@@ -19,8 +19,10 @@ use crate::domain::clock::Clock;
 use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription};
 use crate::store::{NodeId, PageToken, Signal, Store, StoreError, joined};
 
-/// Orphans claimed per statement.
-const CLAIM_BATCH: u32 = 1000;
+/// Orphans claimed per statement. A takeover of 1,000,000 on PostgreSQL (this machine) took
+/// 38.7-56.7 s in statements of 1,000 and 24.9-28.3 s in statements of 10,000, against 22.9 s
+/// for one bare `UPDATE` of every row's owner: what PostgreSQL itself takes to rewrite them.
+const CLAIM_BATCH: u32 = 10_000;
 
 /// Owned subscriptions read per page at start.
 const LOAD_PAGE: u32 = 10_000;
