@@ -132,6 +132,7 @@ pub async fn channels(context: &Context) -> anyhow::Result<Vec<Row>> {
         )),
         database: None,
         ready_timeout: None,
+        node_id: None,
     };
     eprintln!("-- 11 channels: {} with a stream each", thousands(count));
     let (baseline_row, base) = baseline::at(context, SENDERS).await?;

@@ -140,6 +140,7 @@ pub async fn contexts(context: &Context) -> anyhow::Result<Vec<Row>> {
         )),
         database: None,
         ready_timeout: None,
+        node_id: None,
     };
     let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     let client = load::client()?;

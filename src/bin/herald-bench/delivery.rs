@@ -50,6 +50,7 @@ pub async fn setup(
         config,
         database: database.as_ref().map(|d| d.url.clone()),
         ready_timeout: None,
+        node_id: None,
     };
     let herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     Ok(Setup {

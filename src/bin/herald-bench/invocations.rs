@@ -141,6 +141,7 @@ pub async fn invocations(context: &Context) -> anyhow::Result<Vec<Row>> {
         )),
         database: None,
         ready_timeout: None,
+        node_id: None,
     };
     let count = context.sizes.invocations;
     eprintln!("-- 10 invocations: {}", thousands(count));

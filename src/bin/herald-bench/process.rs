@@ -51,6 +51,8 @@ pub struct Launch {
     pub database: Option<String>,
     /// Longest wait for the ready line.
     pub ready_timeout: Option<Duration>,
+    /// `--node-id NAME` (otherwise each start is a new node, as herald's default is).
+    pub node_id: Option<String>,
 }
 
 /// A running herald.
@@ -91,6 +93,9 @@ impl Herald {
         command.arg("--config").arg(path);
         if let Some(url) = &launch.database {
             command.arg("--database").arg(url);
+        }
+        if let Some(name) = &launch.node_id {
+            command.arg("--node-id").arg(name);
         }
         // The user's own HERALD_* settings would change what is measured.
         for (key, _) in std::env::vars_os() {
