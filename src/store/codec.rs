@@ -374,9 +374,12 @@ pub fn decode_progress(row: &impl Columns) -> Result<DeliveryProgress, StoreErro
 pub fn decode_with_progress<R: Columns>(
     rows: &[R],
 ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
-    rows.iter()
-        .map(|row| Ok((decode_subscription(row)?, decode_progress(row)?)))
-        .collect()
+    // Sized once (see `decode_json_page`): collecting into a Result grows it from nothing.
+    let mut decoded = Vec::with_capacity(rows.len());
+    for row in rows {
+        decoded.push((decode_subscription(row)?, decode_progress(row)?));
+    }
+    Ok(decoded)
 }
 
 /// An event row.
