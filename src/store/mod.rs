@@ -96,25 +96,20 @@ pub struct Page {
 pub struct OwnedPage {
     /// Where to continue; `None` when this was the last page.
     pub next: Option<PageToken>,
-    /// The subscriptions, decoded or being decoded.
+    /// The subscriptions, being decoded.
     pub items: PageItems,
 }
 
-/// The subscriptions of an [`OwnedPage`].
-pub enum PageItems {
-    /// Decoded.
-    Ready(Vec<(Subscription, DeliveryProgress)>),
-    /// Being decoded on a thread of the runtime's blocking pool.
-    Decoding(tokio::task::JoinHandle<Result<Vec<(Subscription, DeliveryProgress)>, StoreError>>),
-}
+/// The subscriptions of an [`OwnedPage`], being decoded on a thread of the runtime's blocking
+/// pool.
+pub struct PageItems(
+    pub tokio::task::JoinHandle<Result<Vec<(Subscription, DeliveryProgress)>, StoreError>>,
+);
 
 impl PageItems {
     /// The subscriptions, once decoded.
     pub async fn decoded(self) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
-        match self {
-            PageItems::Ready(items) => Ok(items),
-            PageItems::Decoding(decoding) => joined(decoding.await),
-        }
+        joined(self.0.await)
     }
 }
 
@@ -315,29 +310,29 @@ pub trait Store:
 
     /// A page of the active, unexpired subscriptions `node` owns, with their stored delivery
     /// progress: up to `limit` of them after `after` (from the start when `None`). Loading in
-    /// pages keeps a start with millions of subscriptions from holding every row at once.
-    async fn owned_subscriptions(
-        &self,
-        node: &NodeId,
-        now: Timestamp,
-        after: Option<PageToken>,
-        limit: u32,
-    ) -> Result<Page, StoreError>;
-
-    /// [`Store::owned_subscriptions`] with the page's place known before its rows are decoded,
-    /// so that a start can ask for the next page while this one decodes. By default the page
-    /// comes whole.
+    /// pages keeps a start with millions of subscriptions from holding every row at once. The
+    /// page's place comes before its rows are decoded, so that a start can ask for the next
+    /// page while this one decodes.
     async fn owned_page(
         &self,
         node: &NodeId,
         now: Timestamp,
         after: Option<PageToken>,
         limit: u32,
-    ) -> Result<OwnedPage, StoreError> {
-        let page = self.owned_subscriptions(node, now, after, limit).await?;
-        Ok(OwnedPage {
+    ) -> Result<OwnedPage, StoreError>;
+
+    /// [`Store::owned_page`], decoded.
+    async fn owned_subscriptions(
+        &self,
+        node: &NodeId,
+        now: Timestamp,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let page = self.owned_page(node, now, after, limit).await?;
+        Ok(Page {
+            items: page.items.decoded().await?,
             next: page.next,
-            items: PageItems::Ready(page.items),
         })
     }
 

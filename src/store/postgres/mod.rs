@@ -28,7 +28,7 @@ use super::codec::{
 use super::group_commit::Queue;
 use super::sql;
 use super::subscription_writes::SubscriptionWrites;
-use super::{NodeId, OwnedPage, Page, PageToken, Signal, Store, StoreError};
+use super::{NodeId, OwnedPage, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
@@ -431,20 +431,6 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         decode_with_progress(&rows)
-    }
-
-    async fn owned_subscriptions(
-        &self,
-        node: &NodeId,
-        now: Timestamp,
-        after: Option<PageToken>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        let page = owned::page(&self.pool, node, now, after, limit).await?;
-        Ok(Page {
-            items: page.items.decoded().await?,
-            next: page.next,
-        })
     }
 
     async fn owned_page(

@@ -77,7 +77,7 @@ pub(super) async fn page(
     };
     Ok(OwnedPage {
         next,
-        items: PageItems::Decoding(tokio::task::spawn_blocking(move || {
+        items: PageItems(tokio::task::spawn_blocking(move || {
             decode_with_progress(&rows)
         })),
     })

@@ -22,7 +22,7 @@ use super::codec::{
     encode_endpoint, millis, seq_column, stored_seq,
 };
 use super::sql;
-use super::{NodeId, OwnedPage, Page, PageItems, PageToken, Signal, Store, StoreError};
+use super::{NodeId, OwnedPage, PageItems, PageToken, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
@@ -390,20 +390,6 @@ impl Store for SqliteStore {
         decode_with_progress(&rows)
     }
 
-    async fn owned_subscriptions(
-        &self,
-        node: &NodeId,
-        now: Timestamp,
-        after: Option<PageToken>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        let page = self.owned_page(node, now, after, limit).await?;
-        Ok(Page {
-            items: page.items.decoded().await?,
-            next: page.next,
-        })
-    }
-
     async fn owned_page(
         &self,
         node: &NodeId,
@@ -440,7 +426,7 @@ impl Store for SqliteStore {
         });
         Ok(OwnedPage {
             next,
-            items: PageItems::Decoding(decoding),
+            items: PageItems(decoding),
         })
     }
 
