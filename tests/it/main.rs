@@ -6,6 +6,7 @@ mod auth_sink;
 mod channel_callbacks;
 mod channels;
 mod channels_cluster;
+mod claims;
 mod cli;
 mod cli_webhooks;
 mod cluster;
