@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 use super::EngineLink;
 use super::lease::Lease;
@@ -17,7 +16,7 @@ use super::log::EventLog;
 use super::readers::Readers;
 use crate::domain::clock::Clock;
 use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription};
-use crate::store::{NodeId, PageToken, Signal, Store, StoreError, joined};
+use crate::store::{NodeId, Signal, Store, StoreError};
 
 /// Orphans claimed per statement. A takeover of 1,000,000 on PostgreSQL (this machine) took
 /// 38.7-56.7 s in statements of 1,000 and 24.9-28.3 s in statements of 10,000, against 22.9 s
@@ -25,7 +24,7 @@ use crate::store::{NodeId, PageToken, Signal, Store, StoreError, joined};
 const CLAIM_BATCH: u32 = 10_000;
 
 /// Owned subscriptions read per page at start.
-const LOAD_PAGE: u32 = 10_000;
+const LOAD_PAGE: usize = 10_000;
 
 /// This node: its name and lease, and what it needs to take subscriptions over.
 pub(super) struct Node {
@@ -118,34 +117,19 @@ impl Node {
         Ok(())
     }
 
-    /// Takes over what this node owns, a page at a time. The next page is asked for as soon as
-    /// this one's place is known, so that the store reads it while this one is decoded and
-    /// handed over; a page not yet handed over when the load stops is dropped with its task.
+    /// Takes over what this node owns, a page at a time, while the store reads the next (a
+    /// page not yet handed over when the load stops is dropped with the reading).
     async fn read_owned(&self) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let read = |after: PageToken| {
-            let (store, node) = (self.store.clone(), self.id.clone());
-            AbortOnDropHandle::new(tokio::spawn(async move {
-                store.owned_page(&node, now, Some(after), LOAD_PAGE).await
-            }))
-        };
-        let mut page = self
-            .store
-            .owned_page(&self.id, now, None, LOAD_PAGE)
-            .await?;
-        loop {
-            let reading = page.next.take().map(read);
-            for (subscription, progress) in page.items.decoded().await? {
+        let mut pages = self.store.owned(&self.id, self.clock.now(), LOAD_PAGE);
+        while let Some(page) = pages.next().await? {
+            for (subscription, progress) in page {
                 if self.stop.is_cancelled() {
                     return Ok(());
                 }
                 self.hand_over(subscription, progress).await?;
             }
-            match reading {
-                Some(reading) => page = joined(reading.await)?,
-                None => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// Hands one loaded subscription to the engine and counts it as read, in turns with the

@@ -13,6 +13,7 @@
 pub mod channels;
 mod codec;
 mod group_commit;
+mod owned_pages;
 pub mod postgres;
 pub mod pulls;
 pub mod queues;
@@ -37,6 +38,7 @@ use crate::domain::subscription::{
 };
 
 pub use channels::Channels;
+pub use owned_pages::{Owned, OwnedPages, PageItems, PageSender};
 pub use postgres::PostgresStore;
 pub use pulls::{PulledCursor, Pulls};
 pub use queues::{Completed, Queues};
@@ -75,41 +77,6 @@ impl NodeId {
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Where a page of subscriptions ended, in the store's own order: the next page starts after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageToken(String);
-
-/// A page of owned subscriptions.
-#[derive(Debug, Default)]
-pub struct Page {
-    /// The subscriptions, with their delivery progress.
-    pub items: Vec<(Subscription, DeliveryProgress)>,
-    /// Where to continue; `None` when this was the last page.
-    pub next: Option<PageToken>,
-}
-
-/// A page of owned subscriptions whose place is known before its rows are decoded (see
-/// [`Store::owned_page`]).
-pub struct OwnedPage {
-    /// Where to continue; `None` when this was the last page.
-    pub next: Option<PageToken>,
-    /// The subscriptions, being decoded.
-    pub items: PageItems,
-}
-
-/// The subscriptions of an [`OwnedPage`], being decoded on a thread of the runtime's blocking
-/// pool.
-pub struct PageItems(
-    pub tokio::task::JoinHandle<Result<Vec<(Subscription, DeliveryProgress)>, StoreError>>,
-);
-
-impl PageItems {
-    /// The subscriptions, once decoded.
-    pub async fn decoded(self) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
-        joined(self.0.await)
     }
 }
 
@@ -308,33 +275,11 @@ pub trait Store:
         limit: u32,
     ) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError>;
 
-    /// A page of the active, unexpired subscriptions `node` owns, with their stored delivery
-    /// progress: up to `limit` of them after `after` (from the start when `None`). Loading in
-    /// pages keeps a start with millions of subscriptions from holding every row at once. The
-    /// page's place comes before its rows are decoded, so that a start can ask for the next
-    /// page while this one decodes.
-    async fn owned_page(
-        &self,
-        node: &NodeId,
-        now: Timestamp,
-        after: Option<PageToken>,
-        limit: u32,
-    ) -> Result<OwnedPage, StoreError>;
-
-    /// [`Store::owned_page`], decoded.
-    async fn owned_subscriptions(
-        &self,
-        node: &NodeId,
-        now: Timestamp,
-        after: Option<PageToken>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        let page = self.owned_page(node, now, after, limit).await?;
-        Ok(Page {
-            items: page.items.decoded().await?,
-            next: page.next,
-        })
-    }
+    /// The active, unexpired subscriptions `node` owns, with their stored delivery progress,
+    /// in pages of up to `page`, read ahead by a task of the store's own: loading in pages keeps
+    /// a start with millions of subscriptions from holding every row at once, and the next page
+    /// is read while the start hands this one over.
+    fn owned(&self, node: &NodeId, now: Timestamp, page: usize) -> OwnedPages;
 
     /// How many active subscriptions `node` owns or may claim as orphans, per log: at least
     /// what a start's load will hand over (some may have expired unswept, or go to another

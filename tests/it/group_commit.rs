@@ -117,17 +117,10 @@ async fn subscribes_arriving_together_commit_together_each_whole_with_its_own_cu
         assert_eq!(&stored, s);
     }
     let mut owned = 0;
-    let mut after = None;
-    loop {
-        let page = store
-            .owned_subscriptions(&node, Timestamp::now(), after, 128)
-            .await
-            .unwrap();
-        owned += page.items.len();
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+    let mut pages = store.owned(&node, Timestamp::now(), 128);
+    while let Some(page) = pages.next().await.unwrap() {
+        assert!(page.len() <= 128);
+        owned += page.len();
     }
     assert_eq!(owned, 300);
     store.close().await;

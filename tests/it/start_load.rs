@@ -14,8 +14,7 @@ use crate::harness::*;
 use crate::publish::{publish, tick};
 use crate::sink::Sink;
 
-/// Enough that loading them takes longer than a few requests do, even in a release build and on
-/// PostgreSQL, whose pages of 10,000 are one query each (10,000 loaded within 0.3 s of a start).
+/// Enough that loading them takes longer than a few requests do, even in a release build.
 const STORED: usize = 50_000;
 /// Sink paths the stored subscribers share.
 const PATHS: usize = 10;
@@ -42,9 +41,9 @@ async fn a_start_answers_while_it_loads_and_leaves_what_changed_meanwhile_alone(
     let sink = Sink::start().await;
     let node = NodeId::parse("loader").unwrap();
 
-    // Stored straight into the store, owned by the node that will start. Pages come in id
-    // order on PostgreSQL and in the order stored on SQLite: the subscription with the
-    // highest id, stored last, is handed over last on both.
+    // Stored straight into the store, owned by the node that will start. Both stores hand
+    // them over in the order they lie in the table, the order stored here: the subscription
+    // with the highest id, stored last, is handed over last.
     let mut subscriptions: Vec<Subscription> = (0..STORED)
         .map(|i| stored(i, sink.url(&format!("s{}", i % PATHS))))
         .collect();

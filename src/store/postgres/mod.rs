@@ -28,7 +28,7 @@ use super::codec::{
 use super::group_commit::Queue;
 use super::sql;
 use super::subscription_writes::SubscriptionWrites;
-use super::{NodeId, OwnedPage, PageToken, Signal, Store, StoreError};
+use super::{NodeId, OwnedPages, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
@@ -433,14 +433,8 @@ impl Store for PostgresStore {
         decode_with_progress(&rows)
     }
 
-    async fn owned_page(
-        &self,
-        node: &NodeId,
-        now: Timestamp,
-        after: Option<PageToken>,
-        limit: u32,
-    ) -> Result<OwnedPage, StoreError> {
-        owned::page(&self.pool, node, now, after, limit).await
+    fn owned(&self, node: &NodeId, now: Timestamp, page: usize) -> OwnedPages {
+        owned::pages(self.pool.clone(), node.clone(), now, page)
     }
 
     async fn owned_counts(&self, node: &NodeId) -> Result<Vec<(SourceName, u64)>, StoreError> {

@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{
-    Columns, ProgressRow, corrupt, decode_event, decode_json_page, decode_progress, decode_record,
+    Columns, ProgressRow, decode_event, decode_json_page, decode_progress, decode_record,
     decode_source_count, decode_subscription, decode_with_progress, duration_millis,
     encode_endpoint, millis, seq_column, stored_seq,
 };
 use super::sql;
-use super::{NodeId, OwnedPage, PageItems, PageToken, Signal, Store, StoreError};
+use super::{NodeId, OwnedPages, PageItems, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
@@ -390,43 +390,20 @@ impl Store for SqliteStore {
         decode_with_progress(&rows)
     }
 
-    async fn owned_page(
-        &self,
-        node: &NodeId,
-        now: Timestamp,
-        after: Option<PageToken>,
-        limit: u32,
-    ) -> Result<OwnedPage, StoreError> {
-        // A page comes back as one JSON value rather than one row per subscription: the SQLite
-        // driver hands each row across threads, which dominated a start with a million. Pages
-        // go in rowid order (see `OWNED_PAGE`); the token is the last rowid.
-        let after = match after {
-            Some(token) => token
-                .0
-                .parse::<i64>()
-                .map_err(|_| corrupt("page token", &token.0))?,
-            None => 0,
-        };
-        let row = sqlx::query(OWNED_PAGE)
-            .bind(node.as_str())
-            .bind(millis(now))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_one(&self.pool)
-            .await?;
-        let count = row.int("n")?;
-        let next = match row.optional_int("last_rowid")? {
-            Some(last) if count == i64::from(limit) => Some(PageToken(last.to_string())),
-            _ => None,
-        };
-        // Decoding a page is tens of milliseconds of CPU: off the runtime's workers, so that
-        // requests and the lease's renewal go on beside it, and the next page is read meanwhile.
-        let decoding = tokio::task::spawn_blocking(move || {
-            decode_json_page(sqlx::Row::try_get::<&str, _>(&row, "page")?)
-        });
-        Ok(OwnedPage {
-            next,
-            items: PageItems(decoding),
+    fn owned(&self, node: &NodeId, now: Timestamp, page: usize) -> OwnedPages {
+        let (pool, node) = (self.pool.clone(), node.clone());
+        OwnedPages::read(move |pages| async move {
+            let mut after = 0;
+            loop {
+                let (items, next) = owned_page(&pool, &node, now, after, page).await?;
+                if !pages.send(items).await {
+                    return Ok(());
+                }
+                match next {
+                    Some(next) => after = next,
+                    None => return Ok(()),
+                }
+            }
         })
     }
 
@@ -569,3 +546,31 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+/// Up to `limit` of what `node` owns after rowid `after`, and the rowid the next page starts
+/// after (none after the last page). A page comes back as one JSON value rather than one row
+/// per subscription: the SQLite driver hands each row across threads, which dominated a start
+/// with a million. Pages go in rowid order (see `OWNED_PAGE`).
+async fn owned_page(
+    pool: &SqlitePool,
+    node: &NodeId,
+    now: Timestamp,
+    after: i64,
+    limit: usize,
+) -> Result<(PageItems, Option<i64>), StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let row = sqlx::query(OWNED_PAGE)
+        .bind(node.as_str())
+        .bind(millis(now))
+        .bind(after)
+        .bind(limit)
+        .fetch_one(pool)
+        .await?;
+    let next = match row.optional_int("last_rowid")? {
+        Some(last) if row.int("n")? == limit => Some(last),
+        _ => None,
+    };
+    let items =
+        PageItems::decode(move || decode_json_page(sqlx::Row::try_get::<&str, _>(&row, "page")?));
+    Ok((items, next))
+}

@@ -93,9 +93,9 @@ async fn orphans_of_a_lapsed_node_are_claimed_once_and_the_node_forgotten() {
     let refused = store.save_progress(&a, &mixed).await.unwrap();
     assert_eq!(refused.len(), 2);
     assert!(refused.contains(&unknown) && refused.contains(&owned.id));
-    let page = store.owned_subscriptions(&b, now, None, 10).await.unwrap();
-    assert_eq!(page.items[0].1.cursor, 7);
-    assert_eq!(page.next, None, "one page");
+    let owned = store.owned(&b, now, 10).all().await.unwrap();
+    assert_eq!(owned.len(), 1);
+    assert_eq!(owned[0].1.cursor, 7);
     assert_eq!(
         store.forget_dead_nodes(Duration::ZERO).await.unwrap(),
         1,
@@ -120,18 +120,10 @@ async fn owned_subscriptions_come_in_pages_in_the_order_stored() {
         ids.push(owned);
     }
     let mut loaded = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .owned_subscriptions(&node, Timestamp::now(), after, 10)
-            .await
-            .unwrap();
-        assert!(page.items.len() <= 10);
-        loaded.extend(page.items.into_iter().map(|(s, _)| s));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+    let mut pages = store.owned(&node, Timestamp::now(), 10);
+    while let Some(page) = pages.next().await.unwrap() {
+        assert!(page.len() <= 10);
+        loaded.extend(page.into_iter().map(|(s, _)| s));
     }
     assert_eq!(
         loaded, ids,
@@ -255,11 +247,11 @@ async fn a_corrupt_row_is_an_error_on_every_read_never_a_default() {
             continue;
         }
         // The start reads owned subscriptions in pages of JSON: the same column is refused.
-        let page = store.owned_subscriptions(&node, now, None, 100).await;
+        let page = store.owned(&node, now, 100).all().await;
         assert!(
             matches!(&page, Err(StoreError::Corrupt(what)) if what.starts_with(column)),
             "{damage}: {:?}",
-            page.map(|page| page.items.len())
+            page.map(|page| page.len())
         );
         sqlx::query("DELETE FROM subscriptions")
             .execute(&store.pool)
