@@ -19,7 +19,7 @@ use crate::filter::StandardFilters;
 use crate::http::{self, AppState};
 use crate::invoke::bridge::AmqpBridges;
 use crate::metrics::Metrics;
-use crate::store::{NodeId, PostgresStore, SqliteStore, Store, StoreError};
+use crate::store::{KeptName, NodeId, PostgresStore, SqliteStore, Store, StoreError};
 use crate::webhook::Messages;
 
 /// Why herald could not start.
@@ -53,15 +53,25 @@ pub struct Application {
     dispatcher: Arc<Dispatcher>,
     client: DeliveryClient,
     config: Config,
+    /// The name kept in the data directory, and its lock, held until herald stops.
+    kept_name: Option<KeptName>,
 }
 
 impl Application {
     /// Opens the store, loads state and binds the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Application, StartError> {
+        // A node given no name keeps one in its data directory (see `KeptName`).
+        let kept_name = match (&config.database, &config.node_id) {
+            (Some(_), None) => Some(KeptName::open(&config.data_dir)?),
+            _ => None,
+        };
         let (store, node): (Arc<dyn Store>, NodeId) = match &config.database {
             Some(url) => (
                 Arc::new(PostgresStore::open(url).await?),
-                config.node_id.clone().unwrap_or_else(NodeId::random),
+                match &kept_name {
+                    Some(kept) => kept.name().clone(),
+                    None => config.node_id.clone().unwrap_or_else(NodeId::random),
+                },
             ),
             None => (
                 Arc::new(SqliteStore::open(&config.data_dir).await?),
@@ -159,6 +169,7 @@ impl Application {
             dispatcher,
             client,
             config,
+            kept_name,
         })
     }
 
@@ -237,6 +248,7 @@ impl Application {
         // Progress is written: other nodes may take this node's subscriptions over at once.
         self.dispatcher.release().await;
         self.store.close().await;
+        drop(self.kept_name);
         served
     }
 }

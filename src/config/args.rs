@@ -53,7 +53,7 @@ pub struct ServeArgs {
     )]
     pub database: Option<String>,
     /// This node's name among the nodes sharing a database; unique per running node
-    /// [default: a random name on PostgreSQL, "embedded" on SQLite].
+    /// [default: on PostgreSQL a random name kept in the data directory, "embedded" on SQLite].
     #[arg(long, env = "HERALD_NODE_ID", value_name = "NAME")]
     pub node_id: Option<String>,
     /// How long a node's lease lasts unless renewed, in milliseconds: another node takes its

@@ -13,6 +13,7 @@
 pub mod channels;
 mod codec;
 mod group_commit;
+mod kept_name;
 mod owned_pages;
 pub mod postgres;
 pub mod pulls;
@@ -38,6 +39,7 @@ use crate::domain::subscription::{
 };
 
 pub use channels::Channels;
+pub use kept_name::KeptName;
 pub use owned_pages::{Owned, OwnedPages, PageItems, PageSender};
 pub use postgres::PostgresStore;
 pub use pulls::{PulledCursor, Pulls};

@@ -257,8 +257,9 @@ impl Process {
             .args(store.args())
             .args(extra);
         if !extra.contains(&"--lease-ttl-ms") {
-            // On PostgreSQL a restarted process is a new node: it takes the old one's
-            // subscriptions over once the old lease lapses.
+            // On PostgreSQL a process started under another name takes the old one's
+            // subscriptions over once the old lease lapses (one given no name is the same node
+            // as before: it keeps its name in the data directory).
             command.args(["--lease-ttl-ms", "2000"]);
         }
         Process::spawn(command)

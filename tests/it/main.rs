@@ -26,6 +26,7 @@ mod group_commit;
 mod harness;
 mod hostile_xml;
 mod invocations;
+mod kept_name;
 mod limits;
 mod logs;
 mod openapi;
