@@ -51,7 +51,7 @@ pub struct Launch {
     pub database: Option<String>,
     /// Longest wait for the ready line.
     pub ready_timeout: Option<Duration>,
-    /// `--node-id NAME` (otherwise each start is a new node, as herald's default is).
+    /// `--node-id NAME` (otherwise the name herald keeps in the data directory on PostgreSQL).
     pub node_id: Option<String>,
 }
 
