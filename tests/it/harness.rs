@@ -248,14 +248,20 @@ impl Process {
         Process::start_with(store, &[])
     }
 
-    /// Starts the binary on `store` with extra `herald serve` arguments.
-    pub fn start_with(store: &TestStore, extra: &[&str]) -> Process {
+    /// `herald serve` on `store`, on an ephemeral port, delivering to loopback.
+    pub fn serve(store: &TestStore) -> Command {
         let mut command = Process::command();
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
             .args(["--allowed-networks", "127.0.0.0/8"])
-            .args(store.args())
-            .args(extra);
+            .args(store.args());
+        command
+    }
+
+    /// Starts the binary on `store` with extra `herald serve` arguments.
+    pub fn start_with(store: &TestStore, extra: &[&str]) -> Process {
+        let mut command = Process::serve(store);
+        command.args(extra);
         if !extra.contains(&"--lease-ttl-ms") {
             // On PostgreSQL a process started under another name takes the old one's
             // subscriptions over once the old lease lapses (one given no name is the same node

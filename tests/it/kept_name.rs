@@ -60,15 +60,7 @@ async fn a_node_given_no_name_keeps_one_in_its_data_directory_and_restarts_as_it
     );
 
     // A second process on the same directory would share the name: refused.
-    let mut second = Process::command()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--allowed-networks",
-            "127.0.0.0/8",
-        ])
-        .args(store.args())
+    let mut second = Process::serve(&store)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
