@@ -1,6 +1,8 @@
 //! What a node owns or may claim: counted before a start's load hands it over, and read a page
 //! at a time.
 
+use std::time::Duration;
+
 use futures_util::TryStreamExt;
 use jiff::Timestamp;
 use sqlx::postgres::{PgPool, PgRow};
@@ -62,8 +64,19 @@ pub(super) async fn counts(
 /// load (seconds for a million), and does not log itself as a slow statement at every start.
 pub(super) fn pages(pool: PgPool, node: NodeId, now: Timestamp, size: usize) -> OwnedPages {
     OwnedPages::read(move |pages| async move {
-        let options = (*pool.connect_options()).clone();
-        let mut connection = options.disable_statement_logging().connect().await?;
+        let options = (*pool.connect_options())
+            .clone()
+            .disable_statement_logging();
+        let connecting = options.connect();
+        // As long as the pool waits for one of its own; then the load tries again.
+        let mut connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to read this node's subscriptions timed out",
+                ))
+            })??;
         // In the order the rows lie in the table, whatever the planner guesses: a table never
         // analyzed (autovacuum off, or not yet run) looks nearly empty to it, and it walked
         // the owner index instead, one random table page per row (7-8 s for 1,000,000 against
@@ -92,6 +105,9 @@ pub(super) fn pages(pool: PgPool, node: NodeId, now: Timestamp, size: usize) -> 
         Ok(connection.close().await?)
     })
 }
+
+/// How long the load waits for its own connection (the pool's `acquire_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn decoding(rows: Vec<PgRow>) -> PageItems {
     PageItems::decode(move || decode_with_progress(&rows))
