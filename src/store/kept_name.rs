@@ -27,11 +27,7 @@ impl KeptName {
             path: data_dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(data_dir).map_err(dir_error)?;
-        let lock = File::create(data_dir.join("herald.lock")).map_err(dir_error)?;
-        lock.try_lock().map_err(|_| StoreError::InUse {
-            path: data_dir.display().to_string(),
-        })?;
+        let lock = lock_data_dir(data_dir)?;
         let path = data_dir.join(NAME_FILE);
         let name = match std::fs::read_to_string(&path) {
             Ok(text) => NodeId::parse(text.trim()).ok_or_else(|| {
@@ -54,6 +50,24 @@ impl KeptName {
     pub fn name(&self) -> &NodeId {
         &self.name
     }
+}
+
+/// Creates `data_dir` if needed and locks it (`herald.lock`) for as long as the file returned
+/// is open: two herald processes never share a data directory, on either store.
+pub(super) fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let lock_path = data_dir.join("herald.lock");
+    let lock = File::create(&lock_path).map_err(|source| StoreError::DataDir {
+        path: lock_path.display().to_string(),
+        source,
+    })?;
+    lock.try_lock().map_err(|_| StoreError::InUse {
+        path: data_dir.display().to_string(),
+    })?;
+    Ok(lock)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use super::codec::{
     decode_source_count, decode_subscription, decode_with_progress, duration_millis,
     encode_endpoint, millis, seq_column, stored_seq,
 };
+use super::kept_name::lock_data_dir;
 use super::sql;
 use super::{NodeId, OwnedPages, PageItems, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
@@ -79,18 +80,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `herald.db` in `data_dir` and applies pending migrations.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
-        let lock_path = data_dir.join("herald.lock");
-        let lock = File::create(&lock_path).map_err(|source| StoreError::DataDir {
-            path: lock_path.display().to_string(),
-            source,
-        })?;
-        lock.try_lock().map_err(|_| StoreError::InUse {
-            path: data_dir.display().to_string(),
-        })?;
+        let lock = lock_data_dir(data_dir)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(data_dir.join("herald.db"))
             .create_if_missing(true)
