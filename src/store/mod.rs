@@ -339,19 +339,31 @@ pub trait Store:
     async fn close(&self);
 }
 
-/// Numbers new events from `first` on, as an append hands them out.
+/// Numbers new events from `first` on, as an append hands them out, each with a fresh id.
 fn number_events(
     source: &SourceName,
     events: &[NewEvent],
     first: i64,
     now: Timestamp,
 ) -> Vec<Event> {
+    let ids = events.iter().map(|_| crate::domain::event::EventId::new());
+    number_events_with(source, events, ids, first, now)
+}
+
+/// Numbers new events from `first` on, with the ids an append has already stored.
+fn number_events_with(
+    source: &SourceName,
+    events: &[NewEvent],
+    ids: impl IntoIterator<Item = crate::domain::event::EventId>,
+    first: i64,
+    now: Timestamp,
+) -> Vec<Event> {
     (0..)
-        .zip(events)
-        .map(|(offset, event)| Event {
+        .zip(events.iter().zip(ids))
+        .map(|(offset, (event, id))| Event {
             source: source.clone(),
             seq: u64::try_from(first + offset).unwrap_or(0),
-            id: crate::domain::event::EventId::new(),
+            id,
             action: event.action.clone(),
             payload: event.payload.clone(),
             published_at: now,

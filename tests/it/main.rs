@@ -2,6 +2,7 @@
 //! SQLite store in a temporary directory, real sink servers that record what they receive, and
 //! the real binary for crash tests.
 
+mod appends;
 mod auth_sink;
 mod channel_callbacks;
 mod channels;

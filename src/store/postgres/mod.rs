@@ -248,10 +248,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let appended = appends::append_in(&mut tx, &self.channel, source, events, now).await?;
-        tx.commit().await?;
-        Ok(appended)
+        appends::append(&self.pool, &self.channel, source, events, now).await
     }
 
     async fn append_to_logs(

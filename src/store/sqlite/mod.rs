@@ -31,6 +31,7 @@ use crate::domain::subscription::{
     SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
+mod appends;
 mod batch_writes;
 mod channels;
 mod migrations;
@@ -232,10 +233,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let _writing = self.write.lock().await;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let appended = append_in(&mut tx, source, events, now).await?;
-        tx.commit().await?;
-        Ok(appended)
+        appends::append(&self.writer, source, events, now).await
     }
 
     async fn append_to_logs(

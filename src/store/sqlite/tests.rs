@@ -405,3 +405,51 @@ async fn a_pulled_cursor_moves_forward_only_and_never_past_the_head() {
         .unwrap();
     assert_eq!(store.advance_pulled(pulled.id, 3, now).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn an_append_that_fails_leaves_nothing_behind_and_the_next_one_is_numbered_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let log = SourceName::parse("default").unwrap();
+    let event = |payload: &str| NewEvent {
+        action: "urn:a".into(),
+        payload: payload.into(),
+    };
+    let one = store
+        .append_events(&log, &[event("<one/>")], Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(one[0].seq, 1);
+    // A row where the next event goes: the append fails after its head has moved.
+    let stray = "INSERT INTO events (source, seq, id, action, payload, published_at)
+                 VALUES ('default', 2, 'stray', 'urn:a', '<stray/>', 0)";
+    sqlx::query(stray).execute(&store.writer).await.unwrap();
+    let two = [event("<two/>"), event("<three \"q\"='\\'/>")];
+    assert!(
+        store
+            .append_events(&log, &two, Timestamp::now())
+            .await
+            .is_err()
+    );
+    assert_eq!(store.log_head(&log).await.unwrap(), 1, "the head stayed");
+    // The writer connection is usable again, outside any transaction the failure left open.
+    sqlx::query("DELETE FROM events WHERE id = 'stray'")
+        .execute(&store.writer)
+        .await
+        .unwrap();
+    let appended = store
+        .append_events(&log, &two, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(appended.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    let stored = store.events_after(&log, 0, 10).await.unwrap();
+    let read = |events: &[Event]| -> Vec<(u64, String, String)> {
+        events
+            .iter()
+            .map(|e| (e.seq, e.id.to_string(), e.payload.clone()))
+            .collect()
+    };
+    assert_eq!(read(&stored[1..]), read(&appended), "as returned");
+    assert_eq!(stored[2].payload, "<three \"q\"='\\'/>");
+    assert_eq!(store.log_head(&log).await.unwrap(), 3);
+}
