@@ -497,5 +497,10 @@ mod tests {
         assert!(!is_fault(b""));
         assert!(!is_fault(b"ok"));
         assert!(!is_fault(br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>"#));
+        let soap11 = r#"<Envelope xmlns="http://schemas.xmlsoap.org/soap/envelope/"><Body><Fault><faultcode>Client</faultcode><faultstring>no</faultstring></Fault></Body></Envelope>"#;
+        assert!(is_fault(soap11.as_bytes()));
+        let refusal = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:w="urn:w"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:DeliveryRefused</s:Value></s:Subcode></s:Code></s:Fault></s:Body></s:Envelope>"#;
+        assert!(is_fault(refusal.as_bytes()) && refuses(refusal.as_bytes()));
+        assert!(!refuses(fault.as_bytes()) && !refuses(b""));
     }
 }

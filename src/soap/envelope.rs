@@ -113,10 +113,22 @@ fn check_depth(root: Node<'_, '_>, max_depth: usize) -> Result<(), EnvelopeError
     Ok(())
 }
 
+/// Whether `message` holds the word `Fault`, which a fault's element name spells out (a name
+/// cannot be written with character references): what is not worth parsing to look for one.
+/// Most answers to a delivery are empty or short acknowledgements.
+fn names_fault(message: &[u8]) -> bool {
+    message
+        .windows(b"Fault".len())
+        .any(|window| window == b"Fault")
+}
+
 /// Whether a message is a SOAP envelope (1.1 or 1.2) whose Body holds a Fault: how a one-way
 /// receiver that answers 2xx with a fault is told apart. Read under [`Limits`]: an answer is
 /// untrusted input like any request.
 pub fn is_fault(message: &[u8]) -> bool {
+    if !names_fault(message) {
+        return false;
+    }
     let Ok(document) = parse_document(message, Limits::default()) else {
         return false;
     };
@@ -131,6 +143,9 @@ pub fn is_fault(message: &[u8]) -> bool {
 /// The local names of a SOAP fault's code and subcodes (1.2: each `Value` under `Code`; 1.1:
 /// `faultcode`), or `None` when the message is not a SOAP fault.
 pub fn fault_codes(message: &[u8]) -> Option<Vec<String>> {
+    if !names_fault(message) {
+        return None;
+    }
     let document = parse_document(message, Limits::default()).ok()?;
     let envelope = Envelope::from_document(&document).ok()?;
     let fault = envelope
