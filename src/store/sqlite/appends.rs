@@ -1,5 +1,5 @@
-//! A publish's append as one trip to the driver's worker thread: the transaction, the head's
-//! advance, the events and the commit go as one multi-statement query, where a transaction
+//! An append as one trip to the driver's worker thread: the transaction, the heads' advance,
+//! the events and the commit go as one multi-statement query, where a transaction
 //! opened statement by statement costs a trip each (four for one event). Under load each trip
 //! waits for a runtime worker to take the answer and send the next statement, with the writer
 //! lock held all the while.
@@ -15,58 +15,99 @@ use super::super::{StoreError, number_events_with};
 use crate::domain::event::{Event, EventId, NewEvent};
 use crate::domain::subscription::SourceName;
 
-/// Appends the events of a JSON array of `[id, action, payload]` to log `?1`, numbered on from
-/// its head, which moves on by `?2`; `?3` is when they were published. Returns the new head.
+/// Appends to several logs: `?1` is a JSON array of `[log, count]`, each log once, whose head
+/// moves on by `count`; `?2` a JSON array of `[log, count, offset, id, action, payload]`, each
+/// event numbered on from its log's old head by its `offset` there; `?3` is when they were
+/// published. Returns each log's new head.
 const APPEND: &str = "BEGIN IMMEDIATE;
-     INSERT INTO source_heads (source, last_seq) VALUES (?1, ?2)
-         ON CONFLICT (source) DO UPDATE SET last_seq = source_heads.last_seq + ?2
-         RETURNING last_seq;
+     INSERT INTO source_heads (source, last_seq)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+         FROM jsonb_each(?1) WHERE true
+         ON CONFLICT (source) DO UPDATE SET last_seq = source_heads.last_seq + excluded.last_seq
+         RETURNING source, last_seq;
      INSERT INTO events (source, seq, id, action, payload, published_at)
-         SELECT ?1, h.last_seq - ?2 + 1 + e.key, json_extract(e.value, '$[0]'),
-                json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'), ?3
-         FROM source_heads AS h, jsonb_each(?4) AS e
-         WHERE h.source = ?1;
+         SELECT h.source,
+                h.last_seq - json_extract(e.value, '$[1]') + 1 + json_extract(e.value, '$[2]'),
+                json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
+                json_extract(e.value, '$[5]'), ?3
+         FROM jsonb_each(?2) AS e JOIN source_heads AS h
+             ON h.source = json_extract(e.value, '$[0]');
      COMMIT;";
 
-/// Appends `events` to `source`'s log in one transaction on the writer connection `writer`
-/// (the caller holds the writer lock); returns them numbered, once durable.
+/// Appends each batch's events to its log in one transaction on the writer connection `writer`
+/// (the caller holds the writer lock), batches of one log in the order given; returns them
+/// numbered, per batch, once durable.
 pub(super) async fn append(
     writer: &SqlitePool,
-    source: &SourceName,
-    events: &[NewEvent],
+    batches: &[(&SourceName, &[NewEvent])],
     now: Timestamp,
-) -> Result<Vec<Event>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+) -> Result<Vec<Vec<Event>>, StoreError> {
+    // Each log once, with how many it takes; each event with its place among them.
+    let mut counts: Vec<(&SourceName, i64)> = Vec::new();
+    let mut places = Vec::with_capacity(batches.len());
+    for (log, events) in batches {
+        let at = match counts.iter().position(|(name, _)| name == log) {
+            Some(at) => at,
+            None => {
+                counts.push((log, 0));
+                counts.len() - 1
+            }
+        };
+        places.push((at, counts[at].1));
+        counts[at].1 += i64::try_from(events.len()).unwrap_or(i64::MAX);
     }
-    let ids: Vec<EventId> = events.iter().map(|_| EventId::new()).collect();
-    let rows = Value::Array(
-        events
-            .iter()
-            .zip(&ids)
-            .map(|(event, id)| json!([id.to_string(), event.action, event.payload]))
-            .collect(),
-    );
-    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let ids: Vec<Vec<EventId>> = batches
+        .iter()
+        .map(|(_, events)| events.iter().map(|_| EventId::new()).collect())
+        .collect();
+    let mut rows = Vec::new();
+    for (((log, events), ids), (at, first)) in batches.iter().zip(&ids).zip(&places) {
+        let count = counts[*at].1;
+        for ((offset, event), id) in (*first..).zip(events.iter()).zip(ids) {
+            let id = id.to_string();
+            rows.push(json!([
+                log.as_str(),
+                count,
+                offset,
+                id,
+                event.action,
+                event.payload
+            ]));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(batches.iter().map(|_| Vec::new()).collect());
+    }
+    let logs: Vec<Value> = counts
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(log, count)| json!([log.as_str(), count]))
+        .collect();
     let mut connection = Unfinished(Some(writer.acquire().await?));
     // `fetch_all`, not `fetch_one`: the driver stops a query at the row a limit asks for, and
-    // the statements after the head's would not run.
-    let heads: Vec<i64> = sqlx::query_scalar(APPEND)
-        .bind(source.as_str())
-        .bind(count)
+    // the statements after it would not run.
+    let heads: Vec<(String, i64)> = sqlx::query_as(APPEND)
+        .bind(Value::Array(logs).to_string())
+        .bind(Value::Array(rows).to_string())
         .bind(millis(now))
-        .bind(rows.to_string())
         .fetch_all(connection.get())
         .await?;
     connection.finish();
-    let [last] = heads[..] else {
-        return Err(StoreError::Corrupt(format!(
-            "an append to '{source}' returned {} heads",
-            heads.len()
-        )));
+    let head = |log: &SourceName| {
+        (heads.iter().find(|(name, _)| name == log.as_str()))
+            .map(|(_, head)| *head)
+            .ok_or_else(|| StoreError::Corrupt(format!("an append to '{log}' returned no head")))
     };
-    let first = last - count + 1;
-    Ok(number_events_with(source, events, ids, first, now))
+    let mut appended = Vec::with_capacity(batches.len());
+    for (((log, events), ids), (at, offset)) in batches.iter().zip(ids).zip(places) {
+        if events.is_empty() {
+            appended.push(Vec::new());
+            continue;
+        }
+        let first = head(log)? - counts[at].1 + 1 + offset;
+        appended.push(number_events_with(log, events, ids, first, now));
+    }
+    Ok(appended)
 }
 
 /// The writer connection while a query that opens its own transaction runs. Unless

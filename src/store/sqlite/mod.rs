@@ -46,9 +46,7 @@ use super::channels::ChannelQueues;
 use super::group_commit::Queue;
 use super::subscription_writes::SubscriptionWrites;
 use batch_writes::{SqliteBatches, SqliteEnds, SqliteInserts, SqlitePullAdvances, SqliteRenewals};
-use statements::{
-    CLAIM_ORPHANS, NOT_OWNED, OWNED_PAGE, SAVE_PROGRESS, append_in, wall_clock_millis,
-};
+use statements::{CLAIM_ORPHANS, NOT_OWNED, OWNED_PAGE, SAVE_PROGRESS, wall_clock_millis};
 use turns::WriteTurns;
 
 /// The embedded SQLite store.
@@ -233,7 +231,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let _writing = self.write.lock().await;
-        appends::append(&self.writer, source, events, now).await
+        let mut appended = appends::append(&self.writer, &[(source, events)], now).await?;
+        Ok(appended.pop().unwrap_or_default())
     }
 
     async fn append_to_logs(
@@ -241,14 +240,12 @@ impl Store for SqliteStore {
         batches: &[(SourceName, Vec<NewEvent>)],
         now: Timestamp,
     ) -> Result<Vec<Vec<Event>>, StoreError> {
+        let batches: Vec<(&SourceName, &[NewEvent])> = batches
+            .iter()
+            .map(|(log, events)| (log, events.as_slice()))
+            .collect();
         let _writing = self.write.lock().await;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut appended = Vec::with_capacity(batches.len());
-        for (source, events) in batches {
-            appended.push(append_in(&mut tx, source, events, now).await?);
-        }
-        tx.commit().await?;
-        Ok(appended)
+        appends::append(&self.writer, &batches, now).await
     }
 
     async fn events_after(

@@ -264,9 +264,10 @@ async fn a_corrupt_row_is_an_error_on_every_read_never_a_default() {
 async fn appends_to_several_logs_share_one_transaction_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    let (a, b) = (
+    let (a, b, c) = (
         SourceName::parse("a").unwrap(),
         SourceName::parse("b").unwrap(),
+        SourceName::parse("c").unwrap(),
     );
     let event = |action: &str| NewEvent {
         action: action.into(),
@@ -278,6 +279,7 @@ async fn appends_to_several_logs_share_one_transaction_in_order() {
             &[
                 (a.clone(), vec![event("a1"), event("a2")]),
                 (b.clone(), vec![event("b1")]),
+                (c.clone(), Vec::new()),
                 (a.clone(), vec![event("a3")]),
             ],
             now,
@@ -293,9 +295,18 @@ async fn appends_to_several_logs_share_one_transaction_in_order() {
         [
             vec![("a1".to_owned(), 1), ("a2".to_owned(), 2)],
             vec![("b1".to_owned(), 1)],
+            vec![],
             vec![("a3".to_owned(), 3)],
         ]
     );
+    let kept = |events: &[Event]| -> Vec<(u64, String, String)> {
+        let kept = events
+            .iter()
+            .map(|e| (e.seq, e.id.to_string(), e.action.clone()));
+        kept.collect()
+    };
+    let b_stored = store.events_after(&b, 0, 10).await.unwrap();
+    assert_eq!(kept(&b_stored), kept(&appended[1]), "stored as returned");
     let stored: Vec<u64> = store
         .events_after(&a, 0, 10)
         .await
