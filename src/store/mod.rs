@@ -10,6 +10,7 @@
 //! owner is missing or whose owner's lease has lapsed is an orphan, and any live node may claim
 //! it. No row lock is ever held across an HTTP call: ownership is a column, fenced by the lease.
 
+mod append_plan;
 pub mod channels;
 mod codec;
 mod group_commit;

@@ -10,6 +10,7 @@ use herald::domain::event::{Event, NewEvent};
 use herald::domain::subscription::SourceName;
 use herald::store::Signal;
 use jiff::Timestamp;
+use tokio::sync::mpsc::Receiver;
 
 use crate::harness::TestStore;
 
@@ -21,6 +22,20 @@ fn events(i: usize) -> Vec<NewEvent> {
             payload: format!("<e i=\"{i}\" j='{j}'>\\ ' \" ?1 $1 &amp; é</e>"),
         })
         .collect()
+}
+
+/// The next `count` heads announced, sorted.
+async fn announced(signals: &mut Receiver<Signal>, count: usize) -> Vec<(SourceName, u64)> {
+    let mut announced = Vec::new();
+    while announced.len() < count {
+        match tokio::time::timeout(Duration::from_secs(10), signals.recv()).await {
+            Ok(Some(Signal::Appended(log, head))) => announced.push((log, head)),
+            Ok(Some(_)) => {}
+            other => panic!("announced {announced:?}, then {other:?}"),
+        }
+    }
+    announced.sort_unstable();
+    announced
 }
 
 /// What the store keeps of an event (its time is kept to the millisecond).
@@ -81,22 +96,66 @@ async fn appends_at_once_are_numbered_without_gaps_stored_as_given_and_announced
 
     // Where other nodes are told (PostgreSQL), each append announced its own head.
     if let Some(signals) = signals.as_mut() {
-        let mut expected: Vec<u64> = results
+        let mut expected: Vec<(SourceName, u64)> = results
             .iter()
-            .map(|(_, appended)| appended.last().unwrap().seq)
+            .map(|(_, appended)| (log.clone(), appended.last().unwrap().seq))
             .collect();
         expected.sort_unstable();
-        let mut announced = Vec::new();
-        while announced.len() < expected.len() {
-            let signal = tokio::time::timeout(Duration::from_secs(10), signals.recv()).await;
-            match signal {
-                Ok(Some(Signal::Appended(source, head))) if source == log => announced.push(head),
-                Ok(Some(_)) => {}
-                other => panic!("announced {announced:?} of {expected:?}, then {other:?}"),
-            }
-        }
-        announced.sort_unstable();
-        assert_eq!(announced, expected);
+        assert_eq!(announced(signals, expected.len()).await, expected);
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn appends_to_several_logs_at_once_number_each_log_on_and_announce_each_head() {
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let mut signals = store.signals().await.unwrap();
+    let [a, b, c] = ["a", "b", "c"].map(|name| SourceName::parse(name).unwrap());
+    let now = Timestamp::now();
+    store.append_events(&b, &events(0), now).await.unwrap();
+
+    // A context's callbacks: batches for several logs, one of them twice, one empty.
+    let batches = [
+        (a.clone(), events(1)),
+        (b.clone(), events(2)),
+        (c.clone(), Vec::new()),
+        (a.clone(), events(0)),
+    ];
+    let appended = store.append_to_logs(&batches, now).await.unwrap();
+    let numbers: Vec<Vec<u64>> = (appended.iter())
+        .map(|events| events.iter().map(|e| e.seq).collect())
+        .collect();
+    assert_eq!(numbers, [vec![1, 2], vec![2, 3, 4], vec![], vec![3]]);
+    for ((log, given), appended) in batches.iter().zip(&appended) {
+        let texts = |e: &NewEvent| (e.action.clone(), e.payload.clone());
+        let got: Vec<_> = appended
+            .iter()
+            .map(|e| (e.action.clone(), e.payload.clone()))
+            .collect();
+        assert_eq!(got, given.iter().map(texts).collect::<Vec<_>>());
+        assert!(appended.iter().all(|e| &e.source == log));
+    }
+    let stored_a = store.events_after(&a, 0, 10).await.unwrap();
+    let returned_a: Vec<_> = appended[0].iter().chain(&appended[3]).map(kept).collect();
+    assert_eq!(stored_a.iter().map(kept).collect::<Vec<_>>(), returned_a);
+    assert_eq!(store.events_after(&b, 1, 10).await.unwrap().len(), 3);
+    let heads = [&a, &b, &c].map(|log| store.log_head(log));
+    assert_eq!(
+        join_all(heads)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
+        [3, 4, 0]
+    );
+
+    // Each log with events announced once, with its new head (b's first append before it).
+    if let Some(signals) = signals.as_mut() {
+        let expected = vec![(a.clone(), 3), (b.clone(), 1), (b.clone(), 4)];
+        assert_eq!(announced(signals, 3).await, expected);
+        let more = tokio::time::timeout(Duration::from_millis(300), signals.recv()).await;
+        assert!(more.is_err(), "nothing else announced: {more:?}");
     }
     store.close().await;
 }

@@ -2,9 +2,10 @@
 
 use jiff::Timestamp;
 
+use super::super::append_plan::{AppendPlan, PlannedEvent};
 use super::super::codec::{millis, seq_column};
-use super::super::{StoreError, number_events, number_events_with, sql};
-use crate::domain::event::{Event, EventId, NewEvent};
+use super::super::{StoreError, number_events, sql};
+use crate::domain::event::{Event, NewEvent};
 use crate::domain::subscription::SourceName;
 
 /// Appends `events` to `source`'s log inside `tx`, and announces it on NOTIFY channel
@@ -53,49 +54,86 @@ pub(super) async fn append_in(
     Ok(appended)
 }
 
-/// Appends the events of arrays `$4` (ids), `$5` (actions) and `$6` (payloads) to log `$1`,
-/// numbered on from its head, which moves on by `$2`; `$3` is when they were published. The
-/// append is announced on NOTIFY channel `$7` at commit. Returns the new head.
-const APPEND: &str = "WITH head AS (
-         INSERT INTO source_heads (source, last_seq) VALUES ($1, $2)
-         ON CONFLICT (source) DO UPDATE SET last_seq = source_heads.last_seq + $2
-         RETURNING last_seq),
+/// Appends to several logs and announces each on NOTIFY channel `$10` at commit: `$1` and `$2`
+/// are each log once and how many events it takes (its head moves on by that, the head rows
+/// locked in name order, so that two nodes appending to the same logs cannot deadlock); `$3` to
+/// `$8` are each event's log, that count, its place among the log's events from 0, id, action
+/// and payload; `$9` is when they were published. Returns each log's new head.
+const APPEND: &str = "WITH heads AS (
+         INSERT INTO source_heads (source, last_seq)
+         SELECT source, n FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS l(source, n) ORDER BY source
+         ON CONFLICT (source) DO UPDATE SET last_seq = source_heads.last_seq + excluded.last_seq
+         RETURNING source, last_seq),
      appended AS (
          INSERT INTO events (source, seq, id, action, payload, published_at)
-         SELECT $1, head.last_seq - $2 + e.n, e.id, e.action, e.payload, $3
-         FROM head, UNNEST($4::TEXT[], $5::TEXT[], $6::TEXT[])
-             WITH ORDINALITY AS e(id, action, payload, n))
-     SELECT last_seq, pg_notify($7, 'a:' || $1 || ':' || last_seq)::TEXT AS announced
-     FROM head";
+         SELECT e.source, h.last_seq - e.n + 1 + e.place, e.id, e.action, e.payload, $9
+         FROM UNNEST($3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[], $7::TEXT[], $8::TEXT[])
+             AS e(source, n, place, id, action, payload)
+         JOIN heads AS h ON h.source = e.source)
+     SELECT source, last_seq, pg_notify($10, 'a:' || source || ':' || last_seq)::TEXT
+     FROM heads";
 
-/// Appends `events` to `source`'s log and announces it on NOTIFY channel `channel`, in one
-/// statement that is its own transaction: one round trip, where a transaction opened statement
-/// by statement takes five (BEGIN, the head, the events, the NOTIFY, COMMIT).
+/// Appends each batch's events to its log, batches of one log in the order given, and
+/// announces each log's new head on NOTIFY channel `channel`, in one statement that is its own
+/// transaction: one round trip, where a transaction opened statement by statement takes two
+/// and three per log (BEGIN, and the head, the events, the NOTIFY, then COMMIT). Returns the
+/// events numbered, per batch, once durable.
 pub(super) async fn append(
     pool: &sqlx::PgPool,
     channel: &str,
-    source: &SourceName,
-    events: &[NewEvent],
+    batches: &[(&SourceName, &[NewEvent])],
     now: Timestamp,
-) -> Result<Vec<Event>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+) -> Result<Vec<Vec<Event>>, StoreError> {
+    let plan = AppendPlan::new(batches);
+    if plan.is_empty() {
+        return Ok(batches.iter().map(|_| Vec::new()).collect());
     }
-    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let ids: Vec<EventId> = events.iter().map(|_| EventId::new()).collect();
-    let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-    let last: i64 = sqlx::query_scalar(APPEND)
-        .bind(source.as_str())
-        .bind(count)
+    let (logs, counts): (Vec<&str>, Vec<i64>) = plan
+        .logs()
+        .map(|(log, count)| (log.as_str(), count))
+        .unzip();
+    let mut columns = EventColumns::default();
+    for event in plan.events() {
+        columns.push(&event);
+    }
+    let heads: Vec<(String, i64, Option<String>)> = sqlx::query_as(APPEND)
+        .bind(logs)
+        .bind(counts)
+        .bind(columns.logs)
+        .bind(columns.counts)
+        .bind(columns.places)
+        .bind(columns.ids)
+        .bind(columns.actions)
+        .bind(columns.payloads)
         .bind(millis(now))
-        .bind(texts)
-        .bind(actions)
-        .bind(payloads)
         .bind(channel)
-        .fetch_one(pool)
+        .fetch_all(pool)
         .await?;
-    let first = last - count + 1;
-    Ok(number_events_with(source, events, ids, first, now))
+    let heads: Vec<(String, i64)> = heads
+        .into_iter()
+        .map(|(log, head, _)| (log, head))
+        .collect();
+    plan.numbered(&heads, now)
+}
+
+/// The planned events as the columns [`APPEND`] unnests.
+#[derive(Default)]
+struct EventColumns<'a> {
+    logs: Vec<&'a str>,
+    counts: Vec<i64>,
+    places: Vec<i64>,
+    ids: Vec<String>,
+    actions: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, event: &PlannedEvent<'a>) {
+        self.logs.push(event.log.as_str());
+        self.counts.push(event.count);
+        self.places.push(event.place);
+        self.ids.push(event.id.to_string());
+        self.actions.push(&event.event.action);
+        self.payloads.push(&event.event.payload);
+    }
 }

@@ -248,7 +248,9 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        appends::append(&self.pool, &self.channel, source, events, now).await
+        let batches = [(source, events)];
+        let mut appended = appends::append(&self.pool, &self.channel, &batches, now).await?;
+        Ok(appended.pop().unwrap_or_default())
     }
 
     async fn append_to_logs(
@@ -256,19 +258,11 @@ impl Store for PostgresStore {
         batches: &[(SourceName, Vec<NewEvent>)],
         now: Timestamp,
     ) -> Result<Vec<Vec<Event>>, StoreError> {
-        // Head rows are locked in name order, whatever the order of the batches, so that two
-        // nodes appending to the same logs cannot deadlock.
-        let mut order: Vec<usize> = (0..batches.len()).collect();
-        order.sort_by(|&a, &b| batches[a].0.cmp(&batches[b].0));
-        let mut appended: Vec<Vec<Event>> = vec![Vec::new(); batches.len()];
-        let mut tx = self.pool.begin().await?;
-        for index in order {
-            let (source, events) = &batches[index];
-            appended[index] =
-                appends::append_in(&mut tx, &self.channel, source, events, now).await?;
-        }
-        tx.commit().await?;
-        Ok(appended)
+        let batches: Vec<(&SourceName, &[NewEvent])> = batches
+            .iter()
+            .map(|(log, events)| (log, events.as_slice()))
+            .collect();
+        appends::append(&self.pool, &self.channel, &batches, now).await
     }
 
     async fn events_after(

@@ -10,9 +10,10 @@ use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqlitePool;
 
+use super::super::StoreError;
+use super::super::append_plan::AppendPlan;
 use super::super::codec::millis;
-use super::super::{StoreError, number_events_with};
-use crate::domain::event::{Event, EventId, NewEvent};
+use crate::domain::event::{Event, NewEvent};
 use crate::domain::subscription::SourceName;
 
 /// Appends to several logs: `?1` is a JSON array of `[log, count]`, each log once, whose head
@@ -42,46 +43,19 @@ pub(super) async fn append(
     batches: &[(&SourceName, &[NewEvent])],
     now: Timestamp,
 ) -> Result<Vec<Vec<Event>>, StoreError> {
-    // Each log once, with how many it takes; each event with its place among them.
-    let mut counts: Vec<(&SourceName, i64)> = Vec::new();
-    let mut places = Vec::with_capacity(batches.len());
-    for (log, events) in batches {
-        let at = match counts.iter().position(|(name, _)| name == log) {
-            Some(at) => at,
-            None => {
-                counts.push((log, 0));
-                counts.len() - 1
-            }
-        };
-        places.push((at, counts[at].1));
-        counts[at].1 += i64::try_from(events.len()).unwrap_or(i64::MAX);
-    }
-    let ids: Vec<Vec<EventId>> = batches
-        .iter()
-        .map(|(_, events)| events.iter().map(|_| EventId::new()).collect())
-        .collect();
-    let mut rows = Vec::new();
-    for (((log, events), ids), (at, first)) in batches.iter().zip(&ids).zip(&places) {
-        let count = counts[*at].1;
-        for ((offset, event), id) in (*first..).zip(events.iter()).zip(ids) {
-            let id = id.to_string();
-            rows.push(json!([
-                log.as_str(),
-                count,
-                offset,
-                id,
-                event.action,
-                event.payload
-            ]));
-        }
-    }
-    if rows.is_empty() {
+    let plan = AppendPlan::new(batches);
+    if plan.is_empty() {
         return Ok(batches.iter().map(|_| Vec::new()).collect());
     }
-    let logs: Vec<Value> = counts
-        .iter()
-        .filter(|(_, count)| *count > 0)
+    let logs: Vec<Value> = (plan.logs())
         .map(|(log, count)| json!([log.as_str(), count]))
+        .collect();
+    let rows: Vec<Value> = (plan.events())
+        .map(|e| {
+            let id = e.id.to_string();
+            let (action, payload) = (&e.event.action, &e.event.payload);
+            json!([e.log.as_str(), e.count, e.place, id, action, payload])
+        })
         .collect();
     let mut connection = Unfinished(Some(writer.acquire().await?));
     // `fetch_all`, not `fetch_one`: the driver stops a query at the row a limit asks for, and
@@ -93,21 +67,7 @@ pub(super) async fn append(
         .fetch_all(connection.get())
         .await?;
     connection.finish();
-    let head = |log: &SourceName| {
-        (heads.iter().find(|(name, _)| name == log.as_str()))
-            .map(|(_, head)| *head)
-            .ok_or_else(|| StoreError::Corrupt(format!("an append to '{log}' returned no head")))
-    };
-    let mut appended = Vec::with_capacity(batches.len());
-    for (((log, events), ids), (at, offset)) in batches.iter().zip(ids).zip(places) {
-        if events.is_empty() {
-            appended.push(Vec::new());
-            continue;
-        }
-        let first = head(log)? - counts[at].1 + 1 + offset;
-        appended.push(number_events_with(log, events, ids, first, now));
-    }
-    Ok(appended)
+    plan.numbered(&heads, now)
 }
 
 /// The writer connection while a query that opens its own transaction runs. Unless
