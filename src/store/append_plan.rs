@@ -3,6 +3,8 @@
 //! the ids made beforehand; and, once the store returns each log's new head, the events
 //! numbered per batch.
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
 
 use super::{StoreError, number_events_with};
@@ -33,15 +35,14 @@ pub(super) struct AppendPlan<'a> {
 impl<'a> AppendPlan<'a> {
     pub fn new(batches: &'a [(&'a SourceName, &'a [NewEvent])]) -> AppendPlan<'a> {
         let mut logs: Vec<(&SourceName, i64)> = Vec::new();
+        // Up to hundreds of context instances' logs in one append: found by hash, not by walk.
+        let mut places: HashMap<&SourceName, usize> = HashMap::new();
         let mut starts = Vec::with_capacity(batches.len());
         for (log, events) in batches {
-            let at = match logs.iter().position(|(name, _)| name == log) {
-                Some(at) => at,
-                None => {
-                    logs.push((log, 0));
-                    logs.len() - 1
-                }
-            };
+            let at = *places.entry(log).or_insert_with(|| {
+                logs.push((log, 0));
+                logs.len() - 1
+            });
             starts.push((at, logs[at].1));
             logs[at].1 += i64::try_from(events.len()).unwrap_or(i64::MAX);
         }
@@ -90,9 +91,9 @@ impl<'a> AppendPlan<'a> {
         heads: &[(String, i64)],
         now: Timestamp,
     ) -> Result<Vec<Vec<Event>>, StoreError> {
+        let heads: HashMap<&str, i64> = heads.iter().map(|(log, h)| (log.as_str(), *h)).collect();
         let head = |log: &SourceName| {
-            let found = heads.iter().find(|(name, _)| name == log.as_str());
-            found.map(|(_, head)| *head).ok_or_else(|| {
+            heads.get(log.as_str()).copied().ok_or_else(|| {
                 StoreError::Corrupt(format!("an append to '{log}' returned no head"))
             })
         };
