@@ -328,6 +328,13 @@ impl Process {
         TestServer::remote(&self.base)
     }
 
+    /// SIGTERM: a graceful stop, which the caller waits for as it needs.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(status.expect("kill").success(), "kill -TERM {pid}");
+    }
+
     /// kill -9: no chance to flush anything.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");

@@ -3,7 +3,7 @@
 //! name, and a second process on the same directory is refused rather than sharing the name.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -29,9 +29,7 @@ async fn owners_and_nodes(store: &TestStore) -> (Vec<String>, Vec<String>) {
 
 /// SIGTERM, and waits for the process to end.
 fn stop(process: &mut Process) {
-    let pid = process.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
+    process.terminate();
     process.child.wait().expect("reaped");
 }
 

@@ -2,7 +2,6 @@
 //! none of the refused ones; SIGTERM stops it gracefully, finishing its sends and writing its
 //! cursors.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -184,11 +183,7 @@ async fn sigterm_finishes_sends_in_flight_and_writes_the_cursors() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let terminated = std::time::Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &process.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    process.terminate();
     let mut exited = None;
     for _ in 0..400 {
         if let Some(status) = process.child.try_wait().unwrap() {
