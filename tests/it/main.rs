@@ -33,6 +33,7 @@ mod logs;
 mod openapi;
 mod operations;
 mod publish;
+mod queue_batches;
 mod readme;
 mod restart;
 mod retention;

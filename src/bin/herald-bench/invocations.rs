@@ -14,7 +14,7 @@ use crate::Context;
 use crate::baseline;
 use crate::echo::EchoServer;
 use crate::load::{self, Latency, wait_for};
-use crate::process::{Herald, Launch};
+use crate::process::{FreshDatabase, Herald, Launch};
 use crate::report::{Row, per_second, rate, thousands};
 
 /// Clients raising at once.
@@ -130,21 +130,28 @@ async fn listen(
     Ok(())
 }
 
-/// Scenario 10: raise → call → callback on the agent → received and acked.
-pub async fn invocations(context: &Context) -> anyhow::Result<Vec<Row>> {
+/// Scenario 10: raise → call → callback on the agent → received and acked (on PostgreSQL with
+/// `database`).
+pub async fn invocations(context: &Context, database: Option<&str>) -> anyhow::Result<Vec<Row>> {
     let dir = context.scratch("invocations")?;
     let echo = EchoServer::start(dir.path()).await?;
+    let fresh = database.map(FreshDatabase::create).transpose()?;
+    let store = if database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let launch = Launch {
         config: Some(format!(
             "[invokers.bench]\nurl = \"{}/eventing/default\"\nsoap = \"1.2\"\naction = \"urn:bench:Order\"\nconcurrency = {CONCURRENCY}\n[invokers.bench.parameters]\ncallback_event = \"bench.done\"\n",
             echo.base
         )),
-        database: None,
+        database: fresh.as_ref().map(|d| d.url.clone()),
         ready_timeout: None,
         node_id: None,
     };
     let count = context.sizes.invocations;
-    eprintln!("-- 10 invocations: {}", thousands(count));
+    eprintln!("-- 10 invocations ({store}): {}", thousands(count));
     let (baseline_row, base) = baseline::at(context, CONCURRENCY).await?;
     let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     let client = load::client()?;
@@ -193,7 +200,7 @@ pub async fn invocations(context: &Context) -> anyhow::Result<Vec<Row>> {
     let row = Row::new(
         "10 invocations",
         format!(
-            "{} raises by {RAISERS} clients, SOAP 1.2 echo service, {CONCURRENCY} calls in flight, {LISTENERS} listeners (SQLite)",
+            "{} raises by {RAISERS} clients, SOAP 1.2 echo service, {CONCURRENCY} calls in flight, {LISTENERS} listeners ({store})",
             thousands(count)
         ),
         format!(

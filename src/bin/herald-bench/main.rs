@@ -67,7 +67,7 @@ pub struct Args {
     /// The herald binary [default: `herald` next to this executable].
     #[arg(long, value_name = "PATH")]
     herald: Option<PathBuf>,
-    /// PostgreSQL server URL for scenario 7, and scenario 12's second run (e.g.
+    /// PostgreSQL server URL for scenario 7, and the second runs of scenarios 5, 10 and 12 (e.g.
     /// postgres://postgres@127.0.0.1:5432/postgres).
     /// Each herald start gets a fresh database `herald_bench_*` created on that server with
     /// psql, passed as `herald serve --database URL`, and dropped afterwards.
@@ -395,12 +395,23 @@ async fn run(args: Args) -> ExitCode {
         report.extend(rows);
     }
 
-    if wanted(Scenario::Invocations)
-        && let Some(rows) = report
-            .run("10 invocations", invocations::invocations(&context))
+    if wanted(Scenario::Invocations) {
+        if let Some(rows) = report
+            .run("10 invocations", invocations::invocations(&context, None))
             .await
-    {
-        report.extend(rows);
+        {
+            report.extend(rows);
+        }
+        if let Some(url) = &context.database
+            && let Some(rows) = report
+                .run(
+                    "10 invocations (PostgreSQL)",
+                    invocations::invocations(&context, Some(url)),
+                )
+                .await
+        {
+            report.extend(rows);
+        }
     }
 
     if wanted(Scenario::Channels)

@@ -1,58 +1,12 @@
-//! Appends to the logs, inside a caller's transaction, announced at its commit.
+//! Appends to the logs, each its own transaction, announced at its commit.
 
 use jiff::Timestamp;
 
+use super::super::StoreError;
 use super::super::append_plan::{AppendPlan, PlannedEvent};
-use super::super::codec::{millis, seq_column};
-use super::super::{StoreError, number_events, sql};
+use super::super::codec::millis;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::subscription::SourceName;
-
-/// Appends `events` to `source`'s log inside `tx`, and announces it on NOTIFY channel
-/// `channel` at commit. The head row stays locked until commit: appends to one log commit in
-/// order.
-pub(super) async fn append_in(
-    tx: &mut sqlx::PgConnection,
-    channel: &str,
-    source: &SourceName,
-    events: &[NewEvent],
-    now: Timestamp,
-) -> Result<Vec<Event>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let last: i64 = sqlx::query_scalar(sql::ADVANCE_HEAD.postgres())
-        .bind(source.as_str())
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await?;
-    let appended = number_events(source, events, last - count + 1, now);
-    let seqs: Vec<i64> = appended.iter().map(|e| seq_column(e.seq)).collect();
-    let ids: Vec<String> = appended.iter().map(|e| e.id.to_string()).collect();
-    let actions: Vec<&str> = appended.iter().map(|e| e.action.as_str()).collect();
-    let payloads: Vec<&str> = appended.iter().map(|e| e.payload.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO events (source, seq, id, action, payload, published_at)
-             SELECT $1, e.seq, e.id, e.action, e.payload, $2
-             FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])
-                 AS e(seq, id, action, payload)",
-    )
-    .bind(source.as_str())
-    .bind(millis(now))
-    .bind(seqs)
-    .bind(ids)
-    .bind(actions)
-    .bind(payloads)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(format!("a:{source}:{last}"))
-        .execute(&mut *tx)
-        .await?;
-    Ok(appended)
-}
 
 /// Appends to several logs and announces each on NOTIFY channel `$10` at commit: `$1` and `$2`
 /// are each log once and how many events it takes (its head moves on by that, the head rows
