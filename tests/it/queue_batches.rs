@@ -185,3 +185,65 @@ async fn raises_completions_and_settles_arriving_together_are_each_answered_as_a
     }
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_lapsed_nodes_running_invocations_are_claimed_after_the_due_ones_one_per_key() {
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let invoker = SourceName::parse("orders").unwrap();
+    let (node, other) = (NodeId::parse("n1").unwrap(), NodeId::parse("n2").unwrap());
+    store
+        .register_node(&node, Duration::from_millis(300))
+        .await
+        .unwrap();
+    store
+        .register_node(&other, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    // No window: a key raised twice has two invocations.
+    let raise = |key: usize, at: Timestamp| {
+        let mut raised = invocation(&invoker, key, at);
+        raised.raised_at = at;
+        let store = store.clone();
+        async move { store.raise_invocation(&raised, at).await.unwrap().0 }
+    };
+    let mut running = Vec::new();
+    for key in 0..5 {
+        running.push(raise(key, now).await);
+    }
+    let taken = store
+        .claim_invocations(&node, &invoker, now, 100)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 5);
+    // Later: keys 0 and 1 raised again (due after the running ones), key 9 new.
+    let later = now + jiff::SignedDuration::from_millis(10);
+    let again: Vec<InvocationId> = vec![raise(0, later).await, raise(1, later).await];
+    let fresh = raise(9, later).await;
+    // n1 still alive: n2 takes only what is due and whose key is not running.
+    let claimed = store
+        .claim_invocations(&other, &invoker, later, 100)
+        .await
+        .unwrap();
+    let ids: Vec<InvocationId> = claimed.iter().map(|r| r.invocation.id).collect();
+    assert_eq!(ids, vec![fresh]);
+    // n1's lease lapses: its five are taken over in due order, each counted as resumed; the
+    // second invocations of keys 0 and 1 wait for theirs.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let claimed = store
+        .claim_invocations(&other, &invoker, later, 100)
+        .await
+        .unwrap();
+    let mut ids: Vec<InvocationId> = claimed.iter().map(|r| r.invocation.id).collect();
+    ids.sort();
+    running.sort();
+    assert_eq!(ids, running);
+    assert!(claimed.iter().all(|r| r.resumed == 1), "{claimed:?}");
+    assert!(
+        claimed
+            .iter()
+            .all(|r| r.owner.as_deref() == Some("n2") && !again.contains(&r.invocation.id))
+    );
+    store.close().await;
+}

@@ -103,7 +103,7 @@ async fn an_embedded_store_from_before_logs_and_readers_is_upgraded_in_place() {
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [9]
+        [10]
     );
 }
 
@@ -145,7 +145,7 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [10]
+        [11]
     );
     // Which of the table's indexes are defined with `pattern` in their definition.
     let indexes_like = async |pattern: &str| {
@@ -163,4 +163,14 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
     assert_eq!(indexes_like("(owner)").await, [0]);
     // ... and (owner, id) is there.
     assert_eq!(indexes_like("(owner, id)").await, [1]);
+    // A claim reads an invoker's due invocations in its own order, (next_at, id), and stops at
+    // its limit.
+    let due = store
+        .integers(
+            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()
+             AND tablename = 'invocations' AND indexname = 'invocations_due'
+             AND indexdef LIKE '%(invoker, state, next_at, id)%'",
+        )
+        .await;
+    assert_eq!(due, [1]);
 }

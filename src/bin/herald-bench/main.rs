@@ -196,7 +196,8 @@ pub enum Scenario {
     Hostile,
     /// 9: callback contexts: callbacks to one instance and across many, beside the baseline.
     Contexts,
-    /// 10: invocation callbacks: raise → call → callback → acked by pull listeners.
+    /// 10: invocation callbacks: raise → call → callback → acked by pull listeners (also on
+    /// PostgreSQL with --database).
     Invocations,
     /// 11: push channels: notifications into N channels with a streaming reader each.
     Channels,

@@ -41,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_one_owner_index.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_claim_order.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

@@ -18,22 +18,30 @@ use crate::domain::invocation::{
 };
 use crate::domain::subscription::SourceName;
 
-/// Candidates to claim, locked: due pending invocations and those of nodes whose lease
-/// lapsed, none whose key is running. Rows other nodes hold locked are skipped.
+/// Candidates to claim, locked: due pending invocations whose key is not running, and running
+/// ones of nodes whose lease lapsed. Each part is read through its index in due order and
+/// stops at the limit (an `OR` of the two read every pending row of the invoker and sorted
+/// them, each claim); rows other nodes hold locked are skipped.
 const CANDIDATES: &str = concat!(
-    "SELECT i.id, i.event_key FROM invocations i
-     WHERE i.invoker = $2
-       AND ((i.state = 'pending' AND i.next_at <= $3)
-            OR (i.state = 'running' AND i.owner <> $1 AND NOT EXISTS (
-                SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ",
+    "WITH due AS (
+         SELECT i.id, i.event_key, i.next_at FROM invocations i
+         WHERE i.invoker = $2 AND i.state = 'pending' AND i.next_at <= $3
+           AND NOT EXISTS (
+               SELECT 1 FROM invocations b
+               WHERE b.invoker = i.invoker AND b.event_key = i.event_key
+                 AND b.state = 'running' AND b.id <> i.id)
+         ORDER BY i.next_at, i.id LIMIT $4
+         FOR UPDATE OF i SKIP LOCKED),
+     lapsed AS (
+         SELECT i.id, i.event_key, i.next_at FROM invocations i
+         WHERE i.invoker = $2 AND i.state = 'running' AND i.owner <> $1 AND NOT EXISTS (
+             SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ",
     db_now!(),
-    ")))
-       AND NOT EXISTS (
-           SELECT 1 FROM invocations b
-           WHERE b.invoker = i.invoker AND b.event_key = i.event_key
-             AND b.state = 'running' AND b.id <> i.id)
-     ORDER BY i.next_at, i.id LIMIT $4
-     FOR UPDATE OF i SKIP LOCKED"
+    ")
+         ORDER BY i.next_at, i.id LIMIT $4
+         FOR UPDATE OF i SKIP LOCKED)
+     SELECT id, event_key FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) AS c
+     ORDER BY next_at, id LIMIT $4"
 );
 
 /// Claims the chosen candidates.

@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/sqlite/0009_wsman_delivery.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_claim_order.sql"),
+    ),
 ];
 
 impl SqliteStore {
