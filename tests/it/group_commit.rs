@@ -400,9 +400,7 @@ async fn channel_changes_arriving_together_commit_together_each_answered_as_alon
 
 #[tokio::test]
 async fn invocation_and_agent_writes_arriving_together_commit_together_each_answered_as_alone() {
-    use herald::domain::invocation::{
-        AgentMessage, Completion, Invocation, InvocationId, InvocationState,
-    };
+    use herald::domain::invocation::{Invocation, InvocationId};
     use herald::store::queues::Completed;
 
     let test = TestStore::new().await;
@@ -451,20 +449,7 @@ async fn invocation_and_agent_writes_arriving_together_commit_together_each_answ
     assert_eq!(claimed.len(), 50);
     // All completed at once with a message for the agent, and ten of them also by a node that
     // does not run them: refused, nothing appended for them.
-    let completion = |i: usize| Completion {
-        state: InvocationState::Done,
-        response: Some(format!("<done n=\"{i}\"/>")),
-        error: None,
-        message: Some(AgentMessage {
-            agent: agent.clone(),
-            pull: true,
-            correlation_id: format!("cb{i}"),
-            event: NewEvent {
-                action: "urn:test:callback".into(),
-                payload: format!("<callback n=\"{i}\"/>"),
-            },
-        }),
-    };
+    let completion = |i: usize| crate::queue_batches::completion(&agent, i);
     let completions = claimed.iter().enumerate().flat_map(|(i, record)| {
         let owners = if i < 10 {
             vec![&node, &other]

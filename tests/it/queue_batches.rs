@@ -30,7 +30,8 @@ fn invocation(invoker: &SourceName, key: usize, now: Timestamp) -> Invocation {
     }
 }
 
-fn completion(agent: &SourceName, i: usize) -> Completion {
+/// Completion `i`: done, with callback `i` for `agent`'s pull listeners.
+pub fn completion(agent: &SourceName, i: usize) -> Completion {
     Completion {
         state: InvocationState::Done,
         response: Some(format!("<done n=\"{i}\"/>")),
