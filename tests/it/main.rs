@@ -27,6 +27,7 @@ mod group_commit;
 mod harness;
 mod hostile_xml;
 mod invocations;
+mod invocations_cluster;
 mod kept_name;
 mod limits;
 mod logs;
