@@ -502,12 +502,7 @@ async fn invocation_and_agent_writes_arriving_together_commit_together_each_answ
     for (i, settled) in join_all(settles).await {
         assert_eq!(settled, i < 50, "settle {i}");
     }
-    let again = store
-        .receive(&agent, 100, None, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    let mut back: Vec<u64> = again.iter().map(|l| l.event.seq).collect();
-    back.sort_unstable();
+    let (_, back) = crate::queue_batches::lease_all(&store, &agent).await;
     let mut nacked: Vec<u64> = leased
         .iter()
         .skip(1)

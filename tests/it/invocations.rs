@@ -223,7 +223,8 @@ pub async fn drain(server: &TestServer, agent: &str, count: usize, within: Durat
     all
 }
 
-async fn invocation(server: &TestServer, id: &str) -> Value {
+/// The invocation `id` as the API shows it.
+pub async fn invocation(server: &TestServer, id: &str) -> Value {
     server
         .client
         .get(server.url(&format!("/api/v1/invocations/{id}")))

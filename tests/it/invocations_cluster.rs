@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::*;
-use crate::invocations::{Service, drain, raise};
+use crate::invocations::{Service, drain, invocation, raise};
 
 /// Distinct keys raised, half on each node.
 const KEYS: usize = 300;
@@ -122,16 +122,7 @@ async fn two_nodes_share_the_invocations_and_call_each_exactly_once() {
     // Each done, none taken over (both nodes lived throughout); the two nodes' counts of calls
     // add up to one per invocation.
     for answers in named.values() {
-        let text = servers[0]
-            .client
-            .get(servers[0].url(&format!("/api/v1/invocations/{}", answers[0].0)))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let record = invocation(&servers[0], &answers[0].0).await;
         assert_eq!(
             (&record["state"], &record["resumed"]),
             (&json!("done"), &json!(0)),

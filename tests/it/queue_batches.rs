@@ -5,16 +5,17 @@
 //! answered as if it had run alone.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use herald::domain::event::NewEvent;
 use herald::domain::invocation::{
-    AgentMessage, Completion, Invocation, InvocationId, InvocationState,
+    AgentMessage, Completion, Invocation, InvocationId, InvocationState, Leased,
 };
 use herald::domain::subscription::SourceName;
-use herald::store::NodeId;
 use herald::store::queues::Completed;
+use herald::store::{NodeId, Store};
 use jiff::Timestamp;
 
 use crate::harness::TestStore;
@@ -46,6 +47,18 @@ pub fn completion(agent: &SourceName, i: usize) -> Completion {
             },
         }),
     }
+}
+
+/// Leases everything visible on `agent` for a minute: the leases, and their sequence numbers in
+/// order.
+pub async fn lease_all(store: &Arc<dyn Store>, agent: &SourceName) -> (Vec<Leased>, Vec<u64>) {
+    let leased = store
+        .receive(agent, 100, None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut seqs: Vec<u64> = leased.iter().map(|l| l.event.seq).collect();
+    seqs.sort_unstable();
+    (leased, seqs)
 }
 
 /// What one write of the mixed batch answered.
@@ -159,12 +172,7 @@ async fn raises_completions_and_settles_arriving_together_are_each_answered_as_a
     let mut seqs: Vec<u64> = recorded.values().copied().collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (11..=20).collect::<Vec<u64>>(), "one message each");
-    let again = store
-        .receive(&agent, 100, None, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let mut back: Vec<u64> = again.iter().map(|l| l.event.seq).collect();
-    back.sort_unstable();
+    let (again, back) = lease_all(&store, &agent).await;
     let mut expected: Vec<u64> = leased
         .iter()
         .skip(1)

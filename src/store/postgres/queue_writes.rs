@@ -184,7 +184,10 @@ impl Commit for PgQueueWrites {
         batch
             .iter()
             .enumerate()
-            .map(|(ord, write)| columns.answer(place(ord), write, found.get(&place(ord))))
+            .map(|(ord, write)| {
+                let ord = place(ord);
+                columns.answer(ord, write, found.get(&ord))
+            })
             .collect()
     }
 }
@@ -194,7 +197,7 @@ fn place(ord: usize) -> i64 {
     i64::try_from(ord).unwrap_or(i64::MAX)
 }
 
-/// A batch's writes as the columns [`QUEUE_BATCH`] unnests, and what is answered without it.
+/// A batch's writes as the columns [`QUEUE_BATCH`] unnests, and the ids given to their messages.
 #[derive(Default)]
 struct BatchColumns<'a> {
     raise_id: Vec<String>,
