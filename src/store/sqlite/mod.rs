@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite database file in WAL mode with `synchronous=FULL`, so a
-//! commit has reached the disk before the call returns.
+//! commit has reached the disk before the call returns. The log is copied back into the file
+//! by a task of its own, off the commit path ([`checkpoints`]).
 
 use std::fs::File;
 use std::path::Path;
@@ -34,6 +35,7 @@ use crate::domain::subscription::{
 mod appends;
 mod batch_writes;
 mod channels;
+mod checkpoints;
 mod migrations;
 mod pulls;
 mod queue_writes;
@@ -85,6 +87,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // The log is copied back by a task of its own, not by whichever commit crosses a
+            // threshold (see `checkpoints`).
+            .pragma("wal_autocheckpoint", "0")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -115,6 +120,13 @@ impl SqliteStore {
         let writes = SubscriptionWrites::start(batches.clone().committers(), &tasks, &closing);
         let queue_writes = Queue::start(
             queue_writes::SqliteQueueWrites(batches.clone()),
+            &tasks,
+            closing.clone(),
+        );
+        checkpoints::start(
+            options,
+            write.clone(),
+            checkpoints::Limits::STORE,
             &tasks,
             closing.clone(),
         );

@@ -464,3 +464,33 @@ async fn an_append_that_fails_leaves_nothing_behind_and_the_next_one_is_numbered
     assert_eq!(stored[2].payload, "<three \"q\"='\\'/>");
     assert_eq!(store.log_head(&log).await.unwrap(), 3);
 }
+
+#[tokio::test]
+async fn commits_leave_the_log_to_the_background_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let node = NodeId::parse("a").unwrap();
+    let (every,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+    assert_eq!(every, 0, "no commit checkpoints");
+    let database = dir.path().join("herald.db");
+    let before = std::fs::metadata(&database).unwrap().len();
+    for _ in 0..300 {
+        let mut row = subscription();
+        row.notify_to.address = format!("http://127.0.0.1:1/{}", "x".repeat(2_000));
+        store.insert_subscription(&row, &node, None).await.unwrap();
+    }
+    // 300 rows of over 2 KB reach the database file within a few of the task's rounds.
+    let mut after = before;
+    for _ in 0..50 {
+        after = std::fs::metadata(&database).unwrap().len();
+        if after >= before + 300 * 2_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after >= before + 300 * 2_000, "{before} → {after} bytes");
+    store.close().await;
+}
