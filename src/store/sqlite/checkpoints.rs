@@ -52,15 +52,6 @@ const TAIL: i64 = 64;
 /// Copies outside the writer's turn in one round, at most.
 const TRIES: usize = 8;
 
-/// What a checkpoint reports: whether it was kept from finishing, the frames in the log, and
-/// how many of them are now in the database file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Checkpointed {
-    pub busy: bool,
-    pub log_frames: i64,
-    pub copied_frames: i64,
-}
-
 /// Starts the task that checkpoints the database `options` opens, within `limits`, until
 /// `closing`.
 pub(super) fn start(
@@ -109,56 +100,48 @@ async fn copy_back(
     connection: &mut SqliteConnection,
     write: &WriteTurns,
     limits: Limits,
-) -> Result<Checkpointed, sqlx::Error> {
-    let mut done = checkpoint(connection, Mode::Passive).await?;
+) -> Result<(), sqlx::Error> {
+    let mut frames = checkpoint(connection, Mode::Passive).await?;
     for _ in 1..TRIES {
-        if done.log_frames <= limits.starts_over {
+        if frames <= limits.starts_over {
             break;
         }
         // Each copy takes what was committed while the one before it ran.
-        let next = checkpoint(connection, Mode::Passive).await?;
-        let added = next.log_frames - done.log_frames;
-        done = next;
-        if added <= TAIL {
+        let before = frames;
+        frames = checkpoint(connection, Mode::Passive).await?;
+        if frames - before <= TAIL {
             break;
         }
     }
-    if done.log_frames <= limits.starts_over {
-        return Ok(done);
+    if frames <= limits.starts_over {
+        return Ok(());
     }
     let _turn = write.lock().await;
-    let done = checkpoint(connection, Mode::Passive).await?;
-    if done.log_frames <= limits.wal_limit {
-        return Ok(done);
+    if checkpoint(connection, Mode::Passive).await? > limits.wal_limit {
+        checkpoint(connection, Mode::Restart).await?;
     }
-    checkpoint(connection, Mode::Restart).await
+    Ok(())
 }
 
 /// How a checkpoint treats writers and readers.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Mode {
+enum Mode {
     /// Copies what it can without waiting for anyone.
     Passive,
     /// Copies everything, then waits for readers so that the next write starts the log over.
     Restart,
 }
 
-/// Runs `PRAGMA wal_checkpoint` in `mode` on `connection`.
-pub(super) async fn checkpoint(
-    connection: &mut SqliteConnection,
-    mode: Mode,
-) -> Result<Checkpointed, sqlx::Error> {
+/// Runs `PRAGMA wal_checkpoint` in `mode` on `connection`; returns the frames in the log.
+async fn checkpoint(connection: &mut SqliteConnection, mode: Mode) -> Result<i64, sqlx::Error> {
     let statement = match mode {
         Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
         Mode::Restart => "PRAGMA wal_checkpoint(RESTART)",
     };
-    let (busy, log_frames, copied_frames): (i64, i64, i64) =
+    // Whether it was kept from finishing, the frames in the log, the frames copied back.
+    let (_, log_frames, _): (i64, i64, i64) =
         sqlx::query_as(statement).fetch_one(connection).await?;
-    Ok(Checkpointed {
-        busy: busy != 0,
-        log_frames,
-        copied_frames,
-    })
+    Ok(log_frames)
 }
 
 #[cfg(test)]
