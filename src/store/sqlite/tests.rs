@@ -494,3 +494,55 @@ async fn commits_leave_the_log_to_the_background_copy() {
     assert!(after >= before + 300 * 2_000, "{before} → {after} bytes");
     store.close().await;
 }
+
+/// A batch of any length up to the largest is inserted whole by the statement sized for it:
+/// each row once, with its own owner and cursor, and the rows of NULLs that fill the
+/// statement up write nothing.
+#[tokio::test]
+async fn inserts_of_every_batch_length_store_each_row_once() {
+    use crate::store::codec::SubscriptionRow;
+    use crate::store::group_commit::{Commit, MAX_BATCH};
+    use crate::store::subscription_writes::NewSubscription;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let inserts = batch_writes::SqliteInserts(SqliteBatches {
+        writer: store.writer.clone(),
+        write: store.write.clone(),
+    });
+    let mut stored = 0;
+    for length in [1, 2, 3, 5, 8, 31, 33, MAX_BATCH - 1, MAX_BATCH] {
+        let batch: Vec<NewSubscription> = (0..length)
+            .map(|i| NewSubscription {
+                row: SubscriptionRow::encode(&subscription()),
+                owner: format!("node-{length}"),
+                // Every other one starts at a cursor of its own; the rest at the log's head.
+                start_after: (i % 2 == 1).then_some(i as i64),
+            })
+            .collect();
+        let cursors = inserts.commit(&batch).await.unwrap();
+        let wanted: Vec<u64> = (0..length)
+            .map(|i| if i % 2 == 1 { i as u64 } else { 0 })
+            .collect();
+        assert_eq!(cursors, wanted, "batch of {length}");
+        stored += length;
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, owner, cursor FROM subscriptions WHERE owner = ?1")
+                .bind(format!("node-{length}"))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(rows.len(), length, "batch of {length}");
+        for write in &batch {
+            let row = rows.iter().find(|row| row.0 == write.row.id).unwrap();
+            assert_eq!(row.2, write.start_after.unwrap_or(0), "batch of {length}");
+        }
+    }
+    let (all, null_ids): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) - count(id) FROM subscriptions")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!((all, null_ids), (stored as i64, 0));
+    store.close().await;
+}
