@@ -124,19 +124,21 @@ impl SqliteBatches {
         Some(self.write.lock_owned().await)
     }
 
-    /// Runs `statement` with `rows` (one JSON array) under the writer lock: one statement is
-    /// one transaction, all of the batch or none of it.
+    /// Runs `statement` with `rows` (one JSON array) under the writer lock.
     pub(super) async fn run(
         &self,
         statement: &'static str,
         rows: Vec<Value>,
     ) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
         let rows = Value::Array(rows).to_string();
+        self.fetch(sqlx::query(statement).bind(rows)).await
+    }
+
+    /// Runs a bound statement under the writer lock: one statement is one transaction, all of
+    /// the batch or none of it.
+    async fn fetch(&self, query: SqliteQuery) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
         let _writing = self.write.lock().await;
-        Ok(sqlx::query(statement)
-            .bind(rows)
-            .fetch_all(&self.writer)
-            .await?)
+        Ok(query.fetch_all(&self.writer).await?)
     }
 }
 
@@ -190,11 +192,7 @@ impl Commit for SqliteInserts {
             .map(Some)
             .chain(std::iter::repeat_n(None, padding))
             .fold(sqlx::query(statement), bind_insert);
-        let inserted = {
-            let _writing = self.0.write.lock().await;
-            query.fetch_all(&self.0.writer).await?
-        };
-        cursors_in_order(batch, &inserted)
+        cursors_in_order(batch, &self.0.fetch(query).await?)
     }
 }
 
