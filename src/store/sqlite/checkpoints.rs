@@ -168,6 +168,16 @@ mod tests {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// A task's limits: a round every `every_ms`, starting over past `starts_over` frames,
+    /// restarting past `wal_limit`.
+    fn limits(every_ms: u64, starts_over: i64, wal_limit: i64) -> Option<Limits> {
+        Some(Limits {
+            every: Duration::from_millis(every_ms),
+            starts_over,
+            wal_limit,
+        })
+    }
+
     /// Commits 1,500 rows of 4 KiB one at a time, each in a writer's turn, with the task
     /// running within `limits` (none: no task) and, if `reading`, a reader reading the table
     /// meanwhile, one snapshot after another, each held 50 ms; returns the largest the log file
@@ -238,15 +248,7 @@ mod tests {
     async fn no_commit_copies_the_log_back_but_the_task_does() {
         let (_, alone) = steady_writes(None, false).await;
         assert!(alone < 100 * FRAME, "no commit checkpoints: {alone} bytes");
-        let (_, copied) = steady_writes(
-            Some(Limits {
-                every: Duration::from_millis(20),
-                starts_over: 1_000_000,
-                wal_limit: 1_000_000,
-            }),
-            false,
-        )
-        .await;
+        let (_, copied) = steady_writes(limits(20, 1_000_000, 1_000_000), false).await;
         // 1,500 rows of one page each (and their table's inner pages).
         assert!(copied >= 1_500 * 4096, "copied back: {copied} bytes");
     }
@@ -258,28 +260,12 @@ mod tests {
             unbounded > 3_000 * FRAME / 2,
             "without the task the log holds every frame: {unbounded} bytes"
         );
-        let (started_over, _) = steady_writes(
-            Some(Limits {
-                every: Duration::from_millis(5),
-                starts_over: 64,
-                wal_limit: 1_000_000,
-            }),
-            false,
-        )
-        .await;
+        let (started_over, _) = steady_writes(limits(5, 64, 1_000_000), false).await;
         assert!(
             started_over < 600 * FRAME,
             "copied within the writer's turn and started over: {started_over} bytes"
         );
-        let (restarted, _) = steady_writes(
-            Some(Limits {
-                every: Duration::from_millis(5),
-                starts_over: 64,
-                wal_limit: 64,
-            }),
-            true,
-        )
-        .await;
+        let (restarted, _) = steady_writes(limits(5, 64, 64), true).await;
         assert!(
             restarted < 1_000 * FRAME,
             "restarted past the limit while readers read: {restarted} bytes"
