@@ -18,7 +18,7 @@ pub struct ChannelToken(String);
 impl ChannelToken {
     /// A fresh random token.
     pub fn new() -> ChannelToken {
-        let bits = uuid::Uuid::new_v4().into_bytes();
+        let bits = super::random::uuid_v4().into_bytes();
         ChannelToken(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bits))
     }
 

@@ -20,7 +20,7 @@ impl SubscriptionId {
 
     /// A fresh random identifier.
     pub fn new_random() -> SubscriptionId {
-        SubscriptionId(Uuid::new_v4())
+        SubscriptionId(super::random::uuid_v4())
     }
 
     /// The identifier every node derives from `name` (a UUIDv5): for readers herald makes

@@ -9,6 +9,7 @@ use super::wsman_messages;
 use crate::delivery::Envelopes;
 use crate::delivery::client::Outgoing;
 use crate::domain::event::Event;
+use crate::domain::random;
 use crate::domain::subscription::{
     EndReason, EndpointRef, EventingVersion, NotificationFormat, SoapVersion, Subscription,
     SubscriptionId, WsaVersion,
@@ -150,7 +151,7 @@ impl Envelopes for EventingEnvelopes {
         }
         let ns = version.ns();
         let text = xml::escape(reason_text(reason));
-        let message_id = format!("urn:uuid:{}", Uuid::new_v4().hyphenated());
+        let message_id = format!("urn:uuid:{}", random::uuid_v4().hyphenated());
         let action = version.action("SubscriptionEnd");
         let namespaces = [("wse", ns)];
         let dialect = subscription.dialect;

@@ -9,6 +9,7 @@ use super::wsman::WSMAN_NS;
 use super::wsman_delivery::bookmark_header;
 use crate::delivery::client::{ExpectedReply, Outgoing};
 use crate::domain::event::Event;
+use crate::domain::random;
 use crate::domain::subscription::{Subscription, SubscriptionId};
 use crate::domain::wsman::{WsmanDelivery, WsmanMode};
 use crate::soap::xml;
@@ -141,7 +142,7 @@ pub fn heartbeat(subscription: &Subscription, wsman: &WsmanDelivery) -> Outgoing
         subscription,
         wsman,
         HEARTBEAT_ACTION,
-        format!("urn:uuid:{}", Uuid::new_v4().hyphenated()),
+        format!("urn:uuid:{}", random::uuid_v4().hyphenated()),
         None,
         body,
     )

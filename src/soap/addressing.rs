@@ -351,7 +351,7 @@ impl ReplyAddressing {
             format!("<wsa:Action>{}</wsa:Action>", xml::escape(action)),
             format!(
                 "<wsa:MessageID>uuid:{}</wsa:MessageID>",
-                uuid::Uuid::new_v4().hyphenated()
+                crate::domain::random::uuid_v4().hyphenated()
             ),
         ];
         if let Some(relates_to) = &self.relates_to {

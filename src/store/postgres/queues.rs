@@ -213,7 +213,7 @@ impl Queues for PostgresStore {
         correlation_id: Option<&str>,
         visibility: Duration,
     ) -> Result<Vec<Leased>, StoreError> {
-        let lease = uuid::Uuid::new_v4().simple().to_string();
+        let lease = crate::domain::random::uuid_v4().simple().to_string();
         let leased: Vec<(i64, i64, i64)> = sqlx::query_as(RECEIVE)
             .bind(agent.as_str())
             .bind(correlation_id)

@@ -176,7 +176,7 @@ impl Queues for SqliteStore {
         correlation_id: Option<&str>,
         visibility: Duration,
     ) -> Result<Vec<Leased>, StoreError> {
-        let lease = uuid::Uuid::new_v4().simple().to_string();
+        let lease = crate::domain::random::uuid_v4().simple().to_string();
         let now = wall_clock_millis();
         let until = now.saturating_add(duration_millis(visibility));
         let leased: Vec<(i64, i64)> = {

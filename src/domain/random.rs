@@ -1,0 +1,78 @@
+//! Random UUIDs from the operating system's generator, drawn a block at a time.
+//!
+//! Every SOAP answer carries a fresh `wsa:MessageID`, and every Subscribe a fresh identifier as
+//! well. Asking the kernel for 16 bytes each time cost one `getrandom` system call per UUID:
+//! two per Subscribe (BENCHMARKS.md, fourteenth pass). Each thread now keeps a block of the
+//! kernel's random bytes and hands out 16 at a time. The bytes are the kernel's, as before, so
+//! identifiers stay unguessable; one system call serves [`PER_BLOCK`] UUIDs.
+
+use std::cell::RefCell;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use uuid::Uuid;
+
+/// UUIDs drawn from one block of the kernel's random bytes.
+pub const PER_BLOCK: usize = 64;
+
+const BLOCK_BYTES: usize = 16 * PER_BLOCK;
+
+/// One thread's unused random bytes: `bytes[used..]`.
+struct Block {
+    bytes: [u8; BLOCK_BYTES],
+    used: usize,
+}
+
+thread_local! {
+    static BLOCK: RefCell<Block> = const {
+        RefCell::new(Block { bytes: [0; BLOCK_BYTES], used: BLOCK_BYTES })
+    };
+}
+
+/// A random (version 4) UUID, from the operating system's generator.
+pub fn uuid_v4() -> Uuid {
+    BLOCK.with_borrow_mut(|block| {
+        if block.used == BLOCK_BYTES {
+            if SystemRandom::new().fill(&mut block.bytes).is_err() {
+                // The generator failed: ask for these 16 bytes alone, as before.
+                return Uuid::new_v4();
+            }
+            block.used = 0;
+        }
+        let taken = &mut block.bytes[block.used..block.used + 16];
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(taken);
+        // Handed out once: what stays in memory is only what is still unused.
+        taken.fill(0);
+        block.used += 16;
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn uuids_are_version_4_and_never_repeat_across_blocks_and_threads() {
+        let draw = || {
+            (0..PER_BLOCK * 5 + 3)
+                .map(|_| uuid_v4())
+                .collect::<Vec<_>>()
+        };
+        let here = draw();
+        let there = std::thread::spawn(draw)
+            .join()
+            .expect("the other thread drew");
+        let mut seen = HashSet::new();
+        for uuid in here.iter().chain(&there) {
+            assert_eq!(uuid.get_version_num(), 4, "{uuid}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{uuid}");
+            assert!(seen.insert(*uuid), "{uuid} was drawn twice");
+        }
+        // 128 random bits less the 6 fixed ones: a zeroed (used) slice would show as this.
+        let spent = uuid::Builder::from_random_bytes([0; 16]).into_uuid();
+        assert!(!seen.contains(&spent), "a used slice was handed out again");
+    }
+}
