@@ -150,28 +150,34 @@ fn bind_insert(query: SqliteQuery, request: Option<&NewSubscription>) -> SqliteQ
     };
     let row = &request.row;
     query
-        .bind(row.id.clone())
-        .bind(row.source.clone())
-        .bind(row.eventing.clone())
-        .bind(row.soap.clone())
-        .bind(row.addressing.clone())
-        .bind(row.notify_to.clone())
-        .bind(row.end_to.clone())
-        .bind(row.delivery_mode.clone())
-        .bind(row.format.clone())
-        .bind(row.filter.clone())
+        .bind(text(&row.id))
+        .bind(text(&row.source))
+        .bind(text(&row.eventing))
+        .bind(text(&row.soap))
+        .bind(text(&row.addressing))
+        .bind(text(&row.notify_to))
+        .bind(row.end_to.as_deref().map(text))
+        .bind(text(&row.delivery_mode))
+        .bind(text(&row.format))
+        .bind(row.filter.as_deref().map(text))
         .bind(row.expires_at)
-        .bind(row.expiry_kind.clone())
+        .bind(text(&row.expiry_kind))
         .bind(row.created_at)
-        .bind(row.manager_address.clone())
-        .bind(row.log_kind.clone())
-        .bind(row.delivery.clone())
-        .bind(row.webhook.clone())
+        .bind(text(&row.manager_address))
+        .bind(text(&row.log_kind))
+        .bind(text(&row.delivery))
+        .bind(row.webhook.as_deref().map(text))
         .bind(row.retry_interval_ms)
         .bind(row.retry_total)
-        .bind(row.wsman.clone())
-        .bind(request.owner.clone())
+        .bind(row.wsman.as_deref().map(text))
+        .bind(text(&request.owner))
         .bind(request.start_after)
+}
+
+/// A text value as the driver keeps it: bound as an `Arc<str>`, it is one allocation, where a
+/// `String` is copied and then boxed again by the driver (two).
+fn text(value: &str) -> Arc<str> {
+    Arc::from(value)
 }
 
 #[async_trait]
