@@ -253,11 +253,15 @@ impl EndpointPolicy {
     /// resolve (within 2 s), unless it is an allow-listed host, and every address it resolves
     /// to must be permitted.
     pub async fn check_url(&self, address: &str) -> Result<(), PolicyError> {
-        let url = parse_endpoint(address)?;
+        self.check_parsed(&parse_endpoint(address)?).await
+    }
+
+    /// [`EndpointPolicy::check_url`] of an address already read by [`parse_endpoint`].
+    pub async fn check_parsed(&self, url: &Url) -> Result<(), PolicyError> {
         let port = url.port_or_known_default().unwrap_or(80);
         match url.host() {
-            Some(Host::Ipv4(ip)) => self.check_ip(&url, IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => self.check_ip(&url, IpAddr::V6(ip)),
+            Some(Host::Ipv4(ip)) => self.check_ip(url, IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.check_ip(url, IpAddr::V6(ip)),
             Some(Host::Domain(name)) => {
                 let listed = self.hosts.iter().any(|pattern| pattern.matches(name));
                 let unresolvable = |reason: String| {
@@ -281,7 +285,7 @@ impl EndpointPolicy {
                     return unresolvable("no addresses".into());
                 }
                 for address in addresses {
-                    self.check_ip(&url, address.ip())?;
+                    self.check_ip(url, address.ip())?;
                 }
                 Ok(())
             }

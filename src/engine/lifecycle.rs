@@ -92,12 +92,18 @@ impl Engine {
         self.secure_sink_auth(&mut subscription, request.sink_password)?;
         let matcher = self.compile(&subscription)?;
         // A pulled subscription's NotifyTo is never sent to.
-        let notify_to = (!subscription.pulled()).then_some(&subscription.notify_to);
-        for endpoint in notify_to.into_iter().chain(subscription.end_to.as_deref()) {
-            self.endpoints
-                .check_url(&endpoint.address)
-                .await
-                .map_err(|err| EngineError::EndpointRefused(err.to_string()))?;
+        let notify_to =
+            (!subscription.pulled()).then_some((&subscription.notify_to, request.parsed.notify_to));
+        let end_to = subscription
+            .end_to
+            .as_deref()
+            .map(|end_to| (end_to, request.parsed.end_to));
+        for (endpoint, parsed) in notify_to.into_iter().chain(end_to) {
+            let checked = match parsed {
+                Some(url) => self.endpoints.check_parsed(&url).await,
+                None => self.endpoints.check_url(&endpoint.address).await,
+            };
+            checked.map_err(|err| EngineError::EndpointRefused(err.to_string()))?;
         }
         let start_after = self
             .start_after(&subscription.source, request.start)

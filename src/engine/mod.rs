@@ -153,6 +153,15 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// Endpoint addresses of a [`SubscribeRequest`], parsed as the HTTP client will dial them.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedEndpoints {
+    /// `notify_to`'s address.
+    pub notify_to: Option<url::Url>,
+    /// `end_to`'s address.
+    pub end_to: Option<url::Url>,
+}
+
 /// A Subscribe, decoded.
 #[derive(Debug, Clone)]
 pub struct SubscribeRequest {
@@ -164,6 +173,10 @@ pub struct SubscribeRequest {
     pub notify_to: EndpointRef,
     /// Where SubscriptionEnd goes.
     pub end_to: Option<EndpointRef>,
+    /// `notify_to`'s and `end_to`'s addresses as the decoder already read them with
+    /// [`crate::delivery::policy::parse_endpoint`], if it did: the endpoint check then judges
+    /// these instead of reading the addresses again.
+    pub parsed: ParsedEndpoints,
     /// Delivery mode URI.
     pub delivery_mode: String,
     /// Notification format.

@@ -165,6 +165,8 @@ impl Engine {
             },
             notify_to: endpoint(url),
             end_to: end_url.map(endpoint),
+            // The JSON API's URLs are read by the endpoint check itself.
+            parsed: super::ParsedEndpoints::default(),
             delivery_mode: String::new(),
             format: NotificationFormat::Unwrap,
             filter: request.filter.as_ref().map(WebhookFilter::stored),

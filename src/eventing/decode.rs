@@ -10,7 +10,7 @@ use crate::domain::subscription::{
     EndpointRef, EventingVersion, Filter, NotificationFormat, SourceName, SubscriptionId,
     WireDialect,
 };
-use crate::engine::SubscribeRequest;
+use crate::engine::{ParsedEndpoints, SubscribeRequest};
 use crate::filter;
 use crate::soap::addressing::{self, is_anonymous};
 use crate::soap::xml::{self, Repeated};
@@ -48,17 +48,18 @@ pub fn subscribe(
         ));
     }
     let ns = version.ns();
-    let end_to = xml::single_child(element, ns, "EndTo")?
-        .map(endpoint)
-        .transpose()?;
+    let (end_to, end_url) = match xml::single_child(element, ns, "EndTo")? {
+        Some(node) => endpoint(node).map(|(end_to, url)| (Some(end_to), Some(url)))?,
+        None => (None, None),
+    };
     let extensions;
-    let (notify_to, delivery_mode, format) = match version {
+    let ((notify_to, notify_url), delivery_mode, format) = match version {
         EventingVersion::Jan2004 => {
             extensions = wsman_delivery::bookmark_extensions(element, &source)?;
             let notify_to =
                 xml::single_child(element, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
             (
-                endpoint(notify_to)?,
+                endpoint(notify_to).map(|(epr, url)| (epr, Some(url)))?,
                 PUSH_MODE.to_owned(),
                 NotificationFormat::Unwrap,
             )
@@ -76,16 +77,22 @@ pub fn subscribe(
                 other => wsman_delivery::mode_of(other)
                     .ok_or_else(|| Problem::DeliveryModeUnavailable(mode.clone()))?,
             };
-            let notify_to = match (wsman_mode, xml::single_child(delivery, ns, "NotifyTo")?) {
-                // Nothing is sent in Pull mode: a NotifyTo, if any, is not used.
-                (WsmanMode::Pull, _) => EndpointRef {
-                    address: dialect.addressing.anonymous().to_owned(),
-                    reference_parameters: Vec::new(),
-                    reference_properties: Vec::new(),
-                },
-                (_, Some(notify_to)) => endpoint(notify_to)?,
-                (_, None) => return Err(Problem::NoDeliveryMechanism),
-            };
+            let (notify_to, notify_url) =
+                match (wsman_mode, xml::single_child(delivery, ns, "NotifyTo")?) {
+                    // Nothing is sent in Pull mode: a NotifyTo, if any, is not used.
+                    (WsmanMode::Pull, _) => (
+                        EndpointRef {
+                            address: dialect.addressing.anonymous().to_owned(),
+                            reference_parameters: Vec::new(),
+                            reference_properties: Vec::new(),
+                        },
+                        None,
+                    ),
+                    (_, Some(notify_to)) => {
+                        endpoint(notify_to).map(|(epr, url)| (epr, Some(url)))?
+                    }
+                    (_, None) => return Err(Problem::NoDeliveryMechanism),
+                };
             extensions = wsman_delivery::delivery_extensions(
                 element,
                 delivery,
@@ -93,7 +100,7 @@ pub fn subscribe(
                 &source,
                 (&notify_to, credentials),
             )?;
-            (notify_to, mode, NotificationFormat::Unwrap)
+            ((notify_to, notify_url), mode, NotificationFormat::Unwrap)
         }
         EventingVersion::W3c2011 => {
             extensions = wsman_delivery::bookmark_extensions(element, &source)?;
@@ -109,7 +116,11 @@ pub fn subscribe(
                     other => return Err(Problem::DeliveryFormatUnavailable(other.to_owned())),
                 },
             };
-            (endpoint(notify_to)?, PUSH_MODE.to_owned(), format)
+            (
+                endpoint(notify_to).map(|(epr, url)| (epr, Some(url)))?,
+                PUSH_MODE.to_owned(),
+                format,
+            )
         }
     };
     let (expires, expiry_rules) = expires(element, version)?;
@@ -119,6 +130,10 @@ pub fn subscribe(
         dialect,
         notify_to,
         end_to,
+        parsed: ParsedEndpoints {
+            notify_to: notify_url,
+            end_to: end_url,
+        },
         delivery_mode,
         format,
         filter,
@@ -172,16 +187,19 @@ pub fn expires(
     Ok((requested, rules))
 }
 
-fn endpoint(node: Node<'_, '_>) -> Result<EndpointRef, Problem> {
+/// An endpoint reference, and its address as the HTTP client will dial it.
+fn endpoint(node: Node<'_, '_>) -> Result<(EndpointRef, url::Url), Problem> {
     let name = node.tag_name().name();
     let epr =
         addressing::read_epr(node).map_err(|why| Problem::UnusableEpr(format!("{name}: {why}")))?;
-    check_address(&epr.address).map_err(|why| Problem::UnusableEpr(format!("{name}: {why}")))?;
-    Ok(epr)
+    let url = check_address(&epr.address)
+        .map_err(|why| Problem::UnusableEpr(format!("{name}: {why}")))?;
+    Ok((epr, url))
 }
 
-/// Notifications are pushed over HTTP, so an endpoint must be an absolute http(s) URL.
-fn check_address(address: &str) -> Result<(), String> {
+/// Notifications are pushed over HTTP, so an endpoint must be an absolute http(s) URL: returned
+/// as the client will read it.
+fn check_address(address: &str) -> Result<url::Url, String> {
     if address.len() > MAX_ADDRESS_BYTES {
         return Err(format!(
             "the address is longer than {MAX_ADDRESS_BYTES} bytes"
@@ -199,9 +217,7 @@ fn check_address(address: &str) -> Result<(), String> {
         return Err("the address has no usable host".into());
     }
     // As the HTTP client will read it: the URL the endpoint policy judges and delivery dials.
-    policy::parse_endpoint(address)
-        .map(|_| ())
-        .map_err(|_| "the address is not a valid URL".into())
+    policy::parse_endpoint(address).map_err(|_| "the address is not a valid URL".into())
 }
 
 fn filter(element: Node<'_, '_>, version: EventingVersion) -> Result<Option<Filter>, Problem> {
@@ -344,6 +360,60 @@ mod tests {
             "http://www.w3.org/2005/08/addressing/anonymous",
         ] {
             assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The endpoint check judges the addresses as decoded here, so these must be each
+    /// address read as the HTTP client will read it, in every version.
+    #[test]
+    fn the_addresses_are_handed_on_as_parsed() {
+        use crate::domain::subscription::{SoapVersion, WsaVersion};
+        let versions = [
+            (EventingVersion::Jan2004, WsaVersion::Mar2003),
+            (EventingVersion::Aug2004, WsaVersion::Aug2004),
+            (EventingVersion::W3c2011, WsaVersion::W3c2005),
+        ];
+        for (eventing, addressing) in versions {
+            let ns = eventing.ns();
+            let wsa = addressing.ns();
+            let delivery = match eventing {
+                EventingVersion::Jan2004 => String::new(),
+                _ => "<e:Delivery>".into(),
+            };
+            let end = if delivery.is_empty() {
+                ""
+            } else {
+                "</e:Delivery>"
+            };
+            let text = format!(
+                r#"<e:Subscribe xmlns:e="{ns}" xmlns:a="{wsa}"><e:EndTo><a:Address> http://Ends.Example:80/x </a:Address></e:EndTo>{delivery}<e:NotifyTo><a:Address>http://127.0.0.1:9/sink/%7e1</a:Address></e:NotifyTo>{end}</e:Subscribe>"#
+            );
+            let doc = roxmltree::Document::parse(&text).unwrap();
+            let dialect = WireDialect {
+                eventing,
+                soap: SoapVersion::Soap12,
+                addressing,
+            };
+            let request = subscribe(
+                doc.root_element(),
+                dialect,
+                SourceName::parse("orders").unwrap(),
+                "http://herald/manager".into(),
+                &IssuedTokens::default(),
+            )
+            .unwrap_or_else(|problem| panic!("{eventing:?}: {problem:?}"));
+            let parsed = |address: &str| policy::parse_endpoint(address).unwrap();
+            assert_eq!(
+                request.parsed.notify_to,
+                Some(parsed(&request.notify_to.address)),
+                "{eventing:?}"
+            );
+            let end_to = request.end_to.as_ref().expect("EndTo decoded");
+            assert_eq!(
+                request.parsed.end_to,
+                Some(parsed(&end_to.address)),
+                "{eventing:?}"
+            );
         }
     }
 }
