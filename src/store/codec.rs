@@ -555,6 +555,21 @@ impl Columns for JsonRow<'_> {
     }
 }
 
+/// Rows that came back one JSON array each (the subscription's columns in the order of
+/// [`subscription_columns`], as `json_array` writes them), handed to `read` as [`JsonRow`]s.
+pub fn read_json_rows<T>(
+    texts: &[String],
+    read: impl FnOnce(&[JsonRow<'_>]) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let values = texts
+        .iter()
+        .map(|text| serde_json::from_str::<Vec<Cell<'_>>>(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| StoreError::Corrupt(format!("a subscription row: {err}")))?;
+    let rows: Vec<JsonRow<'_>> = values.iter().map(|values| JsonRow { values }).collect();
+    read(&rows)
+}
+
 /// A page of subscriptions with their progress sent as one JSON array of [`JsonRow`]s.
 pub fn decode_json_page(page: &str) -> Result<Vec<(Subscription, DeliveryProgress)>, StoreError> {
     let rows: Vec<Vec<Cell<'_>>> = serde_json::from_str(page)

@@ -9,13 +9,13 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use sqlx::Sqlite;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqlitePool};
+use sqlx::{Row as _, Sqlite};
 use tokio::sync::OwnedMutexGuard;
 
 use super::super::StoreError;
-use super::super::codec::subscription_columns;
+use super::super::codec::{self, subscription_columns};
 use super::super::group_commit::{Commit, MAX_BATCH};
 use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
@@ -70,7 +70,8 @@ const RENEW_BATCH: &str = "UPDATE subscriptions
 
 /// Ends each subscription of a JSON array of `[id, reason, now]` that is active and unexpired
 /// at its `now`, queueing its SubscriptionEnd when it has an EndTo, so the
-/// notice cannot be lost or doubled.
+/// notice cannot be lost or doubled. Each ended row comes back as one JSON array of its
+/// columns: one value for the driver to copy out, not twenty.
 const END_BATCH: &str = concat!(
     "UPDATE subscriptions
      SET status = 'ended', end_reason = json_extract(e.value, '$[1]'),
@@ -80,8 +81,9 @@ const END_BATCH: &str = concat!(
      FROM jsonb_each(?1) AS e
      WHERE subscriptions.id = json_extract(e.value, '$[0]') AND status = 'active'
        AND (expires_at IS NULL OR expires_at > json_extract(e.value, '$[2]'))
-     RETURNING ",
-    subscription_columns!()
+     RETURNING json_array(",
+    subscription_columns!(),
+    ") AS row"
 );
 
 /// Writes batches under the store's writer lock.
@@ -234,7 +236,12 @@ impl Commit for SqliteEnds {
             .iter()
             .map(|e| json!([e.id, e.reason, e.now]))
             .collect();
-        ended(batch, &self.0.run(END_BATCH, rows).await?)
+        let rows = self.0.run(END_BATCH, rows).await?;
+        let texts = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("row"))
+            .collect::<Result<Vec<_>, _>>()?;
+        codec::read_json_rows(&texts, |rows| ended(batch, rows))
     }
 }
 
