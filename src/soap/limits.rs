@@ -160,6 +160,16 @@ fn skip_past(bytes: &[u8], from: usize, end: &[u8]) -> usize {
     bytes.len()
 }
 
+/// Whether an attribute name `xmlns` or `xmlns:…` starts at `at`, after the byte `previous`.
+fn declares_namespace(bytes: &[u8], at: usize, previous: u8) -> bool {
+    previous.is_ascii_whitespace()
+        && bytes[at..].starts_with(b"xmlns")
+        && matches!(
+            bytes.get(at + 5),
+            Some(b':' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
+        )
+}
+
 /// What one start tag holds.
 #[derive(Debug, PartialEq, Eq)]
 struct StartTag {
@@ -198,15 +208,7 @@ fn scan_start_tag(bytes: &[u8], from: usize) -> StartTag {
                 tag.end = at + 1;
                 return tag;
             }
-            b'x' if previous.is_ascii_whitespace()
-                && bytes[at..].starts_with(b"xmlns")
-                && matches!(
-                    bytes.get(at + 5),
-                    Some(b':' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
-                ) =>
-            {
-                tag.namespaces += 1;
-            }
+            b'x' if declares_namespace(bytes, at, previous) => tag.namespaces += 1,
             _ => {}
         }
         previous = bytes[at];
@@ -340,13 +342,7 @@ mod tests {
                             tag.end = at + 1;
                             return tag;
                         }
-                        b'x' if previous.is_ascii_whitespace()
-                            && bytes[at..].starts_with(b"xmlns")
-                            && matches!(
-                                bytes.get(at + 5),
-                                Some(b':' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
-                            ) =>
-                        {
+                        b'x' if super::super::declares_namespace(bytes, at, previous) => {
                             tag.namespaces += 1;
                         }
                         _ => {}
