@@ -59,7 +59,7 @@ pub fn subscribe(
             let notify_to =
                 xml::single_child(element, ns, "NotifyTo")?.ok_or(Problem::NoDeliveryMechanism)?;
             (
-                endpoint(notify_to).map(|(epr, url)| (epr, Some(url)))?,
+                notify_endpoint(notify_to)?,
                 PUSH_MODE.to_owned(),
                 NotificationFormat::Unwrap,
             )
@@ -88,9 +88,7 @@ pub fn subscribe(
                         },
                         None,
                     ),
-                    (_, Some(notify_to)) => {
-                        endpoint(notify_to).map(|(epr, url)| (epr, Some(url)))?
-                    }
+                    (_, Some(notify_to)) => notify_endpoint(notify_to)?,
                     (_, None) => return Err(Problem::NoDeliveryMechanism),
                 };
             extensions = wsman_delivery::delivery_extensions(
@@ -116,11 +114,7 @@ pub fn subscribe(
                     other => return Err(Problem::DeliveryFormatUnavailable(other.to_owned())),
                 },
             };
-            (
-                endpoint(notify_to).map(|(epr, url)| (epr, Some(url)))?,
-                PUSH_MODE.to_owned(),
-                format,
-            )
+            (notify_endpoint(notify_to)?, PUSH_MODE.to_owned(), format)
         }
     };
     let (expires, expiry_rules) = expires(element, version)?;
@@ -185,6 +179,11 @@ pub fn expires(
         },
     };
     Ok((requested, rules))
+}
+
+/// A pushed subscription's NotifyTo, with its address parsed for the endpoint check.
+fn notify_endpoint(node: Node<'_, '_>) -> Result<(EndpointRef, Option<url::Url>), Problem> {
+    endpoint(node).map(|(epr, url)| (epr, Some(url)))
 }
 
 /// An endpoint reference, and its address as the HTTP client will dial it.
