@@ -60,7 +60,7 @@ use tokio_util::task::TaskTracker;
 use crate::domain::clock::Clock;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::subscription::{
-    DeliveryProgress, EndReason, SourceName, Subscription, SubscriptionId,
+    DeliveryProgress, EndReason, Ended, SourceName, Subscription, SubscriptionId,
 };
 use crate::filter::{EventView, Matcher};
 use crate::metrics::{Metrics, SourceLabels};
@@ -442,9 +442,9 @@ impl Dispatcher {
     /// Stops delivering a subscription the store has ended. The store queued its
     /// SubscriptionEnd if it has an EndTo: then the outbox is woken to send it (an Unsubscribe
     /// without one costs the outbox nothing).
-    pub fn ended(&self, subscription: &Subscription) {
-        self.readers.remove(&subscription.source, subscription.id);
-        if subscription.end_to.is_some() {
+    pub fn ended(&self, ended: &Ended) {
+        self.readers.remove(&ended.source, ended.id);
+        if ended.notice {
             self.outbox.wake();
         }
     }

@@ -301,12 +301,34 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// What delivery lets go of once it has ended: a SubscriptionEnd was queued if it has an
+    /// EndTo.
+    pub fn ended(&self) -> Ended {
+        Ended {
+            id: self.id,
+            source: self.source.clone(),
+            notice: self.end_to.is_some(),
+        }
+    }
+
     /// Whether its subscriber pulls its events (WS-Management Pull mode): nothing is pushed.
     pub fn pulled(&self) -> bool {
         self.wsman
             .as_ref()
             .is_some_and(|wsman| wsman.mode == crate::domain::wsman::WsmanMode::Pull)
     }
+}
+
+/// A subscription just ended, as much of it as delivery needs to let it go: which reader to
+/// stop, and whether a SubscriptionEnd notice now waits in the store for its EndTo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Its identifier.
+    pub id: SubscriptionId,
+    /// The log it read.
+    pub source: SourceName,
+    /// It had an EndTo: its SubscriptionEnd was queued in the same statement as the end.
+    pub notice: bool,
 }
 
 /// A subscriber's retry schedule (`wsman:ConnectionRetry`): `total` retries, `interval` apart.

@@ -16,7 +16,7 @@ use crate::domain::context::{instance_log, service_of};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndReason, EndpointRef, EventingVersion, LogKind, NotificationFormat,
+    DeliveryProgress, EndReason, Ended, EndpointRef, EventingVersion, LogKind, NotificationFormat,
     ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionRecord,
     SubscriptionStatus, WireDialect, WsaVersion,
 };
@@ -300,7 +300,7 @@ impl Engine {
         &self,
         service: &SourceName,
         id: SubscriptionId,
-    ) -> Result<Subscription, EngineError> {
+    ) -> Result<Ended, EngineError> {
         self.instance(service, id).await?;
         self.end(id, EndReason::Unsubscribed)
             .await?

@@ -16,7 +16,8 @@ use crate::delivery::Lifecycle;
 use crate::delivery::retry::RetryPolicy;
 use crate::domain::expiry::{self, ExpiryRules, GrantedExpiry, RequestedExpiry};
 use crate::domain::subscription::{
-    DeliveryProgress, EndReason, LogKind, ReaderDelivery, SourceName, Subscription, SubscriptionId,
+    DeliveryProgress, EndReason, Ended, LogKind, ReaderDelivery, SourceName, Subscription,
+    SubscriptionId,
 };
 use crate::domain::wsman::StartAt;
 use crate::filter::{FilterError, Matcher};
@@ -275,7 +276,7 @@ impl Engine {
     }
 
     /// Ends the subscription at the subscriber's request.
-    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<Ended, EngineError> {
         // herald's own readers (an agent's bridge) are not the subscribers' to end.
         if self.is_bridge_reader(id) {
             return Err(EngineError::UnknownSubscription);
@@ -286,7 +287,7 @@ impl Engine {
     }
 
     /// Ends the subscription on an operator's order (SubscriptionEnd: SourceCancelling).
-    pub async fn cancel(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
+    pub async fn cancel(&self, id: SubscriptionId) -> Result<Ended, EngineError> {
         self.end(id, EndReason::SourceCancelling)
             .await?
             .ok_or(EngineError::UnknownSubscription)
@@ -298,7 +299,7 @@ impl Engine {
         &self,
         id: SubscriptionId,
         reason: EndReason,
-    ) -> Result<Option<Subscription>, StoreError> {
+    ) -> Result<Option<Ended>, StoreError> {
         let ended = self
             .store
             .end_subscription(id, reason, self.clock.now())
@@ -311,12 +312,12 @@ impl Engine {
     }
 
     /// What follows the store's record of an end: delivery stops and sends the SubscriptionEnd.
-    fn forget(&self, subscription: &Subscription) {
-        self.delivery.ended(subscription);
+    fn forget(&self, ended: &Ended) {
+        self.delivery.ended(ended);
     }
 
     /// Ends every subscription that has expired by `now`, in batches, and returns them.
-    pub async fn sweep_expired(&self, now: Timestamp) -> Result<Vec<Subscription>, StoreError> {
+    pub async fn sweep_expired(&self, now: Timestamp) -> Result<Vec<Ended>, StoreError> {
         const BATCH: u32 = 1000;
         let mut ended = Vec::new();
         loop {
@@ -414,7 +415,7 @@ impl Lifecycle for Engine {
             }
             Ok(None) => {
                 // It had ended already (elsewhere, or it expired): delivery lets go of it too.
-                self.forget(subscription);
+                self.forget(&subscription.ended());
             }
             Err(err) => {
                 // Left in place: the next start retries from the stored cursor.

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{Engine, EngineError};
 use crate::domain::event::Event;
-use crate::domain::subscription::{EndReason, ReaderDelivery, Subscription, SubscriptionId};
+use crate::domain::subscription::{EndReason, Ended, ReaderDelivery, Subscription, SubscriptionId};
 use crate::filter::EventView;
 
 /// Events read from the log per step while looking for wanted ones.
@@ -138,7 +138,7 @@ impl Engine {
 
     /// Ends a pulled subscription at its subscriber's request (`wsen:Release`): as an
     /// Unsubscribe does.
-    pub async fn release(&self, id: SubscriptionId) -> Result<Subscription, EngineError> {
+    pub async fn release(&self, id: SubscriptionId) -> Result<Ended, EngineError> {
         self.pulled_subscription(id).await?;
         self.end(id, EndReason::Unsubscribed)
             .await?

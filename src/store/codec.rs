@@ -9,8 +9,8 @@ use super::StoreError;
 use crate::domain::event::{Event, EventId};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    ConnectionRetry, DeliveryProgress, EndNotice, EndReason, EndpointRef, EventingVersion, Filter,
-    LogKind, NotificationFormat, ReaderDelivery, SoapVersion, SourceName, Subscription,
+    ConnectionRetry, DeliveryProgress, EndNotice, EndReason, Ended, EndpointRef, EventingVersion,
+    Filter, LogKind, NotificationFormat, ReaderDelivery, SoapVersion, SourceName, Subscription,
     SubscriptionId, SubscriptionRecord, SubscriptionStatus, WireDialect, WsaVersion,
 };
 use crate::domain::webhook::{WebhookSecret, WebhookSettings};
@@ -358,6 +358,26 @@ pub fn decode_subscription(row: &impl Columns) -> Result<Subscription, StoreErro
     .decode()
 }
 
+/// What an end returns of each ended row (see [`decode_ended`]).
+macro_rules! ended_columns {
+    () => {
+        "id, source, end_notice"
+    };
+}
+pub(crate) use ended_columns;
+
+/// A row an end returned with [`ended_columns`]: its id, its log, and whether its
+/// SubscriptionEnd was queued.
+pub fn decode_ended(row: &impl Columns) -> Result<Ended, StoreError> {
+    let id = row.text("id")?;
+    let source = row.text("source")?;
+    Ok(Ended {
+        id: SubscriptionId::parse(&id).ok_or_else(|| corrupt("id", &id))?,
+        source: SourceName::parse(&source).ok_or_else(|| corrupt("source", &source))?,
+        notice: row.optional_text("end_notice")?.is_some(),
+    })
+}
+
 /// The delivery progress in a row selected with [`progress_columns`].
 pub fn decode_progress(row: &impl Columns) -> Result<DeliveryProgress, StoreError> {
     ProgressRow {
@@ -553,21 +573,6 @@ impl Columns for JsonRow<'_> {
             Cell::Text(text) => Err(corrupt(name, text)),
         }
     }
-}
-
-/// Rows that came back one JSON array each (the subscription's columns in the order of
-/// [`subscription_columns`], as `json_array` writes them), handed to `read` as [`JsonRow`]s.
-pub fn read_json_rows<T>(
-    texts: &[String],
-    read: impl FnOnce(&[JsonRow<'_>]) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let values = texts
-        .iter()
-        .map(|text| serde_json::from_str::<Vec<Cell<'_>>>(text))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| StoreError::Corrupt(format!("a subscription row: {err}")))?;
-    let rows: Vec<JsonRow<'_>> = values.iter().map(|values| JsonRow { values }).collect();
-    read(&rows)
 }
 
 /// A page of subscriptions with their progress sent as one JSON array of [`JsonRow`]s.

@@ -35,8 +35,8 @@ use tokio::sync::mpsc;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
-    SubscriptionId, SubscriptionRecord, WsaVersion,
+    DeliveryProgress, EndNotice, EndReason, Ended, EndpointRef, SoapVersion, SourceName,
+    Subscription, SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
 pub use channels::Channels;
@@ -179,15 +179,16 @@ pub trait Store:
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Ends a subscription that is active and unexpired at `now`, returning it as it was; `None`
-    /// when there was no such subscription. One with an EndTo gets a pending SubscriptionEnd
-    /// notice in the same statement, so the notice cannot be lost or doubled.
+    /// Ends a subscription that is active and unexpired at `now`, returning what delivery needs
+    /// to let it go; `None` when there was no such subscription. One with an EndTo gets a
+    /// pending SubscriptionEnd notice in the same statement, so the notice cannot be lost or
+    /// doubled.
     async fn end_subscription(
         &self,
         id: SubscriptionId,
         reason: EndReason,
         now: Timestamp,
-    ) -> Result<Option<Subscription>, StoreError>;
+    ) -> Result<Option<Ended>, StoreError>;
 
     /// Points an active reader, unexpired at `now`, at a new endpoint (in `soap` and
     /// `addressing`), and makes `owner` the node that delivers it; returns it with its delivery
@@ -202,13 +203,10 @@ pub trait Store:
     ) -> Result<Option<(Subscription, DeliveryProgress)>, StoreError>;
 
     /// Ends up to `limit` active subscriptions whose expiry is at or before `now`, earliest
-    /// first, and returns them. Costs time in proportion to what expired, not to what exists.
-    /// With several nodes sweeping at once, each subscription is ended by exactly one.
-    async fn end_expired(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Subscription>, StoreError>;
+    /// first, and returns what delivery needs to let each go. Costs time in proportion to what
+    /// expired, not to what exists. With several nodes sweeping at once, each subscription is
+    /// ended by exactly one.
+    async fn end_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Ended>, StoreError>;
 
     /// Appends events to a source's log in one transaction, giving them the next sequence
     /// numbers, and returns them. Returns once they are durable.

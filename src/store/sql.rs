@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use super::codec::{progress_columns, subscription_columns};
+use super::codec::{ended_columns, progress_columns, subscription_columns};
 
 /// One statement in both dialects.
 pub struct Sql {
@@ -81,7 +81,7 @@ macro_rules! end_expired {
             $lock,
             ")
              RETURNING ",
-            subscription_columns!()
+            ended_columns!()
         )
     };
 }

@@ -9,12 +9,12 @@ use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::codec::{Columns, SubscriptionRow, decode_subscription, millis, stored_seq};
+use super::codec::{Columns, SubscriptionRow, decode_ended, millis, stored_seq};
 use super::group_commit::{Commit, Queue};
 use super::pulls::PulledCursor;
 use super::{NodeId, StoreError};
 use crate::domain::expiry::ExpiryKind;
-use crate::domain::subscription::{EndReason, Subscription, SubscriptionId};
+use crate::domain::subscription::{EndReason, Ended, Subscription, SubscriptionId};
 
 /// A new subscription, owned by `owner`, its cursor at `start_after` or else at its log's head.
 pub(super) struct NewSubscription {
@@ -50,7 +50,7 @@ pub(super) struct SubscriptionWrites<I, R, E, P>
 where
     I: Commit<Write = NewSubscription, Answer = u64>,
     R: Commit<Write = Renewal, Answer = bool>,
-    E: Commit<Write = Ending, Answer = Option<Subscription>>,
+    E: Commit<Write = Ending, Answer = Option<Ended>>,
     P: Commit<Write = PullAdvance, Answer = Option<PulledCursor>>,
 {
     inserts: Queue<I>,
@@ -63,7 +63,7 @@ impl<I, R, E, P> Clone for SubscriptionWrites<I, R, E, P>
 where
     I: Commit<Write = NewSubscription, Answer = u64>,
     R: Commit<Write = Renewal, Answer = bool>,
-    E: Commit<Write = Ending, Answer = Option<Subscription>>,
+    E: Commit<Write = Ending, Answer = Option<Ended>>,
     P: Commit<Write = PullAdvance, Answer = Option<PulledCursor>>,
 {
     fn clone(&self) -> Self {
@@ -80,7 +80,7 @@ impl<I, R, E, P> SubscriptionWrites<I, R, E, P>
 where
     I: Commit<Write = NewSubscription, Answer = u64>,
     R: Commit<Write = Renewal, Answer = bool>,
-    E: Commit<Write = Ending, Answer = Option<Subscription>>,
+    E: Commit<Write = Ending, Answer = Option<Ended>>,
     P: Commit<Write = PullAdvance, Answer = Option<PulledCursor>>,
 {
     /// Starts the four group-commit tasks, which run until `closing`.
@@ -147,13 +147,14 @@ where
             .await
     }
 
-    /// Ends a subscription active and unexpired at `now`, returning it as it was.
+    /// Ends a subscription active and unexpired at `now`, returning what delivery needs to let
+    /// it go.
     pub async fn end(
         &self,
         id: SubscriptionId,
         reason: EndReason,
         now: Timestamp,
-    ) -> Result<Option<Subscription>, StoreError> {
+    ) -> Result<Option<Ended>, StoreError> {
         self.ends
             .submit(Ending {
                 id: id.key(),
@@ -196,14 +197,15 @@ pub(super) fn renewed<R: Columns>(batch: &[Renewal], rows: &[R]) -> Result<Vec<b
         .collect())
 }
 
-/// Each ending's subscription as it was, in the batch's order, from the rows ended.
+/// What each ending ended, in the batch's order, from the rows ended (selected with
+/// [`super::codec::ended_columns`]).
 pub(super) fn ended<R: Columns>(
     batch: &[Ending],
     rows: &[R],
-) -> Result<Vec<Option<Subscription>>, StoreError> {
+) -> Result<Vec<Option<Ended>>, StoreError> {
     let mut ended = HashMap::with_capacity(rows.len());
     for row in rows {
-        ended.insert(row.text("id")?, decode_subscription(row)?);
+        ended.insert(row.text("id")?, decode_ended(row)?);
     }
     Ok(batch.iter().map(|write| ended.remove(&write.id)).collect())
 }

@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
 use super::super::StoreError;
-use super::super::codec::subscription_columns;
+use super::super::codec::{ended_columns, subscription_columns};
 use super::super::group_commit::Commit;
 use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
-use crate::domain::subscription::Subscription;
+use crate::domain::subscription::Ended;
 
 /// Inserts the rows given as arrays; each starts at its given cursor or at its log's head.
 const INSERT_BATCH: &str = concat!(
@@ -58,9 +58,9 @@ const END_BATCH: &str = concat!(
          FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS e(ending_id, why, at)
          WHERE s.id = e.ending_id AND s.status = 'active'
            AND (s.expires_at IS NULL OR s.expires_at > e.at)
-         RETURNING s.*)
+         RETURNING s.id, s.source, s.end_notice)
      SELECT ",
-    subscription_columns!(),
+    ended_columns!(),
     ", pg_notify($4, 'e:uuid:' || id) AS announced FROM ended"
 );
 
@@ -169,13 +169,13 @@ impl Commit for PgRenewals {
 #[async_trait]
 impl Commit for PgEnds {
     type Write = Ending;
-    type Answer = Option<Subscription>;
+    type Answer = Option<Ended>;
 
     fn row(write: &Ending) -> Option<&str> {
         Some(&write.id)
     }
 
-    async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Subscription>>, StoreError> {
+    async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Ended>>, StoreError> {
         let rows = sqlx::query(END_BATCH)
             .bind(column(batch, |e| e.id.clone()))
             .bind(column(batch, |e| e.reason))

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::channels::ChannelQueues;
 use super::codec::{
-    ProgressRow, decode_event, decode_progress, decode_record, decode_source_count,
+    ProgressRow, decode_ended, decode_event, decode_progress, decode_record, decode_source_count,
     decode_subscription, decode_with_progress, duration_millis, encode_endpoint, millis,
     progress_columns, seq_column, stored_seq, subscription_columns,
 };
@@ -32,8 +32,8 @@ use super::{NodeId, OwnedPages, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
-    SubscriptionId, SubscriptionRecord, WsaVersion,
+    DeliveryProgress, EndNotice, EndReason, Ended, EndpointRef, SoapVersion, SourceName,
+    Subscription, SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 use batch_writes::{PgBatches, PgEnds, PgInserts, PgPullAdvances, PgRenewals};
 
@@ -178,7 +178,7 @@ impl Store for PostgresStore {
         id: SubscriptionId,
         reason: EndReason,
         now: Timestamp,
-    ) -> Result<Option<Subscription>, StoreError> {
+    ) -> Result<Option<Ended>, StoreError> {
         self.writes.end(id, reason, now).await
     }
 
@@ -212,11 +212,7 @@ impl Store for PostgresStore {
         Ok(redirected)
     }
 
-    async fn end_expired(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Subscription>, StoreError> {
+    async fn end_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Ended>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(sql::END_EXPIRED_POSTGRES.postgres())
             .bind(millis(now))
@@ -225,7 +221,7 @@ impl Store for PostgresStore {
             .await?;
         let ended = rows
             .iter()
-            .map(decode_subscription)
+            .map(decode_ended)
             .collect::<Result<Vec<_>, _>>()?;
         if !ended.is_empty() {
             let payloads: Vec<String> = ended.iter().map(|s| format!("e:{}", s.id)).collect();

@@ -9,20 +9,20 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use sqlx::Sqlite;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqlitePool};
-use sqlx::{Row as _, Sqlite};
 use tokio::sync::OwnedMutexGuard;
 
 use super::super::StoreError;
-use super::super::codec::{self, subscription_columns};
+use super::super::codec::subscription_columns;
 use super::super::group_commit::{Commit, MAX_BATCH};
 use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
 use super::WriteTurns;
-use crate::domain::subscription::Subscription;
+use crate::domain::subscription::Ended;
 
 /// A statement being bound.
 type SqliteQuery = Query<'static, Sqlite, SqliteArguments>;
@@ -70,10 +70,9 @@ const RENEW_BATCH: &str = "UPDATE subscriptions
 
 /// Ends each subscription of a JSON array of `[id, reason, now]` that is active and unexpired
 /// at its `now`, queueing its SubscriptionEnd when it has an EndTo, so the
-/// notice cannot be lost or doubled. Each ended row comes back as one JSON array of its
-/// columns: one value for the driver to copy out, not twenty.
-const END_BATCH: &str = concat!(
-    "UPDATE subscriptions
+/// notice cannot be lost or doubled. Each ended row comes back as what delivery needs to let
+/// it go ([`codec::decode_ended`]), not as the whole subscription.
+const END_BATCH: &str = "UPDATE subscriptions
      SET status = 'ended', end_reason = json_extract(e.value, '$[1]'),
          ended_at = json_extract(e.value, '$[2]'),
          end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
@@ -81,10 +80,8 @@ const END_BATCH: &str = concat!(
      FROM jsonb_each(?1) AS e
      WHERE subscriptions.id = json_extract(e.value, '$[0]') AND status = 'active'
        AND (expires_at IS NULL OR expires_at > json_extract(e.value, '$[2]'))
-     RETURNING json_array(",
-    subscription_columns!(),
-    ") AS row"
-);
+     RETURNING subscriptions.id AS id, subscriptions.source AS source,
+         subscriptions.end_notice AS end_notice";
 
 /// Writes batches under the store's writer lock.
 #[derive(Clone)]
@@ -225,23 +222,18 @@ impl Commit for SqliteRenewals {
 #[async_trait]
 impl Commit for SqliteEnds {
     type Write = Ending;
-    type Answer = Option<Subscription>;
+    type Answer = Option<Ended>;
 
     fn row(write: &Ending) -> Option<&str> {
         Some(&write.id)
     }
 
-    async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Subscription>>, StoreError> {
+    async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Ended>>, StoreError> {
         let rows = batch
             .iter()
             .map(|e| json!([e.id, e.reason, e.now]))
             .collect();
-        let rows = self.0.run(END_BATCH, rows).await?;
-        let texts = rows
-            .iter()
-            .map(|row| row.try_get::<String, _>("row"))
-            .collect::<Result<Vec<_>, _>>()?;
-        codec::read_json_rows(&texts, |rows| ended(batch, rows))
+        ended(batch, &self.0.run(END_BATCH, rows).await?)
     }
 }
 

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{
-    Columns, ProgressRow, decode_event, decode_json_page, decode_progress, decode_record,
-    decode_source_count, decode_subscription, decode_with_progress, duration_millis,
+    Columns, ProgressRow, decode_ended, decode_event, decode_json_page, decode_progress,
+    decode_record, decode_source_count, decode_subscription, decode_with_progress, duration_millis,
     encode_endpoint, millis, seq_column, stored_seq,
 };
 use super::kept_name::lock_data_dir;
@@ -28,8 +28,8 @@ use super::{NodeId, OwnedPages, PageItems, Signal, Store, StoreError};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::expiry::ExpiryKind;
 use crate::domain::subscription::{
-    DeliveryProgress, EndNotice, EndReason, EndpointRef, SoapVersion, SourceName, Subscription,
-    SubscriptionId, SubscriptionRecord, WsaVersion,
+    DeliveryProgress, EndNotice, EndReason, Ended, EndpointRef, SoapVersion, SourceName,
+    Subscription, SubscriptionId, SubscriptionRecord, WsaVersion,
 };
 
 mod appends;
@@ -190,7 +190,7 @@ impl Store for SqliteStore {
         id: SubscriptionId,
         reason: EndReason,
         now: Timestamp,
-    ) -> Result<Option<Subscription>, StoreError> {
+    ) -> Result<Option<Ended>, StoreError> {
         self.writes.end(id, reason, now).await
     }
 
@@ -217,11 +217,7 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn end_expired(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Subscription>, StoreError> {
+    async fn end_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Ended>, StoreError> {
         let _writing = self.write.lock().await;
         // The inner SELECT walks the partial index on expires_at from its start and stops at
         // `now`: the cost is the number of expired rows, not the table size.
@@ -230,7 +226,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.writer)
             .await?;
-        rows.iter().map(decode_subscription).collect()
+        rows.iter().map(decode_ended).collect()
     }
 
     async fn append_events(

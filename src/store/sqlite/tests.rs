@@ -547,48 +547,56 @@ async fn inserts_of_every_batch_length_store_each_row_once() {
     store.close().await;
 }
 
-/// An end answers with the subscription as it was stored: every field comes back from the
-/// ended row's JSON array as it went in, text with quotes, escapes and characters beyond ASCII
-/// included; one not active comes back as none.
+/// An end answers with what delivery needs to let the subscription go: its id, its log, and
+/// whether a SubscriptionEnd now waits for its EndTo; one not active comes back as none. The
+/// expiry sweep answers the same way.
 #[tokio::test]
-async fn an_ended_subscription_comes_back_whole() {
-    use crate::domain::subscription::{ConnectionRetry, Filter};
-
+async fn an_end_answers_with_what_delivery_lets_go() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    let mut whole = subscription();
-    whole.notify_to.reference_parameters =
-        vec![r#"<x:Key xmlns:x="urn:x">a "quoted" \ value, ü, 😀</x:Key>"#.into()];
-    whole.end_to = Some(Box::new(EndpointRef {
-        address: "http://127.0.0.1:2/end?a=1&b=\"2\"".into(),
-        reference_parameters: Vec::new(),
-        reference_properties: vec!["<p:Old xmlns:p=\"urn:p\">\t\n</p:Old>".into()],
-    }));
-    whole.filter = Some(Filter {
-        dialect: "http://www.w3.org/TR/1999/REC-xpath-19991116".into(),
-        expression: "/b:order[@total > 10]".into(),
-        namespaces: vec![("b".into(), "urn:bench".into())],
-    });
-    whole.expires_at = Some(Timestamp::from_millisecond(4_100_000_000_123).unwrap());
-    whole.manager_address = "http://herald/eventing/default/subscriptions".into();
-    whole.connection_retry = Some(ConnectionRetry {
-        interval: std::time::Duration::from_millis(1500),
-        total: 3,
-    });
     let node = NodeId::parse("embedded").unwrap();
-    store
-        .insert_subscription(&whole, &node, None)
-        .await
-        .unwrap();
-    let ended = store
-        .end_subscription(whole.id, EndReason::Unsubscribed, Timestamp::now())
-        .await
-        .unwrap();
-    assert_eq!(ended, Some(whole.clone()));
-    let again = store
-        .end_subscription(whole.id, EndReason::Unsubscribed, Timestamp::now())
-        .await
-        .unwrap();
-    assert_eq!(again, None, "ended already");
+    let end_to = || {
+        Some(Box::new(EndpointRef {
+            address: "http://127.0.0.1:2/end".into(),
+            reference_parameters: Vec::new(),
+            reference_properties: Vec::new(),
+        }))
+    };
+    let plain = subscription();
+    let mut noticed = subscription();
+    noticed.source = SourceName::parse("other").unwrap();
+    noticed.end_to = end_to();
+    let mut expired = subscription();
+    expired.end_to = end_to();
+    expired.expires_at = Some(Timestamp::from_millisecond(1_000).unwrap());
+    for s in [&plain, &noticed, &expired] {
+        store.insert_subscription(s, &node, None).await.unwrap();
+    }
+    for (s, notice) in [(&plain, false), (&noticed, true)] {
+        let ended = store
+            .end_subscription(s.id, EndReason::Unsubscribed, Timestamp::now())
+            .await
+            .unwrap();
+        let expected = Ended {
+            id: s.id,
+            source: s.source.clone(),
+            notice,
+        };
+        assert_eq!(ended, Some(expected));
+        let again = store
+            .end_subscription(s.id, EndReason::Unsubscribed, Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(again, None, "ended already");
+    }
+    let swept = store.end_expired(Timestamp::now(), 10).await.unwrap();
+    assert_eq!(
+        swept,
+        vec![Ended {
+            id: expired.id,
+            source: expired.source.clone(),
+            notice: true,
+        }]
+    );
     store.close().await;
 }
