@@ -555,19 +555,12 @@ async fn an_end_answers_with_what_delivery_lets_go() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let node = NodeId::parse("embedded").unwrap();
-    let end_to = || {
-        Some(Box::new(EndpointRef {
-            address: "http://127.0.0.1:2/end".into(),
-            reference_parameters: Vec::new(),
-            reference_properties: Vec::new(),
-        }))
-    };
     let plain = subscription();
     let mut noticed = subscription();
     noticed.source = SourceName::parse("other").unwrap();
-    noticed.end_to = end_to();
+    noticed.end_to = Some(Box::new(plain.notify_to.clone()));
     let mut expired = subscription();
-    expired.end_to = end_to();
+    expired.end_to = noticed.end_to.clone();
     expired.expires_at = Some(Timestamp::from_millisecond(1_000).unwrap());
     for s in [&plain, &noticed, &expired] {
         store.insert_subscription(s, &node, None).await.unwrap();
@@ -577,12 +570,8 @@ async fn an_end_answers_with_what_delivery_lets_go() {
             .end_subscription(s.id, EndReason::Unsubscribed, Timestamp::now())
             .await
             .unwrap();
-        let expected = Ended {
-            id: s.id,
-            source: s.source.clone(),
-            notice,
-        };
-        assert_eq!(ended, Some(expected));
+        let (id, source) = (s.id, s.source.clone());
+        assert_eq!(ended, Some(Ended { id, source, notice }));
         let again = store
             .end_subscription(s.id, EndReason::Unsubscribed, Timestamp::now())
             .await
