@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::expiry::ExpiryKind;
 
-/// A subscription's identifier: 128 random bits, written `uuid:…` on the wire.
+/// A subscription's identifier: a UUID written `uuid:…` on the wire; herald's own are time-ordered,
+/// with 74 random bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SubscriptionId(Uuid);
 
@@ -18,9 +19,9 @@ impl SubscriptionId {
         self.0
     }
 
-    /// A fresh random identifier.
+    /// A fresh identifier: time-ordered, with 74 random bits (see [`super::random::uuid_v7`]).
     pub fn new_random() -> SubscriptionId {
-        SubscriptionId(super::random::uuid_v4())
+        SubscriptionId(super::random::uuid_v7())
     }
 
     /// The identifier every node derives from `name` (a UUIDv5): for readers herald makes
@@ -412,6 +413,17 @@ mod tests {
             Some(id)
         );
         assert_eq!(SubscriptionId::parse("uuid:not-a-uuid"), None);
+    }
+
+    /// New identifiers are time-ordered, so the store's index on them grows at its end: one
+    /// made later, in another millisecond, sorts after, as stored text too.
+    #[test]
+    fn new_identifiers_sort_in_the_order_they_were_made() {
+        let first = SubscriptionId::new_random();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = SubscriptionId::new_random();
+        assert_eq!(first.uuid().get_version_num(), 7, "{first}");
+        assert!(first.key() < later.key(), "{first} after {later}");
     }
 
     #[test]
