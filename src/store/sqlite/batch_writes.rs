@@ -1,9 +1,11 @@
 //! The subscription lifecycle's writes as one statement per batch (see
 //! [`super::super::group_commit`] for the group commit that batches them), so a batch costs one
 //! trip to the driver's worker thread and one fsync however many Subscribes, Renews or
-//! Unsubscribes it holds. New subscriptions go as bound values, one row each (unpacking a
-//! JSON array of twenty-two values per row took more of the writer than the inserts
-//! themselves); renewals, ends and advances, three or four values each, as one JSON array.
+//! Unsubscribes it holds. New subscriptions, renewals and ends go as bound values, one row
+//! each (unpacking a JSON array of twenty-two values per row took more of the writer than the
+//! inserts themselves; for the three or four values of a renewal or an end, building the JSON
+//! and extracting from it again cost about a twentieth of a Renew); a pull's advances, rare,
+//! as one JSON array.
 
 use std::sync::{Arc, LazyLock};
 
@@ -35,7 +37,6 @@ const INSERT_VALUES: usize = 22;
 /// [`bind_insert`]'s order; a row whose id is NULL fills the statement up and is skipped. Each
 /// starts at its given cursor or at its log's head.
 fn insert_statement(rows: usize) -> String {
-    let row = format!("({})", ["?"; INSERT_VALUES].join(", "));
     let columns = (1..=20)
         .map(|i| format!("column{i}"))
         .collect::<Vec<_>>()
@@ -47,41 +48,84 @@ fn insert_statement(rows: usize) -> String {
          FROM (VALUES {}) WHERE column1 IS NOT NULL
          RETURNING id, cursor",
         subscription_columns!(),
-        vec![row; rows].join(", ")
+        value_rows(rows, INSERT_VALUES)
     )
 }
 
-/// The inserts, one for each power of two up to [`MAX_BATCH`] rows: a batch takes the smallest
-/// that holds it, so the writer prepares a few statements once, not one for every length.
-static INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+/// Sets the expiry of each subscription of up to `rows` rows of `(id, expires_at, kind, now)`
+/// that is active and unexpired at its `now`.
+fn renew_statement(rows: usize) -> String {
+    format!(
+        "UPDATE subscriptions SET expires_at = r.column2, expiry_kind = r.column3
+         FROM (VALUES {}) AS r
+         WHERE subscriptions.id = r.column1 AND status = 'active'
+           AND (expires_at IS NULL OR expires_at > r.column4)
+         RETURNING subscriptions.id AS id",
+        value_rows(rows, RENEW_VALUES)
+    )
+}
+
+/// Ends each subscription of up to `rows` rows of `(id, reason, now)` that is active and
+/// unexpired at its `now`, queueing its SubscriptionEnd when it has an EndTo, so the notice
+/// cannot be lost or doubled. Each ended row comes back as what delivery needs to let it go
+/// ([`codec::decode_ended`]), not as the whole subscription.
+fn end_statement(rows: usize) -> String {
+    format!(
+        "UPDATE subscriptions
+         SET status = 'ended', end_reason = e.column2, ended_at = e.column3,
+             end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
+             end_next_at = e.column3
+         FROM (VALUES {}) AS e
+         WHERE subscriptions.id = e.column1 AND status = 'active'
+           AND (expires_at IS NULL OR expires_at > e.column3)
+         RETURNING subscriptions.id AS id, subscriptions.source AS source,
+             subscriptions.end_notice AS end_notice",
+        value_rows(rows, END_VALUES)
+    )
+}
+
+/// Values bound for each renewal and each end.
+const RENEW_VALUES: usize = 4;
+const END_VALUES: usize = 3;
+
+/// `rows` rows of `width` placeholders: `(?, ?), (?, ?)`.
+fn value_rows(rows: usize, width: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// A statement for each power of two up to [`MAX_BATCH`] rows: a batch takes the smallest that
+/// holds it, so the writer prepares a few statements once, not one for every length.
+fn by_powers_of_two(statement: fn(usize) -> String) -> Vec<String> {
     (0..=MAX_BATCH.next_power_of_two().ilog2())
-        .map(|power| insert_statement(1 << power))
+        .map(|power| statement(1 << power))
         .collect()
-});
+}
 
-/// Sets the expiry of each subscription of a JSON array of `[id, expires_at, kind, now]` that
-/// is active and unexpired at its `now`.
-const RENEW_BATCH: &str = "UPDATE subscriptions
-     SET expires_at = json_extract(r.value, '$[1]'), expiry_kind = json_extract(r.value, '$[2]')
-     FROM jsonb_each(?1) AS r
-     WHERE subscriptions.id = json_extract(r.value, '$[0]') AND status = 'active'
-       AND (expires_at IS NULL OR expires_at > json_extract(r.value, '$[3]'))
-     RETURNING subscriptions.id AS id";
+static INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(insert_statement));
+static RENEWS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(renew_statement));
+static ENDS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(end_statement));
 
-/// Ends each subscription of a JSON array of `[id, reason, now]` that is active and unexpired
-/// at its `now`, queueing its SubscriptionEnd when it has an EndTo, so the
-/// notice cannot be lost or doubled. Each ended row comes back as what delivery needs to let
-/// it go ([`codec::decode_ended`]), not as the whole subscription.
-const END_BATCH: &str = "UPDATE subscriptions
-     SET status = 'ended', end_reason = json_extract(e.value, '$[1]'),
-         ended_at = json_extract(e.value, '$[2]'),
-         end_notice = CASE WHEN end_to IS NULL THEN NULL ELSE 'pending' END,
-         end_next_at = json_extract(e.value, '$[2]')
-     FROM jsonb_each(?1) AS e
-     WHERE subscriptions.id = json_extract(e.value, '$[0]') AND status = 'active'
-       AND (expires_at IS NULL OR expires_at > json_extract(e.value, '$[2]'))
-     RETURNING subscriptions.id AS id, subscriptions.source AS source,
-         subscriptions.end_notice AS end_notice";
+/// `batch` bound row by row into the smallest of `statements` that holds it; the rows past the
+/// batch are bound as `None`, all NULLs, which match no subscription.
+fn bound<W>(
+    statements: &'static [String],
+    batch: &[W],
+    bind: impl Fn(SqliteQuery, Option<&W>) -> SqliteQuery,
+) -> SqliteQuery {
+    let rows = batch.len().next_power_of_two();
+    let statement = statements[rows.ilog2() as usize].as_str();
+    batch
+        .iter()
+        .map(Some)
+        .chain(std::iter::repeat_n(None, rows - batch.len()))
+        .fold(sqlx::query(statement), bind)
+}
+
+/// `width` NULLs.
+fn nulls(query: SqliteQuery, width: usize) -> SqliteQuery {
+    (0..width).fold(query, |query, _| query.bind(None::<i64>))
+}
 
 /// Writes batches under the store's writer lock.
 #[derive(Clone)]
@@ -145,7 +189,7 @@ impl SqliteBatches {
 /// the insert skips.
 fn bind_insert(query: SqliteQuery, request: Option<&NewSubscription>) -> SqliteQuery {
     let Some(request) = request else {
-        return (0..INSERT_VALUES).fold(query, |query, _| query.bind(None::<i64>));
+        return nulls(query, INSERT_VALUES);
     };
     let row = &request.row;
     query
@@ -189,14 +233,7 @@ impl Commit for SqliteInserts {
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
-        let rows = batch.len().next_power_of_two();
-        let statement = INSERTS[rows.ilog2() as usize].as_str();
-        let padding = rows - batch.len();
-        let query = batch
-            .iter()
-            .map(Some)
-            .chain(std::iter::repeat_n(None, padding))
-            .fold(sqlx::query(statement), bind_insert);
+        let query = bound(&INSERTS, batch, bind_insert);
         cursors_in_order(batch, &self.0.fetch(query).await?)
     }
 }
@@ -211,11 +248,15 @@ impl Commit for SqliteRenewals {
     }
 
     async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
-        let rows = batch
-            .iter()
-            .map(|r| json!([r.id, r.expires_at, r.kind, r.now]))
-            .collect();
-        renewed(batch, &self.0.run(RENEW_BATCH, rows).await?)
+        let query = bound(&RENEWS, batch, |query, renewal| match renewal {
+            Some(r) => query
+                .bind(text(&r.id))
+                .bind(r.expires_at)
+                .bind(r.kind)
+                .bind(r.now),
+            None => nulls(query, RENEW_VALUES),
+        });
+        renewed(batch, &self.0.fetch(query).await?)
     }
 }
 
@@ -229,11 +270,11 @@ impl Commit for SqliteEnds {
     }
 
     async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Ended>>, StoreError> {
-        let rows = batch
-            .iter()
-            .map(|e| json!([e.id, e.reason, e.now]))
-            .collect();
-        ended(batch, &self.0.run(END_BATCH, rows).await?)
+        let query = bound(&ENDS, batch, |query, ending| match ending {
+            Some(e) => query.bind(text(&e.id)).bind(e.reason).bind(e.now),
+            None => nulls(query, END_VALUES),
+        });
+        ended(batch, &self.0.fetch(query).await?)
     }
 }
 
