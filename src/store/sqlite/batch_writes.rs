@@ -4,8 +4,8 @@
 //! Unsubscribes it holds. New subscriptions, renewals and ends go as bound values, one row
 //! each (unpacking a JSON array of twenty-two values per row took more of the writer than the
 //! inserts themselves; for the three or four values of a renewal or an end, building the JSON
-//! and extracting from it again cost about a twentieth of a Renew); a pull's advances, rare,
-//! as one JSON array.
+//! and extracting from it again cost about a thirtieth of a Renew's instructions); a pull's
+//! advances, rare, as one JSON array.
 
 use std::sync::{Arc, LazyLock};
 
@@ -84,8 +84,10 @@ fn end_statement(rows: usize) -> String {
     )
 }
 
-/// Values bound for each renewal and each end.
+/// Values bound for each renewal.
 const RENEW_VALUES: usize = 4;
+
+/// Values bound for each end.
 const END_VALUES: usize = 3;
 
 /// `rows` rows of `width` placeholders: `(?, ?), (?, ?)`.
