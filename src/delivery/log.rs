@@ -8,7 +8,6 @@
 //! small ring. Appends to them share one group-commit appender: whatever queued while the last
 //! transaction ran goes into the next one, whichever logs it is for.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::lock;
 use super::ring::{Ring, RingLimits};
 use crate::domain::clock::Clock;
 use crate::domain::event::{Event, NewEvent};
+use crate::domain::maps::Map;
 use crate::domain::subscription::SourceName;
 use crate::filter::EventView;
 use crate::metrics::{Metrics, SourceLabels};
@@ -93,7 +93,7 @@ pub(super) type OnAppend = Arc<dyn Fn(&SourceName) + Send + Sync>;
 /// The logs this node serves: their tails in memory and their appenders.
 pub(super) struct EventLog {
     store: Arc<dyn Store>,
-    tails: RwLock<HashMap<SourceName, Arc<Tail>>>,
+    tails: RwLock<Map<SourceName, Arc<Tail>>>,
     /// Called after events were added to a tail; set when the appenders start.
     on_append: OnceLock<OnAppend>,
     queues: Mutex<Vec<(Arc<Tail>, mpsc::Receiver<PublishRequest>)>>,

@@ -3,7 +3,6 @@
 //! log may have are the engine's. When the last reader of a log that comes and goes leaves,
 //! its tail is closed.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -17,22 +16,23 @@ use super::retry::RetryPolicy;
 use super::sending::Sending;
 use super::worker;
 use crate::domain::context::service_of;
+use crate::domain::maps::Map;
 use crate::domain::subscription::{DeliveryProgress, SourceName, Subscription, SubscriptionId};
 use crate::filter::Matcher;
 
 /// The readers of one log.
 #[derive(Default)]
 struct LogReaders {
-    readers: Mutex<HashMap<SubscriptionId, Arc<Reader>>>,
+    readers: Mutex<Map<SubscriptionId, Arc<Reader>>>,
     /// The sum of their cursors (see [`CursorSum`]).
     cursors: CursorSum,
 }
 
 /// Every reader this node delivers.
 pub(super) struct Readers {
-    logs: RwLock<HashMap<SourceName, Arc<LogReaders>>>,
+    logs: RwLock<Map<SourceName, Arc<LogReaders>>>,
     /// Open logs that come and go, per context service (an instance's log names its service).
-    instances: Mutex<HashMap<SourceName, u64>>,
+    instances: Mutex<Map<SourceName, u64>>,
     log: Arc<EventLog>,
     sending: Arc<Sending>,
     /// The workers, each tracked until it returns.

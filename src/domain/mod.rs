@@ -12,6 +12,7 @@ pub mod context;
 pub mod event;
 pub mod expiry;
 pub mod invocation;
+pub mod maps;
 pub mod random;
 pub mod secret;
 pub mod subscription;

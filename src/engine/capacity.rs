@@ -2,7 +2,7 @@
 //! is written, and gives it back once the subscription is in delivery (which then counts it)
 //! or was not stored. Readers in delivery plus places taken never exceed the limit.
 
-use std::collections::HashMap;
+use crate::domain::maps::Map;
 use std::sync::Mutex;
 
 use crate::domain::subscription::SourceName;
@@ -10,7 +10,7 @@ use crate::domain::subscription::SourceName;
 /// Places taken by Subscribes being written, per source.
 #[derive(Default)]
 pub(super) struct Capacity {
-    taken: Mutex<HashMap<SourceName, u64>>,
+    taken: Mutex<Map<SourceName, u64>>,
 }
 
 impl Capacity {

@@ -69,7 +69,7 @@ pub fn prescan(text: &str, limits: &Limits) -> Result<(), Refusal> {
     let mut in_scope = 0usize;
     let mut total_attributes = 0usize;
     let mut at = 0usize;
-    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'<') {
+    while let Some(offset) = memchr::memchr(b'<', &bytes[at..]) {
         at += offset;
         let rest = &bytes[at..];
         if rest.starts_with(b"<!--") {
@@ -148,9 +148,10 @@ fn skip_past(bytes: &[u8], from: usize, end: &[u8]) -> usize {
     let (Some(rest), Some((&first, tail))) = (bytes.get(from..), end.split_first()) else {
         return bytes.len();
     };
-    // Byte by byte to the next candidate first byte, then the rest compared once there.
+    // To the next candidate first byte (memchr: many bytes at a time), then the rest compared
+    // once there.
     let mut at = 0;
-    while let Some(offset) = rest[at..].iter().position(|&byte| byte == first) {
+    while let Some(offset) = memchr::memchr(first, &rest[at..]) {
         let found = at + offset;
         if rest[found + 1..].starts_with(tail) {
             return from + found + end.len();
@@ -198,7 +199,7 @@ fn scan_start_tag(bytes: &[u8], from: usize) -> StartTag {
         match bytes[at] {
             // Nothing inside a quoted value counts: on to its closing quote (an unclosed one
             // runs to the end of the text).
-            quote @ (b'"' | b'\'') => match bytes[at + 1..].iter().position(|&b| b == quote) {
+            quote @ (b'"' | b'\'') => match memchr::memchr(quote, &bytes[at + 1..]) {
                 Some(offset) => at += 1 + offset,
                 None => return tag,
             },
