@@ -25,7 +25,7 @@ use crate::domain::subscription::{
 };
 use crate::engine::{Engine, SubscribeRequest};
 use crate::soap::addressing::{self, NONE_ADDRESS, ReplyAddressing, is_anonymous};
-use crate::soap::envelope::{self, Envelope, EnvelopeError, Limits, write_envelope};
+use crate::soap::envelope::{self, Envelope, EnvelopeError, Limits, close_envelope, open_envelope};
 use crate::soap::fault::{Fault, FaultCode};
 use crate::soap::limits::OFFLOAD_BYTES;
 use crate::soap::xml;
@@ -192,12 +192,21 @@ impl ReplyContext {
         };
         let mut all_namespaces = vec![("wsa", reply.version.ns())];
         all_namespaces.extend_from_slice(namespaces);
-        let mut headers = reply.headers(action);
-        headers.extend(extra_headers);
+        // Written into one string: the headers as they are made, then the body.
+        let extra: usize = extra_headers.iter().map(String::len).sum();
+        let mut envelope = String::with_capacity(768 + body.len() + extra);
+        open_envelope(&mut envelope, self.soap, &all_namespaces);
+        envelope.push_str("<s:Header>");
+        reply.write_headers(&mut envelope, action);
+        extra_headers
+            .iter()
+            .for_each(|header| envelope.push_str(header));
+        envelope.push_str("</s:Header>");
+        close_envelope(&mut envelope, body);
         SoapReply {
             status: 200,
             content_type: self.soap.content_type(),
-            body: write_envelope(self.soap, &all_namespaces, &headers, body),
+            body: envelope,
             operation: self.operation,
             outcome: Outcome::Ok,
             headers: Vec::new(),

@@ -276,28 +276,59 @@ pub fn read_epr(node: Node<'_, '_>) -> Result<EndpointRef, String> {
 /// Writes an endpoint reference's children (Address and reference parameters/properties) in
 /// `version`, using the `wsa` prefix. Where the version lacks one kind, the other carries them.
 pub fn write_epr_content(version: WsaVersion, epr: &EndpointRef) -> String {
-    let mut out = format!("<wsa:Address>{}</wsa:Address>", xml::escape(&epr.address));
-    let (mut parameters, mut properties) = (
-        epr.reference_parameters.clone(),
-        epr.reference_properties.clone(),
-    );
-    if !version.has_reference_parameters() {
-        properties.append(&mut parameters);
-    }
-    if !version.has_reference_properties() {
-        parameters.append(&mut properties);
-    }
-    if !properties.is_empty() {
-        out.push_str("<wsa:ReferenceProperties>");
-        properties.iter().for_each(|p| out.push_str(p));
-        out.push_str("</wsa:ReferenceProperties>");
-    }
-    if !parameters.is_empty() {
-        out.push_str("<wsa:ReferenceParameters>");
-        parameters.iter().for_each(|p| out.push_str(p));
-        out.push_str("</wsa:ReferenceParameters>");
-    }
+    let parameters: Vec<&str> = epr
+        .reference_parameters
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let properties: Vec<&str> = epr
+        .reference_properties
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut out = String::with_capacity(64 + epr.address.len());
+    write_epr_parts(&mut out, version, &epr.address, &parameters, &properties);
     out
+}
+
+/// [`write_epr_content`] of an endpoint reference given as its parts, appended to `out`.
+pub fn write_epr_parts(
+    out: &mut String,
+    version: WsaVersion,
+    address: &str,
+    parameters: &[&str],
+    properties: &[&str],
+) {
+    out.push_str("<wsa:Address>");
+    out.push_str(&xml::escape(address));
+    out.push_str("</wsa:Address>");
+    let (properties, parameters): ([&[&str]; 2], [&[&str]; 2]) = match (
+        version.has_reference_properties(),
+        version.has_reference_parameters(),
+    ) {
+        (true, true) => ([properties, &[]], [parameters, &[]]),
+        (true, false) => ([properties, parameters], [&[], &[]]),
+        (false, _) => ([&[], &[]], [parameters, properties]),
+    };
+    write_blocks(out, "ReferenceProperties", properties);
+    write_blocks(out, "ReferenceParameters", parameters);
+}
+
+/// `blocks` inside `<wsa:{element}>`, if there are any.
+fn write_blocks(out: &mut String, element: &str, blocks: [&[&str]; 2]) {
+    if blocks.iter().all(|part| part.is_empty()) {
+        return;
+    }
+    out.push_str("<wsa:");
+    out.push_str(element);
+    out.push('>');
+    blocks
+        .iter()
+        .flat_map(|part| part.iter())
+        .for_each(|block| out.push_str(block));
+    out.push_str("</wsa:");
+    out.push_str(element);
+    out.push('>');
 }
 
 /// The header blocks that address a message to `epr` in `version`: `wsa:To` and every reference
@@ -347,28 +378,39 @@ pub struct ReplyAddressing {
 impl ReplyAddressing {
     /// The header blocks of a reply with this action.
     pub fn headers(&self, action: &str) -> Vec<String> {
-        let mut headers = vec![
-            format!("<wsa:Action>{}</wsa:Action>", xml::escape(action)),
-            format!(
-                "<wsa:MessageID>uuid:{}</wsa:MessageID>",
-                crate::domain::random::uuid_v4().hyphenated()
-            ),
-        ];
+        let mut headers = Vec::with_capacity(4);
+        self.each_header(action, |pieces| headers.push(pieces.concat()));
+        headers
+    }
+
+    /// [`ReplyAddressing::headers`] appended to `out`, without a string of their own each.
+    pub fn write_headers(&self, out: &mut String, action: &str) {
+        self.each_header(action, |pieces| pieces.iter().for_each(|p| out.push_str(p)));
+    }
+
+    /// Hands each header block of a reply with `action` to `block`, as the pieces that make it.
+    fn each_header(&self, action: &str, mut block: impl FnMut(&[&str])) {
+        block(&["<wsa:Action>", &xml::escape(action), "</wsa:Action>"]);
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = crate::domain::random::uuid_v4()
+            .hyphenated()
+            .encode_lower(&mut id);
+        block(&["<wsa:MessageID>uuid:", id, "</wsa:MessageID>"]);
         if let Some(relates_to) = &self.relates_to {
-            headers.push(format!(
-                "<wsa:RelatesTo>{}</wsa:RelatesTo>",
-                xml::escape(relates_to)
-            ));
+            block(&[
+                "<wsa:RelatesTo>",
+                &xml::escape(relates_to),
+                "</wsa:RelatesTo>",
+            ]);
         }
         match &self.to {
-            Some(epr) => headers.extend(addressed_to(self.version, epr)),
+            Some(epr) => each_addressing_block(self.version, epr, block),
             // WS-Addressing 1.0 lets an anonymous To be omitted; the older versions require it.
             None if self.version != WsaVersion::W3c2005 => {
-                headers.push(format!("<wsa:To>{}</wsa:To>", self.version.anonymous()))
+                block(&["<wsa:To>", self.version.anonymous(), "</wsa:To>"])
             }
             None => {}
         }
-        headers
     }
 }
 
