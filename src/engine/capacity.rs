@@ -2,9 +2,9 @@
 //! is written, and gives it back once the subscription is in delivery (which then counts it)
 //! or was not stored. Readers in delivery plus places taken never exceed the limit.
 
-use crate::domain::maps::Map;
 use std::sync::Mutex;
 
+use crate::domain::maps::Map;
 use crate::domain::subscription::SourceName;
 
 /// Places taken by Subscribes being written, per source.

@@ -30,6 +30,7 @@ pub(super) fn subscribe_response(
     let mut id_text = [0; 5 + uuid::fmt::Hyphenated::LENGTH];
     id_text[..5].copy_from_slice(b"uuid:");
     id.uuid().hyphenated().encode_lower(&mut id_text[5..]);
+    // ASCII by construction.
     let id_text = std::str::from_utf8(&id_text).unwrap_or_default();
     let mut out = String::with_capacity(384 + manager_address.len());
     out.push_str("<wse:SubscribeResponse>");
@@ -80,7 +81,7 @@ mod tests {
     }
 
     /// The names of the elements under the SubscriptionManager's reference parameters and
-    /// properties, and the identifier's text where it is.
+    /// properties, and its address as read back.
     fn manager(text: &str) -> (Vec<String>, Vec<String>, String) {
         let document = roxmltree::Document::parse(text).unwrap();
         let under = |kind: &str| -> Vec<String> {
