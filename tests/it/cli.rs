@@ -582,9 +582,11 @@ async fn refusals_are_printed_clearly_with_a_non_zero_exit() {
     assert_eq!(run.json()["error"]["kind"], "soap-fault", "{run:?}");
 
     // Nobody at the URL: exit 3, and why.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Bound but not listening, for the rest of the test: connections are refused, and no other
+    // test's server can take the port.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let nobody = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
     let run = herald(&["status", unknown, "--url", &nobody], &[], None).await;
     assert_eq!(run.code, 3, "{run:?}");
     assert!(

@@ -48,9 +48,11 @@ async fn failing_deliveries_say_what_happened_and_warn_once() {
         ],
     );
     let server = process.client();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Bound but not listening, for the whole test: connections are refused, and no other
+    // test's server can take the port (a listener bound and dropped let one do so).
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let refusing = format!("http://{}/notify", closed.local_addr().unwrap());
-    drop(closed);
     let cases = [
         (sink.url("dead"), "HTTP 503 Service Unavailable"),
         (refusing, "connection refused"),
