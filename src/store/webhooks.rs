@@ -64,26 +64,83 @@ pub static RECONFIGURE: Sql = Sql::new(concat!(
     super::codec::progress_columns!()
 ));
 
-/// A page of subscriptions: `$1` source or NULL, `$2` status or NULL, `$3` after or NULL, `$4`
-/// limit, `$5`–`$7` the deliveries listed (all NULL: every delivery).
-pub static LIST: Sql = Sql::new(concat!(
-    "SELECT ",
-    super::codec::subscription_columns!(),
-    ", ",
-    super::codec::progress_columns!(),
-    ", status, end_reason, ended_at, end_notice, owner FROM subscriptions
-     WHERE (CAST($1 AS TEXT) IS NULL OR source = $1) AND (CAST($2 AS TEXT) IS NULL OR status = $2)
-       AND (CAST($3 AS TEXT) IS NULL OR id > $3)
-       AND ((CAST($5 AS TEXT) IS NULL AND CAST($6 AS TEXT) IS NULL AND CAST($7 AS TEXT) IS NULL)
-            OR delivery = $5 OR delivery = $6 OR delivery = $7)
-     ORDER BY id LIMIT $4"
-));
+/// A value a listing's statement binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    Text(String),
+    Count(i64),
+}
 
-/// The delivery names a listing binds as `$5`–`$7`.
-pub fn listed_deliveries(listing: &Listing) -> [Option<&'static str>; 3] {
-    let mut names = [None; 3];
-    for (slot, name) in names.iter_mut().zip(&listing.deliveries) {
-        *slot = Some(*name);
+/// The SQL dialect a listing is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// The `n`th parameter.
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => format!("?{n}"),
+        }
     }
-    names
+
+    /// `column` in a filter that must not choose the index: SQLite, with no statistics, would
+    /// read a source's active subscriptions through their index and sort them all for each
+    /// page; `+column` leaves it the identifier's. PostgreSQL chooses by its statistics.
+    fn unindexed(self, column: &str) -> String {
+        match self {
+            Dialect::Postgres => column.to_owned(),
+            Dialect::Sqlite => format!("+{column}"),
+        }
+    }
+}
+
+/// A page of subscriptions in identifier order, in `dialect`: the statement and its values, in
+/// order. Only the filters the listing sets are in it. A statement with every filter optional
+/// (`$3 IS NULL OR id > $3`) is planned for any value, and PostgreSQL's plan for it read and
+/// sorted the whole table for each page; with the filters written out, a page starts where the
+/// last ended in the identifier's index.
+pub fn list_statement(listing: &Listing, dialect: Dialect) -> (String, Vec<Bound>) {
+    let mut values = Vec::new();
+    let mut bind = |value: Bound| {
+        values.push(value);
+        dialect.placeholder(values.len())
+    };
+    let mut filters = Vec::new();
+    if let Some(source) = &listing.source {
+        let value = bind(Bound::Text(source.as_str().to_owned()));
+        filters.push(format!("{} = {value}", dialect.unindexed("source")));
+    }
+    if let Some(active) = listing.active {
+        let status = if active { "active" } else { "ended" };
+        let value = bind(Bound::Text(status.to_owned()));
+        filters.push(format!("{} = {value}", dialect.unindexed("status")));
+    }
+    if let Some(after) = listing.after {
+        filters.push(format!("id > {}", bind(Bound::Text(after.key()))));
+    }
+    if !listing.deliveries.is_empty() {
+        let names = listing
+            .deliveries
+            .iter()
+            .map(|name| bind(Bound::Text((*name).to_owned())))
+            .collect::<Vec<_>>();
+        filters.push(format!("delivery IN ({})", names.join(", ")));
+    }
+    let limit = bind(Bound::Count(i64::from(listing.limit)));
+    let filters = if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filters.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {}, {}, status, end_reason, ended_at, end_notice, owner FROM subscriptions{filters}
+         ORDER BY id LIMIT {limit}",
+        super::codec::subscription_columns!(),
+        super::codec::progress_columns!(),
+    );
+    (sql, values)
 }

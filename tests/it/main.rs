@@ -30,6 +30,7 @@ mod invocations;
 mod invocations_cluster;
 mod kept_name;
 mod limits;
+mod listing;
 mod logs;
 mod openapi;
 mod operations;

@@ -7,7 +7,7 @@ use super::super::codec::{
     decode_progress, decode_record, decode_subscription, encode_endpoint, encode_filter,
     encode_webhook, millis,
 };
-use super::super::webhooks::{LIST, Listing, RECONFIGURE, Webhooks, listed_deliveries};
+use super::super::webhooks::{Bound, Dialect, Listing, RECONFIGURE, Webhooks, list_statement};
 use super::super::{NodeId, StoreError};
 use super::PostgresStore;
 use crate::domain::subscription::{
@@ -50,26 +50,19 @@ impl Webhooks for PostgresStore {
         &self,
         listing: &Listing,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let [first, second, third] = listed_deliveries(listing);
-        let rows = sqlx::query(LIST.postgres())
-            .bind(
-                listing
-                    .source
-                    .as_ref()
-                    .map(|source| source.as_str().to_owned()),
-            )
-            .bind(
-                listing
-                    .active
-                    .map(|active| if active { "active" } else { "ended" }),
-            )
-            .bind(listing.after.map(|id| id.key()))
-            .bind(i64::from(listing.limit))
-            .bind(first)
-            .bind(second)
-            .bind(third)
-            .fetch_all(&self.pool)
-            .await?;
+        // Composed of fixed fragments and placeholders only: every value is bound.
+        let (sql, values) = list_statement(listing, Dialect::Postgres);
+        let query =
+            values
+                .into_iter()
+                .fold(
+                    sqlx::query(sqlx::AssertSqlSafe(sql)),
+                    |query, value| match value {
+                        Bound::Text(text) => query.bind(text),
+                        Bound::Count(count) => query.bind(count),
+                    },
+                );
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(decode_record).collect()
     }
 }
