@@ -2,7 +2,7 @@
 //! identifier's index from where the last page ended, whatever values it is bound with.
 
 use herald::domain::subscription::{SourceName, SubscriptionId};
-use herald::store::webhooks::{Bound, Dialect, Listing, list_statement};
+use herald::store::webhooks::{Bound, Dialect, LISTING_PLAN, Listing, list_statement};
 use sqlx::{Connection, Row};
 
 use crate::harness::*;
@@ -17,16 +17,16 @@ async fn a_page_starts_where_the_last_ended_on_postgres() {
         .to_owned();
     let _migrated = store.open().await;
     let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
-    // The plan a prepared statement settles on after its first runs, for any value. The table
-    // is empty here, and an empty table is read whole or through a bitmap and sorted; with
-    // both priced out, what is left to see is whether the index can start past `after`.
-    for setting in [
-        "SET plan_cache_mode = force_generic_plan",
-        "SET enable_seqscan = off",
-        "SET enable_bitmapscan = off",
-    ] {
-        sqlx::query(setting).execute(&mut connection).await.unwrap();
-    }
+    // The plan a prepared statement settles on after its first runs, for any value, with the
+    // settings the store reads a page under, on a table never analyzed.
+    sqlx::raw_sql("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    sqlx::raw_sql(LISTING_PLAN)
+        .execute(&mut connection)
+        .await
+        .unwrap();
     let listing = Listing {
         source: SourceName::parse("default"),
         active: Some(true),

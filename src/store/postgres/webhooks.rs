@@ -7,7 +7,9 @@ use super::super::codec::{
     decode_progress, decode_record, decode_subscription, encode_endpoint, encode_filter,
     encode_webhook, millis,
 };
-use super::super::webhooks::{Bound, Dialect, Listing, RECONFIGURE, Webhooks, list_statement};
+use super::super::webhooks::{
+    Bound, Dialect, LISTING_PLAN, Listing, RECONFIGURE, Webhooks, list_statement,
+};
 use super::super::{NodeId, StoreError};
 use super::PostgresStore;
 use crate::domain::subscription::{
@@ -62,7 +64,10 @@ impl Webhooks for PostgresStore {
                         Bound::Count(count) => query.bind(count),
                     },
                 );
-        let rows = query.fetch_all(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql(LISTING_PLAN).execute(&mut *tx).await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         rows.iter().map(decode_record).collect()
     }
 }
