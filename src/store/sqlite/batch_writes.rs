@@ -1,7 +1,8 @@
 //! The subscription lifecycle's writes as one statement per batch (see
 //! [`super::super::group_commit`] for the group commit that batches them), so a batch costs one
-//! trip to the driver's worker thread and one fsync however many Subscribes, Renews or
-//! Unsubscribes it holds. New subscriptions, renewals and ends go as bound values, one row
+//! statement and one fsync however many Subscribes, Renews or Unsubscribes it holds: new
+//! subscriptions on a connection of herald's own, run where the batch was gathered
+//! ([`super::direct`]), the rest through one trip to the driver's worker thread. New subscriptions, renewals and ends go as bound values, one row
 //! each (unpacking a JSON array of twenty-two values per row took more of the writer than the
 //! inserts themselves; for the three or four values of a renewal or an end, building the JSON
 //! and extracting from it again cost about a thirtieth of a Renew's instructions); a pull's
@@ -24,6 +25,7 @@ use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
 use super::WriteTurns;
+use super::direct::Direct;
 use crate::domain::subscription::Ended;
 
 /// A statement being bound.
@@ -34,8 +36,8 @@ type SqliteQuery = Query<'static, Sqlite, SqliteArguments>;
 const INSERT_VALUES: usize = 22;
 
 /// The insert of up to `rows` new subscriptions, each bound as [`INSERT_VALUES`] values in
-/// [`bind_insert`]'s order; a row whose id is NULL fills the statement up and is skipped. Each
-/// starts at its given cursor or at its log's head.
+/// [`Direct::insert`]'s order; a row whose id is NULL fills the statement up and is skipped.
+/// Each starts at its given cursor or at its log's head.
 fn insert_statement(rows: usize) -> String {
     let columns = (1..=20)
         .map(|i| format!("column{i}"))
@@ -135,6 +137,8 @@ pub(super) struct SqliteBatches {
     /// The store's writer connection.
     pub writer: SqlitePool,
     pub write: Arc<WriteTurns>,
+    /// The connection new subscriptions are written through (see [`super::direct`]).
+    pub direct: Arc<std::sync::Mutex<Direct>>,
 }
 
 /// New subscriptions.
@@ -187,38 +191,6 @@ impl SqliteBatches {
     }
 }
 
-/// Binds `request`'s values in the order of [`insert_statement`]'s row, or a row of NULLs that
-/// the insert skips.
-fn bind_insert(query: SqliteQuery, request: Option<&NewSubscription>) -> SqliteQuery {
-    let Some(request) = request else {
-        return nulls(query, INSERT_VALUES);
-    };
-    let row = &request.row;
-    query
-        .bind(text(&row.id))
-        .bind(text(&row.source))
-        .bind(text(&row.eventing))
-        .bind(text(&row.soap))
-        .bind(text(&row.addressing))
-        .bind(text(&row.notify_to))
-        .bind(row.end_to.as_deref().map(text))
-        .bind(text(&row.delivery_mode))
-        .bind(text(&row.format))
-        .bind(row.filter.as_deref().map(text))
-        .bind(row.expires_at)
-        .bind(text(&row.expiry_kind))
-        .bind(row.created_at)
-        .bind(text(&row.manager_address))
-        .bind(text(&row.log_kind))
-        .bind(text(&row.delivery))
-        .bind(row.webhook.as_deref().map(text))
-        .bind(row.retry_interval_ms)
-        .bind(row.retry_total)
-        .bind(row.wsman.as_deref().map(text))
-        .bind(text(&request.owner))
-        .bind(request.start_after)
-}
-
 /// A text value as the driver keeps it: bound as an `Arc<str>`, it is one allocation, where a
 /// `String` is copied and then boxed again by the driver (two).
 fn text(value: &str) -> Arc<str> {
@@ -235,8 +207,11 @@ impl Commit for SqliteInserts {
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
-        let query = bound(&INSERTS, batch, bind_insert);
-        cursors_in_order(batch, &self.0.fetch(query).await?)
+        let rows = batch.len().next_power_of_two();
+        let statement = INSERTS[rows.ilog2() as usize].as_str();
+        let _writing = self.0.write.lock().await;
+        let mut direct = self.0.direct.lock().map_err(|_| StoreError::Closed)?;
+        cursors_in_order(batch, &direct.insert(rows, statement, batch)?)
     }
 }
 

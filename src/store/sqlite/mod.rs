@@ -36,6 +36,7 @@ mod appends;
 mod batch_writes;
 mod channels;
 mod checkpoints;
+mod direct;
 mod migrations;
 mod pulls;
 mod queue_writes;
@@ -105,9 +106,11 @@ impl SqliteStore {
         let write = Arc::new(WriteTurns::default());
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let direct = direct::Direct::open(&data_dir.join("herald.db"))?;
         let batches = SqliteBatches {
             writer: writer.clone(),
             write: write.clone(),
+            direct: Arc::new(std::sync::Mutex::new(direct)),
         };
         let channels = ChannelQueues::start(
             (

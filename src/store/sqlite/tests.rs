@@ -509,6 +509,9 @@ async fn inserts_of_every_batch_length_store_each_row_once() {
     let inserts = batch_writes::SqliteInserts(SqliteBatches {
         writer: store.writer.clone(),
         write: store.write.clone(),
+        direct: Arc::new(std::sync::Mutex::new(
+            direct::Direct::open(&dir.path().join("herald.db")).unwrap(),
+        )),
     });
     let mut stored = 0;
     for length in [1, 2, 3, 5, 8, 31, 33, MAX_BATCH - 1, MAX_BATCH] {
