@@ -25,7 +25,7 @@ use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
 use super::WriteTurns;
-use super::direct::Direct;
+use super::direct::{Bind, Direct, Returned};
 use crate::domain::subscription::Ended;
 
 /// A statement being bound.
@@ -36,7 +36,7 @@ type SqliteQuery = Query<'static, Sqlite, SqliteArguments>;
 const INSERT_VALUES: usize = 22;
 
 /// The insert of up to `rows` new subscriptions, each bound as [`INSERT_VALUES`] values in
-/// [`Direct::insert`]'s order; a row whose id is NULL fills the statement up and is skipped.
+/// [`insert_values`]' order; a row whose id is NULL fills the statement up and is skipped.
 /// Each starts at its given cursor or at its log's head.
 fn insert_statement(rows: usize) -> String {
     let columns = (1..=20)
@@ -110,27 +110,6 @@ static INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(insert
 static RENEWS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(renew_statement));
 static ENDS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(end_statement));
 
-/// `batch` bound row by row into the smallest of `statements` that holds it; the rows past the
-/// batch are bound as `None`, all NULLs, which match no subscription.
-fn bound<W>(
-    statements: &'static [String],
-    batch: &[W],
-    bind: impl Fn(SqliteQuery, Option<&W>) -> SqliteQuery,
-) -> SqliteQuery {
-    let rows = batch.len().next_power_of_two();
-    let statement = statements[rows.ilog2() as usize].as_str();
-    batch
-        .iter()
-        .map(Some)
-        .chain(std::iter::repeat_n(None, rows - batch.len()))
-        .fold(sqlx::query(statement), bind)
-}
-
-/// `width` NULLs.
-fn nulls(query: SqliteQuery, width: usize) -> SqliteQuery {
-    (0..width).fold(query, |query, _| query.bind(None::<i64>))
-}
-
 /// Writes batches under the store's writer lock.
 #[derive(Clone)]
 pub(super) struct SqliteBatches {
@@ -183,6 +162,21 @@ impl SqliteBatches {
         self.fetch(sqlx::query(statement).bind(rows)).await
     }
 
+    /// Runs the smallest of `statements` that holds `rows` rows, with `values` (the rows past
+    /// them NULL), through the connection of herald's own, under the writer lock: one statement
+    /// is one transaction, all of the batch or none of it.
+    async fn direct(
+        &self,
+        statements: &'static [String],
+        rows: usize,
+        values: &[Bind<'_>],
+    ) -> Result<Vec<Returned>, StoreError> {
+        let statement = statements[rows.next_power_of_two().ilog2() as usize].as_str();
+        let _writing = self.write.lock().await;
+        let mut direct = self.direct.lock().map_err(|_| StoreError::Closed)?;
+        direct.run(statement, values)
+    }
+
     /// Runs a bound statement under the writer lock: one statement is one transaction, all of
     /// the batch or none of it.
     async fn fetch(&self, query: SqliteQuery) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
@@ -191,10 +185,33 @@ impl SqliteBatches {
     }
 }
 
-/// A text value as the driver keeps it: bound as an `Arc<str>`, it is one allocation, where a
-/// `String` is copied and then boxed again by the driver (two).
-fn text(value: &str) -> Arc<str> {
-    Arc::from(value)
+/// A new subscription's values in the order of [`insert_statement`]'s row.
+fn insert_values(write: &NewSubscription) -> [Bind<'_>; INSERT_VALUES] {
+    let row = &write.row;
+    [
+        Bind::Text(Some(&row.id)),
+        Bind::Text(Some(&row.source)),
+        Bind::Text(Some(&row.eventing)),
+        Bind::Text(Some(&row.soap)),
+        Bind::Text(Some(&row.addressing)),
+        Bind::Text(Some(&row.notify_to)),
+        Bind::Text(row.end_to.as_deref()),
+        Bind::Text(Some(&row.delivery_mode)),
+        Bind::Text(Some(&row.format)),
+        Bind::Text(row.filter.as_deref()),
+        Bind::Int(row.expires_at),
+        Bind::Text(Some(&row.expiry_kind)),
+        Bind::Int(Some(row.created_at)),
+        Bind::Text(Some(&row.manager_address)),
+        Bind::Text(Some(&row.log_kind)),
+        Bind::Text(Some(&row.delivery)),
+        Bind::Text(row.webhook.as_deref()),
+        Bind::Int(row.retry_interval_ms),
+        Bind::Int(row.retry_total),
+        Bind::Text(row.wsman.as_deref()),
+        Bind::Text(Some(&write.owner)),
+        Bind::Int(write.start_after),
+    ]
 }
 
 #[async_trait]
@@ -207,11 +224,8 @@ impl Commit for SqliteInserts {
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
-        let rows = batch.len().next_power_of_two();
-        let statement = INSERTS[rows.ilog2() as usize].as_str();
-        let _writing = self.0.write.lock().await;
-        let mut direct = self.0.direct.lock().map_err(|_| StoreError::Closed)?;
-        cursors_in_order(batch, &direct.insert(rows, statement, batch)?)
+        let values: Vec<Bind<'_>> = batch.iter().flat_map(insert_values).collect();
+        cursors_in_order(batch, &self.0.direct(&INSERTS, batch.len(), &values).await?)
     }
 }
 
@@ -225,15 +239,18 @@ impl Commit for SqliteRenewals {
     }
 
     async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
-        let query = bound(&RENEWS, batch, |query, renewal| match renewal {
-            Some(r) => query
-                .bind(text(&r.id))
-                .bind(r.expires_at)
-                .bind(r.kind)
-                .bind(r.now),
-            None => nulls(query, RENEW_VALUES),
-        });
-        renewed(batch, &self.0.fetch(query).await?)
+        let values: Vec<Bind<'_>> = batch
+            .iter()
+            .flat_map(|r| {
+                [
+                    Bind::Text(Some(&r.id)),
+                    Bind::Int(r.expires_at),
+                    Bind::Text(Some(r.kind)),
+                    Bind::Int(Some(r.now)),
+                ]
+            })
+            .collect();
+        renewed(batch, &self.0.direct(&RENEWS, batch.len(), &values).await?)
     }
 }
 
@@ -247,11 +264,17 @@ impl Commit for SqliteEnds {
     }
 
     async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Ended>>, StoreError> {
-        let query = bound(&ENDS, batch, |query, ending| match ending {
-            Some(e) => query.bind(text(&e.id)).bind(e.reason).bind(e.now),
-            None => nulls(query, END_VALUES),
-        });
-        ended(batch, &self.0.fetch(query).await?)
+        let values: Vec<Bind<'_>> = batch
+            .iter()
+            .flat_map(|e| {
+                [
+                    Bind::Text(Some(&e.id)),
+                    Bind::Text(Some(e.reason)),
+                    Bind::Int(Some(e.now)),
+                ]
+            })
+            .collect();
+        ended(batch, &self.0.direct(&ENDS, batch.len(), &values).await?)
     }
 }
 

@@ -13,12 +13,19 @@ use libsqlite3_sys as ffi;
 
 use super::super::StoreError;
 use super::super::codec::Columns;
-use super::super::subscription_writes::NewSubscription;
 
-/// An open connection and the insert statements prepared on it, one per batch length.
+/// An open connection and the statements prepared on it, by their text's address (each is a
+/// `'static` string: one statement per batch length of each kind of write).
 pub(super) struct Direct {
     db: *mut ffi::sqlite3,
-    inserts: HashMap<usize, *mut ffi::sqlite3_stmt>,
+    prepared: HashMap<usize, *mut ffi::sqlite3_stmt>,
+}
+
+/// A value bound to a statement.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Bind<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
 }
 
 // SAFETY: the connection is opened in SQLite's serialized mode and used by one thread at a time
@@ -37,7 +44,7 @@ impl Direct {
         let code = unsafe { ffi::sqlite3_open_v2(name.as_ptr(), &mut db, flags, ptr::null()) };
         let direct = Direct {
             db,
-            inserts: HashMap::new(),
+            prepared: HashMap::new(),
         };
         direct.check(code)?;
         direct.execute(
@@ -46,19 +53,24 @@ impl Direct {
         Ok(direct)
     }
 
-    /// Inserts `batch` with `statement` (the insert for `rows` rows, the batch padded with rows
-    /// of NULLs that it skips); returns each inserted row's id and cursor.
-    pub fn insert(
+    /// Runs `statement` with `values` bound in order (the parameters past them stay NULL) and
+    /// returns its rows.
+    pub fn run(
         &mut self,
-        rows: usize,
-        statement: &str,
-        batch: &[NewSubscription],
+        statement: &'static str,
+        values: &[Bind<'_>],
     ) -> Result<Vec<Returned>, StoreError> {
-        let stmt = self.prepared(rows, statement)?;
-        let bound = self.bind_all(stmt, batch);
+        let stmt = self.prepared(statement)?;
+        let bound = values
+            .iter()
+            .zip(1..)
+            .try_for_each(|(value, index)| match *value {
+                Bind::Text(text) => self.bind_text(stmt, index, text),
+                Bind::Int(int) => self.bind_int(stmt, index, int),
+            });
         let result = bound.and_then(|()| self.step_all(stmt));
         // SAFETY: `stmt` is a live statement of this connection; resetting it ends its run and
-        // clearing drops the pointers bound into `batch`, which outlives this call.
+        // clearing drops the pointers bound into `values`' texts, which outlive this call.
         unsafe {
             ffi::sqlite3_reset(stmt);
             ffi::sqlite3_clear_bindings(stmt);
@@ -66,12 +78,9 @@ impl Direct {
         result
     }
 
-    fn prepared(
-        &mut self,
-        rows: usize,
-        statement: &str,
-    ) -> Result<*mut ffi::sqlite3_stmt, StoreError> {
-        if let Some(stmt) = self.inserts.get(&rows) {
+    fn prepared(&mut self, statement: &'static str) -> Result<*mut ffi::sqlite3_stmt, StoreError> {
+        let key = statement.as_ptr() as usize;
+        if let Some(stmt) = self.prepared.get(&key) {
             return Ok(*stmt);
         }
         let mut stmt = ptr::null_mut();
@@ -87,63 +96,8 @@ impl Direct {
             )
         };
         self.check(code)?;
-        self.inserts.insert(rows, stmt);
+        self.prepared.insert(key, stmt);
         Ok(stmt)
-    }
-
-    /// Binds each write's values in the order of the insert's rows; the rows past the batch
-    /// stay NULL.
-    fn bind_all(
-        &self,
-        stmt: *mut ffi::sqlite3_stmt,
-        batch: &[NewSubscription],
-    ) -> Result<(), StoreError> {
-        let mut index: c_int = 0;
-        for write in batch {
-            let row = &write.row;
-            let texts = [
-                Some(row.id.as_str()),
-                Some(&row.source),
-                Some(&row.eventing),
-                Some(&row.soap),
-                Some(&row.addressing),
-                Some(&row.notify_to),
-                row.end_to.as_deref(),
-                Some(&row.delivery_mode),
-                Some(&row.format),
-                row.filter.as_deref(),
-            ];
-            for text in texts {
-                index += 1;
-                self.bind_text(stmt, index, text)?;
-            }
-            index += 1;
-            self.bind_int(stmt, index, row.expires_at)?;
-            index += 1;
-            self.bind_text(stmt, index, Some(&row.expiry_kind))?;
-            index += 1;
-            self.bind_int(stmt, index, Some(row.created_at))?;
-            for text in [
-                Some(row.manager_address.as_str()),
-                Some(&row.log_kind),
-                Some(&row.delivery),
-                row.webhook.as_deref(),
-            ] {
-                index += 1;
-                self.bind_text(stmt, index, text)?;
-            }
-            index += 1;
-            self.bind_int(stmt, index, row.retry_interval_ms)?;
-            index += 1;
-            self.bind_int(stmt, index, row.retry_total)?;
-            index += 1;
-            self.bind_text(stmt, index, row.wsman.as_deref())?;
-            index += 1;
-            self.bind_text(stmt, index, Some(&write.owner))?;
-            index += 1;
-            self.bind_int(stmt, index, write.start_after)?;
-        }
-        Ok(())
     }
 
     fn bind_text(
@@ -185,30 +139,13 @@ impl Direct {
         self.check(code)
     }
 
-    /// Runs the statement to its end: its rows are `id, cursor`.
+    /// Runs the statement to its end, each row's columns by name.
     fn step_all(&self, stmt: *mut ffi::sqlite3_stmt) -> Result<Vec<Returned>, StoreError> {
         let mut rows = Vec::new();
         loop {
             // SAFETY: `stmt` is a live, bound statement of this connection.
             match unsafe { ffi::sqlite3_step(stmt) } {
-                ffi::SQLITE_ROW => {
-                    // SAFETY: the row is current; the text is copied before the next step.
-                    let id = unsafe {
-                        let text = ffi::sqlite3_column_text(stmt, 0);
-                        let length = ffi::sqlite3_column_bytes(stmt, 0);
-                        if text.is_null() {
-                            return Err(StoreError::Corrupt(
-                                "an inserted row without an id".into(),
-                            ));
-                        }
-                        let bytes =
-                            std::slice::from_raw_parts(text, usize::try_from(length).unwrap_or(0));
-                        String::from_utf8_lossy(bytes).into_owned()
-                    };
-                    // SAFETY: as above.
-                    let cursor = unsafe { ffi::sqlite3_column_int64(stmt, 1) };
-                    rows.push(Returned { id, cursor });
-                }
+                ffi::SQLITE_ROW => rows.push(Returned::read(stmt)),
                 ffi::SQLITE_DONE => return Ok(rows),
                 code => return Err(self.error(code)),
             }
@@ -257,7 +194,7 @@ impl Drop for Direct {
     fn drop(&mut self) {
         // SAFETY: each statement and the connection are finalized once, here.
         unsafe {
-            for stmt in self.inserts.values() {
+            for stmt in self.prepared.values() {
                 ffi::sqlite3_finalize(*stmt);
             }
             ffi::sqlite3_close(self.db);
@@ -265,32 +202,87 @@ impl Drop for Direct {
     }
 }
 
-/// A row an insert returned.
+/// A column's value.
+enum Column {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// A row a statement returned: its columns by name.
 pub(super) struct Returned {
-    id: String,
-    cursor: i64,
+    columns: Vec<(String, Column)>,
+}
+
+impl Returned {
+    /// The current row of `stmt`.
+    fn read(stmt: *mut ffi::sqlite3_stmt) -> Returned {
+        // SAFETY: the row is current; names and texts are copied before the next step.
+        unsafe {
+            let count = ffi::sqlite3_column_count(stmt);
+            let columns = (0..count)
+                .map(|i| {
+                    let name = ffi::sqlite3_column_name(stmt, i);
+                    let name = if name.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(name).to_string_lossy().into_owned()
+                    };
+                    let value = match ffi::sqlite3_column_type(stmt, i) {
+                        ffi::SQLITE_NULL => Column::Null,
+                        ffi::SQLITE_INTEGER => Column::Int(ffi::sqlite3_column_int64(stmt, i)),
+                        _ => {
+                            let text = ffi::sqlite3_column_text(stmt, i);
+                            let length = ffi::sqlite3_column_bytes(stmt, i);
+                            if text.is_null() {
+                                Column::Null
+                            } else {
+                                let length = usize::try_from(length).unwrap_or(0);
+                                let bytes = std::slice::from_raw_parts(text, length);
+                                Column::Text(String::from_utf8_lossy(bytes).into_owned())
+                            }
+                        }
+                    };
+                    (name, value)
+                })
+                .collect();
+            Returned { columns }
+        }
+    }
+
+    fn column(&self, name: &str) -> Result<&Column, StoreError> {
+        self.columns
+            .iter()
+            .find(|(column, _)| column == name)
+            .map(|(_, value)| value)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {name}")))
+    }
 }
 
 impl Columns for Returned {
     fn text(&self, name: &str) -> Result<String, StoreError> {
-        match name {
-            "id" => Ok(self.id.clone()),
-            _ => Err(StoreError::Corrupt(format!("no text column {name}"))),
-        }
+        self.optional_text(name)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{name} is NULL")))
     }
 
     fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.text(name).map(Some)
-    }
-
-    fn int(&self, name: &str) -> Result<i64, StoreError> {
-        match name {
-            "cursor" => Ok(self.cursor),
-            _ => Err(StoreError::Corrupt(format!("no integer column {name}"))),
+        match self.column(name)? {
+            Column::Null => Ok(None),
+            Column::Text(text) => Ok(Some(text.clone())),
+            Column::Int(_) => Err(StoreError::Corrupt(format!("{name} is not text"))),
         }
     }
 
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        self.optional_int(name)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{name} is NULL")))
+    }
+
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        self.int(name).map(Some)
+        match self.column(name)? {
+            Column::Null => Ok(None),
+            Column::Int(int) => Ok(Some(*int)),
+            Column::Text(_) => Err(StoreError::Corrupt(format!("{name} is not an integer"))),
+        }
     }
 }
