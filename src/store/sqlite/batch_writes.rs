@@ -1,12 +1,12 @@
 //! The subscription lifecycle's writes as one statement per batch (see
 //! [`super::super::group_commit`] for the group commit that batches them), so a batch costs one
-//! statement and one fsync however many Subscribes, Renews or Unsubscribes it holds: new
-//! subscriptions on a connection of herald's own, run where the batch was gathered
-//! ([`super::direct`]), the rest through one trip to the driver's worker thread. New subscriptions, renewals and ends go as bound values, one row
-//! each (unpacking a JSON array of twenty-two values per row took more of the writer than the
-//! inserts themselves; for the three or four values of a renewal or an end, building the JSON
-//! and extracting from it again cost about a thirtieth of a Renew's instructions); a pull's
-//! advances, rare, as one JSON array.
+//! statement and one fsync however many Subscribes, Renews or Unsubscribes it holds, run on a
+//! connection of herald's own where the batch was gathered ([`super::direct`]); a pull's
+//! advances go through the driver's worker thread. New subscriptions, renewals and ends go as
+//! bound values, one row each (unpacking a JSON array of twenty-two values per row took more of
+//! the writer than the inserts themselves; for the three or four values of a renewal or an end,
+//! building the JSON and extracting from it again cost about a thirtieth of a Renew's
+//! instructions); a pull's advances, rare, as one JSON array.
 
 use std::sync::{Arc, LazyLock};
 
@@ -116,7 +116,7 @@ pub(super) struct SqliteBatches {
     /// The store's writer connection.
     pub writer: SqlitePool,
     pub write: Arc<WriteTurns>,
-    /// The connection new subscriptions are written through (see [`super::direct`]).
+    /// The connection the lifecycle's batches are written through (see [`super::direct`]).
     pub direct: Arc<std::sync::Mutex<Direct>>,
 }
 

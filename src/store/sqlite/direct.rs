@@ -1,9 +1,10 @@
-//! New subscriptions written through a connection of herald's own, on the group commit's task
-//! itself. Through the driver, each batch went to the connection's thread and its rows came
-//! back to the committing task: two threads woken per batch, each waiting for a core behind
-//! the requests being parsed, on the one path every Subscribe waits on. Here the batch's
-//! statement runs where the batch was gathered, under the writer's turn like every other write.
-
+//! The subscription lifecycle's batches (new subscriptions, renewals, ends) written through a
+//! connection of herald's own, on the group commit's task itself. Through the driver, each
+//! batch went to the connection's thread and its rows came back to the committing task: two
+//! threads woken per batch, each waiting for a core behind the requests being parsed, on the
+//! one path every Subscribe, Renew and Unsubscribe waits on. Here the batch's statement runs
+//! where the batch was gathered, under the writer's turn like every other write, and blocks
+//! that runtime worker for the statement and its sync.
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::Path;
