@@ -108,7 +108,7 @@ impl Direct {
         text: Option<&str>,
     ) -> Result<(), StoreError> {
         // SAFETY: the text stays alive and unchanged until the statement's bindings are cleared
-        // (`insert`), so SQLite may keep the pointer (SQLITE_STATIC) rather than copy it.
+        // (`run`), so SQLite may keep the pointer (SQLITE_STATIC) rather than copy it.
         let code = unsafe {
             match text {
                 Some(text) => ffi::sqlite3_bind_text(
