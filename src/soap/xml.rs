@@ -45,13 +45,20 @@ pub struct Repeated(pub String);
 
 /// The text content of `node` (all descendant text), with surrounding whitespace trimmed:
 /// xs:anyURI and identifiers collapse whitespace, and spec examples wrap them over lines.
+/// Most such elements hold one text node: that one is copied once, already trimmed.
 pub fn trimmed_text(node: Node<'_, '_>) -> String {
-    let mut out = String::new();
-    for descendant in node.descendants() {
-        if let Some(text) = descendant.text().filter(|_| descendant.is_text()) {
-            out.push_str(text);
-        }
-    }
+    let mut texts = node
+        .descendants()
+        .filter(|descendant| descendant.is_text())
+        .filter_map(|text| text.text());
+    let Some(first) = texts.next() else {
+        return String::new();
+    };
+    let Some(second) = texts.next() else {
+        return first.trim().to_owned();
+    };
+    let mut out = [first, second].concat();
+    texts.for_each(|text| out.push_str(text));
     out.trim().to_owned()
 }
 
@@ -161,6 +168,19 @@ mod tests {
             1,
             "not declared twice: {copy}"
         );
+    }
+
+    #[test]
+    fn text_is_every_descendant_text_trimmed() {
+        let text = "<r><one>\n  urn:a  \n</one><two> urn:<i>b</i>:c <!-- x --> d </two><none><e/></none></r>";
+        let doc = roxmltree::Document::parse(text).unwrap();
+        let of = |name: &str| {
+            let node = doc.descendants().find(|n| n.has_tag_name(name)).unwrap();
+            trimmed_text(node)
+        };
+        assert_eq!(of("one"), "urn:a");
+        assert_eq!(of("two"), "urn:b:c  d");
+        assert_eq!(of("none"), "");
     }
 
     #[test]

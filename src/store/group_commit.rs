@@ -3,6 +3,7 @@
 //! one statement: one round trip for the whole batch).
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
 use async_trait::async_trait;
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
@@ -83,6 +84,11 @@ async fn commit_batches<C: Commit>(
     closing: CancellationToken,
 ) {
     let mut held: Option<Queued<C>> = None;
+    // The rows of the batch being gathered, by hash: a set kept from batch to batch, so that
+    // gathering a write allocates nothing; a write whose hash is there already is compared
+    // with the batch's writes before it is held back.
+    let hashes = RandomState::new();
+    let mut rows: HashSet<u64> = HashSet::new();
     loop {
         let first = match held.take() {
             Some(request) => request,
@@ -102,14 +108,16 @@ async fn commit_batches<C: Commit>(
             },
         };
         let _turn = committer.turn().await;
-        let mut rows: HashSet<String> = C::row(&first.0).map(str::to_owned).into_iter().collect();
+        rows.clear();
+        rows.extend(C::row(&first.0).map(|row| hashes.hash_one(row)));
         let (mut writes, mut replies) = (vec![first.0], vec![first.1]);
         while writes.len() < MAX_BATCH {
             let Ok(request) = requests.try_recv() else {
                 break;
             };
             if let Some(row) = C::row(&request.0)
-                && !rows.insert(row.to_owned())
+                && !rows.insert(hashes.hash_one(row))
+                && writes.iter().any(|write| C::row(write) == Some(row))
             {
                 held = Some(request);
                 break;
@@ -137,5 +145,57 @@ async fn commit_batches<C: Commit>(
                 });
             let _ = reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Commits nothing; records each batch's rows.
+    struct Recorder(Arc<Mutex<Vec<Vec<String>>>>);
+
+    #[async_trait]
+    impl Commit for Recorder {
+        type Write = String;
+        type Answer = ();
+
+        fn row(write: &String) -> Option<&str> {
+            Some(write)
+        }
+
+        async fn commit(&self, batch: &[String]) -> Result<Vec<()>, StoreError> {
+            self.0.lock().unwrap().push(batch.to_vec());
+            Ok(vec![(); batch.len()])
+        }
+    }
+
+    #[tokio::test]
+    async fn two_writes_to_one_row_go_in_different_batches_in_their_order() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let (sender, receiver) = mpsc::channel(16);
+        let mut answers = Vec::new();
+        for row in ["a", "b", "a", "c", "b"] {
+            let (reply, answer) = oneshot::channel();
+            sender.try_send((row.to_owned(), reply)).unwrap();
+            answers.push(answer);
+        }
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(commit_batches(
+            Recorder(batches.clone()),
+            receiver,
+            closing.clone(),
+        ));
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        closing.cancel();
+        task.await.unwrap();
+        assert_eq!(
+            *batches.lock().unwrap(),
+            [vec!["a", "b"], vec!["a", "c", "b"]]
+        );
     }
 }

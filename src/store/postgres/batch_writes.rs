@@ -96,35 +96,35 @@ impl PgBatches {
 /// Binds each column of `batch` as one array, in [`INSERT_BATCH`]'s order.
 fn bind_columns<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    batch: &[NewSubscription],
+    batch: &'q [NewSubscription],
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     query
-        .bind(column(batch, |r| r.row.id.clone()))
-        .bind(column(batch, |r| r.row.source.clone()))
-        .bind(column(batch, |r| r.row.eventing.clone()))
-        .bind(column(batch, |r| r.row.soap.clone()))
-        .bind(column(batch, |r| r.row.addressing.clone()))
-        .bind(column(batch, |r| r.row.notify_to.clone()))
-        .bind(column(batch, |r| r.row.end_to.clone()))
-        .bind(column(batch, |r| r.row.delivery_mode.clone()))
-        .bind(column(batch, |r| r.row.format.clone()))
-        .bind(column(batch, |r| r.row.filter.clone()))
+        .bind(column(batch, |r| &*r.row.id))
+        .bind(column(batch, |r| &*r.row.source))
+        .bind(column(batch, |r| &*r.row.eventing))
+        .bind(column(batch, |r| &*r.row.soap))
+        .bind(column(batch, |r| &*r.row.addressing))
+        .bind(column(batch, |r| &*r.row.notify_to))
+        .bind(column(batch, |r| r.row.end_to.as_deref()))
+        .bind(column(batch, |r| &*r.row.delivery_mode))
+        .bind(column(batch, |r| &*r.row.format))
+        .bind(column(batch, |r| r.row.filter.as_deref()))
         .bind(column(batch, |r| r.row.expires_at))
-        .bind(column(batch, |r| r.row.expiry_kind.clone()))
+        .bind(column(batch, |r| &*r.row.expiry_kind))
         .bind(column(batch, |r| r.row.created_at))
-        .bind(column(batch, |r| r.row.manager_address.clone()))
-        .bind(column(batch, |r| r.row.log_kind.clone()))
-        .bind(column(batch, |r| r.row.delivery.clone()))
-        .bind(column(batch, |r| r.row.webhook.clone()))
+        .bind(column(batch, |r| &*r.row.manager_address))
+        .bind(column(batch, |r| &*r.row.log_kind))
+        .bind(column(batch, |r| &*r.row.delivery))
+        .bind(column(batch, |r| r.row.webhook.as_deref()))
         .bind(column(batch, |r| r.row.retry_interval_ms))
         .bind(column(batch, |r| r.row.retry_total))
-        .bind(column(batch, |r| r.row.wsman.clone()))
-        .bind(column(batch, |r| r.owner.clone()))
+        .bind(column(batch, |r| r.row.wsman.as_deref()))
+        .bind(column(batch, |r| &*r.owner))
         .bind(column(batch, |r| r.start_after))
 }
 
-/// One column of `batch`.
-fn column<W, T>(batch: &[W], pick: impl Fn(&W) -> T) -> Vec<T> {
+/// One column of `batch`, borrowed from it where it is text.
+fn column<'a, W, T>(batch: &'a [W], pick: impl Fn(&'a W) -> T) -> Vec<T> {
     batch.iter().map(pick).collect()
 }
 
