@@ -298,14 +298,23 @@ impl SubscriptionRow {
 /// The columns of a result row, whatever the database: every backend stores text and 64-bit
 /// integers only, so one decoder serves them all.
 pub trait Columns {
-    /// A text column.
-    fn text(&self, name: &str) -> Result<String, StoreError>;
     /// A nullable text column.
     fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError>;
-    /// An integer column.
-    fn int(&self, name: &str) -> Result<i64, StoreError>;
     /// A nullable integer column.
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError>;
+
+    /// A text column. A NULL where a value must be is corrupt (some drivers would decode it as
+    /// "").
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        self.optional_text(name)?
+            .ok_or_else(|| corrupt(name, "NULL"))
+    }
+
+    /// An integer column; a NULL is corrupt (some drivers would decode it as 0).
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        self.optional_int(name)?
+            .ok_or_else(|| corrupt(name, "NULL"))
+    }
 }
 
 impl<R> Columns for R
@@ -315,17 +324,8 @@ where
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
 {
-    // A NULL where a value must be is corrupt (some drivers would decode it as "" or 0).
-    fn text(&self, name: &str) -> Result<String, StoreError> {
-        self.optional_text(name)?
-            .ok_or_else(|| corrupt(name, "NULL"))
-    }
     fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self.try_get(name)?)
-    }
-    fn int(&self, name: &str) -> Result<i64, StoreError> {
-        self.optional_int(name)?
-            .ok_or_else(|| corrupt(name, "NULL"))
     }
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.try_get(name)?)
@@ -552,20 +552,12 @@ impl JsonRow<'_> {
 }
 
 impl Columns for JsonRow<'_> {
-    fn text(&self, name: &str) -> Result<String, StoreError> {
-        self.optional_text(name)?
-            .ok_or_else(|| corrupt(name, "NULL"))
-    }
     fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
         match self.value(name)? {
             Cell::Null => Ok(None),
             Cell::Text(text) => Ok(Some(text.as_ref().to_owned())),
             Cell::Int(value) => Err(corrupt(name, &value.to_string())),
         }
-    }
-    fn int(&self, name: &str) -> Result<i64, StoreError> {
-        self.optional_int(name)?
-            .ok_or_else(|| corrupt(name, "NULL"))
     }
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
         match self.value(name)? {

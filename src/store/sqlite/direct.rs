@@ -277,11 +277,6 @@ impl Returned {
 }
 
 impl Columns for Returned {
-    fn text(&self, name: &str) -> Result<String, StoreError> {
-        self.optional_text(name)?
-            .ok_or_else(|| StoreError::Corrupt(format!("{name} is NULL")))
-    }
-
     fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
         match self.column(name)? {
             Column::Null => Ok(None),
@@ -290,16 +285,48 @@ impl Columns for Returned {
         }
     }
 
-    fn int(&self, name: &str) -> Result<i64, StoreError> {
-        self.optional_int(name)?
-            .ok_or_else(|| StoreError::Corrupt(format!("{name} is NULL")))
-    }
-
     fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
         match self.column(name)? {
             Column::Null => Ok(None),
             Column::Int(int) => Ok(Some(*int)),
             Column::Text(_) => Err(StoreError::Corrupt(format!("{name} is not an integer"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_returned_row_reads_its_columns_by_name_and_refuses_a_null_where_a_value_must_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        std::fs::File::create(&path).unwrap();
+        let mut direct = Direct::open(&path).unwrap();
+        let rows = direct
+            .run(
+                "SELECT NULL AS gone, ?1 AS count, ?2 AS name",
+                &[Bind::Int(Some(7)), Bind::Text(Some("x"))],
+            )
+            .unwrap();
+        let [row] = rows.as_slice() else {
+            panic!("one row");
+        };
+        assert_eq!(row.int("count").unwrap(), 7);
+        assert_eq!(row.text("name").unwrap(), "x");
+        assert_eq!(row.optional_int("gone").unwrap(), None);
+        for refused in [row.int("gone"), row.int("name"), row.int("absent")] {
+            assert!(
+                matches!(refused, Err(StoreError::Corrupt(_))),
+                "{refused:?}"
+            );
+        }
+        for refused in [row.text("gone"), row.text("count")] {
+            assert!(
+                matches!(refused, Err(StoreError::Corrupt(_))),
+                "{refused:?}"
+            );
         }
     }
 }
