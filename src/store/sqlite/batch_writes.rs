@@ -219,6 +219,8 @@ impl Commit for SqliteInserts {
     type Write = NewSubscription;
     type Answer = u64;
 
+    const BLOCKS: bool = true;
+
     fn row(write: &NewSubscription) -> Option<&str> {
         Some(&write.row.id)
     }
@@ -233,6 +235,8 @@ impl Commit for SqliteInserts {
 impl Commit for SqliteRenewals {
     type Write = Renewal;
     type Answer = bool;
+
+    const BLOCKS: bool = true;
 
     fn row(write: &Renewal) -> Option<&str> {
         Some(&write.id)
@@ -258,6 +262,8 @@ impl Commit for SqliteRenewals {
 impl Commit for SqliteEnds {
     type Write = Ending;
     type Answer = Option<Ended>;
+
+    const BLOCKS: bool = true;
 
     fn row(write: &Ending) -> Option<&str> {
         Some(&write.id)
