@@ -104,7 +104,7 @@ impl EventingVersion {
 
     /// The action of a message in this version: `{ns}/{name}`.
     pub fn action(self, name: &str) -> String {
-        format!("{}/{name}", self.ns())
+        [self.ns(), "/", name].concat()
     }
 
     /// The filter dialect implied when a Filter names none.

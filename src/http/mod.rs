@@ -164,5 +164,5 @@ pub(crate) fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> Str
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
         .unwrap_or("localhost");
-    format!("http://{host}")
+    ["http://", host].concat()
 }
