@@ -35,6 +35,7 @@ mod echo;
 mod hostile;
 mod invocations;
 mod load;
+mod machine;
 mod manage;
 mod process;
 mod report;

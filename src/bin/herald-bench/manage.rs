@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::load::{self, Latency, SOAP12, WSA, WSE11};
-use crate::process::{CpuMeter, Herald};
+use crate::machine::Meters;
+use crate::process::Herald;
 use crate::report::{Row, per_second, rate, thousands, verdict};
 
 /// The target for every lifecycle write: this share of the echo baseline.
@@ -67,7 +68,7 @@ pub async fn renew_and_unsubscribe(
     anyhow::ensure!(!ids.is_empty(), "no subscriptions to renew");
     let manager = herald.url("/eventing/default/subscriptions");
     let count = ids.len() as u64;
-    let cpu = CpuMeter::start(herald.pid())?;
+    let meters = Meters::start(herald.pid(), postgres)?;
     let renewals = {
         let (ids, to) = (ids.clone(), manager.clone());
         load::requests_for(
@@ -89,9 +90,9 @@ pub async fn renew_and_unsubscribe(
         .await
         .context("Renew")?
     };
-    let renew_cpu = cpu.micros_each(renewals.count)?;
+    let renew_cpu = meters.describe("herald ", renewals.count)?;
     herald.check_alive()?;
-    let cpu = CpuMeter::start(herald.pid())?;
+    let meters = Meters::start(herald.pid(), postgres)?;
     let ends = {
         let (ids, to) = (ids.clone(), manager.clone());
         load::requests(
@@ -106,7 +107,7 @@ pub async fn renew_and_unsubscribe(
         .await
         .context("Unsubscribe")?
     };
-    let end_cpu = cpu.micros_each(ends.count)?;
+    let end_cpu = meters.describe("herald ", ends.count)?;
     herald.check_alive()?;
     let prefix = if postgres { "7 PostgreSQL" } else { "3" };
     let mut rows = Vec::new();
@@ -118,10 +119,7 @@ pub async fn renew_and_unsubscribe(
         let share = achieved / echo_rate.max(f64::MIN_POSITIVE);
         let row = Row::new(
             &format!("{prefix} {name}"),
-            format!(
-                "{size}; durable; {} subscriptions; herald {cpu:.0} µs CPU each",
-                thousands(count)
-            ),
+            format!("{size}; durable; {} subscriptions; {cpu}", thousands(count)),
             format!(
                 "{} = {:.0}% of the echo",
                 per_second(achieved, what),

@@ -305,7 +305,7 @@ impl CpuMeter {
     }
 }
 
-fn parse_cpu_time(stat: &str) -> Option<Duration> {
+pub fn parse_cpu_time(stat: &str) -> Option<Duration> {
     // The command name (field 2) may hold spaces; fields 14 and 15 count after its ')'.
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace().skip(11);

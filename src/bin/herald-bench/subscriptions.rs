@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use crate::Context;
 use crate::echo::EchoServer;
 use crate::load::{self, Latency, subscribe_message};
-use crate::process::{CpuMeter, FreshDatabase, Herald, Launch};
+use crate::machine::Meters;
+use crate::process::{FreshDatabase, Herald, Launch};
 use crate::report::{Row, mebibytes, per_second, rate, thousands, verdict};
 
 /// The target: Subscribe at this share of the echo baseline.
@@ -46,7 +47,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
         let echo = EchoServer::start(dir.path()).await?;
         let url = format!("{}/eventing/default", echo.base);
         warm_up(&client, &url).await?;
-        let cpu = CpuMeter::start(echo.pid())?;
+        let meters = Meters::start(echo.pid(), false)?;
         let run = load::requests_for(
             &client,
             &url,
@@ -57,7 +58,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
         )
         .await
         .context("the echo baseline")?;
-        let echo_cpu = cpu.micros_each(run.count)?;
+        let echo_cpu = meters.describe("", run.count)?;
         let echo_rate = rate(run.count, run.elapsed);
         let row = Row::new(
             if postgres {
@@ -65,7 +66,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
             } else {
                 "3 SOAP echo baseline"
             },
-            format!("{size}; roxmltree parse, fixed answer, no store; {echo_cpu:.0} µs CPU each"),
+            format!("{size}; roxmltree parse, fixed answer, no store; {echo_cpu}"),
             per_second(echo_rate, "requests"),
         )
         .latency(Latency::cell(Latency::of(run.latencies)));
@@ -83,7 +84,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     let url = herald.url("/eventing/default");
     warm_up(&client, &url).await?;
-    let cpu = CpuMeter::start(herald.pid())?;
+    let meters = Meters::start(herald.pid(), postgres)?;
     let run = load::requests_for(
         &client,
         &url,
@@ -94,7 +95,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     )
     .await
     .context("Subscribe to herald")?;
-    let herald_cpu = cpu.micros_each(run.count)?;
+    let herald_cpu = meters.describe("herald ", run.count)?;
     herald.check_alive()?;
     let subscribes = rate(run.count, run.elapsed);
     let (ratio, target) = match echo_rate {
@@ -117,7 +118,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
         } else {
             "3 subscribe"
         },
-        format!("{size}; durable; herald {herald_cpu:.0} µs CPU each"),
+        format!("{size}; durable; {herald_cpu}"),
         format!("{}{ratio}", per_second(subscribes, "subscribes")),
     )
     .latency(Latency::cell(Latency::of(run.latencies)))
