@@ -45,7 +45,7 @@ impl Meters {
 }
 
 /// The machine's cores over a stretch of work, from the first line of `/proc/stat`.
-pub struct Cores {
+struct Cores {
     started: CoreTicks,
 }
 
@@ -57,14 +57,14 @@ struct CoreTicks {
 }
 
 impl Cores {
-    pub fn start() -> anyhow::Result<Cores> {
+    fn start() -> anyhow::Result<Cores> {
         Ok(Cores {
             started: core_ticks()?,
         })
     }
 
     /// The shares of the cores' time since the start spent idle and waiting on the disk.
-    pub fn shares(&self) -> anyhow::Result<CoreShares> {
+    fn shares(&self) -> anyhow::Result<CoreShares> {
         let now = core_ticks()?;
         let total = now.total.saturating_sub(self.started.total).max(1) as f64;
         Ok(CoreShares {
@@ -76,9 +76,9 @@ impl Cores {
 
 /// How the cores spent a stretch of work, as shares of their time.
 #[derive(Debug, Clone, Copy)]
-pub struct CoreShares {
-    pub idle: f64,
-    pub iowait: f64,
+struct CoreShares {
+    idle: f64,
+    iowait: f64,
 }
 
 impl std::fmt::Display for CoreShares {
@@ -117,19 +117,19 @@ fn parse_core_ticks(stat: &str) -> Option<CoreTicks> {
 
 /// The CPU the PostgreSQL server's processes (every process named `postgres`) spend over a
 /// stretch of work. A backend that exits during it takes its time along, so this is a floor.
-pub struct ServerCpu {
+struct ServerCpu {
     started: Duration,
 }
 
 impl ServerCpu {
-    pub fn start() -> ServerCpu {
+    fn start() -> ServerCpu {
         ServerCpu {
             started: postgres_cpu(),
         }
     }
 
     /// Microseconds of the server's CPU per unit of work since the start: `count` units done.
-    pub fn micros_each(&self, count: u64) -> f64 {
+    fn micros_each(&self, count: u64) -> f64 {
         let spent = postgres_cpu().saturating_sub(self.started);
         spent.as_secs_f64() * 1e6 / count.max(1) as f64
     }
