@@ -21,6 +21,7 @@ use herald::delivery::client::{Attempt, ClientSettings, DeliveryClient, Outgoing
 use herald::delivery::policy::EndpointPolicy;
 
 use crate::load::{Latency, event, notification, notification_content_type, wait_for};
+use crate::machine::Meters;
 use crate::process::spawn_until_ready;
 use crate::report::{Row, per_second, rate, thousands};
 use crate::sink::{Sinks, now_nanos, sink_url};
@@ -44,15 +45,16 @@ pub async fn baseline(context: &Context) -> anyhow::Result<Vec<Row>> {
     levels.dedup();
     let mut rows = Vec::new();
     for concurrency in levels {
-        rows.push(at(context, concurrency).await?.0);
+        rows.push(at(context, concurrency, false).await?.0);
     }
     Ok(rows)
 }
 
 /// The baseline with `concurrency` requests in flight, posting as many notifications as the
 /// fan-out run with that concurrency delivers (at most `--baseline-requests`); its row and
-/// deliveries per second.
-pub async fn at(context: &Context, concurrency: u64) -> anyhow::Result<(Row, f64)> {
+/// deliveries per second. With `postgres`, the row shows the PostgreSQL server's CPU over the
+/// run too: work it does in the background at the time (a checkpoint, say) shows there.
+pub async fn at(context: &Context, concurrency: u64, postgres: bool) -> anyhow::Result<(Row, f64)> {
     let sizes = &context.sizes;
     let requests = if concurrency >= sizes.baseline_concurrency as u64 {
         sizes.baseline_requests
@@ -61,11 +63,16 @@ pub async fn at(context: &Context, concurrency: u64) -> anyhow::Result<(Row, f64
             .baseline_requests
             .min(concurrency * sizes.fanout_events(concurrency))
     };
-    level(context, concurrency, requests).await
+    level(context, concurrency, requests, postgres).await
 }
 
 /// The baseline with `concurrency` requests in flight.
-async fn level(context: &Context, concurrency: u64, requests: u64) -> anyhow::Result<(Row, f64)> {
+async fn level(
+    context: &Context,
+    concurrency: u64,
+    requests: u64,
+    postgres: bool,
+) -> anyhow::Result<(Row, f64)> {
     let dir = context.scratch("baseline")?;
     let sinks = Sinks::start(context.sizes.sinks).await?;
     let per_worker = requests.div_ceil(concurrency).max(1);
@@ -89,6 +96,7 @@ async fn level(context: &Context, concurrency: u64, requests: u64) -> anyhow::Re
         .stdin
         .take()
         .ok_or_else(|| anyhow::anyhow!("the client's stdin is not piped"))?;
+    let meters = Meters::start(child.id(), postgres)?;
     let started = Instant::now();
     go.write_all(b"go\n").context("starting the client")?;
     go.flush()?;
@@ -96,6 +104,8 @@ async fn level(context: &Context, concurrency: u64, requests: u64) -> anyhow::Re
         sinks.distinct()
     })
     .await;
+    // Read before the client is reaped: until then its times are still in /proc.
+    let machine = meters.describe("; the client ", total);
     let status = loop {
         match child.try_wait()? {
             Some(status) => break status,
@@ -124,8 +134,9 @@ async fn level(context: &Context, concurrency: u64, requests: u64) -> anyhow::Re
     let row = Row::new(
         "1 raw baseline",
         format!(
-            "{} notifications, herald's delivery client → sinks, {concurrency} in flight",
-            thousands(total)
+            "{} notifications, herald's delivery client → sinks, {concurrency} in flight{}",
+            thousands(total),
+            machine.unwrap_or_default()
         ),
         per_second(deliveries, "deliveries"),
     )

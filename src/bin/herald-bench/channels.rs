@@ -135,7 +135,7 @@ pub async fn channels(context: &Context) -> anyhow::Result<Vec<Row>> {
         node_id: None,
     };
     eprintln!("-- 11 channels: {} with a stream each", thousands(count));
-    let (baseline_row, base) = baseline::at(context, SENDERS).await?;
+    let (baseline_row, base) = baseline::at(context, SENDERS, false).await?;
     let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     let client = load::client()?;
     let mut channels = Vec::with_capacity(count as usize);

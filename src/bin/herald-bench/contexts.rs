@@ -157,7 +157,7 @@ pub async fn contexts(context: &Context) -> anyhow::Result<Vec<Row>> {
         }
         let ids = &opened[..instances as usize];
         let concurrency = instances.min(context.sizes.baseline_concurrency as u64);
-        let (baseline_row, base) = baseline::at(context, concurrency).await?;
+        let (baseline_row, base) = baseline::at(context, concurrency, false).await?;
         rows.push(baseline_row);
         let phase = index as u64 + 1;
         let target = instances * per_instance;

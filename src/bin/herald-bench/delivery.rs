@@ -13,6 +13,7 @@ use crate::load::{
     self, Latency, Progress, event, publish_batch, publish_batch_to, publish_one,
     subscribe_message, wait_for,
 };
+use crate::machine::Meters;
 use crate::process::{FreshDatabase, Herald, Launch, ScratchDir};
 use crate::report::{Row, per_second, rate, thousands, verdict};
 use crate::sink::{Sinks, now_nanos};
@@ -167,15 +168,22 @@ pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result
             subscribed = subscribers;
         }
         let max_concurrency = context.sizes.baseline_concurrency as u64;
-        let (baseline_row, base) = baseline::at(context, subscribers.min(max_concurrency)).await?;
+        let (baseline_row, base) = baseline::at(
+            context,
+            subscribers.min(max_concurrency),
+            database.is_some(),
+        )
+        .await?;
         rows.push(baseline_row);
         let events = context.sizes.fanout_events(subscribers);
         let target = subscribers * events;
         let phase = index as u64 + 1;
         setup.sinks.begin_phase(phase, subscribers, events);
+        let meters = Meters::start(setup.herald.pid(), database.is_some())?;
         let started = Instant::now();
         setup.publish(phase, events, 100, |_| 0).await?;
         setup.delivered("delivered", target).await?;
+        let machine = meters.describe("herald ", target)?;
         let elapsed = setup
             .sinks
             .last_received()
@@ -203,7 +211,7 @@ pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result
         let mut row = Row::new(
             scenario,
             format!(
-                "N = {} × M = {} events = {} deliveries",
+                "N = {} × M = {} events = {} deliveries; {machine}",
                 thousands(subscribers),
                 thousands(events),
                 thousands(target)
@@ -246,7 +254,7 @@ pub async fn paced(context: &Context) -> anyhow::Result<Vec<Row>> {
     let subscribers = sizes.paced_subscribers;
     setup.subscribe(context, 0..subscribers, None).await?;
     let concurrency = subscribers.min(sizes.baseline_concurrency as u64);
-    let (baseline_row, ceiling) = baseline::at(context, concurrency).await?;
+    let (baseline_row, ceiling) = baseline::at(context, concurrency, false).await?;
     let mut rows = vec![baseline_row];
     for (index, &share) in sizes.paced_shares.iter().enumerate() {
         let events_per_second = ((ceiling * share as f64 / 100.0) / subscribers as f64)

@@ -152,7 +152,7 @@ pub async fn invocations(context: &Context, database: Option<&str>) -> anyhow::R
     };
     let count = context.sizes.invocations;
     eprintln!("-- 10 invocations ({store}): {}", thousands(count));
-    let (baseline_row, base) = baseline::at(context, CONCURRENCY).await?;
+    let (baseline_row, base) = baseline::at(context, CONCURRENCY, false).await?;
     let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     let client = load::client()?;
     let acked = Arc::new(Mutex::new(Acked::default()));

@@ -89,7 +89,7 @@ pub async fn wsman(context: &Context, database: Option<&str>) -> anyhow::Result<
         subscribe(&setup, context, mode, subscribers).await?;
     }
     let concurrency = subscribers.min(sizes.baseline_concurrency as u64);
-    let (baseline_row, base) = baseline::at(context, concurrency).await?;
+    let (baseline_row, base) = baseline::at(context, concurrency, false).await?;
     let mut rows = vec![baseline_row];
     for (index, mode) in modes.iter().enumerate() {
         eprintln!("-- {} mode: N = {}", mode.name, thousands(subscribers));
