@@ -4,8 +4,8 @@
 //! subscriber (each subscription has one notification in flight), at most
 //! `delivery.max_concurrency` (256). On two cores the ceiling depends on that number: more
 //! connections in flight cost more per request, so each fan-out run is compared with the
-//! baseline at its own concurrency, taken right before it (on a shared machine the load can
-//! change within minutes).
+//! baseline at its own concurrency, taken right before it and again right after (on a shared
+//! machine the load can change within minutes).
 //!
 //! The client runs in a child process (`herald-bench post-client`), as herald does: the sinks
 //! then share the machine with one other process in the baseline exactly as in the fan-out,

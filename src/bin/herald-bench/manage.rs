@@ -1,5 +1,5 @@
-//! Scenario 3's second half: Renew and Unsubscribe to the subscription manager, each against
-//! the same echo baseline as Subscribe, on the subscriptions the Subscribe run made.
+//! Scenario 3's second half: Renew and Unsubscribe to the subscription manager, on the
+//! subscriptions the Subscribe run made; and each lifecycle phase's row, set beside the echo.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,15 +55,50 @@ async fn subscription_ids(
     }
 }
 
-/// Renews the subscriptions round and round for `length`, then unsubscribes each once; each
-/// rate beside `echo_rate`, measured just before with the same client and concurrency.
+/// One lifecycle phase's load against herald, before it is set beside the echo.
+pub struct Measured {
+    /// The row's scenario: "3 renew", "7 PostgreSQL subscribe".
+    pub scenario: String,
+    /// What the row measured, at what size, and the CPU it took.
+    pub size: String,
+    /// What one request is called in a rate: "renews".
+    pub what: &'static str,
+    pub run: load::Requests,
+}
+
+impl Measured {
+    /// The phase's row, its rate a share of `echo_rate`.
+    pub fn row(self, echo_rate: f64) -> Row {
+        let achieved = rate(self.run.count, self.run.elapsed);
+        let share = achieved / echo_rate.max(f64::MIN_POSITIVE);
+        let row = Row::new(
+            &self.scenario,
+            self.size,
+            format!(
+                "{} = {:.0}% of the echo",
+                per_second(achieved, self.what),
+                (share * 100.0).floor()
+            ),
+        )
+        .latency(Latency::cell(Latency::of(self.run.latencies)))
+        .target(format!(
+            "≥ {:.0}% of echo: {}",
+            TARGET * 100.0,
+            verdict(share >= TARGET)
+        ));
+        eprintln!("   {}: {} ({})", self.what, row.result, row.latency);
+        row
+    }
+}
+
+/// Renews the subscriptions round and round for `length`, then unsubscribes each once, with
+/// the same client and concurrency as the echo.
 pub async fn renew_and_unsubscribe(
     client: &reqwest::Client,
     herald: &mut Herald,
     (concurrency, length): (usize, Duration),
-    echo_rate: f64,
     (size, postgres): (&str, bool),
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<Vec<Measured>> {
     let ids = Arc::new(subscription_ids(client, herald).await?);
     anyhow::ensure!(!ids.is_empty(), "no subscriptions to renew");
     let manager = herald.url("/eventing/default/subscriptions");
@@ -110,30 +145,16 @@ pub async fn renew_and_unsubscribe(
     let end_cpu = meters.describe("herald ", ends.count)?;
     herald.check_alive()?;
     let prefix = if postgres { "7 PostgreSQL" } else { "3" };
-    let mut rows = Vec::new();
-    for (name, run, what, cpu) in [
+    Ok([
         ("renew", renewals, "renews", renew_cpu),
         ("unsubscribe", ends, "unsubscribes", end_cpu),
-    ] {
-        let achieved = rate(run.count, run.elapsed);
-        let share = achieved / echo_rate.max(f64::MIN_POSITIVE);
-        let row = Row::new(
-            &format!("{prefix} {name}"),
-            format!("{size}; durable; {} subscriptions; {cpu}", thousands(count)),
-            format!(
-                "{} = {:.0}% of the echo",
-                per_second(achieved, what),
-                (share * 100.0).floor()
-            ),
-        )
-        .latency(Latency::cell(Latency::of(run.latencies)))
-        .target(format!(
-            "≥ {:.0}% of echo: {}",
-            TARGET * 100.0,
-            verdict(share >= TARGET)
-        ));
-        eprintln!("   {name}: {} ({})", row.result, row.latency);
-        rows.push(row);
-    }
-    Ok(rows)
+    ]
+    .into_iter()
+    .map(|(name, run, what, cpu)| Measured {
+        scenario: format!("{prefix} {name}"),
+        size: format!("{size}; durable; {} subscriptions; {cpu}", thousands(count)),
+        what,
+        run,
+    })
+    .collect())
 }
