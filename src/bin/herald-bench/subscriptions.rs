@@ -57,19 +57,15 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     };
     let mut herald = Herald::start(&context.herald, dir.path(), &launch).await?;
     let url = herald.url("/eventing/default");
-    warm_up(&client, &url).await?;
-    let meters = Meters::start(herald.pid(), postgres)?;
-    let run = load::requests_for(
+    let (run, herald_cpu) = subscribes(
         &client,
         &url,
-        length,
-        concurrency,
-        "SubscribeResponse",
-        |i| subscribe_message(&idle_notify_to(i), None),
+        (concurrency, length),
+        (herald.pid(), "herald "),
+        postgres,
     )
     .await
     .context("Subscribe to herald")?;
-    let herald_cpu = meters.describe("herald ", run.count)?;
     herald.check_alive()?;
     let mut phases = vec![Measured {
         scenario: if postgres {
@@ -103,6 +99,26 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     Ok(rows)
 }
 
+/// Warms up, then Subscribes to `url` with `concurrency` clients for `length`: the run, and the
+/// CPU that process `pid`, called `name`, (and with `postgres` the PostgreSQL server) spent on
+/// it, as `herald 38 µs CPU each, …`.
+async fn subscribes(
+    client: &reqwest::Client,
+    url: &str,
+    (concurrency, length): (usize, Duration),
+    (pid, name): (u32, &str),
+    postgres: bool,
+) -> anyhow::Result<(load::Requests, String)> {
+    warm_up(client, url).await?;
+    let meters = Meters::start(pid, postgres)?;
+    let run = load::requests_for(client, url, length, concurrency, "SubscribeResponse", |i| {
+        subscribe_message(&idle_notify_to(i), None)
+    })
+    .await?;
+    let cpu = meters.describe(name, run.count)?;
+    Ok((run, cpu))
+}
+
 /// The SOAP echo baseline of scenarios 3 and 7.
 struct Echo<'a> {
     client: &'a reqwest::Client,
@@ -118,20 +134,9 @@ impl Echo<'_> {
     async fn run(&self) -> anyhow::Result<(Row, f64)> {
         let echo = EchoServer::start(self.dir).await?;
         let url = format!("{}/eventing/default", echo.base);
-        warm_up(self.client, &url).await?;
-        let meters = Meters::start(echo.pid(), false)?;
-        let (concurrency, length) = self.run;
-        let run = load::requests_for(
-            self.client,
-            &url,
-            length,
-            concurrency,
-            "SubscribeResponse",
-            |i| subscribe_message(&idle_notify_to(i), None),
-        )
-        .await
-        .context("the echo baseline")?;
-        let echo_cpu = meters.describe("", run.count)?;
+        let (run, echo_cpu) = subscribes(self.client, &url, self.run, (echo.pid(), ""), false)
+            .await
+            .context("the echo baseline")?;
         let echo_rate = rate(run.count, run.elapsed);
         let row = Row::new(
             if self.postgres {
