@@ -63,16 +63,27 @@ pub async fn at(context: &Context, concurrency: u64, postgres: bool) -> anyhow::
             .baseline_requests
             .min(concurrency * sizes.fanout_events(concurrency))
     };
-    level(context, concurrency, requests, postgres).await
+    let posted = posting(context, concurrency, requests, postgres).await?;
+    Ok((posted.row, posted.rate))
 }
 
-/// The baseline with `concurrency` requests in flight.
-async fn level(
+/// One run of the baseline: its row, its rate and what its client spent.
+pub struct Posted {
+    pub row: Row,
+    /// Notifications per second.
+    pub rate: f64,
+    /// The client's CPU per notification, in microseconds, where `/proc` could be read.
+    pub client_micros: Option<f64>,
+}
+
+/// The baseline with `concurrency` requests in flight, posting `requests` notifications (at
+/// least one per worker).
+pub async fn posting(
     context: &Context,
     concurrency: u64,
     requests: u64,
     postgres: bool,
-) -> anyhow::Result<(Row, f64)> {
+) -> anyhow::Result<Posted> {
     let dir = context.scratch("baseline")?;
     let sinks = Sinks::start(context.sizes.sinks).await?;
     let per_worker = requests.div_ceil(concurrency).max(1);
@@ -105,7 +116,8 @@ async fn level(
     })
     .await;
     // Read before the client is reaped: until then its times are still in /proc.
-    let machine = meters.describe("; the client ", total);
+    let reading = meters.read(total);
+    let machine = reading.as_ref().map(|r| r.describe("; the client "));
     let status = loop {
         match child.try_wait()? {
             Some(status) => break status,
@@ -142,7 +154,11 @@ async fn level(
     )
     .latency(Latency::cell(Latency::of(sinks.take_latencies())));
     eprintln!("   {concurrency} in flight: {}", row.result);
-    Ok((row, deliveries))
+    Ok(Posted {
+        row,
+        rate: deliveries,
+        client_micros: reading.ok().map(|r| r.process),
+    })
 }
 
 /// `herald-bench post-client`: one untimed round (phase 0) to open every connection, then

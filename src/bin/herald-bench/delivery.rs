@@ -1,5 +1,5 @@
-//! The delivery scenarios through herald: 2 (fan-out and the paced run), 4 (filtered fan-out)
-//! and 6 (backlog).
+//! The delivery scenarios through herald: 2's paced run, 4 (filtered fan-out) and 6 (backlog);
+//! the herald they run against, shared with 2's fan-out ([`crate::fanout`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,6 @@ use crate::load::{
     self, Latency, Progress, event, publish_batch, publish_batch_to, publish_one,
     subscribe_message, wait_for,
 };
-use crate::machine::Meters;
 use crate::process::{FreshDatabase, Herald, Launch, ScratchDir};
 use crate::report::{Row, per_second, rate, thousands, verdict};
 use crate::sink::{Sinks, now_nanos};
@@ -22,8 +21,6 @@ use crate::sink::{Sinks, now_nanos};
 const STALL: Duration = Duration::from_secs(60);
 /// The longest any single wait may last.
 const LIMIT: Duration = Duration::from_secs(3600);
-/// The target for fan-out: this share of the raw baseline.
-const FANOUT_TARGET: f64 = 0.80;
 /// The target for the paced run's p99.
 const PACED_P99_TARGET: Duration = Duration::from_millis(10);
 /// The share of the raw ceiling (percent) at which the paced p99 target applies.
@@ -65,7 +62,7 @@ pub async fn setup(
 
 impl Setup {
     /// Subscribes subscribers `range` to their sinks, each with the filter `filter(i)`.
-    async fn subscribe(
+    pub async fn subscribe(
         &self,
         context: &Context,
         range: std::ops::Range<u64>,
@@ -98,7 +95,7 @@ impl Setup {
 
     /// Publishes events `0..count` of `phase` to the default source in batches, with
     /// `k = key(n)`.
-    async fn publish(
+    pub async fn publish(
         &self,
         phase: u64,
         count: u64,
@@ -143,102 +140,8 @@ impl Setup {
     }
 }
 
-/// Scenario 2 (and 7 with a database): one source, N subscribers on loopback sinks, M events
-/// published as fast as herald takes them. Subscribers are added between runs (1, then 99
-/// more, ...) on one herald; each run counts only its own events, and is preceded and followed
-/// by the raw baseline at its concurrency (herald idles meanwhile).
-pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result<Vec<Row>> {
-    let scenario = if database.is_some() {
-        "7 PostgreSQL fan-out"
-    } else {
-        "2 fan-out"
-    };
-    let mut setup = setup(context, "fanout", None, database).await?;
-    let mut counts = context.sizes.fanout_subscribers.clone();
-    counts.sort_unstable();
-    counts.dedup();
-    let mut rows = Vec::new();
-    let mut subscribed = 0;
-    for (index, &subscribers) in counts.iter().enumerate() {
-        eprintln!("-- {scenario}: N = {}", thousands(subscribers));
-        if subscribers > subscribed {
-            setup
-                .subscribe(context, subscribed..subscribers, None)
-                .await?;
-            subscribed = subscribers;
-        }
-        let max_concurrency = context.sizes.baseline_concurrency as u64;
-        let concurrency = subscribers.min(max_concurrency);
-        let (baseline_row, before) = baseline::at(context, concurrency, database.is_some()).await?;
-        rows.push(baseline_row);
-        let events = context.sizes.fanout_events(subscribers);
-        let target = subscribers * events;
-        let phase = index as u64 + 1;
-        setup.sinks.begin_phase(phase, subscribers, events);
-        let meters = Meters::start(setup.herald.pid(), database.is_some())?;
-        let started = Instant::now();
-        setup.publish(phase, events, 100, |_| 0).await?;
-        setup.delivered("delivered", target).await?;
-        let machine = meters.describe("herald ", target)?;
-        let elapsed = setup
-            .sinks
-            .last_received()
-            .map_or(started.elapsed(), |at| at.duration_since(started));
-        let tally = setup.sinks.tally();
-        let deliveries = rate(target, elapsed);
-        // The baseline again right after: the machine's speed drifts within minutes (the
-        // client's own CPU per notification has varied by half within one run), so the run is
-        // compared with the mean of the two baselines around it.
-        let (mut after_row, after) = baseline::at(context, concurrency, database.is_some()).await?;
-        after_row.size.push_str("; taken again after the run");
-        let base = (before + after) / 2.0;
-        let (ratio, target_cell) = match base {
-            base if base > 0.0 => {
-                let share = deliveries / base;
-                (
-                    format!(
-                        " = {:.0}% of (1) at {concurrency} in flight, the mean of the two around it",
-                        (share * 100.0).floor(),
-                    ),
-                    format!(
-                        "≥ {:.0}% of (1): {}",
-                        FANOUT_TARGET * 100.0,
-                        verdict(share >= FANOUT_TARGET)
-                    ),
-                )
-            }
-            _ => (String::new(), String::new()),
-        };
-        let mut row = Row::new(
-            scenario,
-            format!(
-                "N = {} × M = {} events = {} deliveries; {machine}",
-                thousands(subscribers),
-                thousands(events),
-                thousands(target)
-            ),
-            format!(
-                "{}{ratio}{}",
-                per_second(deliveries, "deliveries"),
-                duplicates(tally.duplicates)
-            ),
-        )
-        .latency(Latency::cell(Latency::of(setup.sinks.take_latencies())))
-        .target(target_cell);
-        if tally.stray > 0 {
-            row = row.broken();
-            row.result
-                .push_str(&format!("; {} unexpected notifications", tally.stray));
-        }
-        eprintln!("   {}", row.result);
-        rows.push(row);
-        rows.push(after_row);
-    }
-    setup.herald.check_alive()?;
-    Ok(rows)
-}
-
-fn duplicates(count: u64) -> String {
+/// ` (12 duplicates)`, or nothing when there were none.
+pub fn duplicates(count: u64) -> String {
     if count == 0 {
         String::new()
     } else {

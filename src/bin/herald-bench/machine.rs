@@ -2,7 +2,7 @@
 //! much CPU the PostgreSQL server spends. Read beside herald's own CPU, they show where a rate's
 //! limit lies when herald does not keep the cores busy.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -29,18 +29,70 @@ impl Meters {
     /// `{name}52 µs CPU each, the PostgreSQL server 30 µs; cores 12% idle, 4% waiting on the
     /// disk`, for `count` units of work done since the start.
     pub fn describe(&self, name: &str, count: u64) -> anyhow::Result<String> {
-        let process = self.process.micros_each(count)?;
-        let server = match &self.server {
-            Some(server) => format!(
-                ", the PostgreSQL server {:.0} µs",
-                server.micros_each(count)
-            ),
+        Ok(self.read(count)?.describe(name))
+    }
+
+    /// The figures since the start, for `count` units of work done.
+    pub fn read(&self, count: u64) -> anyhow::Result<Reading> {
+        Ok(Reading {
+            process: self.process.micros_each(count)?,
+            server: self.server.as_ref().map(|server| server.micros_each(count)),
+            cores: self.cores.shares()?,
+        })
+    }
+}
+
+/// The window [`settle`] watches for quiet.
+const SETTLE_WINDOW: Duration = Duration::from_millis(200);
+/// At most this much CPU in a window counts as quiet: one clock tick.
+const QUIET_MICROS: f64 = 10_000.0;
+/// [`settle`] waits no longer than this.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(3);
+
+/// Waits until process `pid` (and with `postgres` the PostgreSQL server) has gone quiet: at
+/// most one clock tick of CPU in a 200 ms window, for at most 3 s. Work a run leaves behind it
+/// (cursors saved, pages pruned, a checkpoint) then does not slow the baseline that follows.
+/// How long it waited.
+pub async fn settle(pid: u32, postgres: bool) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let process = CpuMeter::start(pid)?;
+        let server = postgres.then(ServerCpu::start);
+        tokio::time::sleep(SETTLE_WINDOW).await;
+        let quiet = process.micros_each(1)? <= QUIET_MICROS
+            && server.is_none_or(|server| server.micros_each(1) <= QUIET_MICROS);
+        if quiet || started.elapsed() >= SETTLE_AT_MOST {
+            return Ok(started.elapsed());
+        }
+    }
+}
+
+/// What [`Meters`] read over a stretch of work.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// The process's CPU per unit of work, in microseconds.
+    pub process: f64,
+    /// The PostgreSQL server's CPU per unit of work, in microseconds, when measured.
+    pub server: Option<f64>,
+    cores: CoreShares,
+}
+
+impl Reading {
+    /// The cores' idle share, in percent.
+    pub fn idle_percent(&self) -> f64 {
+        self.cores.idle * 100.0
+    }
+
+    /// `{name}52 µs CPU each, …`, as [`Meters::describe`].
+    pub fn describe(&self, name: &str) -> String {
+        let server = match self.server {
+            Some(server) => format!(", the PostgreSQL server {server:.0} µs"),
             None => String::new(),
         };
-        Ok(format!(
-            "{name}{process:.0} µs CPU each{server}; {}",
-            self.cores.shares()?
-        ))
+        format!(
+            "{name}{:.0} µs CPU each{server}; {}",
+            self.process, self.cores
+        )
     }
 }
 

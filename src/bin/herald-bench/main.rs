@@ -32,6 +32,7 @@ mod channels;
 mod contexts;
 mod delivery;
 mod echo;
+mod fanout;
 mod hostile;
 mod invocations;
 mod load;
@@ -105,6 +106,10 @@ pub struct Args {
     /// Most events per fan-out run.
     #[arg(long, value_name = "N")]
     fanout_max_events: Option<u64>,
+    /// Slices each fan-out run is cut into: the raw baseline runs before the first slice and
+    /// after each, and each slice is set beside the two baselines around it.
+    #[arg(long, value_name = "N")]
+    fanout_slices: Option<u64>,
     /// Shares of the raw ceiling, in percent, the paced runs publish at (one run each): the
     /// raw baseline at the paced subscribers' concurrency is measured just before, and each
     /// run publishes share × ceiling / subscribers events per second.
@@ -310,7 +315,7 @@ async fn run(args: Args) -> ExitCode {
     }
     if wanted(Scenario::Fanout)
         && let Some(rows) = report
-            .run("2 fan-out", delivery::fanout(&context, None))
+            .run("2 fan-out", fanout::fanout(&context, None))
             .await
     {
         report.extend(rows);
@@ -360,10 +365,7 @@ async fn run(args: Args) -> ExitCode {
             None => report.push(Row::skipped("7 PostgreSQL", "skipped (no --database)")),
             Some(url) => {
                 if let Some(rows) = report
-                    .run(
-                        "7 PostgreSQL fan-out",
-                        delivery::fanout(&context, Some(url)),
-                    )
+                    .run("7 PostgreSQL fan-out", fanout::fanout(&context, Some(url)))
                     .await
                 {
                     report.extend(rows);

@@ -12,6 +12,8 @@ pub struct Sizes {
     pub fanout_deliveries: u64,
     pub fanout_min_events: u64,
     pub fanout_max_events: u64,
+    /// Slices each fan-out run is cut into, each between two runs of the raw baseline.
+    pub fanout_slices: u64,
     /// Shares of the raw ceiling (percent) the paced runs publish at, one run each.
     pub paced_shares: Vec<u64>,
     pub paced_subscribers: u64,
@@ -49,6 +51,7 @@ impl Sizes {
                 fanout_deliveries: 2_000,
                 fanout_min_events: 20,
                 fanout_max_events: 200,
+                fanout_slices: 2,
                 paced_shares: vec![50],
                 paced_subscribers: 20,
                 paced_seconds: 1.0,
@@ -76,6 +79,7 @@ impl Sizes {
                 fanout_deliveries: 200_000,
                 fanout_min_events: 20,
                 fanout_max_events: 10_000,
+                fanout_slices: 5,
                 paced_shares: vec![25, 50, 75],
                 paced_subscribers: 100,
                 paced_seconds: 10.0,
@@ -131,6 +135,7 @@ impl Sizes {
                 .fanout_max_events
                 .unwrap_or(defaults.fanout_max_events)
                 .max(1),
+            fanout_slices: args.fanout_slices.unwrap_or(defaults.fanout_slices).max(1),
             paced_shares: args
                 .paced_shares
                 .clone()
@@ -191,5 +196,13 @@ impl Sizes {
     pub fn fanout_events(&self, subscribers: u64) -> u64 {
         (self.fanout_deliveries / subscribers.max(1))
             .clamp(self.fanout_min_events, self.fanout_max_events.max(1))
+    }
+
+    /// Events of each slice of a fan-out run with `subscribers` subscribers: the run's events
+    /// shared among its slices, rounded up.
+    pub fn fanout_slice_events(&self, subscribers: u64) -> u64 {
+        self.fanout_events(subscribers)
+            .div_ceil(self.fanout_slices.max(1))
+            .max(1)
     }
 }
