@@ -10,6 +10,9 @@ use herald::app::{Application, shutdown_signal};
 use herald::cli::{self, manage, publish, sink};
 use herald::config::{Config, LogFormat, ServeArgs};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// herald: a durable callback and event-subscription broker for web services.
 #[derive(Parser)]
 #[command(version, about)]

@@ -27,6 +27,11 @@
 //! - [`sizes`]: the sizes of a run (`--quick` or full, then the flags).
 //! - [`report`]: the table.
 
+// The same allocator as herald's: the raw baseline's client, the echo and the sinks then
+// allocate as herald does, so a ratio compares herald's work, not two allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod baseline;
 mod channels;
 mod contexts;
