@@ -105,7 +105,7 @@ pub struct Args {
     /// [--fanout-min-events, --fanout-max-events].
     #[arg(long, value_name = "N")]
     fanout_deliveries: Option<u64>,
-    /// Fewest events per fan-out run.
+    /// Fewest events per fan-out run, and per slice of one.
     #[arg(long, value_name = "N")]
     fanout_min_events: Option<u64>,
     /// Most events per fan-out run.
@@ -188,7 +188,7 @@ pub struct PostClient {
 pub enum Scenario {
     /// 1: herald's delivery client posting straight to the sinks.
     Baseline,
-    /// 2: N subscribers, M events, as fast as herald goes (each run after its baseline).
+    /// 2: N subscribers, M events, as fast as herald goes (in slices between runs of the baseline).
     Fanout,
     /// 2: a paced publisher at shares of the raw ceiling measured just before, latency.
     Paced,

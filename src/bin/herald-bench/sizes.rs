@@ -199,10 +199,13 @@ impl Sizes {
     }
 
     /// Events of each slice of a fan-out run with `subscribers` subscribers: the run's events
-    /// shared among its slices, rounded up.
+    /// shared among its slices, rounded up, but at least `--fanout-min-events`, as a whole run
+    /// has. (herald saves each subscriber's cursor at least once in a slice, coalescing its
+    /// moves within an interval: with a few events each, a slice would weigh those saves more
+    /// than a whole run does.)
     pub fn fanout_slice_events(&self, subscribers: u64) -> u64 {
         self.fanout_events(subscribers)
             .div_ceil(self.fanout_slices.max(1))
-            .max(1)
+            .max(self.fanout_min_events)
     }
 }
