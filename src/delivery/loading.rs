@@ -120,8 +120,10 @@ impl Loading {
 }
 
 /// The load's pages (their text and decoded rows) are freed by now, but glibc keeps freed heap
-/// in its arenas; handing it back leaves the resident size after a start at what the readers
-/// need (herald-bench scenario 5: the bytes per subscription after a restart).
+/// in its arenas (SQLite's own allocations, and herald's wherever it runs on glibc's allocator
+/// rather than the `herald` binary's mimalloc); handing it back leaves the resident size after a
+/// start at what the readers need (herald-bench scenario 5: the bytes per subscription after a
+/// restart).
 fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers and only returns free pages of the allocator's

@@ -4,8 +4,8 @@
 //! subscriber (each subscription has one notification in flight), at most
 //! `delivery.max_concurrency` (256). On two cores the ceiling depends on that number: more
 //! connections in flight cost more per request, so each fan-out run is compared with the
-//! baseline at its own concurrency, taken right before it and again right after (on a shared
-//! machine the load can change within minutes).
+//! baseline at its own concurrency, run before each of its slices and after the last (the
+//! machine's speed drifts within seconds; see [`crate::fanout`]).
 //!
 //! The client runs in a child process (`herald-bench post-client`), as herald does: the sinks
 //! then share the machine with one other process in the baseline exactly as in the fan-out,
@@ -31,7 +31,7 @@ use crate::{Context, PostClient};
 const STALL: Duration = Duration::from_secs(60);
 
 /// Scenario 1 on its own: the baseline at every concurrency the fan-out runs have, and at the
-/// maximum. (The fan-out takes its own baseline right before each of its runs.)
+/// maximum. (The fan-out runs its own baselines between its slices.)
 pub async fn baseline(context: &Context) -> anyhow::Result<Vec<Row>> {
     let max = context.sizes.baseline_concurrency as u64;
     let mut levels: Vec<u64> = context
@@ -50,8 +50,9 @@ pub async fn baseline(context: &Context) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The baseline with `concurrency` requests in flight, posting as many notifications as the
-/// fan-out run with that concurrency delivers (at most `--baseline-requests`); its row and
+/// The baseline with `concurrency` requests in flight, posting as many notifications as a
+/// fan-out run of that many subscribers would deliver unsliced (at most `--baseline-requests`),
+/// for the scenarios that set their rate beside it (1, the paced run, 9–12); its row and
 /// deliveries per second. With `postgres`, the row shows the PostgreSQL server's CPU over the
 /// run too: work it does in the background at the time (a checkpoint, say) shows there.
 pub async fn at(context: &Context, concurrency: u64, postgres: bool) -> anyhow::Result<(Row, f64)> {
@@ -69,7 +70,10 @@ pub async fn at(context: &Context, concurrency: u64, postgres: bool) -> anyhow::
 
 /// One run of the baseline: its row, its rate and what its client spent.
 pub struct Posted {
+    /// The run's row, as scenario 1 prints it.
     pub row: Row,
+    /// Notifications posted: at least one per worker, as many as each other worker.
+    pub count: u64,
     /// Notifications per second.
     pub rate: f64,
     /// The client's CPU per notification, in microseconds, where `/proc` could be read.
@@ -156,6 +160,7 @@ pub async fn posting(
     eprintln!("   {concurrency} in flight: {}", row.result);
     Ok(Posted {
         row,
+        count: total,
         rate: deliveries,
         client_micros: reading.ok().map(|r| r.process),
     })

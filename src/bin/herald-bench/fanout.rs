@@ -58,32 +58,34 @@ pub async fn fanout(context: &Context, database: Option<&str>) -> anyhow::Result
         let concurrency = subscribers.min(context.sizes.baseline_concurrency as u64);
         let events = context.sizes.fanout_slice_events(subscribers);
         let deliveries = subscribers * events;
+        // The subscribes just made leave work behind too (their pages written back).
+        setup.settle(postgres).await?;
         let mut baselines =
             vec![baseline::posting(context, concurrency, deliveries, postgres).await?];
         let mut measured = Vec::new();
         for slice in 0..slices {
             let phase = index as u64 * slices + slice + 1;
             measured.push(setup.slice(phase, subscribers, events, postgres).await?);
-            let waited = settle(setup.herald.pid(), postgres).await?;
-            eprintln!("   herald quiet after {} ms", waited.as_millis());
             baselines.push(baseline::posting(context, concurrency, deliveries, postgres).await?);
         }
         setup.herald.check_alive()?;
-        let shape = Shape {
+        let run = FanoutRun {
             scenario,
             subscribers,
             events,
             concurrency,
         };
-        rows.push(shape.baseline_row(&baselines));
-        rows.push(shape.herald_row(&measured, &baselines));
+        rows.push(run.baseline_row(&baselines));
+        rows.push(run.herald_row(&measured, &baselines));
     }
     Ok(rows)
 }
 
 impl Setup {
     /// One slice: `events` events of `phase` published to `subscribers` subscribers, timed
-    /// from the first publish to the last delivery.
+    /// from the first publish to the last delivery. herald is then left to go quiet: its CPU
+    /// counts what the slice left behind (cursors saved after the last delivery), and the
+    /// slice's tally what arrived meanwhile (a duplicate, a stray).
     async fn slice(
         &mut self,
         phase: u64,
@@ -97,11 +99,13 @@ impl Setup {
         let started = Instant::now();
         self.publish(phase, events, 100, |_| 0).await?;
         self.delivered("delivered", target).await?;
-        let reading = meters.read(target)?;
+        let delivered = meters.read(target)?;
         let elapsed = self
             .sinks
             .last_received()
             .map_or(started.elapsed(), |at| at.duration_since(started));
+        self.settle(postgres).await?;
+        let reading = delivered.with_cpu_of(meters.read(target)?);
         let slice = Slice {
             rate: rate(target, elapsed),
             reading,
@@ -116,17 +120,33 @@ impl Setup {
         );
         Ok(slice)
     }
+
+    /// Waits for herald (and the PostgreSQL server) to go quiet, and says how long it took.
+    async fn settle(&mut self, postgres: bool) -> anyhow::Result<()> {
+        match settle(self.herald.pid(), postgres).await {
+            Ok((waited, true)) => eprintln!("   herald quiet after {} ms", waited.as_millis()),
+            Ok((waited, false)) => eprintln!(
+                "   herald not quiet after {} ms; going on",
+                waited.as_millis()
+            ),
+            Err(err) => {
+                self.herald.check_alive()?;
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
 }
 
-/// What one fan-out run measured: its size, and the baseline's concurrency.
-struct Shape<'a> {
+/// One fan-out run: its size, and the baseline's concurrency.
+struct FanoutRun<'a> {
     scenario: &'a str,
     subscribers: u64,
     events: u64,
     concurrency: u64,
 }
 
-impl Shape<'_> {
+impl FanoutRun<'_> {
     /// The baselines of the run as one row: each one's rate and its client's CPU.
     fn baseline_row(&self, baselines: &[Posted]) -> Row {
         let client: Vec<String> = baselines
@@ -139,7 +159,7 @@ impl Shape<'_> {
             format!(
                 "{} runs of {} notifications, {} in flight, before the first slice of {} and after each; the client {} µs CPU each",
                 baselines.len(),
-                thousands(self.subscribers * self.events),
+                thousands(baselines.first().map_or(0, |b| b.count)),
                 self.concurrency,
                 self.scenario,
                 client.join(" / ")
@@ -185,8 +205,9 @@ impl Shape<'_> {
         let mut row = Row::new(
             self.scenario,
             format!(
-                "N = {} × M = {} slices of {} events = {} deliveries; slice by slice, herald {} µs CPU each{server}; cores {}% idle",
+                "N = {} × M = {} events in {} slices of {} = {} deliveries; slice by slice, herald {} µs CPU each{server}; cores {}% idle",
                 thousands(self.subscribers),
+                thousands(self.events * slices.len() as u64),
                 slices.len(),
                 thousands(self.events),
                 thousands(self.subscribers * self.events * slices.len() as u64),

@@ -52,8 +52,8 @@ const SETTLE_AT_MOST: Duration = Duration::from_secs(3);
 /// Waits until process `pid` (and with `postgres` the PostgreSQL server) has gone quiet: at
 /// most one clock tick of CPU in a 200 ms window, for at most 3 s. Work a run leaves behind it
 /// (cursors saved, pages pruned, a checkpoint) then does not slow the baseline that follows.
-/// How long it waited.
-pub async fn settle(pid: u32, postgres: bool) -> anyhow::Result<Duration> {
+/// How long it waited, and whether it went quiet (or the wait ran out).
+pub async fn settle(pid: u32, postgres: bool) -> anyhow::Result<(Duration, bool)> {
     let started = Instant::now();
     loop {
         let process = CpuMeter::start(pid)?;
@@ -62,7 +62,7 @@ pub async fn settle(pid: u32, postgres: bool) -> anyhow::Result<Duration> {
         let quiet = process.micros_each(1)? <= QUIET_MICROS
             && server.is_none_or(|server| server.micros_each(1) <= QUIET_MICROS);
         if quiet || started.elapsed() >= SETTLE_AT_MOST {
-            return Ok(started.elapsed());
+            return Ok((started.elapsed(), quiet));
         }
     }
 }
@@ -78,6 +78,16 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// This reading's cores with the CPU counted up to `later`: the work a stretch of work
+    /// left behind belongs to it, the idle time after it does not.
+    pub fn with_cpu_of(self, later: Reading) -> Reading {
+        Reading {
+            process: later.process,
+            server: later.server,
+            cores: self.cores,
+        }
+    }
+
     /// The cores' idle share, in percent.
     pub fn idle_percent(&self) -> f64 {
         self.cores.idle * 100.0

@@ -16,7 +16,9 @@
 //! - [`echo`]: the SOAP echo server (the Subscribe baseline, the invoked service).
 //! - [`load`]: SOAP messages, the HTTP client, concurrent request loops, statistics, progress.
 //! - [`baseline`]: scenario 1, herald's delivery client in a child process posting to the sinks.
-//! - [`delivery`]: scenarios 2, 4 and 6 (fan-out, paced, filtered, backlog).
+//! - [`fanout`]: scenario 2's fan-out (and 7's), in slices between runs of the baseline.
+//! - [`delivery`]: scenario 2's paced run, 4 and 6 (filtered, backlog), and the herald they
+//!   and the fan-out run against.
 //! - [`subscriptions`]: scenarios 3 and 5 (Subscribe against echo, footprint and restart);
 //!   [`manage`]: scenario 3's Renew and Unsubscribe.
 //! - [`hostile`]: scenario 8 (XML bombs refused in linear time, beside benign events).
@@ -102,7 +104,8 @@ pub struct Args {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     fanout_subscribers: Option<Vec<u64>>,
     /// Deliveries per fan-out run: events = deliveries / subscribers, clamped to
-    /// [--fanout-min-events, --fanout-max-events].
+    /// [--fanout-min-events, --fanout-max-events], then shared among the run's slices (each at
+    /// least --fanout-min-events, so a run may deliver more).
     #[arg(long, value_name = "N")]
     fanout_deliveries: Option<u64>,
     /// Fewest events per fan-out run, and per slice of one.
@@ -309,7 +312,7 @@ async fn run(args: Args) -> ExitCode {
     let mut report = Report::default();
     load::install_crypto();
 
-    // The fan-out takes the baseline itself, right before each of its runs.
+    // The fan-out runs the baseline itself, between its slices.
     if wanted(Scenario::Baseline)
         && !wanted(Scenario::Fanout)
         && let Some(rows) = report
