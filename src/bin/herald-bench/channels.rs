@@ -14,7 +14,7 @@ use crate::Context;
 use crate::baseline;
 use crate::load::{self, Latency, wait_for};
 use crate::process::{Herald, Launch};
-use crate::report::{Row, per_second, rate, thousands};
+use crate::report::{Row, per_second, percent, rate, thousands};
 
 /// Senders at once.
 const SENDERS: u64 = 64;
@@ -185,8 +185,8 @@ pub async fn channels(context: &Context) -> anyhow::Result<Vec<Row>> {
     let delivered = rate(target, elapsed);
     let share = if base > 0.0 {
         format!(
-            " = {:.0}% of (1) at {SENDERS} in flight",
-            (delivered / base * 100.0).floor()
+            " = {}% of (1) at {SENDERS} in flight",
+            percent(delivered / base)
         )
     } else {
         String::new()

@@ -14,7 +14,7 @@ use crate::Context;
 use crate::baseline;
 use crate::load::{self, Latency, event, wait_for};
 use crate::process::{Herald, Launch};
-use crate::report::{Row, per_second, rate, thousands};
+use crate::report::{Row, per_second, percent, rate, thousands};
 use crate::sink::{Sinks, now_nanos};
 
 const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -179,8 +179,8 @@ pub async fn contexts(context: &Context) -> anyhow::Result<Vec<Row>> {
         let delivered = rate(target, elapsed);
         let share = if base > 0.0 {
             format!(
-                " = {:.0}% of (1) at {concurrency} in flight",
-                (delivered / base * 100.0).floor()
+                " = {}% of (1) at {concurrency} in flight",
+                percent(delivered / base)
             )
         } else {
             String::new()

@@ -16,7 +16,7 @@ use crate::baseline::{self, Posted};
 use crate::delivery::{Setup, duplicates, setup};
 use crate::load::Latency;
 use crate::machine::{Meters, Reading, settle};
-use crate::report::{Row, per_second, rate, thousands, verdict};
+use crate::report::{Row, per_second, percent, rate, thousands, verdict};
 use crate::sink::Tally;
 
 /// The target for fan-out: this share of the raw baseline.
@@ -217,10 +217,10 @@ impl FanoutRun<'_> {
             format!(
                 "{} deliveries/s; each slice {}% of the mean of the baselines around it (at {} in flight), median {}%; over all {}% of (1){}",
                 joined(&rates, |r| thousands(r.round() as u64)),
-                joined(&shares, percent),
+                joined(&shares, |s| percent(*s)),
                 self.concurrency,
-                percent(&median),
-                percent(&overall_share),
+                percent(median),
+                percent(overall_share),
                 duplicates(duplicates_seen)
             ),
         )
@@ -262,10 +262,6 @@ fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
-}
-
-fn percent(share: &f64) -> String {
-    format!("{:.0}", (share * 100.0).floor())
 }
 
 fn joined(values: &[f64], show: impl Fn(&f64) -> String) -> String {

@@ -15,7 +15,7 @@ use crate::baseline;
 use crate::echo::EchoServer;
 use crate::load::{self, Latency, wait_for};
 use crate::process::{FreshDatabase, Herald, Launch};
-use crate::report::{Row, per_second, rate, thousands};
+use crate::report::{Row, per_second, percent, rate, thousands};
 
 /// Clients raising at once.
 const RAISERS: u64 = 64;
@@ -191,8 +191,8 @@ pub async fn invocations(context: &Context, database: Option<&str>) -> anyhow::R
     let done = rate(count, elapsed);
     let share = if base > 0.0 {
         format!(
-            " = {:.0}% of (1) at {CONCURRENCY} in flight",
-            (done / base * 100.0).floor()
+            " = {}% of (1) at {CONCURRENCY} in flight",
+            percent(done / base)
         )
     } else {
         String::new()

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::load::{self, Latency, SOAP12, WSA, WSE11};
 use crate::machine::Meters;
 use crate::process::Herald;
-use crate::report::{Row, per_second, rate, thousands, verdict};
+use crate::report::{Row, per_second, percent, rate, thousands, verdict};
 
 /// The target for every lifecycle write: this share of the echo baseline.
 const TARGET: f64 = 0.50;
@@ -75,9 +75,9 @@ impl Measured {
             &self.scenario,
             self.size,
             format!(
-                "{} = {:.0}% of the echo",
+                "{} = {}% of the echo",
                 per_second(achieved, self.what),
-                (share * 100.0).floor()
+                percent(share)
             ),
         )
         .latency(Latency::cell(Latency::of(self.run.latencies)))

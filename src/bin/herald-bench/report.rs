@@ -170,6 +170,11 @@ pub fn mebibytes(bytes: u64) -> String {
 }
 
 /// "met" or "missed" for a target.
+/// A share as whole percent, rounded down: `0.879` is `87`.
+pub fn percent(share: f64) -> String {
+    format!("{:.0}", (share * 100.0).floor())
+}
+
 pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "missed" }
 }
@@ -191,6 +196,13 @@ mod tests {
         assert_eq!(duration(Duration::from_micros(250)), "250 µs");
         assert_eq!(duration(Duration::from_micros(2500)), "2.5 ms");
         assert_eq!(duration(Duration::from_millis(6050)), "6.05 s");
+    }
+
+    #[test]
+    fn percent_rounds_down() {
+        assert_eq!(percent(0.879), "87");
+        assert_eq!(percent(1.0), "100");
+        assert_eq!(percent(0.0), "0");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::baseline;
 use crate::delivery::{Setup, setup};
 use crate::load::{self, Latency, wsman_subscribe_message};
 use crate::process::cpu_time;
-use crate::report::{Row, per_second, rate, thousands};
+use crate::report::{Row, per_second, percent, rate, thousands};
 
 /// WS-Management's Push mode: WS-Eventing 2004/08's, one event per one-way message.
 const PUSH: &str = "http://schemas.xmlsoap.org/ws/2004/08/eventing/DeliveryModes/Push";
@@ -194,7 +194,7 @@ async fn run(
 /// "87%": a rate as a share of the baseline's, rounded down.
 fn share(value: f64, base: f64) -> String {
     if base > 0.0 {
-        format!("{:.0}%", (value / base * 100.0).floor())
+        format!("{}%", percent(value / base))
     } else {
         "–".to_owned()
     }
