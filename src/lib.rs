@@ -40,6 +40,7 @@ pub mod eventing;
 pub mod filter;
 pub mod http;
 pub mod invoke;
+pub mod memory;
 pub mod metrics;
 pub mod soap;
 pub mod store;

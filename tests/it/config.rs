@@ -146,3 +146,18 @@ fn a_refused_value_stops_herald_with_the_reason() {
     // Nothing was created on the way.
     assert!(!dir.path().join("herald.db").exists());
 }
+
+/// `herald serve` runs without transparent huge pages (see `herald::memory`): the kernel says
+/// so of the process.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn the_server_runs_without_transparent_huge_pages() {
+    let store = TestStore::new().await;
+    let process = Process::start(&store);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.pid())).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("THP_enabled:"))
+        .expect("the kernel reports THP_enabled");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}

@@ -318,6 +318,11 @@ impl Process {
         Process { child, base, log }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The lines of its log so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

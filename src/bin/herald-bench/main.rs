@@ -262,6 +262,8 @@ fn herald_binary(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // As herald does, so that both sides of each ratio take memory alike.
+    herald::memory::without_huge_pages();
     let args = Args::parse();
     let helper = match &args.command {
         Some(Command::EchoServer) => Some(("echo server", echo::run_echo_server())),
