@@ -45,8 +45,12 @@ impl Direct {
         // The caller's mutex serializes every use, so SQLite's own lock per call (2k instructions
         // of a new subscription's 35k in `callgrind`) is left out.
         let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_NOMUTEX;
-        // SAFETY: `name` is NUL-terminated; `db` receives the handle, closed on failure below.
-        let code = unsafe { ffi::sqlite3_open_v2(name.as_ptr(), &mut db, flags, ptr::null()) };
+        // The log's frames written in one call per run (`wal_writes`), which needs the sync at
+        // each commit set below.
+        let vfs = super::wal_writes::register().map_or(ptr::null(), CStr::as_ptr);
+        // SAFETY: `name` and `vfs` are NUL-terminated (or null); `db` receives the handle,
+        // closed on failure below.
+        let code = unsafe { ffi::sqlite3_open_v2(name.as_ptr(), &mut db, flags, vfs) };
         let direct = Direct {
             db,
             prepared: HashMap::new(),

@@ -43,6 +43,7 @@ mod queue_writes;
 mod queues;
 mod statements;
 mod turns;
+mod wal_writes;
 mod webhooks;
 
 use super::channels::ChannelQueues;
