@@ -165,6 +165,12 @@ impl Direct {
         }
     }
 
+    /// The connection's handle, for tests that ask SQLite about it.
+    #[cfg(test)]
+    pub fn handle(&self) -> *mut ffi::sqlite3 {
+        self.db
+    }
+
     fn execute(&self, sql: &CStr) -> Result<(), StoreError> {
         // SAFETY: `sql` is NUL-terminated; no callback.
         let code = unsafe {

@@ -97,12 +97,18 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.clone())
             .await?;
+        // The writer's log frames go out in one call per run too (`wal_writes`: it syncs at
+        // each commit, as every connection here does).
+        let writer_options = match wal_writes::register().and_then(|name| name.to_str().ok()) {
+            Some(name) => options.clone().vfs(name),
+            None => options.clone(),
+        };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(writer_options)
             .await?;
         let write = Arc::new(WriteTurns::default());
         let closing = CancellationToken::new();

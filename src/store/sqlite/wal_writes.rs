@@ -1,11 +1,12 @@
 //! The log's frames written in one call per run. SQLite writes each frame of a commit to the
 //! log with two `pwrite`s (its 24-byte header, then its page), some twenty for a batch of new
 //! subscriptions, all on the one path every Subscribe waits on. The lifecycle's connection
-//! ([`super::direct`]) opens its database through a VFS of herald's that is the system's own
-//! except for the log: there, writes that continue one another are gathered in memory, and
-//! anything else done with the file (the commit's sync first of all) writes them first, in one
-//! call. The log's frames become visible to other connections only once the commit has synced
-//! them (`synchronous = FULL`, which that connection always sets), so none ever reads a frame
+//! ([`super::direct`]) and the store's writer (publishes, cursors, invocations and agents) open
+//! their database through a VFS of herald's that is the system's own except for the log:
+//! there, writes that continue one another are gathered in memory, and anything else done with
+//! the file (the commit's sync first of all) writes them first, in one call. The log's frames
+//! become visible to other connections only once the commit has synced them
+//! (`synchronous = FULL`, which every connection of the store sets), so none ever reads a frame
 //! still gathered here.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -466,5 +467,42 @@ mod tests {
             read_elsewhere(&path, c"SELECT count(*) || '/' || sum(length(v)) FROM t"),
             "1500/1050000"
         );
+    }
+
+    /// The name of the VFS a connection was opened through.
+    fn vfs_of(db: *mut ffi::sqlite3) -> String {
+        let mut vfs: *mut ffi::sqlite3_vfs = ptr::null_mut();
+        // SAFETY: `db` is an open connection; the VFS it answers is registered for the process.
+        unsafe {
+            let code = ffi::sqlite3_file_control(
+                db,
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_VFS_POINTER,
+                (&raw mut vfs).cast(),
+            );
+            assert_eq!(code, ffi::SQLITE_OK);
+            CStr::from_ptr((*vfs).zName).to_string_lossy().into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_s_writers_open_their_database_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::SqliteStore::open(dir.path()).await.unwrap();
+        let mut writer = store.writer.acquire().await.unwrap();
+        let mut handle = writer.lock_handle().await.unwrap();
+        assert_eq!(
+            vfs_of(handle.as_raw_handle().as_ptr()),
+            "herald-gathered-log"
+        );
+        drop(handle);
+        drop(writer);
+        let mut reader = store.pool.acquire().await.unwrap();
+        let mut handle = reader.lock_handle().await.unwrap();
+        assert_eq!(vfs_of(handle.as_raw_handle().as_ptr()), "unix");
+        drop(handle);
+        drop(reader);
+        let direct = Direct::open(&dir.path().join("herald.db")).unwrap();
+        assert_eq!(vfs_of(direct.handle()), "herald-gathered-log");
     }
 }
