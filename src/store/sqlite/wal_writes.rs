@@ -1,5 +1,5 @@
 //! The log's frames written in one call per run. SQLite writes each frame of a commit to the
-//! log with two `pwrite`s (its 24-byte header, then its page), some twenty for a batch of new
+//! log with two `pwrite`s (its 24-byte header, then its page), about 36 for a batch of new
 //! subscriptions, all on the one path every Subscribe waits on. The lifecycle's connection
 //! ([`super::direct`]) and the store's writer (publishes, cursors, invocations and agents) open
 //! their database through a VFS of herald's that is the system's own except for the log:
