@@ -40,6 +40,7 @@ mod contexts;
 mod delivery;
 mod echo;
 mod fanout;
+mod floor;
 mod hostile;
 mod invocations;
 mod load;
@@ -166,7 +167,7 @@ enum Command {
     /// Internal: the SOAP echo server the Subscribe baseline runs against, in its own process
     /// as herald is. Prints `echo listening on http://ADDR` when ready.
     #[command(hide = true)]
-    EchoServer,
+    EchoServer(echo::EchoOptions),
     /// Internal: the raw baseline's client, in its own process as herald is.
     #[command(hide = true)]
     PostClient(PostClient),
@@ -266,7 +267,7 @@ fn main() -> ExitCode {
     herald::memory::without_huge_pages();
     let args = Args::parse();
     let helper = match &args.command {
-        Some(Command::EchoServer) => Some(("echo server", echo::run_echo_server())),
+        Some(Command::EchoServer(options)) => Some(("echo server", echo::run_echo_server(options))),
         Some(Command::PostClient(options)) => {
             Some(("post client", baseline::run_post_client(options)))
         }

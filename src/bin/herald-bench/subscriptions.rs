@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::Context;
-use crate::echo::EchoServer;
+use crate::echo::{EchoOptions, EchoServer};
 use crate::load::{self, Latency, subscribe_message};
 use crate::machine::Meters;
 use crate::manage::Measured;
 use crate::process::{FreshDatabase, Herald, Launch};
-use crate::report::{Row, mebibytes, per_second, rate, thousands, verdict};
+use crate::report::{Row, mebibytes, per_second, percent, rate, thousands, verdict};
 
 /// The issue's target: resident bytes per idle subscription, running and after a restart.
 const BYTES_PER_SUBSCRIPTION_TARGET: u64 = 1024;
@@ -50,6 +50,7 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     };
     let (before_row, before) = echo.run().await?;
 
+    let server = database;
     let database = database.map(FreshDatabase::create).transpose()?;
     let launch = Launch {
         database: database.as_ref().map(|d| d.url.clone()),
@@ -89,14 +90,47 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
     );
     drop(herald);
     drop(database);
+    // The echo with a store behind it: what the store costs without the rest of herald.
+    let mut behind = vec![echo.durable(server, false).await?];
+    if server.is_some() {
+        behind.push(echo.durable(server, true).await?);
+    }
 
     let (mut after_row, after) = echo.run().await?;
     after_row.size.push_str("; taken again after the runs");
     let echo_rate = (before + after) / 2.0;
+    let subscribe_rate = rate(phases[0].run.count, phases[0].run.elapsed);
     let mut rows = vec![before_row];
     rows.extend(phases.into_iter().map(|phase| phase.row(echo_rate)));
+    rows.extend(
+        behind
+            .into_iter()
+            .map(|run| behind_row(run, echo_rate, subscribe_rate)),
+    );
     rows.push(after_row);
     Ok(rows)
+}
+
+/// The row of a run of the echo with a store behind it: its rate as a share of the echo, and
+/// herald's Subscribe as a share of it.
+fn behind_row(floor: Measured, echo_rate: f64, subscribe_rate: f64) -> Row {
+    let achieved = rate(floor.run.count, floor.run.elapsed);
+    let row = Row::new(
+        &floor.scenario,
+        floor.size,
+        format!(
+            "{} = {}% of the echo",
+            per_second(achieved, floor.what),
+            percent(achieved / echo_rate.max(f64::MIN_POSITIVE))
+        ),
+    )
+    .latency(Latency::cell(Latency::of(floor.run.latencies)))
+    .target(format!(
+        "herald's Subscribe = {}% of this",
+        percent(subscribe_rate / achieved.max(f64::MIN_POSITIVE))
+    ));
+    eprintln!("   echo with a store: {} ({})", row.result, row.latency);
+    row
 }
 
 /// Warms up, then Subscribes to `url` with `concurrency` clients for `length`: the run, and the
@@ -153,6 +187,64 @@ impl Echo<'_> {
         .latency(Latency::cell(Latency::of(run.latencies)));
         eprintln!("   echo: {} ({})", row.result, row.latency);
         Ok((row, echo_rate))
+    }
+
+    /// One run of Subscribes to an echo server that stores each request before answering: in
+    /// the store's floor with `minimal` (PostgreSQL only), else in herald's own store; on the
+    /// PostgreSQL server at `server` (a fresh database), else in a fresh SQLite data directory.
+    /// See [`crate::floor`].
+    async fn durable(&self, server: Option<&str>, minimal: bool) -> anyhow::Result<Measured> {
+        let database = server.map(FreshDatabase::create).transpose()?;
+        let target = match &database {
+            Some(database) => database.url.clone(),
+            None => self.dir.join("echo-store").display().to_string(),
+        };
+        let options = if minimal {
+            EchoOptions {
+                floor: Some(target),
+                ..EchoOptions::default()
+            }
+        } else {
+            EchoOptions {
+                herald_store: Some(target),
+                ..EchoOptions::default()
+            }
+        };
+        let echo = EchoServer::start_with(self.dir, &options).await?;
+        let url = format!("{}/eventing/default", echo.base);
+        let postgres = server.is_some();
+        let (run, cpu) = subscribes(
+            self.client,
+            &url,
+            self.run,
+            (echo.pid(), "the echo "),
+            postgres,
+        )
+        .await
+        .context("the echo with a store")?;
+        let (scenario, what) = match (postgres, minimal) {
+            (true, true) => (
+                "7 store's floor: the echo + a durable row",
+                "each request's id, NotifyTo and time group-committed to PostgreSQL \
+                 (a table of three columns, its primary key its only index)",
+            ),
+            (true, false) => (
+                "7 the echo + herald's store",
+                "each request stored as a subscription by herald's PostgreSQL store \
+                 (its group commit, statement and schema)",
+            ),
+            (false, _) => (
+                "3 the echo + herald's store",
+                "each request stored as a subscription by herald's SQLite store \
+                 (its group commit, statement and schema)",
+            ),
+        };
+        Ok(Measured {
+            scenario: scenario.to_owned(),
+            size: format!("{}; {what} before the answer; {cpu}", self.size),
+            what: "subscribes",
+            run,
+        })
     }
 }
 
