@@ -40,6 +40,7 @@ mod readme;
 mod restart;
 mod retention;
 mod samples;
+mod sessions;
 mod sink;
 mod start_load;
 mod store_failures;

@@ -4,7 +4,7 @@
 //! Renews or Unsubscribes it holds.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use super::super::StoreError;
 use super::super::codec::{ended_columns, subscription_columns};
@@ -13,6 +13,7 @@ use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
+use super::session::Session;
 use crate::domain::subscription::Ended;
 
 /// Inserts the rows given as arrays; each starts at its given cursor or at its log's head.
@@ -73,22 +74,27 @@ pub(super) struct PgBatches {
 }
 
 /// New subscriptions.
-pub(super) struct PgInserts(pub PgBatches);
+pub(super) struct PgInserts(Session);
 
 /// Renewals.
-pub(super) struct PgRenewals(pub PgBatches);
+pub(super) struct PgRenewals(Session);
 
-/// Ends.
-pub(super) struct PgEnds(pub PgBatches);
+/// Ends, announced on the NOTIFY channel.
+pub(super) struct PgEnds(Session, String);
 
 impl PgBatches {
-    /// The four committers, sharing the pool.
-    pub fn committers(self) -> (PgInserts, PgRenewals, PgEnds, PgPullAdvances) {
+    /// The lifecycle's four committers, each on a session of its own opened with `options`
+    /// (autocommit: the statement is the transaction), outside the pool: see [`Session`].
+    pub fn committers(
+        &self,
+        options: &PgConnectOptions,
+    ) -> (PgInserts, PgRenewals, PgEnds, PgPullAdvances) {
+        let session = || Session::new(options.clone());
         (
-            PgInserts(self.clone()),
-            PgRenewals(self.clone()),
-            PgEnds(self.clone()),
-            PgPullAdvances(self),
+            PgInserts(session()),
+            PgRenewals(session()),
+            PgEnds(session(), self.channel.clone()),
+            PgPullAdvances(session()),
         )
     }
 }
@@ -138,10 +144,11 @@ impl Commit for PgInserts {
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
+        let mut session = self.0.live().await?;
         let rows = bind_columns(sqlx::query(INSERT_BATCH), batch)
-            .fetch_all(&self.0.pool)
-            .await?;
-        cursors_in_order(batch, &rows)
+            .fetch_all(session.connection())
+            .await;
+        cursors_in_order(batch, &session.finish(rows)?)
     }
 }
 
@@ -155,14 +162,15 @@ impl Commit for PgRenewals {
     }
 
     async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
+        let mut session = self.0.live().await?;
         let rows = sqlx::query(RENEW_BATCH)
             .bind(column(batch, |r| r.id.clone()))
             .bind(column(batch, |r| r.expires_at))
             .bind(column(batch, |r| r.kind))
             .bind(column(batch, |r| r.now))
-            .fetch_all(&self.0.pool)
-            .await?;
-        renewed(batch, &rows)
+            .fetch_all(session.connection())
+            .await;
+        renewed(batch, &session.finish(rows)?)
     }
 }
 
@@ -176,14 +184,15 @@ impl Commit for PgEnds {
     }
 
     async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Ended>>, StoreError> {
+        let mut session = self.0.live().await?;
         let rows = sqlx::query(END_BATCH)
             .bind(column(batch, |e| e.id.clone()))
             .bind(column(batch, |e| e.reason))
             .bind(column(batch, |e| e.now))
-            .bind(&self.0.channel)
-            .fetch_all(&self.0.pool)
-            .await?;
-        ended(batch, &rows)
+            .bind(&self.1)
+            .fetch_all(session.connection())
+            .await;
+        ended(batch, &session.finish(rows)?)
     }
 }
 
@@ -201,7 +210,7 @@ const ADVANCE_BATCH: &str = "UPDATE subscriptions s SET cursor = CASE
          (SELECT h.last_seq FROM source_heads h WHERE h.source = s.source), 0) AS head";
 
 /// Pulls' advances.
-pub(super) struct PgPullAdvances(pub PgBatches);
+pub(super) struct PgPullAdvances(Session);
 
 #[async_trait]
 impl Commit for PgPullAdvances {
@@ -213,12 +222,13 @@ impl Commit for PgPullAdvances {
     }
 
     async fn commit(&self, batch: &[PullAdvance]) -> Result<Vec<Option<PulledCursor>>, StoreError> {
+        let mut session = self.0.live().await?;
         let rows = sqlx::query(ADVANCE_BATCH)
             .bind(batch.iter().map(|p| p.id.clone()).collect::<Vec<_>>())
             .bind(batch.iter().map(|p| p.position).collect::<Vec<_>>())
             .bind(batch.iter().map(|p| p.now).collect::<Vec<_>>())
-            .fetch_all(&self.0.pool)
-            .await?;
-        advanced(batch, &rows)
+            .fetch_all(session.connection())
+            .await;
+        advanced(batch, &session.finish(rows)?)
     }
 }

@@ -40,6 +40,7 @@ use batch_writes::{PgBatches, PgEnds, PgInserts, PgPullAdvances, PgRenewals};
 mod appends;
 mod batch_writes;
 mod migrations;
+mod session;
 mod signals;
 
 /// The database's clock in milliseconds since the epoch: node leases are measured on it.
@@ -87,7 +88,7 @@ impl PostgresStore {
             // (tests/it/cluster.rs: a burst of killed sessions).
             .test_before_acquire(true)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
@@ -112,7 +113,7 @@ impl PostgresStore {
             &tasks,
             closing.clone(),
         );
-        let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
+        let writes = SubscriptionWrites::start(batches.committers(&options), &tasks, &closing);
         let store = PostgresStore {
             pool,
             channel,
