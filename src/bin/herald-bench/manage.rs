@@ -67,8 +67,21 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// The phase's row, its rate a share of `echo_rate`.
+    /// The phase's row, its rate a share of `echo_rate`, judged against the target.
     pub fn row(self, echo_rate: f64) -> Row {
+        let what = self.what;
+        let (row, _, share) = self.rated(echo_rate);
+        let row = row.target(format!(
+            "≥ {:.0}% of echo: {}",
+            TARGET * 100.0,
+            verdict(share >= TARGET)
+        ));
+        eprintln!("   {what}: {} ({})", row.result, row.latency);
+        row
+    }
+
+    /// The phase's row without a target, its rate and that rate's share of `echo_rate`.
+    pub fn rated(self, echo_rate: f64) -> (Row, f64, f64) {
         let achieved = rate(self.run.count, self.run.elapsed);
         let share = achieved / echo_rate.max(f64::MIN_POSITIVE);
         let row = Row::new(
@@ -80,14 +93,8 @@ impl Measured {
                 percent(share)
             ),
         )
-        .latency(Latency::cell(Latency::of(self.run.latencies)))
-        .target(format!(
-            "≥ {:.0}% of echo: {}",
-            TARGET * 100.0,
-            verdict(share >= TARGET)
-        ));
-        eprintln!("   {}: {} ({})", self.what, row.result, row.latency);
-        row
+        .latency(Latency::cell(Latency::of(self.run.latencies)));
+        (row, achieved, share)
     }
 }
 

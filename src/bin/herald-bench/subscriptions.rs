@@ -114,18 +114,8 @@ pub async fn subscribe(context: &Context, database: Option<&str>) -> anyhow::Res
 /// The row of a run of the echo with a store behind it: its rate as a share of the echo, and
 /// herald's Subscribe as a share of it.
 fn behind_row(floor: Measured, echo_rate: f64, subscribe_rate: f64) -> Row {
-    let achieved = rate(floor.run.count, floor.run.elapsed);
-    let row = Row::new(
-        &floor.scenario,
-        floor.size,
-        format!(
-            "{} = {}% of the echo",
-            per_second(achieved, floor.what),
-            percent(achieved / echo_rate.max(f64::MIN_POSITIVE))
-        ),
-    )
-    .latency(Latency::cell(Latency::of(floor.run.latencies)))
-    .target(format!(
+    let (row, achieved, _) = floor.rated(echo_rate);
+    let row = row.target(format!(
         "herald's Subscribe = {}% of this",
         percent(subscribe_rate / achieved.max(f64::MIN_POSITIVE))
     ));
