@@ -25,14 +25,15 @@ async fn named_store(store: &TestStore) -> (PostgresStore, String) {
         .await
         .expect("the store opens");
     let kill = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+         WHERE application_name = '{name}'"
     );
     (opened, kill)
 }
 
 /// The number of live sessions named as `kill` names them.
 async fn sessions(store: &TestStore, kill: &str) -> i64 {
-    let count = kill.replace("pg_terminate_backend(pid)", "COUNT(*)");
+    let count = kill.replace("pg_terminate_backend(pid, 5000)", "COUNT(*)");
     let url = store.database_url().expect("PostgreSQL");
     let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query_scalar(sqlx::AssertSqlSafe(count))
@@ -85,26 +86,65 @@ async fn a_lifecycle_session_lost_in_use_is_replaced() {
     let store = TestStore::new().await;
     let (opened, kill) = named_store(&store).await;
     let node = NodeId::parse("sessions").unwrap();
+    let (first, other) = (
+        crate::group_commit::subscription(1),
+        crate::group_commit::subscription(2),
+    );
     opened
-        .insert_subscription(&crate::group_commit::subscription(1), &node, None)
+        .insert_subscription(&first, &node, None)
         .await
         .unwrap();
-    // Killed just after a write: the next one, sent at once, finds the session gone (it is not
-    // tested so soon after its last use) and may fail; the one after goes on a new session.
-    store.execute(&[&kill]).await;
-    let _maybe = opened
-        .insert_subscription(&crate::group_commit::subscription(2), &node, None)
-        .await;
-    for i in 3..6 {
-        let subscription = crate::group_commit::subscription(i);
-        opened
-            .insert_subscription(&subscription, &node, None)
-            .await
-            .unwrap_or_else(|err| panic!("write {i} after the session was lost: {err}"));
-        let stored = opened
-            .active_subscription(subscription.id, Timestamp::now())
-            .await
-            .unwrap();
-        assert!(stored.is_some(), "write {i} stored");
-    }
+    opened
+        .insert_subscription(&other, &node, None)
+        .await
+        .unwrap();
+    let renew = |id| {
+        opened.renew_subscription(
+            id,
+            Some(Timestamp::from_second(4_100_000_000).unwrap()),
+            ExpiryKind::Duration,
+            Timestamp::now(),
+        )
+    };
+    renew(first.id).await.expect("the renewal session opens");
+
+    // The row held by another transaction, so that the next renewal waits on it: its session is
+    // killed while the statement runs.
+    let url = store.database_url().expect("PostgreSQL");
+    let mut locker = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut holding = sqlx::Connection::begin(&mut locker).await.unwrap();
+    sqlx::query("SELECT id FROM subscriptions WHERE id = $1 FOR UPDATE")
+        .bind(first.id.key())
+        .fetch_one(&mut *holding)
+        .await
+        .unwrap();
+    // The renewal of `other` goes right after the first fails, so its session is not tested
+    // first: the lost one must have been dropped, and this must go on a new one.
+    let waiting = async { (renew(first.id).await, renew(other.id).await) };
+    let killing = async {
+        let waits = kill
+            .replace("pg_terminate_backend(pid, 5000)", "COUNT(*)")
+            .replace("WHERE ", "WHERE wait_event_type = 'Lock' AND ");
+        let mut watcher = sqlx::PgConnection::connect(url).await.unwrap();
+        for _ in 0..500 {
+            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(waits.clone()))
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+            if count > 0 {
+                store.execute(&[&kill]).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the renewal never waited on the row");
+    };
+    let ((renewed, next), ()) = tokio::join!(waiting, killing);
+    holding.commit().await.unwrap();
+    assert!(
+        renewed.is_err(),
+        "the renewal whose session was killed failed"
+    );
+    let next = next.unwrap_or_else(|err| panic!("the renewal after the session was lost: {err}"));
+    assert!(next, "renewed on a new session");
 }

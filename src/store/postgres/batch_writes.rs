@@ -4,7 +4,7 @@
 //! Renews or Unsubscribes it holds.
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::postgres::PgPool;
 
 use super::super::StoreError;
 use super::super::codec::{ended_columns, subscription_columns};
@@ -83,13 +83,10 @@ pub(super) struct PgRenewals(Session);
 pub(super) struct PgEnds(Session, String);
 
 impl PgBatches {
-    /// The lifecycle's four committers, each on a session of its own opened with `options`
-    /// (autocommit: the statement is the transaction), outside the pool: see [`Session`].
-    pub fn committers(
-        &self,
-        options: &PgConnectOptions,
-    ) -> (PgInserts, PgRenewals, PgEnds, PgPullAdvances) {
-        let session = || Session::new(options.clone());
+    /// The lifecycle's four committers, each on a session of its own, taken from the pool and
+    /// detached from it (autocommit: the statement is the transaction): see [`Session`].
+    pub fn committers(&self) -> (PgInserts, PgRenewals, PgEnds, PgPullAdvances) {
+        let session = || Session::new(self.pool.clone());
         (
             PgInserts(session()),
             PgRenewals(session()),

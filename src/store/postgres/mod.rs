@@ -88,7 +88,7 @@ impl PostgresStore {
             // (tests/it/cluster.rs: a burst of killed sessions).
             .test_before_acquire(true)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
+            .connect_with(options)
             .await?;
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
@@ -113,7 +113,7 @@ impl PostgresStore {
             &tasks,
             closing.clone(),
         );
-        let writes = SubscriptionWrites::start(batches.committers(&options), &tasks, &closing);
+        let writes = SubscriptionWrites::start(batches.committers(), &tasks, &closing);
         let store = PostgresStore {
             pool,
             channel,
