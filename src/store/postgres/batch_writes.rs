@@ -141,11 +141,8 @@ impl Commit for PgInserts {
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
-        let mut session = self.0.live().await?;
-        let rows = bind_columns(sqlx::query(INSERT_BATCH), batch)
-            .fetch_all(session.connection())
-            .await;
-        cursors_in_order(batch, &session.finish(rows)?)
+        let query = bind_columns(sqlx::query(INSERT_BATCH), batch);
+        cursors_in_order(batch, &self.0.fetch_all(query).await?)
     }
 }
 
@@ -159,15 +156,12 @@ impl Commit for PgRenewals {
     }
 
     async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
-        let mut session = self.0.live().await?;
-        let rows = sqlx::query(RENEW_BATCH)
+        let query = sqlx::query(RENEW_BATCH)
             .bind(column(batch, |r| r.id.clone()))
             .bind(column(batch, |r| r.expires_at))
             .bind(column(batch, |r| r.kind))
-            .bind(column(batch, |r| r.now))
-            .fetch_all(session.connection())
-            .await;
-        renewed(batch, &session.finish(rows)?)
+            .bind(column(batch, |r| r.now));
+        renewed(batch, &self.0.fetch_all(query).await?)
     }
 }
 
@@ -181,15 +175,12 @@ impl Commit for PgEnds {
     }
 
     async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Ended>>, StoreError> {
-        let mut session = self.0.live().await?;
-        let rows = sqlx::query(END_BATCH)
+        let query = sqlx::query(END_BATCH)
             .bind(column(batch, |e| e.id.clone()))
             .bind(column(batch, |e| e.reason))
             .bind(column(batch, |e| e.now))
-            .bind(&self.1)
-            .fetch_all(session.connection())
-            .await;
-        ended(batch, &session.finish(rows)?)
+            .bind(&self.1);
+        ended(batch, &self.0.fetch_all(query).await?)
     }
 }
 
@@ -219,13 +210,10 @@ impl Commit for PgPullAdvances {
     }
 
     async fn commit(&self, batch: &[PullAdvance]) -> Result<Vec<Option<PulledCursor>>, StoreError> {
-        let mut session = self.0.live().await?;
-        let rows = sqlx::query(ADVANCE_BATCH)
+        let query = sqlx::query(ADVANCE_BATCH)
             .bind(batch.iter().map(|p| p.id.clone()).collect::<Vec<_>>())
             .bind(batch.iter().map(|p| p.position).collect::<Vec<_>>())
-            .bind(batch.iter().map(|p| p.now).collect::<Vec<_>>())
-            .fetch_all(session.connection())
-            .await;
-        advanced(batch, &session.finish(rows)?)
+            .bind(batch.iter().map(|p| p.now).collect::<Vec<_>>());
+        advanced(batch, &self.0.fetch_all(query).await?)
     }
 }

@@ -52,9 +52,9 @@ struct Held {
     failed_open: Option<(Instant, String)>,
 }
 
-/// The session, live, for one statement. Hand the statement's result to [`InUse::finish`]; a
+/// The session, live, for one statement. The statement's result goes to [`InUse::finish`]; a
 /// session in use dropped before that (its statement abandoned half way) is closed.
-pub(super) struct InUse<'a> {
+struct InUse<'a> {
     held: MutexGuard<'a, Held>,
     finished: bool,
 }
@@ -72,8 +72,19 @@ impl Session {
         }
     }
 
+    /// Runs `query` on the session: its rows, or its error (the session dropped when the error
+    /// shows it lost).
+    pub async fn fetch_all(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+        let mut session = self.live().await?;
+        let rows = query.fetch_all(session.connection()).await;
+        session.finish(rows)
+    }
+
     /// The session, tested first when it has been idle, or a new one.
-    pub async fn live(&self) -> Result<InUse<'_>, StoreError> {
+    async fn live(&self) -> Result<InUse<'_>, StoreError> {
         let mut held = self.held.lock().await;
         let idle = held.last_used.elapsed();
         if let Some((connection, opened)) = held.connection.as_mut() {
@@ -119,7 +130,7 @@ impl Session {
 
 impl InUse<'_> {
     /// The connection to send the statement on.
-    pub fn connection(&mut self) -> &mut PgConnection {
+    fn connection(&mut self) -> &mut PgConnection {
         &mut self
             .held
             .connection
@@ -130,7 +141,7 @@ impl InUse<'_> {
 
     /// Passes the statement's result on; a session it shows lost is dropped, to be opened again
     /// on its next use.
-    pub fn finish<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+    fn finish<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
         self.finished = true;
         self.held.last_used = Instant::now();
         if let Err(err) = &result
