@@ -16,7 +16,7 @@ use crate::delivery::sink_auth::SinkSecurity;
 use crate::engine::Engine;
 use crate::eventing::notify::EventingEnvelopes;
 use crate::filter::StandardFilters;
-use crate::http::{self, AppState};
+use crate::http::{self, AppShared, AppState};
 use crate::invoke::bridge::AmqpBridges;
 use crate::metrics::Metrics;
 use crate::store::{KeptName, NodeId, PostgresStore, SqliteStore, Store, StoreError};
@@ -151,7 +151,7 @@ impl Application {
         let resources = Arc::new(crate::eventing::wsman::ResourceTable::from_sources(
             engine.sources(),
         ));
-        let state = AppState {
+        let state = AppState::new(AppShared {
             resources,
             engine,
             metrics,
@@ -161,7 +161,7 @@ impl Application {
             limits: config.limits,
             api_token: config.api_token.as_deref().map(Arc::from),
             gateway: crate::context::gateway::Gateway::new(config.client)?,
-        };
+        });
         Ok(Application {
             listener,
             state,

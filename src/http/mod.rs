@@ -25,9 +25,28 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::soap::envelope::Limits;
 
-/// What every handler shares.
+/// What every handler shares: one reference, cloned for each request (axum's `State`), where
+/// each of its fields' own references, shared by both cores, was counted up and down in turn.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl AppState {
+    /// The state the handlers share.
+    pub fn new(shared: AppShared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct AppShared {
     /// The domain engine.
     pub engine: Arc<Engine>,
     /// Metrics registry.
@@ -48,7 +67,7 @@ pub struct AppState {
     pub resources: Arc<crate::eventing::wsman::ResourceTable>,
 }
 
-impl AppState {
+impl AppShared {
     /// Whether the request carries the configured bearer token (or none is configured). The
     /// comparison takes the same time wherever the tokens differ.
     pub fn authorized(&self, headers: &axum::http::HeaderMap) -> bool {

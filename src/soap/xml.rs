@@ -62,8 +62,16 @@ pub fn trimmed_text(node: Node<'_, '_>) -> String {
     out.trim().to_owned()
 }
 
-/// Escapes text for element content or a double-quoted attribute value.
+/// Escapes text for element content or a double-quoted attribute value. Most text herald
+/// writes (namespaces, addresses, identifiers) has nothing to escape: that is found by `memchr`
+/// rather than a byte at a time (2.5k instructions of a Subscribe's 150k in `callgrind`).
 pub fn escape(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    if memchr::memchr3(b'<', b'>', b'&', bytes).is_none()
+        && memchr::memchr2(b'"', b'\'', bytes).is_none()
+    {
+        return Cow::Borrowed(text);
+    }
     quick_xml::escape::escape(text)
 }
 

@@ -83,6 +83,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `herald.db` in `data_dir` and applies pending migrations.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        direct::configure_library();
         let lock = lock_data_dir(data_dir)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(data_dir.join("herald.db"))
