@@ -153,9 +153,17 @@ impl EventLog {
             .cloned()
     }
 
+    /// What `look` sees of a log's tail, read under the registry's lock: no reference to the
+    /// tail is taken (a count shared by every request, on each core).
+    fn with_tail<T>(&self, name: &SourceName, look: impl FnOnce(&Tail) -> T) -> Option<T> {
+        let tails = self.tails.read().unwrap_or_else(|e| e.into_inner());
+        tails.get(name).map(|tail| look(tail))
+    }
+
     /// Whether this is a configured source's log, served for as long as herald runs.
     pub fn is_lasting(&self, name: &SourceName) -> bool {
-        self.tail(name).is_some_and(|tail| tail.publisher.is_some())
+        self.with_tail(name, |tail| tail.publisher.is_some())
+            .unwrap_or(false)
     }
 
     /// The configured sources' logs.

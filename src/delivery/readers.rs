@@ -146,10 +146,19 @@ impl Readers {
         matcher: Option<Arc<dyn Matcher>>,
         retry: RetryPolicy,
     ) -> Result<(), Box<Subscription>> {
+        // The entry and the reader go in under the registry's lock, so that a removal (which
+        // writes it) cannot close the tail between them. Most often the log has its entry
+        // already, and the lock is only read.
+        {
+            let logs = self.logs.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(log) = logs.get(&subscription.source) {
+                let reader = self.join(log, subscription, progress, matcher, retry)?;
+                drop(logs);
+                self.started(reader);
+                return Ok(());
+            }
+        }
         let source = subscription.source.clone();
-        let id = subscription.id;
-        // The entry and the reader go in under the registry's lock, so that a removal cannot
-        // close the tail between them.
         let (reader, opened) = {
             let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
             if !self.log.is_lasting(&source) && self.log.head(&source).is_none() {
@@ -163,28 +172,56 @@ impl Readers {
                     (log, true)
                 }
             };
-            let mut readers = lock(&log.readers);
-            if readers.contains_key(&id) {
-                return Ok(());
-            }
-            let reader = Arc::new(Reader::new(
-                subscription,
-                progress,
-                (matcher, retry),
-                log.cursors.clone(),
-            ));
-            readers.insert(id, reader.clone());
-            (reader, opened)
+            (
+                self.join(&log, subscription, progress, matcher, retry)?,
+                opened,
+            )
         };
         if opened {
             self.count_instance(&source, true);
         }
+        self.started(reader);
+        Ok(())
+    }
+
+    /// Adds a reader to `log` (the registry's lock held), unless one of that id is there: the
+    /// new reader, or none.
+    fn join(
+        &self,
+        log: &LogReaders,
+        subscription: Subscription,
+        progress: DeliveryProgress,
+        matcher: Option<Arc<dyn Matcher>>,
+        retry: RetryPolicy,
+    ) -> Result<Option<Arc<Reader>>, Box<Subscription>> {
+        let source = &subscription.source;
+        if !self.log.is_lasting(source) && self.log.head(source).is_none() {
+            return Err(Box::new(subscription));
+        }
+        let mut readers = lock(&log.readers);
+        let std::collections::hash_map::Entry::Vacant(slot) = readers.entry(subscription.id) else {
+            return Ok(None);
+        };
+        let reader = Arc::new(Reader::new(
+            subscription,
+            progress,
+            (matcher, retry),
+            log.cursors.clone(),
+        ));
+        slot.insert(reader.clone());
+        Ok(Some(reader))
+    }
+
+    /// Starts a new reader's heartbeat, if it has one, and its worker, if it has work.
+    fn started(&self, reader: Option<Arc<Reader>>) {
+        let Some(reader) = reader else {
+            return;
+        };
         if reader.heartbeat().is_some() {
             self.workers
                 .spawn(super::heartbeat::run(self.sending.clone(), reader.clone()));
         }
         self.kick(&reader);
-        Ok(())
     }
 
     /// Stops delivering it; its worker stops at its next step. True when it was delivered here.
