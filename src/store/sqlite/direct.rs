@@ -35,14 +35,16 @@ pub(super) enum Bind<'a> {
 // each call); SQLite allows a connection to move between threads.
 unsafe impl Send for Direct {}
 
-/// Leaves out SQLite's count of the memory it holds, which nothing here reads: kept, it takes a
-/// lock of the whole library's around each of SQLite's allocations and frees (about 40 a
-/// Subscribe in `callgrind`). Only a library not yet in use can be told; otherwise, as when
-/// another store of the process opened first, this does nothing.
+/// Leaves out SQLite's count of the memory it holds, which nothing here reads (no statistics, no
+/// heap limit): kept, it takes a lock of the whole library's around each of SQLite's
+/// allocations and frees (about half of the 40 a Subscribe takes in `callgrind`). Only a library
+/// not yet in use can be told; once in use, SQLite refuses (SQLITE_MISUSE) and nothing changes.
 pub(super) fn configure_library() {
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
-    // SAFETY: `SQLITE_CONFIG_MEMSTATUS` takes one int; called before any other use of the
-    // library in the process, or refused (SQLITE_MISUSE) and without effect.
+    // SAFETY: `SQLITE_CONFIG_MEMSTATUS` takes one int. `sqlite3_config` is not thread-safe: in
+    // the server the store's open is the process's first use of SQLite, so nothing else runs
+    // it then. In tests another thread may be starting SQLite at the same moment; the flag it
+    // sets only chooses whether memory is counted, so the worst outcome is a count not kept.
     CONFIGURED.call_once(|| unsafe {
         ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
     });
