@@ -18,11 +18,18 @@ impl Capacity {
     /// delivery; `false` when that and the places taken reach `limit`.
     pub fn take(&self, source: &SourceName, limit: Option<u64>, active: impl Fn() -> u64) -> bool {
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = taken.get(source).copied().unwrap_or(0);
-        if limit.is_some_and(|limit| active() + pending >= limit) {
+        let pending = taken.get_mut(source);
+        let count = pending.as_deref().copied().unwrap_or(0);
+        if limit.is_some_and(|limit| active() + count >= limit) {
             return false;
         }
-        *taken.entry(source.clone()).or_insert(0) += 1;
+        // The source's name is copied only for its first place taken.
+        match pending {
+            Some(pending) => *pending += 1,
+            None => {
+                taken.insert(source.clone(), 1);
+            }
+        }
         true
     }
 

@@ -21,11 +21,13 @@ pub(super) fn media_type(headers: &HeaderMap) -> (Option<SoapVersion>, Option<St
         return (None, None);
     };
     let mut parts = value.split(';');
-    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let version = match essence.as_str() {
-        "application/soap+xml" => Some(SoapVersion::Soap12),
-        "text/xml" => Some(SoapVersion::Soap11),
-        _ => None,
+    let essence = parts.next().unwrap_or("").trim();
+    let version = if essence.eq_ignore_ascii_case("application/soap+xml") {
+        Some(SoapVersion::Soap12)
+    } else if essence.eq_ignore_ascii_case("text/xml") {
+        Some(SoapVersion::Soap11)
+    } else {
+        None
     };
     let action = parts.find_map(|part| {
         let (name, value) = part.split_once('=')?;

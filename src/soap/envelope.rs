@@ -95,22 +95,9 @@ pub fn parse_document(bytes: &[u8], limits: Limits) -> Result<Document<'_>, Enve
         }
         other => EnvelopeError::Malformed(other.to_string()),
     })?;
-    check_depth(document.root_element(), limits.max_depth)?;
+    // The depth needs no second walk of the tree: the pre-scan counted each element opened
+    // and not yet closed, which in text the parser accepts is each element's depth.
     Ok(document)
-}
-
-fn check_depth(root: Node<'_, '_>, max_depth: usize) -> Result<(), EnvelopeError> {
-    // Iterative walk: a hostile document must not be able to exhaust the stack.
-    let mut stack = vec![(root, 1usize)];
-    while let Some((node, depth)) = stack.pop() {
-        if depth > max_depth {
-            return Err(EnvelopeError::TooComplex(format!(
-                "elements nested deeper than {max_depth}"
-            )));
-        }
-        stack.extend(xml::elements(node).map(|child| (child, depth + 1)));
-    }
-    Ok(())
 }
 
 /// Whether `message` holds the word `Fault`, which a fault's element name spells out (a name

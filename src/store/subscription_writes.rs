@@ -171,10 +171,21 @@ pub(super) fn cursors_in_order<R: Columns>(
     batch: &[NewSubscription],
     rows: &[R],
 ) -> Result<Vec<u64>, StoreError> {
-    let mut cursors = HashMap::with_capacity(rows.len());
-    for row in rows {
-        cursors.insert(row.text("id")?, stored_seq("cursor", row.int("cursor")?)?);
+    let returned = rows
+        .iter()
+        .map(|row| Ok((row.text("id")?, stored_seq("cursor", row.int("cursor")?)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // The rows come back in the batch's order in practice: then each is its write's, with no
+    // map to build.
+    let in_order = returned.len() == batch.len()
+        && returned
+            .iter()
+            .zip(batch)
+            .all(|((id, _), write)| *id == write.row.id);
+    if in_order {
+        return Ok(returned.into_iter().map(|(_, cursor)| cursor).collect());
     }
+    let cursors: HashMap<String, u64> = returned.into_iter().collect();
     batch
         .iter()
         .map(|write| {
@@ -225,4 +236,97 @@ pub(super) fn advanced<R: Columns>(
         .iter()
         .map(|write| advanced.remove(&write.id))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::subscription::{
+        EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
+        SourceName, WireDialect, WsaVersion,
+    };
+
+    /// A returned row of an insert: its id and starting cursor.
+    struct Inserted(String, i64);
+
+    impl Columns for Inserted {
+        fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+            assert_eq!(name, "id");
+            Ok(Some(self.0.clone()))
+        }
+        fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+            assert_eq!(name, "cursor");
+            Ok(Some(self.1))
+        }
+    }
+
+    fn new_subscription() -> NewSubscription {
+        let subscription = Subscription {
+            id: SubscriptionId::new_random(),
+            source: SourceName::parse("default").unwrap(),
+            log: LogKind::Source,
+            delivery: ReaderDelivery::SoapPush,
+            dialect: WireDialect {
+                eventing: EventingVersion::W3c2011,
+                soap: SoapVersion::Soap12,
+                addressing: WsaVersion::W3c2005,
+            },
+            notify_to: EndpointRef {
+                address: "http://127.0.0.1:1/n".into(),
+                reference_parameters: Vec::new(),
+                reference_properties: Vec::new(),
+            },
+            end_to: None,
+            delivery_mode: "push".into(),
+            format: NotificationFormat::Unwrap,
+            filter: None,
+            expires_at: None,
+            expiry_kind: ExpiryKind::Duration,
+            created_at: Timestamp::now(),
+            manager_address: String::new(),
+            webhook: None,
+            connection_retry: None,
+            wsman: None,
+        };
+        NewSubscription {
+            row: SubscriptionRow::encode(&subscription),
+            owner: "embedded".into(),
+            start_after: None,
+        }
+    }
+
+    /// Each write gets its own row's cursor whatever order the rows come back in, and a write
+    /// with no row is refused as corrupt rather than given another's cursor.
+    #[test]
+    fn each_insert_gets_its_own_rows_cursor_in_any_order() {
+        let batch: Vec<NewSubscription> = (0..4).map(|_| new_subscription()).collect();
+        let rows = |order: &[usize]| -> Vec<Inserted> {
+            order
+                .iter()
+                .map(|&i| Inserted(batch[i].row.id.clone(), 10 * i as i64 + 7))
+                .collect()
+        };
+        let wanted = vec![7, 17, 27, 37];
+        assert_eq!(
+            cursors_in_order(&batch, &rows(&[0, 1, 2, 3])).unwrap(),
+            wanted
+        );
+        assert_eq!(
+            cursors_in_order(&batch, &rows(&[3, 1, 0, 2])).unwrap(),
+            wanted
+        );
+        assert_eq!(
+            cursors_in_order(&batch, &rows(&[1, 0, 2, 3])).unwrap(),
+            wanted
+        );
+        for short in [&[0, 1, 2][..], &[3, 2, 1][..], &[0, 1, 2, 2][..]] {
+            assert!(
+                matches!(
+                    cursors_in_order(&batch, &rows(short)),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "rows {short:?}"
+            );
+        }
+    }
 }
