@@ -29,6 +29,7 @@
 //! [`config`] resolves configuration (defaults, file, environment, flags); [`app`] wires the
 //! layers into a running server; [`metrics`] holds the Prometheus registry.
 
+pub mod allocator;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -11,7 +11,7 @@ use herald::cli::{self, manage, publish, sink};
 use herald::config::{Config, LogFormat, ServeArgs};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: herald::allocator::Allocator = herald::allocator::Allocator;
 
 /// herald: a durable callback and event-subscription broker for web services.
 #[derive(Parser)]

@@ -32,7 +32,7 @@
 // The same allocator as herald's: the raw baseline's client, the echo and the sinks then
 // allocate as herald does, so a ratio compares herald's work, not two allocators.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: herald::allocator::Allocator = herald::allocator::Allocator;
 
 mod baseline;
 mod channels;
