@@ -164,11 +164,13 @@ impl ReplyContext {
     }
 
     fn response(&self, version: EventingVersion, action: &str, body: &str) -> SoapReply {
-        let mut namespaces = vec![("wse", version.ns())];
-        if version == EventingVersion::W3c2011 {
-            namespaces.push(("hrd", HERALD_NS));
-        }
-        self.response_with(action, body, &namespaces, Vec::new())
+        let namespaces = [("wse", version.ns()), ("hrd", HERALD_NS)];
+        let declared = if version == EventingVersion::W3c2011 {
+            2
+        } else {
+            1
+        };
+        self.response_with(action, body, &namespaces[..declared], Vec::new())
     }
 
     /// A response with `namespaces` declared beside `wsa`, and `extra_headers` after the
@@ -190,7 +192,8 @@ impl ReplyContext {
                 headers: Vec::new(),
             };
         };
-        let mut all_namespaces = vec![("wsa", reply.version.ns())];
+        let mut all_namespaces = Vec::with_capacity(1 + namespaces.len());
+        all_namespaces.push(("wsa", reply.version.ns()));
         all_namespaces.extend_from_slice(namespaces);
         // Written into one string: the headers as they are made, then the body.
         let extra: usize = extra_headers.iter().map(String::len).sum();

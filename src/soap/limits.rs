@@ -65,7 +65,7 @@ pub fn prescan(text: &str, limits: &Limits) -> Result<(), Refusal> {
     let bytes = text.as_bytes();
     let too = |what: String| Err(Refusal::TooComplex(what));
     // Namespace declarations of each open element.
-    let mut open: Vec<usize> = Vec::new();
+    let mut open: Vec<usize> = Vec::with_capacity(16);
     let mut in_scope = 0usize;
     let mut total_attributes = 0usize;
     let mut at = 0usize;
