@@ -8,8 +8,7 @@ use crate::domain::subscription::SoapVersion;
 use crate::eventing::{self, Endpoint, SoapReply, SoapRequest};
 use crate::metrics::RequestLabels;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,35 +43,31 @@ pub(super) fn soap_action(headers: &HeaderMap) -> Option<String> {
     Some(value.trim().trim_matches('"').to_owned())
 }
 
+// Each takes the request whole, its headers moved out of it rather than copied by an
+// extractor.
 async fn source_endpoint(
     State(state): State<AppState>,
     Path(source): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    serve(state, source, Endpoint::Source, headers, body).await
+    serve(state, source, Endpoint::Source, request).await
 }
 
 async fn manager_endpoint(
     State(state): State<AppState>,
     Path(source): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    serve(state, source, Endpoint::Manager, headers, body).await
+    serve(state, source, Endpoint::Manager, request).await
 }
 
-async fn wsman_endpoint(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    serve(state, String::new(), Endpoint::Wsman, headers, body).await
+async fn wsman_endpoint(State(state): State<AppState>, request: Request) -> Response {
+    serve(state, String::new(), Endpoint::Wsman, request).await
 }
 
-async fn serve(
-    state: AppState,
-    source: String,
-    endpoint: Endpoint,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn serve(state: AppState, source: String, endpoint: Endpoint, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let (media_soap, media_action) = media_type(&headers);
     let http_action = media_action.or_else(|| soap_action(&headers));
     let limit = state.max_body_bytes;
