@@ -3,8 +3,8 @@
 //!
 //! The `mimalloc` crate's allocator asks for every block through mimalloc's aligned entry
 //! points, whatever its alignment. In mimalloc 3 those take the plain fast path only while the
-//! size's page has a free block at hand; otherwise, for a size that is not a power of two (24,
-//! 40, 1,536 bytes…), they over-allocate by the alignment and hand out an interior pointer. A
+//! size's page has a free block at hand; otherwise, for a size whose block is not a power of two
+//! (40 or 100 bytes, 1,536…), they over-allocate by the alignment and hand out an interior pointer. A
 //! Subscribe made about ten such allocations, each 160 instructions in `callgrind` (see
 //! BENCHMARKS.md, the twenty-eighth pass). Every mimalloc block is aligned to a machine word,
 //! so a layout aligned to a word or less needs none of that: it goes to `mi_malloc`, and only
@@ -15,8 +15,11 @@ use std::ffi::c_void;
 
 use libmimalloc_sys as mi;
 
-/// Alignment every block `mi_malloc` returns has, whatever its size: a machine word (its size
-/// classes are whole words, so a 24-byte block may sit at an address that is only 8-aligned).
+/// Alignment every block `mi_malloc` returns has, whatever its size: a machine word. (On 64-bit
+/// targets its 8-byte size class is aligned to just that, the larger classes to 16; mimalloc's
+/// own aligned reallocation hands any alignment up to a word to its plain path the same way.
+/// A build of mimalloc with guard pages, `MI_GUARDED`, which only its debug feature compiles
+/// in, would not keep this; herald's build does not have it.)
 const WORD: usize = std::mem::size_of::<usize>();
 
 /// mimalloc, through its plain entry points for layouts aligned to a word or less.
@@ -74,7 +77,7 @@ unsafe impl GlobalAlloc for Allocator {
 mod tests {
     use super::*;
 
-    /// Sizes around mimalloc's size classes (whole words, not powers of two among them) and
+    /// Sizes around mimalloc's size classes (not powers of two among them) and
     /// its small-block limit, many blocks of each, so that pages run out of free blocks and
     /// the slower paths are taken too.
     const SIZES: [usize; 12] = [1, 7, 8, 12, 24, 40, 100, 1000, 1025, 1536, 5000, 70_000];
@@ -111,6 +114,7 @@ mod tests {
                     let grown = size * 3 + 5;
                     // SAFETY: `block` came from `alloc` with `layout`; `grown` is non-zero.
                     let moved = unsafe { allocator.realloc(block, layout, grown) };
+                    assert!(!moved.is_null(), "{size} → {grown} aligned to {align}");
                     assert_eq!(
                         moved as usize % align,
                         0,

@@ -27,7 +27,8 @@
 //!   values and rules, the clock.
 //!
 //! [`config`] resolves configuration (defaults, file, environment, flags); [`app`] wires the
-//! layers into a running server; [`metrics`] holds the Prometheus registry.
+//! layers into a running server; [`metrics`] holds the Prometheus registry; [`allocator`] is the
+//! binaries' global allocator (mimalloc) and [`memory`] how they take memory from the kernel.
 
 pub mod allocator;
 pub mod app;
