@@ -13,6 +13,8 @@
 mod append_plan;
 pub mod channels;
 mod codec;
+#[cfg(test)]
+mod fixtures;
 mod group_commit;
 mod kept_name;
 mod owned_pages;

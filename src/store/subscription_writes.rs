@@ -241,10 +241,6 @@ pub(super) fn advanced<R: Columns>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::subscription::{
-        EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
-        SourceName, WireDialect, WsaVersion,
-    };
 
     /// A returned row of an insert: its id and starting cursor.
     struct Inserted(String, i64);
@@ -261,33 +257,7 @@ mod tests {
     }
 
     fn new_subscription() -> NewSubscription {
-        let subscription = Subscription {
-            id: SubscriptionId::new_random(),
-            source: SourceName::parse("default").unwrap(),
-            log: LogKind::Source,
-            delivery: ReaderDelivery::SoapPush,
-            dialect: WireDialect {
-                eventing: EventingVersion::W3c2011,
-                soap: SoapVersion::Soap12,
-                addressing: WsaVersion::W3c2005,
-            },
-            notify_to: EndpointRef {
-                address: "http://127.0.0.1:1/n".into(),
-                reference_parameters: Vec::new(),
-                reference_properties: Vec::new(),
-            },
-            end_to: None,
-            delivery_mode: "push".into(),
-            format: NotificationFormat::Unwrap,
-            filter: None,
-            expires_at: None,
-            expiry_kind: ExpiryKind::Duration,
-            created_at: Timestamp::now(),
-            manager_address: String::new(),
-            webhook: None,
-            connection_retry: None,
-            wsman: None,
-        };
+        let subscription = crate::store::fixtures::subscription();
         NewSubscription {
             row: SubscriptionRow::encode(&subscription),
             owner: "embedded".into(),

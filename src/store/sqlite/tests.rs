@@ -1,42 +1,8 @@
 //! The embedded store's own tests: its hot statements, paging and orphan claims.
 
 use super::*;
-use crate::domain::subscription::{
-    EndpointRef, EventingVersion, LogKind, NotificationFormat, ReaderDelivery, SoapVersion,
-    WireDialect, WsaVersion,
-};
+use crate::store::fixtures::subscription;
 use crate::store::pulls::{PulledCursor, Pulls};
-
-fn subscription() -> Subscription {
-    Subscription {
-        id: SubscriptionId::new_random(),
-        source: SourceName::parse("default").unwrap(),
-        log: LogKind::Source,
-        delivery: ReaderDelivery::SoapPush,
-        dialect: WireDialect {
-            eventing: EventingVersion::W3c2011,
-            soap: SoapVersion::Soap12,
-            addressing: WsaVersion::W3c2005,
-        },
-        notify_to: EndpointRef {
-            address: "http://127.0.0.1:1/n".into(),
-            reference_parameters: Vec::new(),
-            reference_properties: Vec::new(),
-        },
-        end_to: None,
-        delivery_mode: "push".into(),
-        format: NotificationFormat::Unwrap,
-        filter: None,
-        expires_at: None,
-        expiry_kind: ExpiryKind::Duration,
-        // Stored to the millisecond.
-        created_at: Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap(),
-        manager_address: String::new(),
-        webhook: None,
-        connection_retry: None,
-        wsman: None,
-    }
-}
 
 #[tokio::test]
 async fn orphans_of_a_lapsed_node_are_claimed_once_and_the_node_forgotten() {
