@@ -145,7 +145,7 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [11]
+        [12]
     );
     // Which of the table's indexes are defined with `pattern` in their definition.
     let indexes_like = async |pattern: &str| {

@@ -1,10 +1,10 @@
 //! The subscription lifecycle's writes as one statement per batch (see
-//! [`super::super::group_commit`] for the group commit that batches them): the rows go as one
-//! array per column, so a batch costs one round trip and one commit however many Subscribes,
-//! Renews or Unsubscribes it holds.
+//! [`super::super::group_commit`] for the group commit that batches them): new rows go as one
+//! array of rows, the other writes' values as one array per column, so a batch costs one round
+//! trip and one commit however many Subscribes, Renews or Unsubscribes it holds.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgBindIterExt, PgPool};
 
 use super::super::StoreError;
 use super::super::codec::{ended_columns, subscription_columns};
@@ -13,10 +13,12 @@ use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
+use super::insert_rows::InsertRow;
 use super::session::Session;
 use crate::domain::subscription::Ended;
 
-/// Inserts the rows given as arrays; each starts at its given cursor or at its log's head.
+/// Inserts the rows given as one array of `subscription_insert`; each starts at its given cursor
+/// or at its log's head.
 const INSERT_BATCH: &str = concat!(
     "INSERT INTO subscriptions (",
     subscription_columns!(),
@@ -27,14 +29,7 @@ const INSERT_BATCH: &str = concat!(
             r.retry_total, r.wsman, 'active', r.owner,
             COALESCE(r.start_after,
                      (SELECT last_seq FROM source_heads WHERE source = r.source), 0)
-     FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
-                 $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::BIGINT[], $12::TEXT[],
-                 $13::BIGINT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[],
-                 $18::BIGINT[], $19::BIGINT[], $20::TEXT[], $21::TEXT[], $22::BIGINT[])
-          AS r(id, source, eventing, soap, addressing, notify_to, end_to, delivery_mode,
-               format, filter, expires_at, expiry_kind, created_at, manager_address,
-               log_kind, delivery, webhook, retry_interval_ms, retry_total, wsman, owner,
-               start_after)
+     FROM UNNEST($1::subscription_insert[]) AS r
      RETURNING id, cursor"
 );
 
@@ -96,36 +91,6 @@ impl PgBatches {
     }
 }
 
-/// Binds each column of `batch` as one array, in [`INSERT_BATCH`]'s order.
-fn bind_columns<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    batch: &'q [NewSubscription],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(column(batch, |r| &*r.row.id))
-        .bind(column(batch, |r| &*r.row.source))
-        .bind(column(batch, |r| &*r.row.eventing))
-        .bind(column(batch, |r| &*r.row.soap))
-        .bind(column(batch, |r| &*r.row.addressing))
-        .bind(column(batch, |r| &*r.row.notify_to))
-        .bind(column(batch, |r| r.row.end_to.as_deref()))
-        .bind(column(batch, |r| &*r.row.delivery_mode))
-        .bind(column(batch, |r| &*r.row.format))
-        .bind(column(batch, |r| r.row.filter.as_deref()))
-        .bind(column(batch, |r| r.row.expires_at))
-        .bind(column(batch, |r| &*r.row.expiry_kind))
-        .bind(column(batch, |r| r.row.created_at))
-        .bind(column(batch, |r| &*r.row.manager_address))
-        .bind(column(batch, |r| &*r.row.log_kind))
-        .bind(column(batch, |r| &*r.row.delivery))
-        .bind(column(batch, |r| r.row.webhook.as_deref()))
-        .bind(column(batch, |r| r.row.retry_interval_ms))
-        .bind(column(batch, |r| r.row.retry_total))
-        .bind(column(batch, |r| r.row.wsman.as_deref()))
-        .bind(column(batch, |r| &*r.owner))
-        .bind(column(batch, |r| r.start_after))
-}
-
 /// One column of `batch`, borrowed from it where it is text.
 fn column<'a, W, T>(batch: &'a [W], pick: impl Fn(&'a W) -> T) -> Vec<T> {
     batch.iter().map(pick).collect()
@@ -141,7 +106,8 @@ impl Commit for PgInserts {
     }
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
-        let query = bind_columns(sqlx::query(INSERT_BATCH), batch);
+        let rows = batch.iter().map(InsertRow).bind_iter();
+        let query = sqlx::query(INSERT_BATCH).bind(rows);
         cursors_in_order(batch, &self.0.fetch_all(query).await?)
     }
 }

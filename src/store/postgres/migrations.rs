@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../migrations/postgres/0011_claim_order.sql"),
     ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_insert_rows.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

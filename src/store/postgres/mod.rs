@@ -39,6 +39,7 @@ use batch_writes::{PgBatches, PgEnds, PgInserts, PgPullAdvances, PgRenewals};
 
 mod appends;
 mod batch_writes;
+mod insert_rows;
 mod migrations;
 mod session;
 mod signals;
