@@ -8,10 +8,12 @@ use herald::domain::channel::Channel;
 use herald::domain::event::NewEvent;
 use herald::domain::expiry::ExpiryKind;
 use herald::domain::subscription::{
-    EndNotice, EndReason, EndpointRef, EventingVersion, LogKind, NotificationFormat,
-    ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId, SubscriptionStatus,
-    WireDialect, WsaVersion,
+    ConnectionRetry, EndNotice, EndReason, EndpointRef, EventingVersion, Filter, LogKind,
+    NotificationFormat, ReaderDelivery, SoapVersion, SourceName, Subscription, SubscriptionId,
+    SubscriptionStatus, WireDialect, WsaVersion,
 };
+use herald::domain::webhook::WebhookSettings;
+use herald::domain::wsman::WsmanDelivery;
 use herald::store::{NodeId, Signal};
 use jiff::Timestamp;
 
@@ -57,6 +59,33 @@ pub fn subscription(i: usize) -> Subscription {
     }
 }
 
+/// [`subscription`] `i`, every fifth with connection retries, every seventh with a filter, every
+/// eleventh with a webhook's secret and every thirteenth with WS-Management heartbeats: each of
+/// its stored fields differs from its neighbours' somewhere in a batch.
+fn whole_subscription(i: usize) -> Subscription {
+    Subscription {
+        filter: i.is_multiple_of(7).then(|| Filter {
+            dialect: "http://www.w3.org/TR/1999/REC-xpath-19991116".into(),
+            expression: format!("/tick[@n > {i}]"),
+            namespaces: Vec::new(),
+        }),
+        connection_retry: i.is_multiple_of(5).then(|| ConnectionRetry {
+            interval: std::time::Duration::from_millis(1_000 + i as u64),
+            total: 3,
+        }),
+        webhook: i
+            .is_multiple_of(11)
+            .then(|| WebhookSettings::signed_with(format!("whsec_c2VjcmV0{i}"))),
+        wsman: i.is_multiple_of(13).then(|| {
+            Box::new(WsmanDelivery {
+                heartbeats_ms: Some(60_000 + i as u64),
+                ..WsmanDelivery::push()
+            })
+        }),
+        ..subscription(i)
+    }
+}
+
 #[tokio::test]
 async fn subscribes_arriving_together_commit_together_each_whole_with_its_own_cursor() {
     let test = TestStore::new().await;
@@ -76,7 +105,7 @@ async fn subscribes_arriving_together_commit_together_each_whole_with_its_own_cu
 
     // 300 at once, every third starting after event 2 rather than at the head (5); one of them
     // a second copy of an earlier id, which the primary key refuses.
-    let subscriptions: Vec<Subscription> = (0..300).map(subscription).collect();
+    let subscriptions: Vec<Subscription> = (0..300).map(whole_subscription).collect();
     let first = subscriptions[0].clone();
     store
         .insert_subscription(&first, &node, None)
@@ -131,7 +160,7 @@ async fn renews_and_ends_arriving_together_commit_together_each_answered_as_alon
     let test = TestStore::new().await;
     let store = test.open().await;
     let node = NodeId::parse("n1").unwrap();
-    let subscriptions: Vec<Subscription> = (0..300).map(subscription).collect();
+    let subscriptions: Vec<Subscription> = (0..300).map(whole_subscription).collect();
     for s in &subscriptions {
         store.insert_subscription(s, &node, None).await.unwrap();
     }
