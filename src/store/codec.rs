@@ -42,7 +42,9 @@ pub struct SubscriptionRow {
 }
 
 /// The subscription columns every query selects, in [`SubscriptionRow`] order; a macro so that
-/// queries stay `&'static str` with `concat!`.
+/// queries stay `&'static str` with `concat!`. On PostgreSQL a new subscription is bound as a
+/// `subscription_insert` record (migration 12, written by `postgres::insert_rows`): a column
+/// added here goes into that type and its writer too.
 macro_rules! subscription_columns {
     () => {
         "id, source, eventing, soap, addressing, notify_to, end_to, \
