@@ -54,6 +54,11 @@ fn insert_statement(rows: usize) -> String {
     )
 }
 
+/// A transaction of several statements, on the connection of herald's own.
+const BEGIN: &str = "BEGIN";
+const COMMIT: &str = "COMMIT";
+const ROLLBACK: &str = "ROLLBACK";
+
 /// The head of log `?1`; no row before its first event.
 const LOG_HEAD: &str = "SELECT last_seq FROM source_heads WHERE source = ?1";
 
@@ -64,10 +69,18 @@ fn renew_statement(rows: usize) -> String {
         "UPDATE subscriptions SET expires_at = r.column2, expiry_kind = r.column3
          FROM (VALUES {}) AS r
          WHERE subscriptions.id = r.column1 AND status = 'active'
-           AND (expires_at IS NULL OR expires_at > r.column4)
-         RETURNING subscriptions.id AS id",
+           AND (expires_at IS NULL OR expires_at > r.column4)",
         value_rows(rows, RENEW_VALUES)
     )
+}
+
+/// [`renew_statement`], returning the id of each subscription renewed. SQLite gathers what a
+/// statement returns in a table of its own first: in `callgrind` a Subscribe's insert cost 8.5k
+/// instructions more per row with `RETURNING id` than without. So a batch of renewals runs
+/// without, and this only when not every renewal applied (see [`SqliteBatches::renew`]): a
+/// Renew's commit from 30.2k instructions to 24.5k.
+fn renew_returning_statement(rows: usize) -> String {
+    format!("{} RETURNING subscriptions.id AS id", renew_statement(rows))
 }
 
 /// Ends each subscription of up to `rows` rows of `(id, reason, now)` that is active and
@@ -111,6 +124,8 @@ fn by_powers_of_two(statement: fn(usize) -> String) -> Vec<String> {
 
 static INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(insert_statement));
 static RENEWS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(renew_statement));
+static RENEWS_RETURNING: LazyLock<Vec<String>> =
+    LazyLock::new(|| by_powers_of_two(renew_returning_statement));
 static ENDS: LazyLock<Vec<String>> = LazyLock::new(|| by_powers_of_two(end_statement));
 
 /// Writes batches under the store's writer lock.
@@ -218,6 +233,38 @@ impl SqliteBatches {
             .collect()
     }
 
+    /// Renews `batch`, bound as `values`. Two writes to one row never share a batch, so when the
+    /// statement changed as many rows as the batch holds, every renewal applied: committed, and
+    /// known without returning a row. Otherwise (a subscription gone, ended or expired) the
+    /// transaction is rolled back and the batch runs again, returning the ids renewed.
+    async fn renew(&self, batch: &[Renewal], values: &[Bind<'_>]) -> Result<Vec<bool>, StoreError> {
+        let _writing = self.write.lock().await;
+        let mut direct = self.direct.lock().map_err(|_| StoreError::Closed)?;
+        direct.run(BEGIN, &[])?;
+        let applied = direct
+            .run(smallest(&RENEWS, batch.len()), values)
+            .map(|_| direct.changes() == batch.len() as u64)
+            .and_then(|all| {
+                if all {
+                    direct.run(COMMIT, &[]).map(|_| true)
+                } else {
+                    Ok(false)
+                }
+            });
+        if let Ok(true) = applied {
+            return Ok(vec![true; batch.len()]);
+        }
+        // Nothing of the transaction is kept: rolled back here, or by SQLite if it ended it.
+        if direct.in_transaction() {
+            direct.run(ROLLBACK, &[])?;
+        }
+        applied?;
+        renewed(
+            batch,
+            &direct.run(smallest(&RENEWS_RETURNING, batch.len()), values)?,
+        )
+    }
+
     /// Runs a bound statement under the writer lock: one statement is one transaction, all of
     /// the batch or none of it.
     async fn fetch(&self, query: SqliteQuery) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
@@ -300,7 +347,7 @@ impl Commit for SqliteRenewals {
                 ]
             })
             .collect();
-        renewed(batch, &self.0.direct(&RENEWS, batch.len(), &values).await?)
+        self.0.renew(batch, &values).await
     }
 }
 

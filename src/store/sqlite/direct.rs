@@ -102,6 +102,19 @@ impl Direct {
         result
     }
 
+    /// How many rows the last INSERT, UPDATE or DELETE changed.
+    pub fn changes(&self) -> u64 {
+        // SAFETY: the connection is open.
+        let changed = unsafe { ffi::sqlite3_changes64(self.db) };
+        u64::try_from(changed).unwrap_or(0)
+    }
+
+    /// Whether a transaction is open (SQLite ends one itself after some errors).
+    pub fn in_transaction(&self) -> bool {
+        // SAFETY: the connection is open.
+        unsafe { ffi::sqlite3_get_autocommit(self.db) == 0 }
+    }
+
     fn prepared(&mut self, statement: &'static str) -> Result<*mut ffi::sqlite3_stmt, StoreError> {
         let key = statement.as_ptr() as usize;
         if let Some(stmt) = self.prepared.get(&key) {
