@@ -17,13 +17,13 @@ use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqlitePool};
 use tokio::sync::OwnedMutexGuard;
 
-use super::super::StoreError;
 use super::super::codec::{Columns, stored_seq, subscription_columns};
 use super::super::group_commit::{Commit, MAX_BATCH};
 use super::super::pulls::PulledCursor;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, ended, renewed,
 };
+use super::super::{StoreError, sql};
 use super::WriteTurns;
 use super::direct::{Bind, Direct, Returned};
 use crate::domain::subscription::Ended;
@@ -58,9 +58,6 @@ fn insert_statement(rows: usize) -> String {
 const BEGIN: &str = "BEGIN";
 const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
-
-/// The head of log `?1`; no row before its first event.
-const LOG_HEAD: &str = "SELECT last_seq FROM source_heads WHERE source = ?1";
 
 /// Sets the expiry of each subscription of up to `rows` rows of `(id, expires_at, kind, now)`
 /// that is active and unexpired at its `now`.
@@ -211,7 +208,10 @@ impl SqliteBatches {
                 (Some(after), _) => after,
                 (None, Some((_, head))) => *head,
                 (None, None) => {
-                    let head = match direct.run(LOG_HEAD, &[Bind::Text(Some(source))])?.first() {
+                    let head = match direct
+                        .run(sql::LOG_HEAD.sqlite(), &[Bind::Text(Some(source))])?
+                        .first()
+                    {
                         Some(row) => row.int("last_seq")?,
                         None => 0,
                     };
