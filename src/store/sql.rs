@@ -66,8 +66,9 @@ pub static REDIRECT: Sql = Sql::new(concat!(
     progress_columns!()
 ));
 
-/// Ends up to `$2` subscriptions expired at `$1`, oldest first; `$lock` is the backend's row
-/// locking clause for the inner SELECT.
+/// Ends up to `$2` subscriptions expired at `$1`, found by their sweep marks (each at or before
+/// its expiry: see the migration `sweep_marks`), earliest mark first; `$lock` is the backend's
+/// row locking clause for the inner SELECT.
 macro_rules! end_expired {
     ($lock:literal) => {
         concat!(
@@ -76,8 +77,9 @@ macro_rules! end_expired {
                  end_next_at = $1
              WHERE id IN (
                  SELECT id FROM subscriptions
-                 WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= $1
-                 ORDER BY expires_at LIMIT $2 ",
+                 WHERE status = 'active' AND sweep_at IS NOT NULL AND sweep_at <= $1
+                   AND expires_at <= $1
+                 ORDER BY sweep_at LIMIT $2 ",
             $lock,
             ")
              RETURNING ",
@@ -90,6 +92,31 @@ macro_rules! end_expired {
 pub static END_EXPIRED_SQLITE: Sql = Sql::new(end_expired!(""));
 /// [`end_expired!`] for PostgreSQL: each row goes to one node.
 pub static END_EXPIRED_POSTGRES: Sql = Sql::new(end_expired!("FOR UPDATE SKIP LOCKED"));
+
+/// Moves the passed sweep mark (at or before `$1`) of up to `$2` active subscriptions renewed
+/// past it up to their expiry, or clears it for one that no longer expires, earliest mark first:
+/// what a renewal that moved the expiry later left behind. Run before [`end_expired!`], so its
+/// walk of the marks meets only what has expired. `$lock` as there.
+macro_rules! catch_up_sweep_marks {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE subscriptions SET sweep_at = expires_at
+             WHERE id IN (
+                 SELECT id FROM subscriptions
+                 WHERE status = 'active' AND sweep_at IS NOT NULL AND sweep_at <= $1
+                   AND (expires_at IS NULL OR expires_at > $1)
+                 ORDER BY sweep_at LIMIT $2 ",
+            $lock,
+            ")"
+        )
+    };
+}
+
+/// [`catch_up_sweep_marks!`] for SQLite.
+pub static CATCH_UP_SWEEP_MARKS_SQLITE: Sql = Sql::new(catch_up_sweep_marks!(""));
+/// [`catch_up_sweep_marks!`] for PostgreSQL.
+pub static CATCH_UP_SWEEP_MARKS_POSTGRES: Sql =
+    Sql::new(catch_up_sweep_marks!("FOR UPDATE SKIP LOCKED"));
 
 /// Moves source `$1`'s head on by `$2` and returns the new head.
 pub static ADVANCE_HEAD: Sql = Sql::new(

@@ -44,6 +44,7 @@ mod sessions;
 mod sink;
 mod start_load;
 mod store_failures;
+mod sweep_marks;
 mod upgrade;
 mod webhooks;
 mod wsdl;

@@ -68,6 +68,13 @@ async fn check_upgraded(store: &TestStore, w2011: &str, w2004: &str) {
         (&"source".into(), &"soap-push".into())
     );
     server.stop().await;
+    // Each active subscription that expires has its sweep mark at its expiry.
+    let unmarked = "SELECT COUNT(*) FROM subscriptions WHERE status = 'active'
+         AND (sweep_at IS NOT DISTINCT FROM expires_at) = FALSE";
+    assert_eq!(store.integers(unmarked).await, [0]);
+    let key = w2004.trim_start_matches("uuid:");
+    let marked = format!("SELECT sweep_at - expires_at FROM subscriptions WHERE id = '{key}'");
+    assert_eq!(store.integers(&marked).await, [0], "the fixture's expiry");
     // Started again, nothing is migrated twice.
     let server = TestServer::start_in(store, as_the_fixture_was_made).await;
     assert_eq!(
@@ -103,7 +110,7 @@ async fn an_embedded_store_from_before_logs_and_readers_is_upgraded_in_place() {
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [10]
+        [11]
     );
 }
 
@@ -145,7 +152,7 @@ async fn a_postgres_database_from_before_logs_and_readers_is_upgraded_in_place()
         store
             .integers("SELECT MAX(version) FROM schema_migrations")
             .await,
-        [12]
+        [13]
     );
     // Which of the table's indexes are defined with `pattern` in their definition.
     let indexes_like = async |pattern: &str| {

@@ -22,20 +22,25 @@ use crate::domain::subscription::Ended;
 const INSERT_BATCH: &str = concat!(
     "INSERT INTO subscriptions (",
     subscription_columns!(),
-    ", status, owner, cursor)
+    ", status, owner, cursor, sweep_at)
      SELECT r.id, r.source, r.eventing, r.soap, r.addressing, r.notify_to, r.end_to,
             r.delivery_mode, r.format, r.filter, r.expires_at, r.expiry_kind, r.created_at,
             r.manager_address, r.log_kind, r.delivery, r.webhook, r.retry_interval_ms,
             r.retry_total, r.wsman, 'active', r.owner,
             COALESCE(r.start_after,
-                     (SELECT last_seq FROM source_heads WHERE source = r.source), 0)
+                     (SELECT last_seq FROM source_heads WHERE source = r.source), 0),
+            r.expires_at
      FROM UNNEST($1::subscription_insert[]) AS r
      RETURNING id, cursor"
 );
 
-/// Sets each given expiry on a subscription active and unexpired at its `now`.
+/// Sets each given expiry on a subscription active and unexpired at its `now`. Its sweep mark
+/// moves only to an expiry nearer than the mark (or to none): a renewal that moves the expiry
+/// later changes no indexed column, so the server can make it a heap-only update when the page
+/// has room (see the migration `sweep_marks`).
 const RENEW_BATCH: &str = "UPDATE subscriptions s
-     SET expires_at = r.new_expiry, expiry_kind = r.new_kind
+     SET expires_at = r.new_expiry, expiry_kind = r.new_kind,
+         sweep_at = CASE WHEN s.sweep_at <= r.new_expiry THEN s.sweep_at ELSE r.new_expiry END
      FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[])
           AS r(renewed_id, new_expiry, new_kind, renewed_at)
      WHERE s.id = r.renewed_id AND s.status = 'active'

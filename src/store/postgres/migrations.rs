@@ -49,6 +49,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../migrations/postgres/0012_insert_rows.sql"),
     ),
+    (
+        13,
+        include_str!("../migrations/postgres/0013_sweep_marks.sql"),
+    ),
 ];
 
 /// The advisory lock key taken while migrating ("herald" in ASCII).

@@ -216,6 +216,11 @@ impl Store for PostgresStore {
 
     async fn end_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Ended>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::CATCH_UP_SWEEP_MARKS_POSTGRES.postgres())
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(sql::END_EXPIRED_POSTGRES.postgres())
             .bind(millis(now))
             .bind(i64::from(limit))

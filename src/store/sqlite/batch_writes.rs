@@ -46,8 +46,8 @@ fn insert_statement(rows: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "INSERT INTO subscriptions ({}, status, owner, cursor)
-         SELECT {columns}, 'active', column21, column22
+        "INSERT INTO subscriptions ({}, status, owner, cursor, sweep_at)
+         SELECT {columns}, 'active', column21, column22, column11
          FROM (VALUES {}) WHERE column1 IS NOT NULL",
         subscription_columns!(),
         value_rows(rows, INSERT_VALUES)
@@ -60,24 +60,36 @@ const COMMIT: &str = "COMMIT";
 const ROLLBACK: &str = "ROLLBACK";
 
 /// Sets the expiry of each subscription of up to `rows` rows of `(id, expires_at, kind, now)`
-/// that is active and unexpired at its `now`.
+/// that is active and unexpired at its `now` and whose sweep mark is at or before the new
+/// expiry: the mark stays, so no index changes (see the migration `sweep_marks`).
 fn renew_statement(rows: usize) -> String {
     format!(
         "UPDATE subscriptions SET expires_at = r.column2, expiry_kind = r.column3
          FROM (VALUES {}) AS r
-         WHERE subscriptions.id = r.column1 AND status = 'active'
-           AND (expires_at IS NULL OR expires_at > r.column4)",
+         WHERE subscriptions.id = r.column1 AND {RENEWABLE} AND sweep_at <= r.column2",
         value_rows(rows, RENEW_VALUES)
     )
 }
 
-/// [`renew_statement`], returning the id of each subscription renewed. SQLite gathers what a
-/// statement returns in a table of its own first: in `callgrind` a Subscribe's insert cost 8.5k
-/// instructions more per row with `RETURNING id` than without. So a batch of renewals runs
-/// without, and this only when not every renewal applied (see [`SqliteBatches::renew`]): a
-/// Renew's commit from 30.2k instructions to 24.5k.
+/// Which subscriptions of the rows `r` a renewal applies to: active and unexpired at its `now`.
+const RENEWABLE: &str = "status = 'active' AND (expires_at IS NULL OR expires_at > r.column4)";
+
+/// Sets the expiry of each subscription of up to `rows` rows that is active and unexpired at its
+/// `now`, and moves its sweep mark to the new expiry when that is nearer (or none), returning
+/// the id of each subscription renewed. SQLite gathers what a statement returns in a table of
+/// its own first: in `callgrind` a Subscribe's insert cost 8.5k instructions more per row with
+/// `RETURNING id` than without. So a batch of renewals runs [`renew_statement`] first, and this
+/// only when that did not renew every row (see [`SqliteBatches::renew`]): a Renew's commit
+/// from 30.2k instructions to 24.5k.
 fn renew_returning_statement(rows: usize) -> String {
-    format!("{} RETURNING subscriptions.id AS id", renew_statement(rows))
+    format!(
+        "UPDATE subscriptions SET expires_at = r.column2, expiry_kind = r.column3,
+             sweep_at = CASE WHEN sweep_at <= r.column2 THEN sweep_at ELSE r.column2 END
+         FROM (VALUES {}) AS r
+         WHERE subscriptions.id = r.column1 AND {RENEWABLE}
+         RETURNING subscriptions.id AS id",
+        value_rows(rows, RENEW_VALUES)
+    )
 }
 
 /// Ends each subscription of up to `rows` rows of `(id, reason, now)` that is active and
@@ -235,8 +247,9 @@ impl SqliteBatches {
 
     /// Renews `batch`, bound as `values`. Two writes to one row never share a batch, so when the
     /// statement changed as many rows as the batch holds, every renewal applied: committed, and
-    /// known without returning a row. Otherwise (a subscription gone, ended or expired) the
-    /// transaction is rolled back and the batch runs again, returning the ids renewed.
+    /// known without returning a row. Otherwise (a subscription gone, ended or expired, or an
+    /// expiry brought nearer than its sweep mark) the transaction is rolled back and the batch
+    /// runs again, moving such marks and returning the ids renewed.
     async fn renew(&self, batch: &[Renewal], values: &[Bind<'_>]) -> Result<Vec<bool>, StoreError> {
         let _writing = self.write.lock().await;
         let mut direct = self.direct.lock().map_err(|_| StoreError::Closed)?;

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/sqlite/0010_claim_order.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_sweep_marks.sql"),
+    ),
 ];
 
 impl SqliteStore {

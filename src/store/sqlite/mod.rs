@@ -230,13 +230,20 @@ impl Store for SqliteStore {
 
     async fn end_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Ended>, StoreError> {
         let _writing = self.write.lock().await;
-        // The inner SELECT walks the partial index on expires_at from its start and stops at
-        // `now`: the cost is the number of expired rows, not the table size.
+        // Each inner SELECT walks the partial index on the sweep marks from its start and stops
+        // at `now`: the cost is the number of marks passed, not the table size.
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(sql::CATCH_UP_SWEEP_MARKS_SQLITE.sqlite())
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(sql::END_EXPIRED_SQLITE.sqlite())
             .bind(millis(now))
             .bind(i64::from(limit))
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         rows.iter().map(decode_ended).collect()
     }
 
