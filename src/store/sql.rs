@@ -112,6 +112,26 @@ macro_rules! catch_up_sweep_marks {
     };
 }
 
+/// The sweep mark a renewal to the expiry `$expiry` leaves on a row whose mark is `$mark`: the
+/// mark where it was when it is at or before the new expiry (so no indexed column changes),
+/// otherwise the new expiry (none for none).
+macro_rules! renewed_sweep_mark {
+    ($mark:literal, $expiry:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $mark,
+            " <= ",
+            $expiry,
+            " THEN ",
+            $mark,
+            " ELSE ",
+            $expiry,
+            " END"
+        )
+    };
+}
+pub(crate) use renewed_sweep_mark;
+
 /// [`catch_up_sweep_marks!`] for SQLite.
 pub static CATCH_UP_SWEEP_MARKS_SQLITE: Sql = Sql::new(catch_up_sweep_marks!(""));
 /// [`catch_up_sweep_marks!`] for PostgreSQL.

@@ -10,6 +10,7 @@ use super::super::StoreError;
 use super::super::codec::{ended_columns, subscription_columns};
 use super::super::group_commit::Commit;
 use super::super::pulls::PulledCursor;
+use super::super::sql::renewed_sweep_mark;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
@@ -38,14 +39,17 @@ const INSERT_BATCH: &str = concat!(
 /// moves only to an expiry nearer than the mark (or to none): a renewal that moves the expiry
 /// later changes no indexed column, so the server can make it a heap-only update when the page
 /// has room (see the migration `sweep_marks`).
-const RENEW_BATCH: &str = "UPDATE subscriptions s
-     SET expires_at = r.new_expiry, expiry_kind = r.new_kind,
-         sweep_at = CASE WHEN s.sweep_at <= r.new_expiry THEN s.sweep_at ELSE r.new_expiry END
+const RENEW_BATCH: &str = concat!(
+    "UPDATE subscriptions s
+     SET expires_at = r.new_expiry, expiry_kind = r.new_kind, sweep_at = ",
+    renewed_sweep_mark!("s.sweep_at", "r.new_expiry"),
+    "
      FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[])
           AS r(renewed_id, new_expiry, new_kind, renewed_at)
      WHERE s.id = r.renewed_id AND s.status = 'active'
        AND (s.expires_at IS NULL OR s.expires_at > r.renewed_at)
-     RETURNING s.id";
+     RETURNING s.id"
+);
 
 /// Ends each given subscription active and unexpired at its `now`, queueing its
 /// SubscriptionEnd when it has an EndTo, and announces each end on

@@ -20,6 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::super::codec::{Columns, stored_seq, subscription_columns};
 use super::super::group_commit::{Commit, MAX_BATCH};
 use super::super::pulls::PulledCursor;
+use super::super::sql::renewed_sweep_mark;
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, ended, renewed,
 };
@@ -84,10 +85,11 @@ const RENEWABLE: &str = "status = 'active' AND (expires_at IS NULL OR expires_at
 fn renew_returning_statement(rows: usize) -> String {
     format!(
         "UPDATE subscriptions SET expires_at = r.column2, expiry_kind = r.column3,
-             sweep_at = CASE WHEN sweep_at <= r.column2 THEN sweep_at ELSE r.column2 END
+             sweep_at = {}
          FROM (VALUES {}) AS r
          WHERE subscriptions.id = r.column1 AND {RENEWABLE}
          RETURNING subscriptions.id AS id",
+        renewed_sweep_mark!("sweep_at", "r.column2"),
         value_rows(rows, RENEW_VALUES)
     )
 }
