@@ -132,6 +132,27 @@ macro_rules! renewed_sweep_mark {
 }
 pub(crate) use renewed_sweep_mark;
 
+/// Announces on channel `$channel` the end of each subscription whose stored id (without its
+/// `uuid:`) is in column `id` of `$ended`: one notification a part of up to 150 ids, as
+/// `e:uuid:…,uuid:…` (6.2 KB at most, under PostgreSQL's 8,000 bytes), not one an end. Each
+/// notification is a message to every node's listener, and herald's own. One row, a count of
+/// the notifications sent, evaluated once.
+macro_rules! announce_ends {
+    ($channel:literal, $ended:literal) => {
+        concat!(
+            "(SELECT count(pg_notify(",
+            $channel,
+            ", announced)) FROM (
+                 SELECT 'e:' || string_agg('uuid:' || id, ',') AS announced
+                 FROM (SELECT id, (row_number() OVER ()) / 150 AS part FROM ",
+            $ended,
+            ") AS n
+                 GROUP BY part) AS parts)"
+        )
+    };
+}
+pub(crate) use announce_ends;
+
 /// [`catch_up_sweep_marks!`] for SQLite.
 pub static CATCH_UP_SWEEP_MARKS_SQLITE: Sql = Sql::new(catch_up_sweep_marks!(""));
 /// [`catch_up_sweep_marks!`] for PostgreSQL.

@@ -28,10 +28,17 @@ async fn stored(store: &dyn Store, expires_at: Option<Timestamp>) -> Subscriptio
     s.id
 }
 
-/// The ids the sweeper ends at `now`.
+/// The ids the sweeper ends at `now`, in sweeps of up to 100 until one ends fewer.
 async fn swept(store: &dyn Store, now: Timestamp) -> Vec<SubscriptionId> {
-    let ended: Vec<Ended> = store.end_expired(now, 100).await.unwrap();
-    ended.into_iter().map(|e| e.id).collect()
+    let mut ids = Vec::new();
+    loop {
+        let ended: Vec<Ended> = store.end_expired(now, 100).await.unwrap();
+        let full = ended.len() == 100;
+        ids.extend(ended.into_iter().map(|e| e.id));
+        if !full {
+            return ids;
+        }
+    }
 }
 
 /// The stored sweep mark of `id`, in milliseconds (none: `None`).
@@ -107,5 +114,35 @@ async fn a_renewal_nearer_or_from_never_moves_the_mark_and_is_swept_at_its_new_e
     assert_eq!(swept(&*store, at(20)).await, vec![from_never]);
     assert_eq!(swept(&*store, at(59)).await, vec![]);
     assert_eq!(swept(&*store, at(60)).await, vec![later]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_sweep_ends_and_announces_every_expired_subscription() {
+    let test = TestStore::new().await;
+    let store = test.open().await;
+    let mut signals = store.signals().await.unwrap();
+    let mut expiring = Vec::new();
+    for _ in 0..400 {
+        expiring.push(stored(&*store, Some(at(10))).await);
+    }
+    // One sweep of all 400: more ids than one notification holds.
+    let ended = store.end_expired(at(20), 1000).await.unwrap();
+    let mut ended: Vec<SubscriptionId> = ended.into_iter().map(|e| e.id).collect();
+    ended.sort_by_key(SubscriptionId::key);
+    expiring.sort_by_key(SubscriptionId::key);
+    assert_eq!(ended.len(), expiring.len());
+    assert!(ended == expiring, "the same ids");
+    // On PostgreSQL the ends go out to every node in a few notifications of many ids each.
+    if let Some(signals) = signals.as_mut() {
+        let mut announced = std::collections::HashSet::new();
+        while announced.len() < expiring.len() {
+            let signal = tokio::time::timeout(std::time::Duration::from_secs(10), signals.recv());
+            if let herald::store::Signal::Ended(id) = signal.await.unwrap().unwrap() {
+                announced.insert(id);
+            }
+        }
+        assert!(expiring.iter().all(|id| announced.contains(id)));
+    }
     store.close().await;
 }

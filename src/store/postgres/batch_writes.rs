@@ -10,7 +10,7 @@ use super::super::StoreError;
 use super::super::codec::{ended_columns, subscription_columns};
 use super::super::group_commit::Commit;
 use super::super::pulls::PulledCursor;
-use super::super::sql::renewed_sweep_mark;
+use super::super::sql::{announce_ends, renewed_sweep_mark};
 use super::super::subscription_writes::{
     Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
 };
@@ -52,8 +52,8 @@ const RENEW_BATCH: &str = concat!(
 );
 
 /// Ends each given subscription active and unexpired at its `now`, queueing its
-/// SubscriptionEnd when it has an EndTo, and announces each end on
-/// channel `$4` at commit.
+/// SubscriptionEnd when it has an EndTo, and announces the ends on channel `$4` at commit
+/// ([`announce_ends!`]).
 const END_BATCH: &str = concat!(
     "WITH ended AS (
          UPDATE subscriptions s
@@ -66,7 +66,9 @@ const END_BATCH: &str = concat!(
          RETURNING s.id, s.source, s.end_notice)
      SELECT ",
     ended_columns!(),
-    ", pg_notify($4, 'e:uuid:' || id) AS announced FROM ended"
+    ", ",
+    announce_ends!("$4", "ended"),
+    " AS announced FROM ended"
 );
 
 /// Writes batches through the pool (autocommit: the statement is the transaction).

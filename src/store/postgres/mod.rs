@@ -37,6 +37,13 @@ use crate::domain::subscription::{
 };
 use batch_writes::{PgBatches, PgEnds, PgInserts, PgPullAdvances, PgRenewals};
 
+/// Announces on channel `$1` the ends of the subscriptions whose ids (without `uuid:`) are `$2`
+/// ([`sql::announce_ends!`]).
+const ANNOUNCE_ENDS: &str = concat!(
+    "SELECT ",
+    sql::announce_ends!("$1", "UNNEST($2::TEXT[]) AS id")
+);
+
 mod appends;
 mod batch_writes;
 mod insert_rows;
@@ -231,10 +238,10 @@ impl Store for PostgresStore {
             .map(decode_ended)
             .collect::<Result<Vec<_>, _>>()?;
         if !ended.is_empty() {
-            let payloads: Vec<String> = ended.iter().map(|s| format!("e:{}", s.id)).collect();
-            sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::TEXT[]) AS p")
+            let ids: Vec<String> = ended.iter().map(|s| s.id.key()).collect();
+            sqlx::query(ANNOUNCE_ENDS)
                 .bind(&self.channel)
-                .bind(payloads)
+                .bind(ids)
                 .execute(&mut *tx)
                 .await?;
         }

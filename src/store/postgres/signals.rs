@@ -34,10 +34,10 @@ pub(super) fn forward(
             };
             match received {
                 Ok(Some(notification)) => {
-                    if let Some(signal) = parse_signal(notification.payload())
-                        && tx.send(signal).await.is_err()
-                    {
-                        return;
+                    for signal in parse_signals(notification.payload()) {
+                        if tx.send(signal).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 // The connection was lost and is being re-established: what was announced
@@ -61,6 +61,19 @@ pub(super) fn forward(
     rx
 }
 
+/// The signals one notification carries: several ends (`e:uuid:…,uuid:…`, a batch's), or one
+/// of the others; none for what is not understood.
+fn parse_signals(payload: &str) -> Vec<Signal> {
+    match payload.strip_prefix("e:") {
+        Some(ids) => ids
+            .split(',')
+            .filter_map(SubscriptionId::parse)
+            .map(Signal::Ended)
+            .collect(),
+        None => parse_signal(payload).into_iter().collect(),
+    }
+}
+
 fn parse_signal(payload: &str) -> Option<Signal> {
     match payload.split_once(':') {
         Some(("a", rest)) => {
@@ -70,7 +83,6 @@ fn parse_signal(payload: &str) -> Option<Signal> {
                 head.parse().ok()?,
             ))
         }
-        Some(("e", id)) => SubscriptionId::parse(id).map(Signal::Ended),
         Some(("m", rest)) => {
             let (id, node) = rest.split_once(':')?;
             Some(Signal::Moved(
@@ -95,7 +107,13 @@ mod tests {
         );
         assert_eq!(parse_signal("a:orders"), None);
         let id = SubscriptionId::new_random();
-        assert_eq!(parse_signal(&format!("e:{id}")), Some(Signal::Ended(id)));
+        assert_eq!(parse_signals(&format!("e:{id}")), vec![Signal::Ended(id)]);
+        let other = SubscriptionId::new_random();
+        assert_eq!(
+            parse_signals(&format!("e:{id},{other},not-an-id")),
+            vec![Signal::Ended(id), Signal::Ended(other)]
+        );
+        assert_eq!(parse_signals("e:"), vec![]);
         assert_eq!(parse_signal("r"), Some(Signal::Released));
         assert_eq!(
             parse_signal(&format!("m:{}:node-2", id.key())),
