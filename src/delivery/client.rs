@@ -26,6 +26,15 @@ fn refuses(body: &[u8]) -> bool {
 /// How much of a response body is read (to detect a SOAP fault); the rest is discarded.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
+/// Where a request goes: an address, parsed for the request, or an address its caller keeps
+/// parsed ([`parse_endpoint`]'s result) so that a reader's every message does not parse it again
+/// (6.0k of a delivery's 92k instructions in `callgrind`, fan-out to 100 subscribers).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Target<'a> {
+    Address(&'a str),
+    Parsed(&'a url::Url),
+}
+
 /// The shared delivery client.
 #[derive(Clone)]
 pub struct DeliveryClient {
@@ -76,9 +85,16 @@ impl DeliveryClient {
 
     /// POSTs one message and classifies the outcome.
     pub async fn send(&self, message: &Outgoing) -> Attempt {
+        self.send_towards(message, Target::Address(&message.url))
+            .await
+    }
+
+    /// [`DeliveryClient::send`] to `target`: the message's address, or that address as its
+    /// caller keeps it parsed.
+    pub(super) async fn send_towards(&self, message: &Outgoing, target: Target<'_>) -> Attempt {
         self.exchange(
             false,
-            &message.url,
+            target,
             &message.content_type,
             message.body.clone().into_bytes(),
             &message.all_headers(),
@@ -97,9 +113,16 @@ impl DeliveryClient {
         body: Vec<u8>,
         headers: &[(&'static str, String)],
     ) -> Attempt {
-        self.exchange(false, url, content_type, body, headers, None)
-            .await
-            .attempt
+        self.exchange(
+            false,
+            Target::Address(url),
+            content_type,
+            body,
+            headers,
+            None,
+        )
+        .await
+        .attempt
     }
 
     /// [`DeliveryClient::post`], through the client with herald's certificate when `mutual`,
@@ -109,7 +132,7 @@ impl DeliveryClient {
     pub(super) async fn exchange(
         &self,
         mutual: bool,
-        url: &str,
+        target: Target<'_>,
         content_type: &str,
         body: Vec<u8>,
         headers: &[(&'static str, String)],
@@ -128,9 +151,12 @@ impl DeliveryClient {
         };
         // Parsed once: the client dials the host judged here. The resolver only sees names;
         // an address literal is judged before connecting.
-        let url = match parse_endpoint(url) {
-            Ok(url) => url,
-            Err(err) => return Attempt::failed(err.to_string()).into(),
+        let url = match target {
+            Target::Parsed(url) => url.clone(),
+            Target::Address(address) => match parse_endpoint(address) {
+                Ok(url) => url,
+                Err(err) => return Attempt::failed(err.to_string()).into(),
+            },
         };
         if let Err(err) = self.policy.check_literal(&url) {
             return Attempt::failed(err.to_string()).into();

@@ -92,7 +92,7 @@ pub(super) async fn run(outbox: Arc<Outbox>) {
                     let Ok(_permit) = outbox.permits.acquire().await else {
                         return;
                     };
-                    outbox.client.send_to(&subscription, &message).await
+                    outbox.client.send_to(&subscription, None, &message).await
                 };
                 match &attempt {
                     Attempt::Delivered => tracing::debug!(

@@ -42,7 +42,7 @@ pub(super) async fn run(sending: Arc<Sending>, reader: Arc<Reader>) {
             };
             sending
                 .client
-                .send_to(reader.subscription(), &message)
+                .send_to(reader.subscription(), reader.notify_to(), &message)
                 .await
         };
         match attempt {

@@ -2,7 +2,7 @@
 //! retry state, whether a worker runs for it, and whether it has ended.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
+use super::policy::parse_endpoint;
 use super::retry::RetryPolicy;
 use crate::domain::subscription::{DeliveryProgress, Subscription, SubscriptionId};
 use crate::filter::{EventView, Matcher};
@@ -33,6 +34,9 @@ pub(super) struct Reader {
     cursors: CursorSum,
     /// Its cursor is in `cursors`.
     counted: AtomicBool,
+    /// Its NotifyTo as the delivery client dials it, parsed at its first delivery rather than
+    /// at each (boxed: 8 bytes in a reader that never delivers).
+    notify_to: OnceLock<Box<url::Url>>,
 }
 
 /// The sum of the cursors of one log's readers, kept as each moves, so that the log's backlog
@@ -65,7 +69,18 @@ impl Reader {
             wake: Notify::new(),
             cursors,
             counted: AtomicBool::new(true),
+            notify_to: OnceLock::new(),
         }
+    }
+
+    /// Its NotifyTo as the delivery client dials it ([`parse_endpoint`]), parsed once; `None`
+    /// when it does not parse (the client then refuses it as it would any address).
+    pub fn notify_to(&self) -> Option<&url::Url> {
+        if let Some(url) = self.notify_to.get() {
+            return Some(url);
+        }
+        let url = parse_endpoint(&self.subscription.notify_to.address).ok()?;
+        Some(self.notify_to.get_or_init(|| Box::new(url)))
     }
 
     /// Sets the cursor, keeping the log's sum of cursors (wrapping: a move back subtracts).

@@ -198,7 +198,9 @@ pub(super) async fn deliver_one_message(
     let id = reader.id();
     let turn = Turn::new(&sending.permits);
     attempt_until_done(sending, reader, (seq, &turn), last_warned, || async {
-        let attempt = sending.client.send_to(reader.subscription(), message).await;
+        let attempt = (sending.client)
+            .send_to(reader.subscription(), reader.notify_to(), message)
+            .await;
         tracing::debug!(subscription = %id, seq, to = message.url.as_str(), delivered = matches!(attempt, Attempt::Delivered), "delivery attempt");
         attempt
     })

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::client::DeliveryClient;
+use super::client::{DeliveryClient, Target};
 use super::credentials::{CredentialsKey, OpenError};
 use super::digest;
 use super::policy::EndpointPolicy;
@@ -82,15 +82,25 @@ impl DeliveryClient {
 
     /// POSTs `message` to a place of `subscription`'s (its NotifyTo, or its EndTo), as
     /// [`DeliveryClient::send`] does, authenticated as the subscriber asked when the place is
-    /// NotifyTo's origin.
-    pub async fn send_to(&self, subscription: &Subscription, message: &Outgoing) -> Attempt {
+    /// NotifyTo's origin. `notify_to`: NotifyTo's address as its reader keeps it parsed, used
+    /// when the message goes there.
+    pub async fn send_to(
+        &self,
+        subscription: &Subscription,
+        notify_to: Option<&url::Url>,
+        message: &Outgoing,
+    ) -> Attempt {
         let auth = subscription
             .wsman
             .as_ref()
             .and_then(|wsman| wsman.auth.as_ref())
             .filter(|_| same_origin(&message.url, &subscription.notify_to.address));
         let Some(auth) = auth else {
-            return self.send(message).await;
+            let target = match notify_to {
+                Some(url) if message.url == subscription.notify_to.address => Target::Parsed(url),
+                _ => Target::Address(&message.url),
+            };
+            return self.send_towards(message, target).await;
         };
         let mutual = auth.profile.mutual();
         let headers = message.all_headers();
@@ -136,7 +146,7 @@ impl DeliveryClient {
         headers.extend(authorization.map(|value| ("Authorization", value)));
         self.exchange(
             mutual,
-            &message.url,
+            Target::Address(&message.url),
             &message.content_type,
             message.body.clone().into_bytes(),
             &headers,

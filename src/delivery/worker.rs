@@ -90,7 +90,10 @@ async fn deliver(sending: &Sending, reader: &Reader) {
                         _ => {
                             let message =
                                 sending.envelopes.notification(subscription, view.event());
-                            sending.client.send_to(subscription, &message).await
+                            sending
+                                .client
+                                .send_to(subscription, reader.notify_to(), &message)
+                                .await
                         }
                     };
                     log_attempt(reader, view.event(), &attempt);
