@@ -114,11 +114,11 @@ impl Commit for SqliteChannelWrites {
 }
 
 /// Claims due firings: `?1` now, `?2` limit, `?3` claimed until.
-const DUE_FIRINGS: &str = "UPDATE channels SET cb_next_at = ?3
+pub(super) const DUE_FIRINGS: &str = "UPDATE channels SET cb_next_at = ?3
      WHERE token IN (
          SELECT token FROM channels WHERE cb_state = 'firing' AND cb_next_at <= ?1
            AND closed_at IS NULL AND expires_at > ?1
-         ORDER BY cb_next_at LIMIT ?2)
+         ORDER BY cb_next_at LIMIT +?2)
      RETURNING token, cb_uri, cb_payload, cb_content_type, cb_registered_at, cb_attempts,
                cb_failing_since";
 

@@ -199,6 +199,20 @@ impl Direct {
         self.db
     }
 
+    /// How many parameters `statement` has, and how many times SQLite has prepared it again
+    /// since this connection first prepared it (preparing it now if it has not).
+    #[cfg(test)]
+    pub fn preparations(&mut self, statement: &'static str) -> (usize, c_int) {
+        let stmt = self.prepared(statement).expect("the statement prepares");
+        // SAFETY: `stmt` is a live statement of this connection.
+        unsafe {
+            (
+                usize::try_from(ffi::sqlite3_bind_parameter_count(stmt)).unwrap_or(0),
+                ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0),
+            )
+        }
+    }
+
     fn execute(&self, sql: &CStr) -> Result<(), StoreError> {
         // SAFETY: `sql` is NUL-terminated; no callback.
         let code = unsafe {
@@ -366,5 +380,42 @@ mod tests {
                 "{refused:?}"
             );
         }
+    }
+
+    /// Every statement of the store's whose LIMIT is bound is prepared once, not again at each
+    /// run (see `sql::to_sqlite`): run three times on a migrated store, SQLite prepares none of
+    /// them again.
+    #[tokio::test]
+    async fn statements_with_a_bound_limit_are_prepared_once() {
+        use super::super::super::Store;
+        use super::super::super::{channels as shared, sql};
+        use super::super::{channels, queues, statements};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::SqliteStore::open(dir.path()).await.unwrap();
+        let mut direct = Direct::open(&dir.path().join("herald.db")).unwrap();
+        let statements = [
+            sql::EVENTS_AFTER.sqlite(),
+            sql::END_EXPIRED_SQLITE.sqlite(),
+            sql::CATCH_UP_SWEEP_MARKS_SQLITE.sqlite(),
+            sql::DUE_END_NOTICES_SQLITE.sqlite(),
+            shared::START_FIRINGS.sqlite(),
+            shared::ENDED.sqlite(),
+            queues::CLAIM,
+            queues::RECEIVE,
+            channels::DUE_FIRINGS,
+            statements::CLAIM_ORPHANS,
+            statements::OWNED_PAGE,
+        ];
+        for statement in statements {
+            assert!(statement.contains("LIMIT"), "{statement}");
+            let (parameters, _) = direct.preparations(statement);
+            for run in 1..=3 {
+                let values = vec![Bind::Int(Some(run)); parameters];
+                direct.run(statement, &values).unwrap();
+            }
+            assert_eq!(direct.preparations(statement).1, 0, "{statement}");
+        }
+        store.close().await;
     }
 }

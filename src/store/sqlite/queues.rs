@@ -22,7 +22,7 @@ use crate::domain::subscription::SourceName;
 /// Due pending invocations whose key is not running, and running ones of nodes whose lease
 /// lapsed; at most one per key (the earliest due). Each part is read through its index, up to
 /// the limit, before keys are told apart.
-const CLAIM: &str = concat!(
+pub(super) const CLAIM: &str = concat!(
     "UPDATE invocations SET owner = ?1,
          resumed = resumed + CASE WHEN state = 'running' THEN 1 ELSE 0 END, state = 'running'
      WHERE id IN (
@@ -37,27 +37,27 @@ const CLAIM: &str = concat!(
                            SELECT 1 FROM invocations b
                            WHERE b.invoker = i.invoker AND b.event_key = i.event_key
                              AND b.state = 'running')
-                     ORDER BY i.next_at, i.id LIMIT ?5)
+                     ORDER BY i.next_at, i.id LIMIT +?5)
                  UNION ALL
                  SELECT * FROM (
                      SELECT i.id, i.event_key, i.next_at FROM invocations i
                      WHERE i.invoker = ?2 AND i.state = 'running' AND i.owner <> ?1
                        AND NOT EXISTS (
                            SELECT 1 FROM nodes n WHERE n.id = i.owner AND n.lease_until >= ?4)
-                     LIMIT ?5)) AS c)
-         WHERE nth = 1 ORDER BY next_at, id LIMIT ?5)
+                     LIMIT +?5)) AS c)
+         WHERE nth = 1 ORDER BY next_at, id LIMIT +?5)
      RETURNING ",
     invocation_columns!()
 );
 
 /// Leases visible entries: `?1` agent, `?2` now, `?3` correlation id or NULL, `?4` until,
 /// `?5` lease, `?6` limit.
-const RECEIVE: &str = "UPDATE agent_queue SET visible_at = ?4, receipt = ?5,
+pub(super) const RECEIVE: &str = "UPDATE agent_queue SET visible_at = ?4, receipt = ?5,
                            deliveries = deliveries + 1
      WHERE agent = ?1 AND seq IN (
          SELECT seq FROM agent_queue
          WHERE agent = ?1 AND visible_at <= ?2 AND (?3 IS NULL OR correlation_id = ?3)
-         ORDER BY seq LIMIT ?6)
+         ORDER BY seq LIMIT +?6)
      RETURNING seq, deliveries";
 
 /// The events at the given sequence numbers (a JSON array) of one log.

@@ -56,7 +56,7 @@ pub(super) const CLAIM_ORPHANS: &str = concat!(
                  SELECT s.id FROM nodes n CROSS JOIN subscriptions s
                      ON s.owner = n.id AND s.status = 'active'
                  WHERE n.lease_until < ?2 AND n.id <> ?1
-                 LIMIT ?4)
+                 LIMIT +?4)
              AND (expires_at IS NULL OR expires_at > ?3)
              RETURNING ",
     subscription_columns!(),
@@ -76,7 +76,7 @@ pub(super) const OWNED_PAGE: &str = concat!(
                  SELECT rowid AS rid, * FROM subscriptions
                  WHERE owner = ? AND status = 'active'
                    AND (expires_at IS NULL OR expires_at > ?) AND rowid > ?
-                 ORDER BY rowid LIMIT ?)"
+                 ORDER BY rowid LIMIT +?)"
 );
 
 /// Saves a batch of progress given as a JSON array; returns the ids saved.
