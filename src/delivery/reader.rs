@@ -35,7 +35,7 @@ pub(super) struct Reader {
     /// Its cursor is in `cursors`.
     counted: AtomicBool,
     /// Its NotifyTo as the delivery client dials it, parsed at its first delivery rather than
-    /// at each (boxed: 8 bytes in a reader that never delivers).
+    /// at each (boxed: the cell is 16 bytes of a reader that never delivers).
     notify_to: OnceLock<Box<url::Url>>,
 }
 
