@@ -37,6 +37,7 @@ mod heartbeat;
 mod lease;
 mod loading;
 mod log;
+mod origins;
 mod progress;
 mod reader;
 mod readers;

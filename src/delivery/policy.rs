@@ -165,9 +165,10 @@ pub enum PolicyError {
 
 /// Parses an endpoint address as the HTTP client will (WHATWG URL rules, the `url` crate):
 /// an absolute `http` or `https` URL with a host. What the policy judges is this parsed host,
-/// and the client is handed this same parsed URL, so what is checked is what is dialled.
+/// and the client is handed this same parsed URL, so what is checked is what is dialled. An
+/// origin parsed before on this thread is not parsed again ([`super::origins`]).
 pub fn parse_endpoint(address: &str) -> Result<Url, PolicyError> {
-    let url = Url::parse(address.trim()).map_err(|_| PolicyError::BadUrl)?;
+    let url = super::origins::parse(address.trim()).map_err(|_| PolicyError::BadUrl)?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(PolicyError::BadUrl);
     }
