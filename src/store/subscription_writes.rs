@@ -9,12 +9,12 @@ use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::codec::{Columns, SubscriptionRow, decode_ended, millis, stored_seq};
+use super::codec::{Columns, SubscriptionRow, corrupt, decode_ended, millis, stored_seq};
 use super::group_commit::{Commit, Queue};
 use super::pulls::PulledCursor;
 use super::{NodeId, StoreError};
 use crate::domain::expiry::ExpiryKind;
-use crate::domain::subscription::{EndReason, Ended, Subscription, SubscriptionId};
+use crate::domain::subscription::{EndReason, Ended, SourceName, Subscription, SubscriptionId};
 
 /// A new subscription, owned by `owner`, its cursor at `start_after` or else at its log's head.
 pub(super) struct NewSubscription {
@@ -165,15 +165,24 @@ where
     }
 }
 
-/// Each new subscription's starting cursor, in the batch's order, from the `id` and `cursor`
-/// columns of the rows an insert returned (in whatever order the database returned them).
-pub(super) fn cursors_in_order<R: Columns>(
+/// Each new subscription's starting cursor, in the batch's order, from the ids and cursors an
+/// insert returned (in whatever order the database returned them; the two lists side by side).
+pub(super) fn cursors_in_order(
     batch: &[NewSubscription],
-    rows: &[R],
+    ids: Vec<String>,
+    cursors: Vec<i64>,
 ) -> Result<Vec<u64>, StoreError> {
-    let returned = rows
-        .iter()
-        .map(|row| Ok((row.text("id")?, stored_seq("cursor", row.int("cursor")?)?)))
+    if ids.len() != cursors.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} ids returned with {} cursors",
+            ids.len(),
+            cursors.len()
+        )));
+    }
+    let returned = ids
+        .into_iter()
+        .zip(cursors)
+        .map(|(id, cursor)| Ok((id, stored_seq("cursor", cursor)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
     // The rows come back in the batch's order in practice: then each is its write's, with no
     // map to build.
@@ -192,6 +201,71 @@ pub(super) fn cursors_in_order<R: Columns>(
             cursors.get(&write.row.id).copied().ok_or_else(|| {
                 StoreError::Corrupt(format!("no cursor returned for {}", write.row.id))
             })
+        })
+        .collect()
+}
+
+/// For each write of a batch of `len`, the index of its values among those returned, from the
+/// positions returned with them: each write's place in the batch counted from 1, as `WITH
+/// ORDINALITY` counts, for the writes that changed a row. A position outside the batch, or one
+/// returned twice, is corrupt.
+fn returned_slots(len: usize, positions: &[i64]) -> Result<Vec<Option<usize>>, StoreError> {
+    let mut slots = vec![None; len];
+    for (k, &position) in positions.iter().enumerate() {
+        let slot = usize::try_from(position)
+            .ok()
+            .and_then(|position| position.checked_sub(1))
+            .and_then(|i| slots.get_mut(i))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("position {position} returned in a batch of {len}"))
+            })?;
+        if slot.replace(k).is_some() {
+            return Err(StoreError::Corrupt(format!(
+                "position {position} returned twice"
+            )));
+        }
+    }
+    Ok(slots)
+}
+
+/// Whether each renewal took, in the batch's order, from the positions of those that did.
+pub(super) fn renewed_at(batch: &[Renewal], positions: &[i64]) -> Result<Vec<bool>, StoreError> {
+    Ok(returned_slots(batch.len(), positions)?
+        .into_iter()
+        .map(|slot| slot.is_some())
+        .collect())
+}
+
+/// What each ending ended, in the batch's order, from the positions of the endings that ended
+/// a subscription, with each one's log and whether its SubscriptionEnd was queued (the three
+/// lists side by side).
+pub(super) fn ended_at(
+    batch: &[Ending],
+    positions: &[i64],
+    sources: &[String],
+    notices: &[bool],
+) -> Result<Vec<Option<Ended>>, StoreError> {
+    if sources.len() != positions.len() || notices.len() != positions.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} positions returned with {} logs and {} notices",
+            positions.len(),
+            sources.len(),
+            notices.len()
+        )));
+    }
+    returned_slots(batch.len(), positions)?
+        .into_iter()
+        .zip(batch)
+        .map(|(slot, write)| {
+            slot.map(|k| {
+                Ok(Ended {
+                    id: SubscriptionId::parse(&write.id).ok_or_else(|| corrupt("id", &write.id))?,
+                    source: SourceName::parse(&sources[k])
+                        .ok_or_else(|| corrupt("source", &sources[k]))?,
+                    notice: notices[k],
+                })
+            })
+            .transpose()
         })
         .collect()
 }
@@ -242,20 +316,6 @@ pub(super) fn advanced<R: Columns>(
 mod tests {
     use super::*;
 
-    /// A returned row of an insert: its id and starting cursor.
-    struct Inserted(String, i64);
-
-    impl Columns for Inserted {
-        fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
-            assert_eq!(name, "id");
-            Ok(Some(self.0.clone()))
-        }
-        fn optional_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
-            assert_eq!(name, "cursor");
-            Ok(Some(self.1))
-        }
-    }
-
     fn new_subscription() -> NewSubscription {
         let subscription = crate::store::fixtures::subscription();
         NewSubscription {
@@ -270,33 +330,92 @@ mod tests {
     #[test]
     fn each_insert_gets_its_own_rows_cursor_in_any_order() {
         let batch: Vec<NewSubscription> = (0..4).map(|_| new_subscription()).collect();
-        let rows = |order: &[usize]| -> Vec<Inserted> {
-            order
+        let cursors = |order: &[usize]| {
+            let (ids, cursors) = order
                 .iter()
-                .map(|&i| Inserted(batch[i].row.id.clone(), 10 * i as i64 + 7))
-                .collect()
+                .map(|&i| (batch[i].row.id.clone(), 10 * i as i64 + 7))
+                .unzip();
+            cursors_in_order(&batch, ids, cursors)
         };
         let wanted = vec![7, 17, 27, 37];
-        assert_eq!(
-            cursors_in_order(&batch, &rows(&[0, 1, 2, 3])).unwrap(),
-            wanted
-        );
-        assert_eq!(
-            cursors_in_order(&batch, &rows(&[3, 1, 0, 2])).unwrap(),
-            wanted
-        );
-        assert_eq!(
-            cursors_in_order(&batch, &rows(&[1, 0, 2, 3])).unwrap(),
-            wanted
-        );
+        assert_eq!(cursors(&[0, 1, 2, 3]).unwrap(), wanted);
+        assert_eq!(cursors(&[3, 1, 0, 2]).unwrap(), wanted);
+        assert_eq!(cursors(&[1, 0, 2, 3]).unwrap(), wanted);
         for short in [&[0, 1, 2][..], &[3, 2, 1][..], &[0, 1, 2, 2][..]] {
             assert!(
-                matches!(
-                    cursors_in_order(&batch, &rows(short)),
-                    Err(StoreError::Corrupt(_))
-                ),
+                matches!(cursors(short), Err(StoreError::Corrupt(_))),
                 "rows {short:?}"
             );
         }
+        let id = batch[0].row.id.clone();
+        assert!(matches!(
+            cursors_in_order(&batch[..1], vec![id], vec![1, 2]),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// Renewals and endings are answered by their positions in the batch, in any order
+    /// returned; a position outside the batch or returned twice is corrupt.
+    #[test]
+    fn renewals_and_endings_are_answered_by_position() {
+        let renewal = |id: &str| Renewal {
+            id: id.into(),
+            expires_at: None,
+            kind: "none",
+            now: 0,
+        };
+        let renewals: Vec<Renewal> = ["a", "b", "c", "d"].map(renewal).into();
+        assert_eq!(
+            renewed_at(&renewals, &[4, 2]).unwrap(),
+            [false, true, false, true]
+        );
+        assert_eq!(renewed_at(&renewals, &[]).unwrap(), [false; 4]);
+        for bad in [&[0][..], &[5], &[-1], &[2, 2]] {
+            assert!(
+                matches!(renewed_at(&renewals, bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+        let ids: Vec<String> = (0..3)
+            .map(|_| crate::store::fixtures::subscription().id.to_string())
+            .collect();
+        let endings: Vec<Ending> = ids
+            .iter()
+            .map(|id| Ending {
+                id: id.clone(),
+                reason: "unsubscribed",
+                now: 0,
+            })
+            .collect();
+        let ended = ended_at(
+            &endings,
+            &[3, 1],
+            &["third".into(), "first".into()],
+            &[true, false],
+        )
+        .unwrap();
+        let answers: Vec<Option<(String, &str, bool)>> = ended
+            .iter()
+            .map(|e| {
+                e.as_ref()
+                    .map(|e| (e.id.to_string(), e.source.as_str(), e.notice))
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                Some((ids[0].clone(), "first", false)),
+                None,
+                Some((ids[2].clone(), "third", true)),
+            ]
+        );
+        assert!(matches!(
+            ended_at(&endings, &[1, 2], &["a".into()], &[true, true]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            ended_at(&endings, &[4], &["a".into()], &[true]),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -219,6 +219,8 @@ async fn renews_and_ends_arriving_together_commit_together_each_answered_as_alon
         if let Some(ended) = ended {
             assert_eq!(ended.id, subscriptions[i].id);
             assert_eq!(ended.source, subscriptions[i].source, "its log");
+            let queued = subscriptions[i].end_to.is_some();
+            assert_eq!(ended.notice, queued, "its SubscriptionEnd queued {i}");
             ended_once[i] += 1;
         }
     }

@@ -7,21 +7,23 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgBindIterExt, PgPool};
 
 use super::super::StoreError;
-use super::super::codec::{ended_columns, subscription_columns};
+use super::super::codec::subscription_columns;
 use super::super::group_commit::Commit;
 use super::super::pulls::PulledCursor;
 use super::super::sql::{announce_ends, renewed_sweep_mark};
 use super::super::subscription_writes::{
-    Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended, renewed,
+    Ending, NewSubscription, PullAdvance, Renewal, advanced, cursors_in_order, ended_at, renewed_at,
 };
 use super::insert_rows::InsertRow;
 use super::session::Session;
 use crate::domain::subscription::Ended;
 
 /// Inserts the rows given as one array of `subscription_insert`; each starts at its given cursor
-/// or at its log's head.
+/// or at its log's head. The ids and cursors come back as one row of two arrays, side by side:
+/// a row per subscription cost herald about 3.5k instructions per Subscribe in sqlx's stream of
+/// rows and its lookups of columns by name (`callgrind`, BENCHMARKS.md thirty-third pass).
 const INSERT_BATCH: &str = concat!(
-    "INSERT INTO subscriptions (",
+    "WITH inserted AS (INSERT INTO subscriptions (",
     subscription_columns!(),
     ", status, owner, cursor, sweep_at)
      SELECT r.id, r.source, r.eventing, r.soap, r.addressing, r.notify_to, r.end_to,
@@ -32,43 +34,56 @@ const INSERT_BATCH: &str = concat!(
                      (SELECT last_seq FROM source_heads WHERE source = r.source), 0),
             r.expires_at
      FROM UNNEST($1::subscription_insert[]) AS r
-     RETURNING id, cursor"
+     RETURNING id, cursor)
+     SELECT array_agg(id), array_agg(cursor) FROM inserted"
 );
 
 /// Sets each given expiry on a subscription active and unexpired at its `now`. Its sweep mark
 /// moves only to an expiry nearer than the mark (or to none): a renewal that moves the expiry
 /// later changes no indexed column, so the server can make it a heap-only update when the page
-/// has room (see the migration `sweep_marks`).
+/// has room (see the migration `sweep_marks`). The renewals that took come back as their places
+/// in the batch, in one array.
 const RENEW_BATCH: &str = concat!(
-    "UPDATE subscriptions s
+    "WITH renewed AS (UPDATE subscriptions s
      SET expires_at = r.new_expiry, expiry_kind = r.new_kind, sweep_at = ",
     renewed_sweep_mark!("s.sweep_at", "r.new_expiry"),
     "
-     FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[])
-          AS r(renewed_id, new_expiry, new_kind, renewed_at)
+     FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[]) WITH ORDINALITY
+          AS r(renewed_id, new_expiry, new_kind, renewed_at, place)
      WHERE s.id = r.renewed_id AND s.status = 'active'
        AND (s.expires_at IS NULL OR s.expires_at > r.renewed_at)
-     RETURNING s.id"
+     RETURNING r.place)
+     SELECT array_agg(place) FROM renewed"
 );
 
 /// Ends each given subscription active and unexpired at its `now`, queueing its
 /// SubscriptionEnd when it has an EndTo, and announces the ends on channel `$4` at commit
-/// ([`announce_ends!`]).
+/// ([`announce_ends!`]). The endings that ended a subscription come back as their places in the
+/// batch, with each one's log and whether its SubscriptionEnd was queued: one row of three
+/// arrays, side by side.
 const END_BATCH: &str = concat!(
     "WITH ended AS (
          UPDATE subscriptions s
          SET status = 'ended', end_reason = e.why, ended_at = e.at,
              end_notice = CASE WHEN s.end_to IS NULL THEN NULL ELSE 'pending' END,
              end_next_at = e.at
-         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS e(ending_id, why, at)
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) WITH ORDINALITY
+              AS e(ending_id, why, at, place)
          WHERE s.id = e.ending_id AND s.status = 'active'
            AND (s.expires_at IS NULL OR s.expires_at > e.at)
-         RETURNING s.id, s.source, s.end_notice)
-     SELECT ",
-    ended_columns!(),
-    ", ",
+         RETURNING s.id, e.place, s.source, s.end_notice)
+     SELECT array_agg(place), array_agg(source), array_agg(end_notice IS NOT NULL), ",
     announce_ends!("$4", "ended"),
     " AS announced FROM ended"
+);
+
+/// The row an end batch returns: the places, logs and notices of the endings that ended a
+/// subscription, and the count of notifications that announced them.
+type Ended4 = (
+    Option<Vec<i64>>,
+    Option<Vec<String>>,
+    Option<Vec<bool>>,
+    Option<i64>,
 );
 
 /// Writes batches through the pool (autocommit: the statement is the transaction).
@@ -118,8 +133,10 @@ impl Commit for PgInserts {
 
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
         let rows = batch.iter().map(InsertRow).bind_iter();
-        let query = sqlx::query(INSERT_BATCH).bind(rows);
-        cursors_in_order(batch, &self.0.fetch_all(query).await?)
+        let query = sqlx::query_as(INSERT_BATCH).bind(rows);
+        let (ids, cursors): (Option<Vec<String>>, Option<Vec<i64>>) =
+            self.0.fetch_one(query).await?;
+        cursors_in_order(batch, ids.unwrap_or_default(), cursors.unwrap_or_default())
     }
 }
 
@@ -133,12 +150,13 @@ impl Commit for PgRenewals {
     }
 
     async fn commit(&self, batch: &[Renewal]) -> Result<Vec<bool>, StoreError> {
-        let query = sqlx::query(RENEW_BATCH)
+        let query = sqlx::query_as(RENEW_BATCH)
             .bind(column(batch, |r| r.id.clone()))
             .bind(column(batch, |r| r.expires_at))
             .bind(column(batch, |r| r.kind))
             .bind(column(batch, |r| r.now));
-        renewed(batch, &self.0.fetch_all(query).await?)
+        let (places,): (Option<Vec<i64>>,) = self.0.fetch_one(query).await?;
+        renewed_at(batch, &places.unwrap_or_default())
     }
 }
 
@@ -152,12 +170,18 @@ impl Commit for PgEnds {
     }
 
     async fn commit(&self, batch: &[Ending]) -> Result<Vec<Option<Ended>>, StoreError> {
-        let query = sqlx::query(END_BATCH)
+        let query = sqlx::query_as(END_BATCH)
             .bind(column(batch, |e| e.id.clone()))
             .bind(column(batch, |e| e.reason))
             .bind(column(batch, |e| e.now))
             .bind(&self.1);
-        ended(batch, &self.0.fetch_all(query).await?)
+        let (places, sources, notices, _announced): Ended4 = self.0.fetch_one(query).await?;
+        ended_at(
+            batch,
+            &places.unwrap_or_default(),
+            &sources.unwrap_or_default(),
+            &notices.unwrap_or_default(),
+        )
     }
 }
 

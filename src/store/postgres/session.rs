@@ -83,6 +83,20 @@ impl Session {
         session.finish(rows)
     }
 
+    /// Runs `query` on the session for its one row, decoded by position: the row, or the
+    /// error (the session dropped when the error shows it lost).
+    pub async fn fetch_one<O>(
+        &self,
+        query: sqlx::query::QueryAs<'_, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> Result<O, StoreError>
+    where
+        O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        let mut session = self.live().await?;
+        let row = query.fetch_one(session.connection()).await;
+        session.finish(row)
+    }
+
     /// The session, tested first when it has been idle, or a new one.
     async fn live(&self) -> Result<InUse<'_>, StoreError> {
         let mut held = self.held.lock().await;
