@@ -161,7 +161,9 @@ pub fn router(state: AppState) -> Router {
             require_token,
         ));
     Router::new()
-        .merge(soap::router())
+        .merge(soap::router(
+            state.engine.sources().map(|source| &source.name),
+        ))
         .merge(contexts::router())
         .merge(invocations::router())
         .merge(channels::router())

@@ -39,8 +39,18 @@ fn wanted(query: Option<&str>) -> Option<Wanted> {
 
 /// Serves a source's WSDL or one of its schemas, with the source's addresses filled in.
 pub(super) async fn describe(
-    State(state): State<AppState>,
+    state: State<AppState>,
     Path(source): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    describe_source(state, source, query, headers).await
+}
+
+/// [`describe`] for a source named by its own route.
+pub(super) async fn describe_source(
+    State(state): State<AppState>,
+    source: String,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {

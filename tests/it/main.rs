@@ -39,6 +39,7 @@ mod queue_batches;
 mod readme;
 mod restart;
 mod retention;
+mod routes;
 mod samples;
 mod sessions;
 mod sink;
