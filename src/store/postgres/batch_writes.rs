@@ -19,11 +19,12 @@ use super::session::Session;
 use crate::domain::subscription::Ended;
 
 /// Inserts the rows given as one array of `subscription_insert`; each starts at its given cursor
-/// or at its log's head. The ids and cursors come back as one row of two arrays, side by side:
-/// a row per subscription cost herald about 3.5k instructions per Subscribe in sqlx's stream of
-/// rows and its lookups of columns by name (`callgrind`, BENCHMARKS.md thirty-third pass).
+/// or at its log's head. Each row comes back with its id and cursor, read by position. (As one
+/// row of two arrays, `array_agg` over a data-modifying `WITH`, they saved herald 1.8k
+/// instructions per Subscribe but cost the server about 9% more per batch: BENCHMARKS.md,
+/// thirty-third pass.)
 const INSERT_BATCH: &str = concat!(
-    "WITH inserted AS (INSERT INTO subscriptions (",
+    "INSERT INTO subscriptions (",
     subscription_columns!(),
     ", status, owner, cursor, sweep_at)
      SELECT r.id, r.source, r.eventing, r.soap, r.addressing, r.notify_to, r.end_to,
@@ -34,17 +35,16 @@ const INSERT_BATCH: &str = concat!(
                      (SELECT last_seq FROM source_heads WHERE source = r.source), 0),
             r.expires_at
      FROM UNNEST($1::subscription_insert[]) AS r
-     RETURNING id, cursor)
-     SELECT array_agg(id), array_agg(cursor) FROM inserted"
+     RETURNING id, cursor"
 );
 
 /// Sets each given expiry on a subscription active and unexpired at its `now`. Its sweep mark
 /// moves only to an expiry nearer than the mark (or to none): a renewal that moves the expiry
 /// later changes no indexed column, so the server can make it a heap-only update when the page
 /// has room (see the migration `sweep_marks`). The renewals that took come back as their places
-/// in the batch, in one array.
+/// in the batch, one row each, read by position.
 const RENEW_BATCH: &str = concat!(
-    "WITH renewed AS (UPDATE subscriptions s
+    "UPDATE subscriptions s
      SET expires_at = r.new_expiry, expiry_kind = r.new_kind, sweep_at = ",
     renewed_sweep_mark!("s.sweep_at", "r.new_expiry"),
     "
@@ -52,15 +52,14 @@ const RENEW_BATCH: &str = concat!(
           AS r(renewed_id, new_expiry, new_kind, renewed_at, place)
      WHERE s.id = r.renewed_id AND s.status = 'active'
        AND (s.expires_at IS NULL OR s.expires_at > r.renewed_at)
-     RETURNING r.place)
-     SELECT array_agg(place) FROM renewed"
+     RETURNING r.place"
 );
 
 /// Ends each given subscription active and unexpired at its `now`, queueing its
 /// SubscriptionEnd when it has an EndTo, and announces the ends on channel `$4` at commit
 /// ([`announce_ends!`]). The endings that ended a subscription come back as their places in the
-/// batch, with each one's log and whether its SubscriptionEnd was queued: one row of three
-/// arrays, side by side.
+/// batch, each with its log and whether its SubscriptionEnd was queued, one row each, read by
+/// position.
 const END_BATCH: &str = concat!(
     "WITH ended AS (
          UPDATE subscriptions s
@@ -72,19 +71,15 @@ const END_BATCH: &str = concat!(
          WHERE s.id = e.ending_id AND s.status = 'active'
            AND (s.expires_at IS NULL OR s.expires_at > e.at)
          RETURNING s.id, e.place, s.source, s.end_notice)
-     SELECT array_agg(place), array_agg(source), array_agg(end_notice IS NOT NULL), ",
+     SELECT place, source, end_notice IS NOT NULL, ",
     announce_ends!("$4", "ended"),
     " AS announced FROM ended"
 );
 
-/// The row an end batch returns: the places, logs and notices of the endings that ended a
-/// subscription, and the count of notifications that announced them.
-type Ended4 = (
-    Option<Vec<i64>>,
-    Option<Vec<String>>,
-    Option<Vec<bool>>,
-    Option<i64>,
-);
+/// A row an end batch returns: the place of an ending that ended a subscription, its log,
+/// whether its SubscriptionEnd was queued, and the count of notifications that announced the
+/// batch's ends.
+type EndedRow = (i64, String, bool, Option<i64>);
 
 /// Writes batches through the pool (autocommit: the statement is the transaction).
 #[derive(Clone)]
@@ -134,9 +129,9 @@ impl Commit for PgInserts {
     async fn commit(&self, batch: &[NewSubscription]) -> Result<Vec<u64>, StoreError> {
         let rows = batch.iter().map(InsertRow).bind_iter();
         let query = sqlx::query_as(INSERT_BATCH).bind(rows);
-        let (ids, cursors): (Option<Vec<String>>, Option<Vec<i64>>) =
-            self.0.fetch_one(query).await?;
-        cursors_in_order(batch, ids.unwrap_or_default(), cursors.unwrap_or_default())
+        let rows: Vec<(String, i64)> = self.0.fetch_all_as(query).await?;
+        let (ids, cursors) = rows.into_iter().unzip();
+        cursors_in_order(batch, ids, cursors)
     }
 }
 
@@ -155,8 +150,14 @@ impl Commit for PgRenewals {
             .bind(column(batch, |r| r.expires_at))
             .bind(column(batch, |r| r.kind))
             .bind(column(batch, |r| r.now));
-        let (places,): (Option<Vec<i64>>,) = self.0.fetch_one(query).await?;
-        renewed_at(batch, &places.unwrap_or_default())
+        let places: Vec<i64> = self
+            .0
+            .fetch_all_as(query)
+            .await?
+            .into_iter()
+            .map(|(place,)| place)
+            .collect();
+        renewed_at(batch, &places)
     }
 }
 
@@ -175,13 +176,14 @@ impl Commit for PgEnds {
             .bind(column(batch, |e| e.reason))
             .bind(column(batch, |e| e.now))
             .bind(&self.1);
-        let (places, sources, notices, _announced): Ended4 = self.0.fetch_one(query).await?;
-        ended_at(
-            batch,
-            &places.unwrap_or_default(),
-            &sources.unwrap_or_default(),
-            &notices.unwrap_or_default(),
-        )
+        let rows: Vec<EndedRow> = self.0.fetch_all_as(query).await?;
+        let (mut places, mut sources, mut notices) = (Vec::new(), Vec::new(), Vec::new());
+        for (place, source, notice, _announced) in rows {
+            places.push(place);
+            sources.push(source);
+            notices.push(notice);
+        }
+        ended_at(batch, &places, &sources, &notices)
     }
 }
 

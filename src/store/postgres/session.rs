@@ -83,18 +83,18 @@ impl Session {
         session.finish(rows)
     }
 
-    /// Runs `query` on the session for its one row, decoded by position: the row, or the
+    /// Runs `query` on the session for its rows, each decoded by position: the rows, or the
     /// error (the session dropped when the error shows it lost).
-    pub async fn fetch_one<O>(
+    pub async fn fetch_all_as<O>(
         &self,
         query: sqlx::query::QueryAs<'_, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> Result<O, StoreError>
+    ) -> Result<Vec<O>, StoreError>
     where
         O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
     {
         let mut session = self.live().await?;
-        let row = query.fetch_one(session.connection()).await;
-        session.finish(row)
+        let rows = query.fetch_all(session.connection()).await;
+        session.finish(rows)
     }
 
     /// The session, tested first when it has been idle, or a new one.
